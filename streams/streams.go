@@ -1,0 +1,87 @@
+// Package streams names the JetStream buckets, streams and subjects that hub,
+// leaves and agents share, and defines the messages that flow through them.
+package streams
+
+import (
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Names shared by every role.
+const (
+	HubDomain        = "hub"
+	BlueprintsBucket = "blueprints"
+	StatusBucket     = "status"
+	TelemetryStream  = "TELEMETRY"
+	ArtifactsBucket  = "artifacts"
+	// BlueprintHistory is how many revisions of each key the hub keeps.
+	BlueprintHistory = 16
+)
+
+var idRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,62})$`)
+
+// ValidID checks a site or node id: it becomes a subject token, a JetStream
+// domain and a key part, so it must be plain.
+func ValidID(kind, id string) error {
+	if !idRE.MatchString(id) {
+		return fmt.Errorf("%s id %q must be 1-63 lowercase letters, digits, _ or -, starting with a letter or digit", kind, id)
+	}
+	return nil
+}
+
+// Key is the blueprints and status key of a node.
+func Key(site, node string) string { return site + "." + node }
+
+// TelemetrySubjects is the subject filter of a site's telemetry.
+func TelemetrySubjects(site string) string { return "telemetry." + site + ".>" }
+
+// KVSubjects is the subject filter of a site's keys in a bucket.
+func KVSubjects(bucket, site string) string { return "$KV." + bucket + "." + site + ".>" }
+
+// MirrorConsumer is the durable consumer, on the hub's blueprints stream, that
+// feeds a site's mirror. Pre-created durables resume at once after an outage;
+// ephemeral ones stall for tens of seconds (see FIELD-NOTES).
+func MirrorConsumer(site string) string { return "mirror-" + site }
+
+// MirrorDeliver is where that consumer pushes.
+func MirrorDeliver(site string) string { return "alpha.deliver." + site + ".blueprints" }
+
+// UplinkConsumer is the durable consumer, on a site's stream, that the hub's
+// stream sources from (status or telemetry).
+func UplinkConsumer(stream string) string { return "uplink-" + stream }
+
+// UplinkDeliver is where that consumer pushes.
+func UplinkDeliver(site, stream string) string { return "alpha.deliver." + site + ".uplink." + stream }
+
+// NodeStatus is what an agent writes to its key in the status bucket.
+type NodeStatus struct {
+	Site            string     `json:"site"`
+	Node            string     `json:"node"`
+	Blueprint       string     `json:"blueprint,omitempty"`
+	DesiredRevision uint64     `json:"desiredRevision"`
+	AppliedRevision uint64     `json:"appliedRevision"`
+	Phase           string     `json:"phase"`
+	Message         string     `json:"message,omitempty"`
+	Invalid         []string   `json:"invalid,omitempty"`
+	Errors          []string   `json:"errors,omitempty"`
+	Repairs         uint64     `json:"repairs"`
+	LastRepair      time.Time  `json:"lastRepair,omitzero"`
+	LastReconcile   time.Time  `json:"lastReconcile"`
+	Reported        time.Time  `json:"reported"`
+	Gate            string     `json:"gate,omitempty"`
+	Resources       []Resource `json:"resources,omitempty"`
+}
+
+// Resource is the state of one managed thing, as reported.
+type Resource struct {
+	ID      string  `json:"id"`
+	State   string  `json:"state"`
+	Message string  `json:"message,omitempty"`
+	Health  float64 `json:"health"`
+	Repairs uint64  `json:"repairs,omitempty"`
+}
+
+// StatusHeartbeat is how often an agent rewrites its status even when
+// nothing changed, so the hub can tell a quiet node from a silent one.
+const StatusHeartbeat = 10 * time.Second
