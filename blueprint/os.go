@@ -1,5 +1,14 @@
 package blueprint
 
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
 // KernelModule is a kernel module loaded or blacklisted.
 type KernelModule struct {
 	Name    string `json:"name"`
@@ -82,4 +91,145 @@ type Window struct {
 	Days  []string `json:"days" doc:"mon..sun."`
 	Start string   `json:"start" doc:"HH:MM."`
 	End   string   `json:"end" doc:"HH:MM; before start means the next day."`
+}
+
+var sysctlKeyRE = regexp.MustCompile(`^[a-z0-9_]+(\.[a-zA-Z0-9_\-]+)+$`)
+
+func (c *checker) sysctl(m map[string]string) {
+	for k := range m {
+		if !sysctlKeyRE.MatchString(k) {
+			c.add("spec.sysctl."+k, "%q is not a sysctl key like net.ipv4.ip_forward", k)
+		}
+	}
+}
+
+func (c *checker) modules(ms []KernelModule) {
+	for i, m := range ms {
+		p := fmt.Sprintf("spec.kernelModules[%d]", i)
+		c.name(p+".name", m.Name)
+		c.oneOf(p+".state", m.State, "loaded", "blacklisted")
+	}
+}
+
+func (c *checker) firewall(f *Firewall) {
+	if f == nil {
+		return
+	}
+	if f.Table != "" {
+		c.name("spec.firewall.table", f.Table)
+	}
+	c.oneOf("spec.firewall.policy.input", f.Policy.Input, "accept", "drop")
+	c.oneOf("spec.firewall.policy.forward", f.Policy.Forward, "accept", "drop")
+	c.oneOf("spec.firewall.policy.output", f.Policy.Output, "accept", "drop")
+	for i, r := range f.Rules {
+		p := fmt.Sprintf("spec.firewall.rules[%d]", i)
+		c.oneOf(p+".chain", r.Chain, "input", "forward", "output")
+		if r.Action == "" {
+			c.add(p+".action", "is required")
+		}
+		c.oneOf(p+".action", r.Action, "accept", "drop", "reject")
+		c.oneOf(p+".protocol", r.Protocol, "tcp", "udp", "icmp")
+		if r.Port < 0 || r.Port > 65535 {
+			c.add(p+".port", "%d is out of range 1-65535", r.Port)
+		}
+		if (r.Port != 0 || r.Ports != "") && r.Protocol != "tcp" && r.Protocol != "udp" {
+			c.add(p+".protocol", "a port needs protocol tcp or udp")
+		}
+		if r.Ports != "" {
+			lo, hi, ok := strings.Cut(r.Ports, "-")
+			a, err1 := strconv.Atoi(lo)
+			b, err2 := strconv.Atoi(hi)
+			if !ok || err1 != nil || err2 != nil || a < 1 || b > 65535 || a > b {
+				c.add(p+".ports", "%q is not a port range like 8000-8100", r.Ports)
+			}
+		}
+		c.cidr(p+".source", r.Source)
+	}
+}
+
+func (c *checker) network(n *Network) {
+	if n == nil {
+		return
+	}
+	for i, it := range n.Interfaces {
+		p := fmt.Sprintf("spec.network.interfaces[%d]", i)
+		c.name(p+".name", it.Name)
+		if it.MTU != 0 && (it.MTU < 68 || it.MTU > 65535) {
+			c.add(p+".mtu", "%d is out of range 68-65535", it.MTU)
+		}
+		for j, a := range it.Addresses {
+			if _, err := netip.ParsePrefix(a); err != nil {
+				c.add(fmt.Sprintf("%s.addresses[%d]", p, j), "%q is not a CIDR address like 10.0.0.2/24", a)
+			}
+		}
+	}
+	for i, r := range n.Routes {
+		p := fmt.Sprintf("spec.network.routes[%d]", i)
+		if r.Destination != "default" {
+			if _, err := netip.ParsePrefix(r.Destination); err != nil {
+				c.add(p+".destination", "%q is not a CIDR or default", r.Destination)
+			}
+		}
+		if r.Gateway != "" {
+			if _, err := netip.ParseAddr(r.Gateway); err != nil {
+				c.add(p+".gateway", "%q is not an address", r.Gateway)
+			}
+		}
+	}
+}
+
+func (c *checker) compliance(cp *Compliance) {
+	if cp == nil {
+		return
+	}
+	for i, pol := range cp.Policies {
+		p := fmt.Sprintf("spec.compliance.policies[%d]", i)
+		c.name(p+".name", pol.Name)
+		if pol.Type == "" {
+			c.add(p+".type", "is required")
+		}
+		c.oneOf(p+".type", pol.Type, "diskEncryption", "secureBoot", "selinux", "apparmor", "fileContent")
+		c.oneOf(p+".mode", pol.Mode, "enforce", "audit")
+		if pol.Type == "fileContent" {
+			c.path(p+".path", pol.Path)
+			if pol.Line == "" {
+				c.add(p+".line", "is required for fileContent")
+			}
+		}
+	}
+}
+
+var clockRE = regexp.MustCompile(`^([01][0-9]|2[0-3]):[0-5][0-9]$`)
+
+var weekdays = map[string]bool{"mon": true, "tue": true, "wed": true, "thu": true, "fri": true, "sat": true, "sun": true}
+
+func (c *checker) maintenance(m *Maintenance) {
+	if m == nil {
+		return
+	}
+	if m.TimeZone != "" {
+		if _, err := time.LoadLocation(m.TimeZone); err != nil {
+			c.add("spec.maintenance.timeZone", "%q is not a known time zone", m.TimeZone)
+		}
+	}
+	for i, w := range m.Windows {
+		p := fmt.Sprintf("spec.maintenance.windows[%d]", i)
+		if len(w.Days) == 0 {
+			c.add(p+".days", "is empty: the window would never open")
+		}
+		for j, d := range w.Days {
+			if !weekdays[d] {
+				c.add(fmt.Sprintf("%s.days[%d]", p, j), "%q is not one of mon, tue, wed, thu, fri, sat, sun", d)
+			}
+		}
+		if !clockRE.MatchString(w.Start) {
+			c.add(p+".start", "%q is not a time like 02:00", w.Start)
+		}
+		if !clockRE.MatchString(w.End) {
+			c.add(p+".end", "%q is not a time like 04:00", w.End)
+		}
+		if w.Start != "" && w.Start == w.End {
+			c.add(p+".end", "%q equals start: the window would never open", w.End)
+		}
+	}
 }

@@ -1,5 +1,10 @@
 package blueprint
 
+import (
+	"fmt"
+	"strings"
+)
+
 // Container is a container run through podman. The agent owns only the
 // containers it labels as its own.
 type Container struct {
@@ -56,4 +61,68 @@ type Executable struct {
 	Path     string    `json:"path"`
 	Artifact *Artifact `json:"artifact"`
 	Mode     string    `json:"mode,omitempty"`
+}
+
+func (c *checker) artifact(p string, a *Artifact) {
+	if a == nil {
+		return
+	}
+	if a.Name == "" {
+		c.add(p+".name", "is required")
+	}
+	if len(a.SHA256) != 64 || strings.Trim(strings.ToLower(a.SHA256), "0123456789abcdef") != "" {
+		c.add(p+".sha256", "%q is not a hex sha256 (64 characters)", a.SHA256)
+	}
+}
+
+func (c *checker) containers(cs []Container, ids map[string]string) {
+	for i, ct := range cs {
+		p := fmt.Sprintf("spec.containers[%d]", i)
+		c.name(p+".name", ct.Name)
+		if ct.Image == "" {
+			c.add(p+".image", "is required")
+		}
+		c.artifact(p+".artifact", ct.Artifact)
+		c.oneOf(p+".network", ct.Network, "none", "host")
+		c.oneOf(p+".restart", ct.Restart, "no", "on-failure", "always")
+		if ct.CPUs < 0 {
+			c.add(p+".cpus", "%v must not be negative", ct.CPUs)
+		}
+		for j, m := range ct.Mounts {
+			c.path(fmt.Sprintf("%s.mounts[%d].source", p, j), m.Source)
+			c.path(fmt.Sprintf("%s.mounts[%d].target", p, j), m.Target)
+		}
+		for j, dev := range ct.Devices {
+			if !strings.HasPrefix(dev, "/dev/") || !CleanPath(dev) {
+				c.add(fmt.Sprintf("%s.devices[%d]", p, j), "%q is not a device path under /dev", dev)
+			}
+		}
+		if ct.Name != "" {
+			c.unique(ids, ResourceID("container", ct.Name), p+".name")
+		}
+	}
+}
+
+func (c *checker) units(us []Unit, ids map[string]string) {
+	for i, u := range us {
+		p := fmt.Sprintf("spec.units[%d]", i)
+		c.name(p+".name", u.Name)
+		if u.Name != "" && !strings.Contains(u.Name, ".") {
+			c.add(p+".name", "%q needs a unit suffix such as .service", u.Name)
+		}
+		c.oneOf(p+".state", u.State, "started", "stopped")
+		if e := u.Executable; e != nil {
+			c.path(p+".executable.path", e.Path)
+			if e.Artifact == nil {
+				c.add(p+".executable.artifact", "is required")
+			}
+			c.artifact(p+".executable.artifact", e.Artifact)
+			if _, err := ParseMode(e.Mode, 0o755); err != nil {
+				c.add(p+".executable.mode", "%v", err)
+			}
+		}
+		if u.Name != "" {
+			c.unique(ids, ResourceID("unit", u.Name), p+".name")
+		}
+	}
 }

@@ -1,14 +1,8 @@
 package blueprint
 
-// CloudConfig is a Terraform configuration the hub provisions for this node.
-type CloudConfig struct {
-	Name      string            `json:"name"`
-	Main      string            `json:"main,omitempty" doc:"Inline HCL."`
-	Module    *Artifact         `json:"module,omitempty" doc:"A module archive in the artifacts bucket."`
-	Variables map[string]string `json:"variables,omitempty"`
-	Outputs   []string          `json:"outputs,omitempty" doc:"Outputs the node needs."`
-	Drift     string            `json:"drift,omitempty" doc:"repair or report (default report)."`
-}
+import (
+	"fmt"
+)
 
 // Telemetry configures collectors and the site buffer.
 type Telemetry struct {
@@ -70,4 +64,59 @@ type RemedyAction struct {
 type Budget struct {
 	Max    int      `json:"max"`
 	Period Duration `json:"period"`
+}
+
+func (c *checker) telemetry(t *Telemetry) {
+	if t == nil {
+		return
+	}
+	if t.Retention.MaxBytes < 0 {
+		c.add("spec.telemetry.retention.maxBytes", "%d must not be negative", t.Retention.MaxBytes)
+	}
+	for i, col := range t.Collectors {
+		p := fmt.Sprintf("spec.telemetry.collectors[%d]", i)
+		c.oneOf(p+".name", col.Name, "host", "sensors", "units", "containers", "link", "agent")
+		if col.Interval.Duration < 0 {
+			c.add(p+".interval", "%s must not be negative", col.Interval)
+		}
+	}
+	for i, s := range t.Sensors {
+		p := fmt.Sprintf("spec.telemetry.sensors[%d]", i)
+		if s.Name == "" {
+			c.add(p+".name", "is required")
+		}
+		if s.Min != nil && s.Max != nil && *s.Min > *s.Max {
+			c.add(p, "min %v is above max %v", *s.Min, *s.Max)
+		}
+	}
+}
+
+func (c *checker) remediation(rs []Remediation, ids map[string]string) {
+	for i, r := range rs {
+		p := fmt.Sprintf("spec.remediation[%d]", i)
+		c.name(p+".name", r.Name)
+		if r.When.Signal == "" {
+			c.add(p+".when.signal", "is required")
+		}
+		if (r.When.Above == nil) == (r.When.Below == nil) {
+			c.add(p+".when", "needs exactly one of above or below")
+		}
+		if r.Action.Type == "" {
+			c.add(p+".action.type", "is required")
+		}
+		c.oneOf(p+".action.type", r.Action.Type, "alert", "restart", "stop", "exec")
+		switch r.Action.Type {
+		case "restart", "stop":
+			if _, ok := ids[r.Action.Target]; !ok {
+				c.add(p+".action.target", "%q names no workload of this blueprint", r.Action.Target)
+			}
+		case "exec":
+			if len(r.Action.Command) == 0 {
+				c.add(p+".action.command", "is required for exec")
+			}
+		}
+		if r.Budget != nil && (r.Budget.Max < 1 || r.Budget.Period.Duration <= 0) {
+			c.add(p+".budget", "needs max >= 1 and a positive period")
+		}
+	}
 }
