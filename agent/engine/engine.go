@@ -89,6 +89,10 @@ type Config struct {
 	Gate     Gate
 	OnStatus func(Status)
 	OnRepair func(Repair)
+	// Prepare, if set, turns the blueprint into the one the drivers see, e.g.
+	// resolving ${cloud.NAME.OUTPUT} references. An error keeps the affected
+	// pass from applying and is reported like a driver error.
+	Prepare func(ctx context.Context, bp *blueprint.Blueprint) (*blueprint.Blueprint, error)
 }
 
 // Engine reconciles a node onto its blueprint.
@@ -372,8 +376,16 @@ func (e *Engine) converge(ctx context.Context, run *revision, repair bool, st *S
 	var steps []step
 	var errs []string
 	health := map[string]driver.Resource{}
+	bp := run.bp
+	if e.cfg.Prepare != nil {
+		prepared, err := e.cfg.Prepare(ctx, bp)
+		if err != nil {
+			return false, []string{"prepare: " + err.Error()}
+		}
+		bp = prepared
+	}
 	for _, d := range e.cfg.Drivers {
-		p, err := d.Plan(ctx, run.bp)
+		p, err := d.Plan(ctx, bp)
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("%s: %v", d.Name(), err))
 			continue
