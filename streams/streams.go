@@ -39,13 +39,16 @@ func TelemetrySubjects(site string) string { return "telemetry." + site + ".>" }
 // KVSubjects is the subject filter of a site's keys in a bucket.
 func KVSubjects(bucket, site string) string { return "$KV." + bucket + "." + site + ".>" }
 
-// MirrorConsumer is the durable consumer, on the hub's blueprints stream, that
-// feeds a site's mirror. Pre-created durables resume at once after an outage;
+// MirrorConsumer prefixes the durable consumers, on hub buckets, that feed a
+// site's mirrors. Pre-created durables resume at once after an outage;
 // ephemeral ones stall for tens of seconds (see FIELD-NOTES).
 func MirrorConsumer(site string) string { return "mirror-" + site }
 
-// MirrorDeliver is where that consumer pushes.
-func MirrorDeliver(site string) string { return "alpha.deliver." + site + ".blueprints" }
+// MirrorDeliver prefixes where those consumers push.
+func MirrorDeliver(site string) string { return "alpha.deliver." + site + ".mirror" }
+
+// Mirrored are the hub buckets each site mirrors its own keys of.
+func Mirrored() []string { return []string{BlueprintsBucket, CloudBucket} }
 
 // UplinkConsumer is the durable consumer, on a site's stream, that the hub's
 // stream sources from (status or telemetry).

@@ -1,0 +1,175 @@
+// Package hub runs the central NATS server with JetStream (domain "hub") that
+// holds every site's blueprints and receives their status and telemetry.
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/internal/natsutil"
+	"github.com/alpha-edge/alpha/streams"
+)
+
+// Config is what a hub needs.
+type Config struct {
+	StoreDir   string
+	Listen     string // client listener HOST:PORT
+	LeafListen string // leafnode listener HOST:PORT
+	Log        *slog.Logger
+	// Options, if set, is called on the server options before start, so
+	// other packages (accounts, TLS, clustering) can add what they own.
+	Options func(*server.Options) error
+	// ClientOptions are used for the hub's own in-process connection.
+	ClientOptions []nats.Option
+	// Replicas for buckets and streams (3 in a cluster).
+	Replicas int
+}
+
+// Hub is a running hub.
+type Hub struct {
+	Server *server.Server
+	cfg    Config
+	opts   *server.Options
+}
+
+// Start runs the server and creates the buckets and streams every site needs.
+func Start(ctx context.Context, cfg Config) (*Hub, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.StoreDir == "" {
+		return nil, errors.New("hub: --store is required")
+	}
+	host, port, err := natsutil.SplitAddr("--listen", cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	lhost, lport, err := natsutil.SplitAddr("--leaf-listen", cfg.LeafListen)
+	if err != nil {
+		return nil, err
+	}
+	opts := &server.Options{
+		ServerName:      "hub",
+		Host:            host,
+		Port:            port,
+		JetStream:       true,
+		JetStreamDomain: streams.HubDomain,
+		StoreDir:        cfg.StoreDir,
+		NoSigs:          true,
+		// Dead sites are noticed in seconds, not the default minutes.
+		PingInterval: 2 * time.Second,
+		MaxPingsOut:  3,
+		LeafNode: server.LeafNodeOpts{
+			Host: lhost,
+			Port: lport,
+			// Without this the hub tells leaves its own address and they
+			// reconnect around any proxy or NAT they were given.
+			NoAdvertise: true,
+		},
+	}
+	if cfg.Options != nil {
+		if err := cfg.Options(opts); err != nil {
+			return nil, err
+		}
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
+	if err := natsutil.Start(s, cfg.Log.With("role", "hub")); err != nil {
+		return nil, err
+	}
+	h := &Hub{Server: s, cfg: cfg, opts: opts}
+	if err := h.bootstrap(ctx); err != nil {
+		s.Shutdown()
+		return nil, err
+	}
+	return h, nil
+}
+
+// Connect opens an in-process client connection to the hub.
+func (h *Hub) Connect(extra ...nats.Option) (*nats.Conn, error) {
+	opts := append([]nats.Option{nats.InProcessServer(h.Server), nats.Name("alpha-hub")}, h.cfg.ClientOptions...)
+	return nats.Connect("", append(opts, extra...)...)
+}
+
+// ClientURL is where clients (the nats CLI, alpha status) connect.
+func (h *Hub) ClientURL() string { return h.Server.ClientURL() }
+
+// LeafURL is where site leaves connect.
+func (h *Hub) LeafURL() string {
+	// The server writes a randomly chosen port (-1) back into its options.
+	host := h.opts.LeafNode.Host
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return fmt.Sprintf("nats-leaf://%s", net.JoinHostPort(host, strconv.Itoa(h.opts.LeafNode.Port)))
+}
+
+// Shutdown stops the server and waits for it.
+func (h *Hub) Shutdown() {
+	h.Server.Shutdown()
+	h.Server.WaitForShutdown()
+}
+
+func (h *Hub) bootstrap(ctx context.Context) error {
+	nc, err := h.Connect()
+	if err != nil {
+		return fmt.Errorf("hub: connect: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	return Bootstrap(ctx, js, max(h.cfg.Replicas, 1))
+}
+
+// Bootstrap creates the hub's buckets and streams if they are missing. It is
+// idempotent; an existing stream's sources (one per site) are kept.
+func Bootstrap(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	kvs := []jetstream.KeyValueConfig{
+		{Bucket: streams.BlueprintsBucket, History: streams.BlueprintHistory, Storage: jetstream.FileStorage,
+			Description: "desired blueprints, key <site>.<node>", Replicas: replicas},
+		{Bucket: streams.CloudBucket, History: 4, Storage: jetstream.FileStorage,
+			Description: "cloud outputs and phases, key <site>.<node>.<config>", Replicas: replicas},
+	}
+	for _, c := range kvs {
+		if _, err := js.KeyValue(ctx, c.Bucket); err == nil {
+			continue
+		}
+		if _, err := js.CreateKeyValue(ctx, c); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("hub: bucket %s: %w", c.Bucket, err)
+		}
+	}
+	if _, err := js.ObjectStore(ctx, streams.ArtifactsBucket); err != nil {
+		if _, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: streams.ArtifactsBucket,
+			Description: "image archives and executables for sites", Storage: jetstream.FileStorage, Replicas: replicas}); err != nil {
+			return fmt.Errorf("hub: object store %s: %w", streams.ArtifactsBucket, err)
+		}
+	}
+	// Streams that only source from sites. They have no subjects of their
+	// own: one that listened on telemetry.> would also capture the leaves'
+	// publishes directly across the leaf link, a duplicate path.
+	for _, name := range streams.Uplinks() {
+		if _, err := js.Stream(ctx, name); err == nil {
+			continue
+		}
+		cfg := streams.HubUplinkConfig(name, replicas)
+		if _, err := js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("hub: stream %s: %w", name, err)
+		}
+	}
+	return nil
+}

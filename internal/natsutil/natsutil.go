@@ -1,0 +1,60 @@
+// Package natsutil holds what hub, leaf and agent share about running an
+// embedded nats-server: slog logging, address parsing and waiting for ready.
+package natsutil
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Logger adapts slog to nats-server's logger interface.
+type Logger struct{ L *slog.Logger }
+
+var _ server.Logger = Logger{}
+
+// Noticef logs at info.
+func (l Logger) Noticef(format string, v ...any) { l.L.Info(fmt.Sprintf(format, v...)) }
+
+// Warnf logs at warn.
+func (l Logger) Warnf(format string, v ...any) { l.L.Warn(fmt.Sprintf(format, v...)) }
+
+// Fatalf logs at error; the server stops itself.
+func (l Logger) Fatalf(format string, v ...any) { l.L.Error(fmt.Sprintf(format, v...)) }
+
+// Errorf logs at error.
+func (l Logger) Errorf(format string, v ...any) { l.L.Error(fmt.Sprintf(format, v...)) }
+
+// Debugf logs at debug.
+func (l Logger) Debugf(format string, v ...any) { l.L.Debug(fmt.Sprintf(format, v...)) }
+
+// Tracef logs at debug.
+func (l Logger) Tracef(format string, v ...any) { l.L.Debug(fmt.Sprintf(format, v...)) }
+
+// SplitAddr parses HOST:PORT; port -1 picks a free one (tests).
+func SplitAddr(what, addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%s %q: want HOST:PORT: %w", what, addr, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < -1 || port > 65535 {
+		return "", 0, fmt.Errorf("%s %q: port %q is not a number in 0-65535", what, addr, p)
+	}
+	return host, port, nil
+}
+
+// Start runs the server and waits until it accepts clients.
+func Start(s *server.Server, log *slog.Logger) error {
+	s.SetLoggerV2(Logger{L: log}, false, false, false)
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return fmt.Errorf("nats server %s not ready after 10s", s.Name())
+	}
+	return nil
+}

@@ -1,0 +1,302 @@
+// Package leaf runs a site's embedded NATS leaf node: its own JetStream domain
+// holding a mirror of the site's blueprints (served from disk while the
+// uplink is down) and the site's status, telemetry and events, which flow up
+// to the hub whenever the link allows.
+package leaf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/internal/natsutil"
+	"github.com/alpha-edge/alpha/streams"
+)
+
+// Config is what a site leaf needs.
+type Config struct {
+	Site     string
+	HubURLs  []string // nats-leaf:// URLs of every hub member
+	StoreDir string
+	Listen   string // client listener for agents, HOST:PORT
+	Log      *slog.Logger
+	Limits   streams.SiteLimits
+	// Options, if set, adjusts the server options (TLS, credentials).
+	Options func(*server.Options) error
+	// ClientOptions are used for the leaf's own in-process connection.
+	ClientOptions []nats.Option
+	// NoRegister leaves the hub's stream sources alone: under operator mode
+	// `alpha site add` registers the site and the leaf's credentials may
+	// not change hub streams.
+	NoRegister bool
+}
+
+// Leaf is a running site leaf node.
+type Leaf struct {
+	Server *server.Server
+	cfg    Config
+	nc     *nats.Conn
+	js     jetstream.JetStream // the site's own domain
+	hub    jetstream.JetStream // the hub's domain, through the leaf link
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu     sync.Mutex
+	synced bool // hub-side consumers and sources are in place for this connection
+}
+
+// Start runs the leaf. Everything local (buckets, streams, consumers) is
+// created before it returns, so agents are served even when the hub has never
+// been reachable; the hub side is set up in the background whenever the
+// uplink is connected.
+func Start(ctx context.Context, cfg Config) (*Leaf, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if err := streams.ValidID("site", cfg.Site); err != nil {
+		return nil, err
+	}
+	if cfg.StoreDir == "" {
+		return nil, errors.New("leaf: --store is required")
+	}
+	if cfg.Limits == (streams.SiteLimits{}) {
+		cfg.Limits = streams.DefaultSiteLimits
+	}
+	host, port, err := natsutil.SplitAddr("--listen", cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	var urls []*url.URL
+	for _, raw := range cfg.HubURLs {
+		for _, one := range strings.Split(raw, ",") {
+			u, err := url.Parse(strings.TrimSpace(one))
+			if err != nil || u.Host == "" {
+				return nil, fmt.Errorf("leaf: --hub %q is not a URL like nats-leaf://hub:7422", one)
+			}
+			if u.Scheme == "nats" {
+				u.Scheme = "nats-leaf"
+			}
+			urls = append(urls, u)
+		}
+	}
+	if len(urls) == 0 {
+		return nil, errors.New("leaf: --hub is required")
+	}
+	opts := &server.Options{
+		ServerName:      "leaf-" + cfg.Site,
+		Host:            host,
+		Port:            port,
+		JetStream:       true,
+		JetStreamDomain: cfg.Site,
+		StoreDir:        cfg.StoreDir,
+		NoSigs:          true,
+		// A blackholed uplink is noticed after about 2 x 2 s instead of the
+		// default 4 minutes (FIELD-NOTES).
+		PingInterval: 2 * time.Second,
+		MaxPingsOut:  2,
+		LeafNode: server.LeafNodeOpts{
+			ReconnectInterval: 500 * time.Millisecond,
+			Remotes:           []*server.RemoteLeafOpts{{URLs: urls}},
+		},
+	}
+	if cfg.Options != nil {
+		if err := cfg.Options(opts); err != nil {
+			return nil, err
+		}
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("leaf: %w", err)
+	}
+	log := cfg.Log.With("role", "leaf", "site", cfg.Site)
+	if err := natsutil.Start(s, log); err != nil {
+		return nil, err
+	}
+	l := &Leaf{Server: s, cfg: cfg, done: make(chan struct{})}
+	copts := append([]nats.Option{nats.InProcessServer(s), nats.Name("alpha-leaf-" + cfg.Site), nats.MaxReconnects(-1)}, cfg.ClientOptions...)
+	if l.nc, err = nats.Connect("", copts...); err != nil {
+		s.Shutdown()
+		return nil, fmt.Errorf("leaf: connect: %w", err)
+	}
+	l.js, _ = jetstream.NewWithDomain(l.nc, cfg.Site)
+	l.hub, _ = jetstream.NewWithDomain(l.nc, streams.HubDomain)
+	if err := l.ensureLocal(ctx); err != nil {
+		l.nc.Close()
+		s.Shutdown()
+		return nil, err
+	}
+	ctx, l.cancel = context.WithCancel(context.Background())
+	go l.uplink(ctx, log)
+	return l, nil
+}
+
+// ClientURL is where agents connect.
+func (l *Leaf) ClientURL() string { return l.Server.ClientURL() }
+
+// Connected reports whether the uplink to the hub is up.
+func (l *Leaf) Connected() bool { return l.Server.NumLeafNodes() > 0 }
+
+// Synced reports whether the hub side (consumers, sources) is in place for
+// the current uplink connection.
+func (l *Leaf) Synced() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.synced
+}
+
+// Shutdown stops the leaf and waits for it.
+func (l *Leaf) Shutdown() {
+	l.cancel()
+	<-l.done
+	l.nc.Close()
+	l.Server.Shutdown()
+	l.Server.WaitForShutdown()
+}
+
+// ensureLocal creates the site's buckets, streams, mirror streams and the
+// durable consumers the hub sources through. All of it is local: it works
+// with the uplink down, and is idempotent.
+func (l *Leaf) ensureLocal(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	site := l.cfg.Site
+	if _, err := l.js.KeyValue(ctx, streams.StatusBucket); err != nil {
+		if _, err := l.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.StatusBucket, History: 1,
+			Storage: jetstream.FileStorage, Description: "status of this site's nodes"}); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("leaf: status bucket: %w", err)
+		}
+	}
+	for _, name := range []string{streams.TelemetryStream, streams.EventsStream} {
+		if _, err := l.js.CreateOrUpdateStream(ctx, streams.SiteStreamConfig(name, site, l.cfg.Limits)); err != nil {
+			return fmt.Errorf("leaf: stream %s: %w", name, err)
+		}
+	}
+	for _, name := range streams.Uplinks() {
+		if _, err := l.js.CreateOrUpdateConsumer(ctx, name, streams.UplinkConsumerConfig(site, name)); err != nil {
+			return fmt.Errorf("leaf: uplink consumer on %s: %w", name, err)
+		}
+	}
+	for _, bucket := range streams.Mirrored() {
+		if _, err := l.js.KeyValue(ctx, bucket); err == nil {
+			continue // already on disk: served offline as it is
+		}
+		cc := streams.MirrorConsumerConfig(site, bucket)
+		_, err := l.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      bucket,
+			History:     streams.BlueprintHistory,
+			Storage:     jetstream.FileStorage,
+			Description: "mirror of this site's keys of the hub's " + bucket,
+			Mirror: &jetstream.StreamSource{
+				Name:     bucket,
+				Domain:   streams.HubDomain,
+				Consumer: &jetstream.StreamConsumerSource{Name: cc.Durable, DeliverSubject: cc.DeliverSubject},
+			},
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("leaf: mirror of %s: %w", bucket, err)
+		}
+	}
+	return nil
+}
+
+// uplink keeps the hub side in place: each time the link comes up it makes
+// sure the mirror consumers exist at the hub and the hub's uplink streams
+// source from this site. Level-based: it checks, it does not remember.
+func (l *Leaf) uplink(ctx context.Context, log *slog.Logger) {
+	defer close(l.done)
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		connected := l.Connected()
+		if !connected {
+			l.setSynced(false)
+		} else if !l.Synced() {
+			err := l.ensureHub(ctx)
+			if err != nil {
+				log.Debug("hub side not ready yet", "err", err)
+			} else {
+				log.Info("uplink synced")
+			}
+			l.setSynced(err == nil)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (l *Leaf) setSynced(v bool) {
+	l.mu.Lock()
+	l.synced = v
+	l.mu.Unlock()
+}
+
+func (l *Leaf) ensureHub(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	site := l.cfg.Site
+	for _, bucket := range streams.Mirrored() {
+		cc := streams.MirrorConsumerConfig(site, bucket)
+		if _, err := l.hub.Consumer(ctx, "KV_"+bucket, cc.Durable); err == nil {
+			continue
+		}
+		if _, err := l.hub.CreateOrUpdateConsumer(ctx, "KV_"+bucket, cc); err != nil {
+			return fmt.Errorf("mirror consumer on hub %s: %w", bucket, err)
+		}
+	}
+	if l.cfg.NoRegister {
+		return nil
+	}
+	for _, name := range streams.Uplinks() {
+		if err := Register(ctx, l.hub, site, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Register makes the hub's stream name source from the site's same-named
+// stream through its durable uplink consumer. Idempotent.
+func Register(ctx context.Context, hub jetstream.JetStream, site, name string) error {
+	s, err := hub.Stream(ctx, name)
+	if err != nil {
+		return fmt.Errorf("hub stream %s: %w", name, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return err
+	}
+	src := UplinkSource(site, name)
+	for _, have := range info.Config.Sources {
+		if have.External != nil && have.External.APIPrefix == src.External.APIPrefix && have.Name == name {
+			return nil
+		}
+	}
+	cfg := info.Config
+	cfg.Sources = append(cfg.Sources, src)
+	if _, err := hub.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("adding site %s to hub stream %s: %w", site, name, err)
+	}
+	return nil
+}
+
+// UplinkSource is the hub-side source of a site stream.
+func UplinkSource(site, name string) *jetstream.StreamSource {
+	cc := streams.UplinkConsumerConfig(site, name)
+	return &jetstream.StreamSource{
+		Name:     name,
+		External: &jetstream.ExternalStream{APIPrefix: "$JS." + site + ".API"},
+		Consumer: &jetstream.StreamConsumerSource{Name: cc.Durable, DeliverSubject: cc.DeliverSubject},
+	}
+}
