@@ -1,0 +1,309 @@
+// Package agent runs on every node: it watches the node's key in the site's
+// blueprints bucket, hands each revision to the reconcile engine, and
+// reports the node's status to the site's status bucket.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/agent/driver"
+	"github.com/alpha-edge/alpha/agent/engine"
+	"github.com/alpha-edge/alpha/streams"
+)
+
+// Config is what an agent needs.
+type Config struct {
+	Site, Node string
+	NATSURL    string // the site leaf, nats://HOST:PORT (comma-separated for several)
+	Root       string // prefixes every managed path; "/" in production
+	StateDir   string
+	Log        *slog.Logger
+	// NATSOptions add credentials and TLS.
+	NATSOptions []nats.Option
+	// Resync is the period of the full reconcile and of the level check of
+	// the key (default 30s); drift watchers act sooner.
+	Resync time.Duration
+	// Verify, if set, checks a KV entry (a signed envelope) and returns the
+	// blueprint bytes inside; an error refuses the revision.
+	Verify func(key string, revision uint64, value []byte) ([]byte, error)
+	// Gate holds updates and repairs back (maintenance windows, holds).
+	Gate engine.Gate
+}
+
+// Agent is a node's agent.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	key     string
+	drivers []driver.Driver
+	eng     *engine.Engine
+
+	mu      sync.Mutex
+	status  streams.NodeStatus
+	dirty   chan struct{}
+	offered uint64 // last revision offered; 0 none
+	deleted bool
+}
+
+// New builds an agent and its drivers.
+func New(cfg Config) (*Agent, error) {
+	if err := streams.ValidID("site", cfg.Site); err != nil {
+		return nil, err
+	}
+	if err := streams.ValidID("node", cfg.Node); err != nil {
+		return nil, err
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("agent: --state is required")
+	}
+	if cfg.Root == "" {
+		cfg.Root = "/"
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 30 * time.Second
+	}
+	log := cfg.Log.With("site", cfg.Site, "node", cfg.Node)
+	a := &Agent{cfg: cfg, log: log, key: streams.Key(cfg.Site, cfg.Node), dirty: make(chan struct{}, 1)}
+	var err error
+	a.drivers, err = buildDrivers(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a.eng, err = engine.New(engine.Config{
+		Drivers:  a.drivers,
+		StateDir: filepath.Join(cfg.StateDir, "engine"),
+		Log:      log,
+		Resync:   cfg.Resync,
+		Gate:     cfg.Gate,
+		OnStatus: a.onStatus,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Run reconciles and talks to the site until ctx is done. The engine runs
+// from its persisted state at once; NATS is joined whenever it is reachable.
+func (a *Agent) Run(ctx context.Context) error {
+	engDone := make(chan struct{})
+	go func() { a.eng.Run(ctx); close(engDone) }()
+	defer func() { <-engDone }()
+
+	opts := append([]nats.Option{
+		nats.Name("alpha-agent-" + a.key),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.PingInterval(2 * time.Second),
+		nats.MaxPingsOutstanding(2),
+	}, a.cfg.NATSOptions...)
+	nc, err := nats.Connect(a.cfg.NATSURL, opts...)
+	if err != nil {
+		return fmt.Errorf("agent: nats %s: %w", a.cfg.NATSURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.NewWithDomain(nc, a.cfg.Site)
+	if err != nil {
+		return err
+	}
+	go a.reportLoop(ctx, js)
+	a.watchLoop(ctx, js)
+	return nil
+}
+
+// watchLoop follows the node's key. A watch can silently stop across server
+// restarts, so a periodic Get checks the level as well.
+func (a *Agent) watchLoop(ctx context.Context, js jetstream.JetStream) {
+	for ctx.Err() == nil {
+		err := a.watchOnce(ctx, js)
+		if ctx.Err() != nil {
+			return
+		}
+		a.log.Debug("blueprint watch ended; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (a *Agent) watchOnce(ctx context.Context, js jetstream.JetStream) error {
+	kv, err := js.KeyValue(ctx, streams.BlueprintsBucket)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := kv.Watch(wctx, a.key)
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	level := time.NewTicker(a.cfg.Resync)
+	defer level.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watch closed")
+			}
+			if e != nil {
+				a.offer(e)
+			}
+		case <-level.C:
+			e, err := kv.Get(ctx, a.key)
+			switch {
+			case err == nil:
+				a.offer(e)
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+				a.mu.Lock()
+				gone := a.offered > 0 && !a.deleted
+				a.mu.Unlock()
+				if gone {
+					// Deleted while the watch was deaf; the revision is unknown.
+					a.offerDeleted(0)
+				}
+			default:
+				return err
+			}
+		}
+	}
+}
+
+func (a *Agent) offer(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		a.offerDeleted(e.Revision())
+		return
+	}
+	a.mu.Lock()
+	same := a.offered == e.Revision() && !a.deleted
+	a.offered, a.deleted = e.Revision(), false
+	a.mu.Unlock()
+	if same {
+		return
+	}
+	c := engine.Candidate{Revision: e.Revision(), Data: e.Value()}
+	if a.cfg.Verify != nil {
+		data, err := a.cfg.Verify(e.Key(), e.Revision(), e.Value())
+		if err != nil {
+			c.Err = fmt.Errorf("signature: %w", err)
+		}
+		c.Data = data
+	}
+	a.eng.Offer(c)
+}
+
+func (a *Agent) offerDeleted(rev uint64) {
+	a.mu.Lock()
+	if a.deleted {
+		a.mu.Unlock()
+		return
+	}
+	if rev == 0 {
+		rev = a.offered + 1
+	}
+	a.offered, a.deleted = rev, true
+	a.mu.Unlock()
+	a.eng.Offer(engine.Candidate{Revision: rev, Deleted: true})
+}
+
+func (a *Agent) onStatus(s engine.Status) {
+	ns := streams.NodeStatus{
+		Site: a.cfg.Site, Node: a.cfg.Node, Blueprint: s.Blueprint,
+		DesiredRevision: s.DesiredRevision, AppliedRevision: s.AppliedRevision,
+		Phase: string(s.Phase), Message: s.Message, Invalid: s.Invalid, Errors: s.Errors,
+		Repairs: s.Repairs, LastRepair: s.LastRepair, LastReconcile: s.LastReconcile, Gate: s.Gate,
+	}
+	for _, r := range s.Resources {
+		ns.Resources = append(ns.Resources, streams.Resource(r))
+	}
+	a.mu.Lock()
+	changed := !sameStatus(a.status, ns)
+	a.status = ns
+	a.mu.Unlock()
+	if changed {
+		select {
+		case a.dirty <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// sameStatus compares what matters, ignoring timestamps of routine passes.
+func sameStatus(x, y streams.NodeStatus) bool {
+	x.LastReconcile, y.LastReconcile = time.Time{}, time.Time{}
+	x.Reported, y.Reported = time.Time{}, time.Time{}
+	bx, _ := json.Marshal(x)
+	by, _ := json.Marshal(y)
+	return string(bx) == string(by)
+}
+
+// Status returns the last status the engine reported.
+func (a *Agent) Status() streams.NodeStatus {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.status
+}
+
+// reportLoop writes the status to the site bucket when it changes and as a
+// heartbeat; a failed write is retried, only the newest status matters.
+func (a *Agent) reportLoop(ctx context.Context, js jetstream.JetStream) {
+	heartbeat := time.NewTicker(streams.StatusHeartbeat)
+	defer heartbeat.Stop()
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	var kv jetstream.KeyValue
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.dirty:
+		case <-heartbeat.C:
+		case <-retry.C:
+		}
+		a.mu.Lock()
+		ns := a.status
+		a.mu.Unlock()
+		if ns.Phase == "" {
+			continue
+		}
+		ns.Reported = time.Now().UTC()
+		err := func() error {
+			if kv == nil {
+				var err error
+				if kv, err = js.KeyValue(ctx, streams.StatusBucket); err != nil {
+					return err
+				}
+			}
+			b, _ := json.Marshal(ns)
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			_, err := kv.Put(pctx, a.key, b)
+			return err
+		}()
+		if err != nil && ctx.Err() == nil {
+			if !strings.Contains(err.Error(), "context canceled") {
+				a.log.Debug("status not written; retrying", "err", err)
+			}
+			retry.Reset(time.Second)
+		}
+	}
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/alpha-edge/alpha/hub"
+	"github.com/alpha-edge/alpha/leaf"
+)
+
+func init() {
+	register("dev", "hub, site dev and agent dev-1 in one process, for trying Alpha", runDev)
+}
+
+func runDev(ctx context.Context, args []string) error {
+	fs := newFlags("dev")
+	dir := fs.String("dir", ".alpha-dev", "state directory")
+	listen := fs.String("listen", "127.0.0.1:4222", "hub client listener")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		return err
+	}
+	log := logger()
+	h, err := hub.Start(ctx, hub.Config{StoreDir: filepath.Join(abs, "hub"), Listen: *listen, LeafListen: "127.0.0.1:-1", Log: log})
+	if err != nil {
+		return err
+	}
+	defer h.Shutdown()
+	root := filepath.Join(abs, "root")
+	fmt.Fprintf(os.Stderr, `
+Alpha dev stack is running: hub %s, site "dev" (leaf), agent "dev-1" (root %s).
+In another terminal:
+
+  nats kv put blueprints dev.dev-1 "$(cat examples/hello.yaml)"
+  cat %s/etc/hello.conf
+  nats kv get status dev.dev-1
+  ./bin/alpha status
+
+Ctrl-C stops it; state stays in %s.
+
+`, h.ClientURL(), root, root, abs)
+	return runLeafAndAgent(ctx, leaf.Config{Site: "dev", HubURLs: []string{h.LeafURL()}, StoreDir: filepath.Join(abs, "leaf"),
+		Listen: "127.0.0.1:-1", Log: log}, "dev-1", root, filepath.Join(abs, "agent"))
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/alpha-edge/alpha/agent"
+	"github.com/alpha-edge/alpha/hub"
+	"github.com/alpha-edge/alpha/leaf"
+)
+
+func init() {
+	register("hub", "run the hub: NATS with JetStream (domain hub), blueprints, status, telemetry", runHub)
+	register("leaf", "run a site leaf node that mirrors the site's blueprints and buffers its data", runLeaf)
+	register("agent", "run a node's agent: watch its blueprint and reconcile", runAgent)
+	register("site", "run leaf and agent in one process (single-node site); add, revoke: see 'site -h'", runSite)
+}
+
+// logger logs text to stderr at the level in ALPHA_LOG (debug, info, warn).
+func logger() *slog.Logger {
+	level := slog.LevelInfo
+	level.UnmarshalText([]byte(os.Getenv("ALPHA_LOG")))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+func runHub(ctx context.Context, args []string) error {
+	fs := newFlags("hub")
+	store := fs.String("store", "/var/lib/alpha/hub", "JetStream store directory")
+	listen := fs.String("listen", "0.0.0.0:4222", "client listener HOST:PORT")
+	leafListen := fs.String("leaf-listen", "0.0.0.0:7422", "leafnode listener HOST:PORT")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := logger()
+	h, err := hub.Start(ctx, hub.Config{StoreDir: *store, Listen: *listen, LeafListen: *leafListen, Log: log})
+	if err != nil {
+		return err
+	}
+	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL())
+	<-ctx.Done()
+	h.Shutdown()
+	return nil
+}
+
+type leafFlags struct {
+	site, hub, store, listen *string
+}
+
+func addLeafFlags(fs interface {
+	String(name, value, usage string) *string
+}) leafFlags {
+	return leafFlags{
+		site:   fs.String("site", "", "site id (required)"),
+		hub:    fs.String("hub", "", "hub leafnode URL(s), comma-separated: nats-leaf://HOST:7422 (required)"),
+		store:  fs.String("store", "/var/lib/alpha/leaf", "JetStream store directory"),
+		listen: fs.String("listen", "127.0.0.1:4222", "client listener for agents, HOST:PORT"),
+	}
+}
+
+func (f leafFlags) config() leaf.Config {
+	return leaf.Config{Site: *f.site, HubURLs: []string{*f.hub}, StoreDir: *f.store, Listen: *f.listen, Log: logger()}
+}
+
+func runLeaf(ctx context.Context, args []string) error {
+	fs := newFlags("leaf")
+	lf := addLeafFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *lf.hub == "" {
+		return fmt.Errorf("--hub is required")
+	}
+	l, err := leaf.Start(ctx, lf.config())
+	if err != nil {
+		return err
+	}
+	logger().Info("leaf ready", "site", *lf.site, "clients", l.ClientURL())
+	<-ctx.Done()
+	l.Shutdown()
+	return nil
+}
+
+func runAgent(ctx context.Context, args []string) error {
+	fs := newFlags("agent")
+	site := fs.String("site", "", "site id (required)")
+	node := fs.String("node", "", "node id (required)")
+	url := fs.String("nats", "nats://127.0.0.1:4222", "site leaf URL")
+	root := fs.String("root", "/", "prefix of every managed path")
+	state := fs.String("state", "/var/lib/alpha/agent", "agent state directory")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	a, err := agent.New(agent.Config{Site: *site, Node: *node, NATSURL: *url, Root: *root, StateDir: *state, Log: logger()})
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// siteCommands are admin subcommands of "alpha site"; other files add to it.
+var siteCommands = map[string]func(ctx context.Context, args []string) error{}
+
+func runSite(ctx context.Context, args []string) error {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		sub, ok := siteCommands[args[0]]
+		if !ok {
+			return fmt.Errorf("unknown subcommand %q", args[0])
+		}
+		return sub(ctx, args[1:])
+	}
+	fs := newFlags("site")
+	lf := addLeafFlags(fs)
+	node := fs.String("node", "", "node id (required)")
+	root := fs.String("root", "/", "prefix of every managed path")
+	state := fs.String("state", "", "agent state directory (default STORE/agent)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *lf.hub == "" {
+		return fmt.Errorf("--hub is required")
+	}
+	if *state == "" {
+		*state = filepath.Join(*lf.store, "agent")
+	}
+	return runLeafAndAgent(ctx, lf.config(), *node, *root, *state)
+}
+
+func runLeafAndAgent(ctx context.Context, lc leaf.Config, node, root, state string) error {
+	l, err := leaf.Start(ctx, lc)
+	if err != nil {
+		return err
+	}
+	defer l.Shutdown()
+	a, err := agent.New(agent.Config{Site: lc.Site, Node: node, NATSURL: l.ClientURL(), Root: root, StateDir: state, Log: lc.Log})
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/streams"
+)
+
+func init() {
+	register("status", "table of sites and nodes as the hub sees them", runStatus)
+}
+
+func runStatus(ctx context.Context, args []string) error {
+	fs := newFlags("status")
+	url := fs.String("nats", "nats://127.0.0.1:4222", "hub client URL")
+	asJSON := fs.Bool("json", false, "print the raw status documents")
+	verbose := fs.Bool("v", false, "also list each node's resources and problems")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	nc, err := nats.Connect(*url, nats.Name("alpha-status"), nats.Timeout(3*time.Second))
+	if err != nil {
+		return fmt.Errorf("connecting to hub %s: %w", *url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.NewWithDomain(nc, streams.HubDomain)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rep, err := collect(ctx, js)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep.nodes)
+	}
+	rep.print(os.Stdout, *verbose, time.Now())
+	return nil
+}
+
+type report struct {
+	nodes    []streams.NodeStatus
+	desired  map[string]uint64        // key -> hub revision
+	linkSeen map[string]time.Duration // site -> time since the hub last heard from it
+}
+
+func collect(ctx context.Context, js jetstream.JetStream) (*report, error) {
+	r := &report{desired: map[string]uint64{}, linkSeen: map[string]time.Duration{}}
+	bp, err := js.KeyValue(ctx, streams.BlueprintsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("blueprints bucket: %w", err)
+	}
+	if keys, err := bp.ListKeys(ctx); err == nil {
+		for k := range keys.Keys() {
+			if e, err := bp.Get(ctx, k); err == nil {
+				r.desired[k] = e.Revision()
+			}
+		}
+	}
+	st, err := js.KeyValue(ctx, streams.StatusBucket)
+	if err != nil {
+		return nil, fmt.Errorf("status bucket: %w", err)
+	}
+	keys, err := st.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("status keys: %w", err)
+	}
+	for k := range keys.Keys() {
+		e, err := st.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var ns streams.NodeStatus
+		if err := json.Unmarshal(e.Value(), &ns); err != nil {
+			continue
+		}
+		r.nodes = append(r.nodes, ns)
+	}
+	sort.Slice(r.nodes, func(i, j int) bool {
+		return streams.Key(r.nodes[i].Site, r.nodes[i].Node) < streams.Key(r.nodes[j].Site, r.nodes[j].Node)
+	})
+	if s, err := js.Stream(ctx, streams.StatusStream); err == nil {
+		if info, err := s.Info(ctx); err == nil {
+			for _, src := range info.Sources {
+				if src.External == nil {
+					continue
+				}
+				site := strings.TrimSuffix(strings.TrimPrefix(src.External.APIPrefix, "$JS."), ".API")
+				r.linkSeen[site] = src.Active
+			}
+		}
+	}
+	return r, nil
+}
+
+// linkState says whether the hub hears from the site now. The uplink
+// consumers send idle heartbeats every second, so a few seconds of silence
+// means the link is down.
+func (r *report) linkState(site string) string {
+	a, ok := r.linkSeen[site]
+	switch {
+	case !ok:
+		return "unregistered"
+	case a < 0 || a > 10*time.Second:
+		return "stale"
+	}
+	return "connected"
+}
+
+func (r *report) print(w io.Writer, verbose bool, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SITE\tNODE\tBLUEPRINT\tDESIRED\tAPPLIED\tPHASE\tREPAIRS\tREPORTED\tLINK")
+	seen := map[string]bool{}
+	for _, n := range r.nodes {
+		key := streams.Key(n.Site, n.Node)
+		seen[key] = true
+		desired := "-"
+		if rev, ok := r.desired[key]; ok {
+			desired = fmt.Sprint(rev)
+		}
+		age := now.Sub(n.Reported).Truncate(time.Second)
+		link := r.linkState(n.Site)
+		if link == "connected" && age > 3*streams.StatusHeartbeat {
+			link = "stale"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s ago\t%s\n", n.Site, n.Node, n.Blueprint, desired, n.AppliedRevision, n.Phase, n.Repairs, age, link)
+	}
+	// Nodes with a blueprint that never reported.
+	var missing []string
+	for k := range r.desired {
+		if !seen[k] {
+			missing = append(missing, k)
+		}
+	}
+	sort.Strings(missing)
+	for _, k := range missing {
+		site, node, _ := strings.Cut(k, ".")
+		fmt.Fprintf(tw, "%s\t%s\t-\t%d\t-\tNeverReported\t-\t-\t%s\n", site, node, r.desired[k], r.linkState(site))
+	}
+	tw.Flush()
+	if !verbose {
+		return
+	}
+	for _, n := range r.nodes {
+		fmt.Fprintf(w, "\n%s.%s: %s %s\n", n.Site, n.Node, n.Phase, n.Message)
+		if n.Gate != "" {
+			fmt.Fprintf(w, "  gate: %s\n", n.Gate)
+		}
+		for _, p := range n.Invalid {
+			fmt.Fprintf(w, "  invalid: %s\n", p)
+		}
+		for _, p := range n.Errors {
+			fmt.Fprintf(w, "  error: %s\n", p)
+		}
+		for _, res := range n.Resources {
+			fmt.Fprintf(w, "  %-40s %-10s health=%.2f repairs=%d %s\n", res.ID, res.State, res.Health, res.Repairs, res.Message)
+		}
+	}
+}
