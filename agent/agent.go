@@ -54,6 +54,9 @@ type Agent struct {
 	dirty   chan struct{}
 	offered uint64 // last revision offered; 0 none
 	deleted bool
+	// reconnected restarts the watch: a watch's consumer lived on the
+	// server we lost and can stay deaf after a leaf restart.
+	reconnected chan struct{}
 }
 
 // New builds an agent and its drivers.
@@ -77,7 +80,8 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Resync = 30 * time.Second
 	}
 	log := cfg.Log.With("site", cfg.Site, "node", cfg.Node)
-	a := &Agent{cfg: cfg, log: log, key: streams.Key(cfg.Site, cfg.Node), dirty: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, log: log, key: streams.Key(cfg.Site, cfg.Node), dirty: make(chan struct{}, 1),
+		reconnected: make(chan struct{}, 1)}
 	var err error
 	a.drivers, err = buildDrivers(cfg, log)
 	if err != nil {
@@ -111,6 +115,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.PingInterval(2 * time.Second),
 		nats.MaxPingsOutstanding(2),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			select {
+			case a.reconnected <- struct{}{}:
+			default:
+			}
+		}),
 	}, a.cfg.NATSOptions...)
 	nc, err := nats.Connect(a.cfg.NATSURL, opts...)
 	if err != nil {
@@ -161,6 +171,8 @@ func (a *Agent) watchOnce(ctx context.Context, js jetstream.JetStream) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-a.reconnected:
+			return errors.New("reconnected")
 		case e, ok := <-w.Updates():
 			if !ok {
 				return errors.New("watch closed")

@@ -5,7 +5,6 @@ package chaos
 
 import (
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -18,7 +17,7 @@ type Mode int
 const (
 	Up        Mode = iota // forward everything
 	Cut                   // close every connection and refuse new ones (a clean TCP close)
-	Blackhole             // keep connections open but drop every byte (a silent outage)
+	Blackhole             // keep connections open but deliver nothing until restored (a silent outage)
 )
 
 // Proxy forwards TCP connections from a loopback listener to a target.
@@ -32,6 +31,7 @@ type Proxy struct {
 	conns   map[net.Conn]struct{}
 	wg      sync.WaitGroup
 	closed  bool
+	changed chan struct{} // closed and replaced on every mode change
 }
 
 // NewProxy listens on listen (e.g. 127.0.0.1:0) and forwards to target.
@@ -40,7 +40,7 @@ func NewProxy(listen, target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, changed: make(chan struct{})}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -54,6 +54,8 @@ func (p *Proxy) Set(m Mode) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.mode = m
+	close(p.changed)
+	p.changed = make(chan struct{})
 	if m == Cut {
 		for c := range p.conns {
 			c.Close()
@@ -68,16 +70,19 @@ func (p *Proxy) SetLatency(d time.Duration) {
 	p.mu.Unlock()
 }
 
-func (p *Proxy) state() (Mode, time.Duration) {
+func (p *Proxy) state() (Mode, time.Duration, chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.mode, p.latency
+	return p.mode, p.latency, p.changed
 }
 
 // Close stops the proxy and closes every connection.
 func (p *Proxy) Close() error {
 	p.mu.Lock()
 	p.closed = true
+	p.mode = Cut
+	close(p.changed)
+	p.changed = make(chan struct{})
 	for c := range p.conns {
 		c.Close()
 	}
@@ -118,7 +123,7 @@ func (p *Proxy) accept() {
 			}
 			continue
 		}
-		if m, _ := p.state(); m == Cut {
+		if m, _, _ := p.state(); m == Cut {
 			c.Close()
 			continue
 		}
@@ -138,8 +143,9 @@ func (p *Proxy) accept() {
 	}
 }
 
-// pipe copies src to dst, dropping bytes while blackholed and delaying them
-// while latency is set.
+// pipe copies src to dst. While blackholed it holds the bytes back, as a
+// dead path does to TCP (which never loses part of a stream): either the
+// endpoints give up on the connection, or it resumes when restored.
 func (p *Proxy) pipe(src, dst net.Conn) {
 	defer p.wg.Done()
 	defer p.untrack(src, dst)
@@ -147,20 +153,22 @@ func (p *Proxy) pipe(src, dst net.Conn) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			mode, lat := p.state()
+			mode, lat, changed := p.state()
+			for mode == Blackhole {
+				<-changed
+				mode, lat, changed = p.state()
+			}
+			if mode != Up {
+				return
+			}
 			if lat > 0 {
 				time.Sleep(lat)
 			}
-			if mode == Up {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
 			}
 		}
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				return
-			}
 			return
 		}
 	}
