@@ -21,7 +21,7 @@ import (
 // site is a hub, a proxy standing for the WAN, a site leaf behind it and
 // one agent.
 type site struct {
-	t      *testing.T
+	t      testing.TB
 	proxy  *chaos.Proxy
 	hubURL string
 	hubBP  jetstream.KeyValue
@@ -33,7 +33,7 @@ type site struct {
 	stopA  func()
 }
 
-func newSite(t *testing.T) *site {
+func newSite(t testing.TB) *site {
 	h := stack.Hub(t)
 	u, err := url.Parse(h.LeafURL())
 	check.NoError(t, err)

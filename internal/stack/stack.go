@@ -112,7 +112,7 @@ func NodeStatus(kv jetstream.KeyValue, site, node string) (streams.NodeStatus, e
 // WaitFile waits until root/rel has exactly want as content.
 func WaitFile(t testing.TB, total time.Duration, path, want string) {
 	t.Helper()
-	check.For(t, total, 5*time.Millisecond, func() error { return FileIs(path, want) })
+	check.For(t, total, time.Millisecond, func() error { return FileIs(path, want) })
 }
 
 // FileIs checks a file's content.
