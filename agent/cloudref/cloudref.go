@@ -319,7 +319,7 @@ func configResource(c blueprint.CloudConfig, e *cloud.Status, err error) driver.
 		}
 		sort.Strings(names)
 		res.State, res.Health = "ok", 1
-		res.Message = fmt.Sprintf("applied (%s); outputs: %s", e.Plan, strings.Join(names, ", "))
+		res.Message = fmt.Sprintf("applied %d time(s); outputs: %s", e.Applies, strings.Join(names, ", "))
 	default:
 		res.State, res.Health, res.Message = "pending", 0.5, string(e.Phase)
 	}

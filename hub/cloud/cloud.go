@@ -80,7 +80,10 @@ type Status struct {
 	Digest        string      `json:"digest,omitempty"`
 	AppliedDigest string      `json:"appliedDigest,omitempty"`
 	Drift         string      `json:"drift,omitempty"`
-	Plan          PlanSummary `json:"plan"`
+	// Plan is the last plan's summary (all zero once converged); Applied is
+	// what the last apply did.
+	Plan    PlanSummary `json:"plan"`
+	Applied PlanSummary `json:"applied"`
 	// Outputs holds only the outputs the configuration lists; strings as
 	// they are, other types as JSON text.
 	Outputs map[string]string `json:"outputs,omitempty"`

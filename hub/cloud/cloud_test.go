@@ -236,7 +236,7 @@ func TestProvisionAndVariableChange(t *testing.T) {
 	bp := put(t, bps, "s1.n1", cloudDoc([]string{bucketConfig("logs", "a", dir, "", "0")}, env))
 	st := waitPhase(t, js, "s1.n1.logs", cloud.PhaseApplied, nil)
 	check.Equal(t, st.Outputs["bucket_name"], "alpha-a")
-	check.Equal(t, st.Plan, cloud.PlanSummary{Add: 1})
+	check.Equal(t, st.Applied, cloud.PlanSummary{Add: 1})
 	check.Equal(t, st.AppliedDigest, bp.Spec.Cloud[0].Digest())
 	check.Equal(t, lines(t, filepath.Join(dir, "applies.log")), 1)
 
@@ -266,7 +266,7 @@ func TestProvisionAndVariableChange(t *testing.T) {
 		return nil
 	})
 	check.Equal(t, st.Applies, uint64(2))
-	check.Equal(t, st.Plan, cloud.PlanSummary{Add: 1, Destroy: 1})
+	check.Equal(t, st.Applied, cloud.PlanSummary{Add: 1, Destroy: 1})
 	plans = r.Stats().Plans
 	check.For(t, 20*time.Second, 50*time.Millisecond, func() error {
 		if r.Stats().Plans < plans+2 {

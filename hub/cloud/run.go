@@ -171,6 +171,9 @@ func (r *Reconciler) reconcile(ctx context.Context, w *worker, want blueprint.Cl
 	}
 	digest := want.Digest()
 	fail := func(err error) error {
+		if ctx.Err() != nil {
+			return err // shutting down: not a failure of the configuration
+		}
 		st.Phase, st.Error, st.Digest = PhaseFailed, err.Error(), digest
 		st.Message = ""
 		if perr := pub.put(ctx, st); perr != nil {
@@ -230,7 +233,7 @@ func (r *Reconciler) reconcile(ctx context.Context, w *worker, want blueprint.Cl
 				return fail(fmt.Errorf("configuration %q: %w", w.name, err))
 			}
 		}
-		return r.publishOutputs(ctx, tf, pub, st, want, digest, "")
+		return r.publishOutputs(ctx, tf, pub, st, want, digest)
 	}
 	drift := last != nil && last.Digest == digest
 	if drift && want.Drift != blueprint.DriftRepair {
@@ -268,16 +271,17 @@ func (r *Reconciler) reconcile(ctx context.Context, w *worker, want blueprint.Cl
 		return fail(fmt.Errorf("configuration %q: %w", w.name, err))
 	}
 	st.Applies++
+	st.Applied = sum
 	if drift {
 		st.Repairs++
 	}
 	r.log.Info("cloud configuration applied", "key", w.key, "plan", sum.String(), "repair", drift)
-	return r.publishOutputs(ctx, tf, pub, st, want, digest, msg)
+	return r.publishOutputs(ctx, tf, pub, st, want, digest)
 }
 
 // publishOutputs reads the outputs the configuration lists and publishes
 // them. A listed output the configuration does not declare is an error.
-func (r *Reconciler) publishOutputs(ctx context.Context, tf *tfexec.Terraform, pub *publisher, st Status, want blueprint.CloudConfig, digest, msg string) error {
+func (r *Reconciler) publishOutputs(ctx context.Context, tf *tfexec.Terraform, pub *publisher, st Status, want blueprint.CloudConfig, digest string) error {
 	outs, err := tf.Output(ctx)
 	if err != nil {
 		st.Phase, st.Error = PhaseFailed, tfError(want.Name, "output", err).Error()
@@ -297,7 +301,7 @@ func (r *Reconciler) publishOutputs(ctx context.Context, tf *tfexec.Terraform, p
 		st.Outputs = nil
 	}
 	st.AppliedDigest, st.Digest = digest, digest
-	st.Phase, st.Error, st.Message = PhaseApplied, "", msg
+	st.Phase, st.Error, st.Message = PhaseApplied, "", ""
 	if len(missing) > 0 {
 		st.Phase = PhaseFailed
 		st.Error = fmt.Sprintf("configuration %q declares no output %s, yet its outputs list names it", want.Name, quoteAll(missing))
@@ -319,6 +323,9 @@ func (r *Reconciler) destroy(ctx context.Context, w *worker) error {
 		return err
 	}
 	fail := func(err error) error {
+		if ctx.Err() != nil {
+			return err
+		}
 		st.Phase, st.Error = PhaseFailed, err.Error()
 		return errors.Join(err, pub.put(ctx, st))
 	}
@@ -440,7 +447,12 @@ func (r *Reconciler) prepare(ctx context.Context, key string, cfg blueprint.Clou
 	return dir, nil
 }
 
+// saveState stores the working dir's state. It runs even when ctx is done:
+// a run interrupted by shutdown still created real things, and losing their
+// state would make the next run create them twice.
 func (r *Reconciler) saveState(ctx context.Context, key, dir string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
 	data, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -523,6 +535,11 @@ var blankLines = regexp.MustCompile(`\n{3,}`)
 // tfError keeps Terraform's own message (its stderr), without the exec
 // status line, and names the configuration and the step.
 func tfError(config, step string, err error) error {
+	// terraform-exec's error for a cancelled run may hold a nil error whose
+	// Error() panics; it answers errors.Is for the context errors.
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("configuration %q: terraform %s interrupted: %w", config, step, context.Canceled)
+	}
 	msg := err.Error()
 	if first, rest, ok := strings.Cut(msg, "\n"); ok && strings.HasPrefix(first, "exit status") {
 		msg = rest
