@@ -77,9 +77,9 @@ type Status struct {
 	// Digest is blueprint.CloudConfig.Digest of the revision last worked on;
 	// AppliedDigest that of the revision the outputs come from. An agent
 	// whose blueprint has another digest knows its outputs are not current.
-	Digest        string      `json:"digest,omitempty"`
-	AppliedDigest string      `json:"appliedDigest,omitempty"`
-	Drift         string      `json:"drift,omitempty"`
+	Digest        string `json:"digest,omitempty"`
+	AppliedDigest string `json:"appliedDigest,omitempty"`
+	Drift         string `json:"drift,omitempty"`
 	// Plan is the last plan's summary (all zero once converged); Applied is
 	// what the last apply did.
 	Plan    PlanSummary `json:"plan"`
