@@ -68,7 +68,7 @@ func needTerraform(t *testing.T) {
 
 // hub starts an embedded NATS server with JetStream in domain hub and the
 // blueprints bucket, as the real hub has.
-func hub(t *testing.T) (jetstream.JetStream, jetstream.KeyValue) {
+func hub(t testing.TB) (jetstream.JetStream, jetstream.KeyValue) {
 	t.Helper()
 	s, err := server.NewServer(&server.Options{
 		ServerName: "hub", Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
@@ -95,7 +95,7 @@ type recon struct {
 	stop func()
 }
 
-func start(t *testing.T, js jetstream.JetStream, mod func(*cloud.Config)) recon {
+func start(t testing.TB, js jetstream.JetStream, mod func(*cloud.Config)) recon {
 	t.Helper()
 	cfg := cloud.Config{
 		JS: js, WorkDir: t.TempDir(), Replan: time.Hour, RetryMin: time.Hour,
@@ -120,7 +120,7 @@ func start(t *testing.T, js jetstream.JetStream, mod func(*cloud.Config)) recon 
 	return recon{r, stop}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
