@@ -555,6 +555,23 @@ func TestModuleArtifact(t *testing.T) {
 	}
 }
 
+// An air-gapped hub installs providers only from its mirror directory: a
+// provider that is not there fails init at once, naming the mirror, instead
+// of reaching for a registry.
+func TestProviderMirrorOnly(t *testing.T) {
+	needTerraform(t)
+	js, bps := hub(t)
+	mirror := t.TempDir()
+	start(t, js, func(c *cloud.Config) { c.ProviderMirror = mirror })
+	put(t, bps, "s1.n1", cloudDoc([]string{"    - name: p\n      main: |\n        terraform {\n          required_providers {\n            null = { source = \"hashicorp/null\" }\n          }\n        }\n"}, nil))
+	st := waitPhase(t, js, "s1.n1.p", cloud.PhaseFailed, nil)
+	for _, w := range []string{`configuration "p": terraform init failed`, "hashicorp/null", "search locations", mirror} {
+		if !strings.Contains(st.Error, w) {
+			t.Errorf("error %q lacks %q", st.Error, w)
+		}
+	}
+}
+
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

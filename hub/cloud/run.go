@@ -197,7 +197,7 @@ func (r *Reconciler) reconcile(ctx context.Context, w *worker, want blueprint.Cl
 	}
 	// Another hub may have worked on it while this one waited.
 	if fresh, ok, err := r.readStatus(ctx, w.key); err == nil && ok {
-		st.Applies, st.Repairs, st.Outputs, st.AppliedDigest = fresh.Applies, fresh.Repairs, fresh.Outputs, fresh.AppliedDigest
+		st.Applies, st.Repairs, st.Applied, st.Outputs, st.AppliedDigest = fresh.Applies, fresh.Repairs, fresh.Applied, fresh.Outputs, fresh.AppliedDigest
 		pub.last, pub.had = fresh, true
 		pub.last.Site, pub.last.Node, pub.last.Config = w.site, w.node, w.name
 	}
