@@ -588,3 +588,22 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// The worked example's cloud resource provisions offline, and its container
+// gets the output.
+func TestExampleFullProvisions(t *testing.T) {
+	needTerraform(t)
+	data, err := os.ReadFile(filepath.Join("..", "..", "examples", "full.yaml"))
+	check.NoError(t, err)
+	js, bps := hub(t)
+	start(t, js, nil)
+	bp := put(t, bps, "plant-7.gw-1", string(data))
+	st := waitPhase(t, js, "plant-7.gw-1.logs", cloud.PhaseApplied, nil)
+	check.Equal(t, st.Outputs["bucket_name"], "alpha-logs-plant-7")
+	res := cloudref.New(cloudref.NewKV(cloudKV(t, js), "plant-7", "gw-1"), nil)
+	prepared, err := res.Prepare(context.Background(), bp)
+	check.NoError(t, err)
+	env := prepared.Spec.Containers[0].Env
+	check.Equal(t, env["LOG_BUCKET"], "alpha-logs-plant-7")
+	check.Equal(t, env["LOG_RETENTION_DAYS"], "30")
+}
