@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -257,6 +258,14 @@ func TestProvisionAndVariableChange(t *testing.T) {
 	})
 	check.Equal(t, r.Stats().Applies, uint64(1))
 
+	// The agent's watch wakes its engine when the hub publishes.
+	var woken atomic.Int32
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
+	go func() {
+		_ = res.Watch(wctx, func(string) { woken.Add(1) })
+	}()
+
 	// A variable change: one apply, outputs updated, old bucket gone.
 	bp = put(t, bps, "s1.n1", cloudDoc([]string{bucketConfig("logs", "b", dir, "", "0")}, env))
 	st = waitPhase(t, js, "s1.n1.logs", cloud.PhaseApplied, func(st cloud.Status) error {
@@ -279,6 +288,12 @@ func TestProvisionAndVariableChange(t *testing.T) {
 	if exists(filepath.Join(dir, "bucket-a")) || !exists(filepath.Join(dir, "bucket-b")) {
 		t.Fatal("the replaced bucket was not swapped")
 	}
+	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if woken.Load() == 0 {
+			return errors.New("the agent's watch was not woken by the new outputs")
+		}
+		return nil
+	})
 	prepared, err = res.Prepare(context.Background(), bp)
 	check.NoError(t, err)
 	check.Equal(t, prepared.Spec.Containers[0].Env["VALUE"], "s3://alpha-b/in")
