@@ -49,6 +49,7 @@ type CloudRef struct {
 	Output string
 }
 
+// String is the reference as written in a blueprint.
 func (r CloudRef) String() string { return "${cloud." + r.Config + "." + r.Output + "}" }
 
 // cloudNameRE is stricter than other names: the config name becomes a part

@@ -61,6 +61,7 @@ type PlanSummary struct {
 	Destroy int `json:"destroy"`
 }
 
+// String reads like Terraform's own "Plan:" line.
 func (p PlanSummary) String() string {
 	return fmt.Sprintf("%d to add, %d to change, %d to destroy", p.Add, p.Change, p.Destroy)
 }
