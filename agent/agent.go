@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/agent/cloudref"
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/streams"
@@ -47,6 +48,7 @@ type Agent struct {
 	log     *slog.Logger
 	key     string
 	drivers []driver.Driver
+	wiring  *wiring
 	eng     *engine.Engine
 
 	mu      sync.Mutex
@@ -83,7 +85,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log, key: streams.Key(cfg.Site, cfg.Node), dirty: make(chan struct{}, 1),
 		reconnected: make(chan struct{}, 1)}
 	var err error
-	a.drivers, err = buildDrivers(cfg, log)
+	a.drivers, a.wiring, err = buildDrivers(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -94,6 +96,7 @@ func New(cfg Config) (*Agent, error) {
 		Resync:   cfg.Resync,
 		Gate:     cfg.Gate,
 		OnStatus: a.onStatus,
+		Prepare:  a.wiring.prepare,
 	})
 	if err != nil {
 		return nil, err
@@ -132,6 +135,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	go a.reportLoop(ctx, js)
+	go a.connectCloud(ctx, js)
 	a.watchLoop(ctx, js)
 	return nil
 }
@@ -316,6 +320,23 @@ func (a *Agent) reportLoop(ctx context.Context, js jetstream.JetStream) {
 				a.log.Debug("status not written; retrying", "err", err)
 			}
 			retry.Reset(time.Second)
+		}
+	}
+}
+
+// connectCloud hands the cloud resolver the site's mirror of the hub's cloud
+// bucket once the leaf answers.
+func (a *Agent) connectCloud(ctx context.Context, js jetstream.JetStream) {
+	for ctx.Err() == nil {
+		kv, err := js.KeyValue(ctx, streams.CloudBucket)
+		if err == nil {
+			a.wiring.cloud.connect(cloudref.NewKV(kv, a.cfg.Site, a.cfg.Node))
+			a.eng.Trigger("cloud outputs reachable")
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
 	}
 }

@@ -114,6 +114,10 @@ type Engine struct {
 	lastRepair time.Time
 	backoff    time.Duration
 	status     Status
+	// prepared is the hash of the last prepared blueprint that converged:
+	// when only what Prepare resolves changes (new cloud outputs), the pass
+	// is an update, not a drift repair.
+	prepared string
 }
 
 type revision struct {
@@ -372,9 +376,8 @@ type step struct {
 
 // converge plans every driver and applies the changes in dependency order.
 // A change whose dependency failed in this pass waits for the next one.
-func (e *Engine) converge(ctx context.Context, run *revision, repair bool, st *Status) (bool, []string) {
+func (e *Engine) converge(ctx context.Context, run *revision, repair bool, st *Status) (changed bool, errs []string) {
 	var steps []step
-	var errs []string
 	health := map[string]driver.Resource{}
 	bp := run.bp
 	if e.cfg.Prepare != nil {
@@ -383,6 +386,15 @@ func (e *Engine) converge(ctx context.Context, run *revision, repair bool, st *S
 			return false, []string{"prepare: " + err.Error()}
 		}
 		bp = prepared
+		h := bp.Hash()
+		if h != e.prepared {
+			repair = false
+		}
+		defer func() {
+			if len(errs) == 0 {
+				e.prepared = h
+			}
+		}()
 	}
 	for _, d := range e.cfg.Drivers {
 		p, err := d.Plan(ctx, bp)

@@ -30,6 +30,7 @@ func logger() *slog.Logger {
 func runHub(ctx context.Context, args []string) error {
 	fs := newFlags("hub")
 	store := fs.String("store", "/var/lib/alpha/hub", "JetStream store directory")
+	cf := addCloudFlags(fs)
 	listen := fs.String("listen", "0.0.0.0:4222", "client listener HOST:PORT")
 	leafListen := fs.String("leaf-listen", "0.0.0.0:7422", "leafnode listener HOST:PORT")
 	if err := fs.Parse(args); err != nil {
@@ -41,6 +42,10 @@ func runHub(ctx context.Context, args []string) error {
 		return err
 	}
 	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL())
+	if err := cf.start(ctx, h, *store, log); err != nil {
+		h.Shutdown()
+		return err
+	}
 	<-ctx.Done()
 	h.Shutdown()
 	return nil
