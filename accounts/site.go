@@ -263,10 +263,7 @@ func Leaf(bundleDir string) (*LeafSetup, error) {
 			ScopedSubjects(opts)
 			return nil
 		},
-		ClientOptions: []nats.Option{
-			nats.Nkey(selfPub, self.Sign),
-			nats.CustomInboxPrefix(LeafInbox(cfg.Site)),
-		},
+		ClientOptions: []nats.Option{nats.Nkey(selfPub, self.Sign)},
 	}
 	return setup, nil
 }
