@@ -33,7 +33,7 @@ func LeafPermissions(site string) jwt.Permissions {
 		)
 		p.Sub.Allow.Add(
 			// Replies to the mirror's RESET request.
-			"$JSC.R."+streams.HubDomain+".*."+stream+"."+cc.Durable+".*",
+			"$JSC.R." + streams.HubDomain + ".*." + stream + "." + cc.Durable + ".*",
 		)
 	}
 	// The hub's mirror consumers push here; only this site's filter.

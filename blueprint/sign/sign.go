@@ -201,4 +201,3 @@ func NewPublisher() (seed []byte, public string, err error) {
 	public, _ = kp.PublicKey()
 	return seed, public, nil
 }
-
