@@ -336,7 +336,9 @@ func (o *Operator) issue(account, name string, perms jwt.Permissions, path strin
 	return err
 }
 
-func (o *Operator) issueUser(account, name string, perms jwt.Permissions, path string) (string, error) {
+// issueUser creates a user; connTypes, if given, are the only connection
+// types it may use (a site's leaf user is refused as a plain client).
+func (o *Operator) issueUser(account, name string, perms jwt.Permissions, path string, connTypes ...string) (string, error) {
 	akp, err := readSeed(o.Dir, account)
 	if err != nil {
 		return "", err
@@ -349,6 +351,7 @@ func (o *Operator) issueUser(account, name string, perms jwt.Permissions, path s
 	uc := jwt.NewUserClaims(upub)
 	uc.Name = name
 	uc.Permissions = perms
+	uc.AllowedConnectionTypes.Add(connTypes...)
 	j, err := uc.Encode(akp)
 	if err != nil {
 		return "", fmt.Errorf("accounts: user %s: %w", name, err)

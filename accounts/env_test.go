@@ -3,6 +3,8 @@ package accounts_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"net/url"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -147,14 +149,25 @@ func (e *env) startLeaf(bundle string, log *logBuf) *leaf.Leaf {
 }
 
 // agentConn connects to a leaf as a node's agent.
-func (e *env) agentConn(l *leaf.Leaf, bundle, site, node string) *nats.Conn {
+func (e *env) agentConn(l *leaf.Leaf, bundle, site, node string, extra ...nats.Option) *nats.Conn {
 	e.t.Helper()
 	opts, err := accounts.AgentOptions(site, node, filepath.Join(bundle, accounts.AgentSeedFile(node)))
 	check.NoError(e.t, err)
-	nc, err := nats.Connect(l.ClientURL(), append(opts, e.tls())...)
+	nc, err := nats.Connect(l.ClientURL(), append(append(opts, e.tls()), extra...)...)
 	check.NoError(e.t, err)
 	e.t.Cleanup(nc.Close)
 	return nc
 }
 
 var _ = streams.HubDomain
+
+type urlT = url.URL
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	check.NoError(t, err)
+	return u
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

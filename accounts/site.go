@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -69,7 +70,8 @@ func (o *Operator) AddSite(site, tenant string, nodes []string, outDir string) (
 	if err := os.MkdirAll(outDir, 0o700); err != nil {
 		return nil, err
 	}
-	upub, err := o.issueUser(tenant, "leaf-"+site, LeafPermissions(site), filepath.Join(outDir, LeafCredsFile))
+	upub, err := o.issueUser(tenant, "leaf-"+site, LeafPermissions(site), filepath.Join(outDir, LeafCredsFile),
+		jwt.ConnectionTypeLeafnode)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +254,8 @@ func Leaf(bundleDir string) (*LeafSetup, error) {
 		if !nkeys.IsValidPublicUserKey(a.Key) {
 			return nil, fmt.Errorf("accounts: %s: agent %s key %q is not a user public key", bundleDir, a.Node, a.Key)
 		}
-		users = append(users, &server.NkeyUser{Nkey: a.Key, Permissions: AgentPermissions(cfg.Site, a.Node)})
+		users = append(users, &server.NkeyUser{Nkey: a.Key, Permissions: AgentPermissions(cfg.Site, a.Node),
+			AllowedConnectionTypes: map[string]struct{}{jwt.ConnectionTypeStandard: {}}})
 	}
 	setup := &LeafSetup{
 		Options: func(opts *server.Options) error {
