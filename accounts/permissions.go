@@ -78,6 +78,11 @@ func AgentPermissions(site, node string) *server.Permissions {
 			api+"CONSUMER.CREATE."+bp+".*.$KV."+streams.BlueprintsBucket+"."+key,
 			// Level check: direct get of the last value of this key only.
 			api+"DIRECT.GET."+bp+".$KV."+streams.BlueprintsBucket+"."+key,
+			// Cloud outputs of this node (keys <site>.<node>.<config>):
+			// bucket info, a watch filtered to them, direct gets.
+			api+"STREAM.INFO.KV_"+streams.CloudBucket,
+			api+"CONSUMER.CREATE.KV_"+streams.CloudBucket+".*.$KV."+streams.CloudBucket+"."+key+".*",
+			api+"DIRECT.GET.KV_"+streams.CloudBucket+".$KV."+streams.CloudBucket+"."+key+".*",
 			// Status: with a domain nats.go puts through the API prefix.
 			api+"$KV."+streams.StatusBucket+"."+key,
 		)
