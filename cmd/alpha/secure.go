@@ -8,8 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"strings"
 	"path/filepath"
+	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
