@@ -94,13 +94,10 @@ func runTenantAdd(ctx context.Context, args []string) error {
 	dir := fs.String("dir", "/etc/alpha/operator", "operator directory")
 	hubURL := fs.String("hub", "", "hub client URL, tls://HOST:4222 (empty: only write the files; the hub loads them at start)")
 	ca := fs.String("tls-ca", "", "CA of the hub's certificate")
-	if err := fs.Parse(args); err != nil {
-		return err
+	t, err := parseOne(fs, args, "TENANT")
+	if err != nil {
+		return fmt.Errorf("%w (usage: alpha accounts tenant-add TENANT --dir D --hub URL --tls-ca CA)", err)
 	}
-	if fs.NArg() != 1 {
-		return errors.New("usage: alpha accounts tenant-add [flags] TENANT")
-	}
-	t := fs.Arg(0)
 	op, err := accounts.Load(*dir)
 	if err != nil {
 		return err

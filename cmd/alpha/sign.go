@@ -32,10 +32,8 @@ func runBlueprintSign(ctx context.Context, args []string) error {
 	hubURL := fs.String("hub", "tls://127.0.0.1:4222", "hub client URL (with --put)")
 	creds := fs.String("creds", "", "tenant admin credentials (with --put)")
 	ca := fs.String("tls-ca", "", "CA of the hub's certificate (with --put and a tls:// URL)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 || *keyFile == "" || *forKey == "" {
+	file, err := parseOne(fs, args, "FILE")
+	if err != nil || *keyFile == "" || *forKey == "" {
 		return errors.New("usage: alpha blueprint sign --key SEED --for SITE.NODE [--put --hub URL --creds FILE --tls-ca CA] FILE")
 	}
 	site, node, ok := strings.Cut(*forKey, ".")
@@ -48,13 +46,13 @@ func runBlueprintSign(ctx context.Context, args []string) error {
 	if err := streams.ValidID("node", node); err != nil {
 		return fmt.Errorf("--for: %w", err)
 	}
-	data, err := os.ReadFile(fs.Arg(0))
+	data, err := os.ReadFile(file)
 	if err != nil {
 		return err
 	}
 	// Refuse to sign what agents would refuse to apply.
 	if _, err := blueprint.Parse(data); err != nil {
-		return fmt.Errorf("%s: %w", fs.Arg(0), err)
+		return fmt.Errorf("%s: %w", file, err)
 	}
 	seed, err := os.ReadFile(*keyFile)
 	if err != nil {

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"strings"
 	"path/filepath"
 	"time"
 
@@ -52,13 +54,10 @@ func runSiteAdd(ctx context.Context, args []string) error {
 	nodes := fs.String("nodes", "", "node ids at the site, comma-separated (one agent each; required)")
 	out := fs.String("out", "", "bundle directory to write (default OPERATOR-DIR/bundles/SITE-TENANT)")
 	noRegister := fs.Bool("no-register", false, "only write the bundle; register later by running add again with --hub")
-	if err := fs.Parse(args); err != nil {
-		return err
+	site, err := parseOne(fs, args, "SITE")
+	if err != nil {
+		return fmt.Errorf("%w (usage: alpha site add SITE --tenant T --nodes N1,N2 --hub URL --tls-ca CA)", err)
 	}
-	if fs.NArg() != 1 {
-		return errors.New("usage: alpha site add [flags] SITE")
-	}
-	site := fs.Arg(0)
 	op, err := accounts.Load(*af.dir)
 	if err != nil {
 		return err
@@ -100,13 +99,10 @@ func runSiteAdd(ctx context.Context, args []string) error {
 func runSiteRevoke(ctx context.Context, args []string) error {
 	fs := newFlags("site revoke")
 	af := addAdminFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
+	site, err := parseOne(fs, args, "SITE")
+	if err != nil {
+		return fmt.Errorf("%w (usage: alpha site revoke SITE --hub URL --tls-ca CA)", err)
 	}
-	if fs.NArg() != 1 {
-		return errors.New("usage: alpha site revoke [flags] SITE")
-	}
-	site := fs.Arg(0)
 	op, err := accounts.Load(*af.dir)
 	if err != nil {
 		return err
@@ -141,4 +137,23 @@ func runSiteRevoke(ctx context.Context, args []string) error {
 		fmt.Printf("site %s revoked for tenant %s and cut off at %s\n", site, t, *af.hub)
 	}
 	return nil
+}
+
+// parseOne parses flags around exactly one positional argument, which may
+// come first (alpha site add s1 --nodes n1) or last.
+func parseOne(fs *flag.FlagSet, args []string, what string) (string, error) {
+	var name string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	if name == "" && fs.NArg() == 1 {
+		return fs.Arg(0), nil
+	}
+	if name == "" || fs.NArg() != 0 {
+		return "", fmt.Errorf("exactly one %s is required", what)
+	}
+	return name, nil
 }
