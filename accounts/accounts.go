@@ -118,13 +118,17 @@ func Init(dir, name string, tenants []string) (*Operator, error) {
 }
 
 // Load opens an operator directory made by Init.
+//
+// A hub needs only the public part: operator.jwt, accounts/ and the
+// tenants' admin creds; without keys/operator.nk the directory loads, and
+// only changes to accounts (tenant-add, revoke) are refused.
 func Load(dir string) (*Operator, error) {
-	okp, err := readSeed(dir, "operator")
+	raw, err := os.ReadFile(filepath.Join(dir, "operator.jwt"))
 	if err != nil {
 		return nil, fmt.Errorf("accounts: %s is not an operator directory (alpha accounts init): %w", dir, err)
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, "operator.jwt"))
-	if err != nil {
+	okp, err := readSeed(dir, "operator")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
 	oc, err := jwt.DecodeOperatorClaims(string(raw))
@@ -323,6 +327,9 @@ func (o *Operator) Revoke(tenant string, users ...string) error {
 }
 
 func (o *Operator) saveAccount(name string, ac *jwt.AccountClaims) error {
+	if o.key == nil {
+		return fmt.Errorf("accounts: %s/keys/operator.nk is missing: change accounts where the operator's keys are kept", o.Dir)
+	}
 	j, err := ac.Encode(o.key)
 	if err != nil {
 		return fmt.Errorf("accounts: encoding account %s: %w", name, err)
