@@ -66,22 +66,33 @@ secret() {
 	return 1
 }
 
-# mirror SRC DST: DST holds exactly SRC's files (0700 dir, secrets 0600).
+# mirror SRC DST [PRUNE...]: DST holds exactly SRC's files, without the
+# top-level directories named PRUNE (0700 dir, secrets 0600).
 mirror() {
 	[ -d "$1" ] || { echo "install.sh: $1: not a directory" >&2; exit 2; }
-	mkdir -p "$2"
-	chmod 0700 "$2"
-	(cd "$1" && find . -type f) | while read -r f; do
-		mode=0644
-		secret "$f" && mode=0600
-		put "$1/$f" "$2/$f" "${mode#0}"
+	src="$1" dst="$2"
+	shift 2
+	prune=""
+	for p in "$@"; do
+		prune="$prune -path ./$p -prune -o"
 	done
-	(cd "$2" && find . -type f) | while read -r f; do
-		if [ ! -e "$1/$f" ]; then
-			rm -f "$2/$f"
-			echo "removed $2/$f"
+	list=$(mktemp)
+	# shellcheck disable=SC2086 # prune is a list of find operators
+	(cd "$src" && find . $prune -type f -print | sed 's|^\./||') >"$list"
+	mkdir -p "$dst"
+	chmod 0700 "$dst"
+	while read -r f; do
+		mode=644
+		secret "$f" && mode=600
+		put "$src/$f" "$dst/$f" "$mode"
+	done <"$list"
+	(cd "$dst" && find . -type f | sed 's|^\./||') | while read -r f; do
+		if ! grep -qxF "$f" "$list"; then
+			rm -f "$dst/$f"
+			echo "removed $dst/$f"
 		fi
 	done
+	rm -f "$list"
 }
 
 put "$binary" "$destdir/usr/local/bin/alpha" 755
@@ -92,7 +103,9 @@ mkdir -p "$etc" "$destdir/var/lib/alpha"
 chmod 0755 "$etc"
 chmod 0700 "$destdir/var/lib/alpha"
 [ -n "$bundle" ] && mirror "$bundle" "$etc/bundle"
-[ -n "$operator" ] && mirror "$operator" "$etc/operator"
+# The hub gets the operator directory's public part and the admins' creds:
+# never the keys (the root of trust) nor the sites' bundles.
+[ -n "$operator" ] && mirror "$operator" "$etc/operator" keys bundles sites
 [ -n "$tlsdir" ] && mirror "$tlsdir" "$etc/tls"
 
 env="$etc/$role.env"

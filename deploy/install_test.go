@@ -1,7 +1,10 @@
 package deploy_test
 
 import (
+	"context"
+	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,7 +12,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/alpha-edge/alpha/accounts"
+	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/internal/check"
 	"github.com/alpha-edge/alpha/internal/tlsfiles"
 )
@@ -207,4 +213,36 @@ func diff(a, b map[string]string) string {
 	}
 	sort.Strings(d)
 	return strings.Join(d, ", ")
+}
+
+// The hub's copy of the operator directory has no private keys, and a hub
+// starts from it in operator mode.
+func TestInstallHubGetsPublicOperatorPart(t *testing.T) {
+	work := t.TempDir()
+	op, err := accounts.Init(filepath.Join(work, "operator"), "test", []string{"acme"})
+	check.NoError(t, err)
+	_, err = op.AddSite("s1", "acme", []string{"n1"}, filepath.Join(op.Dir, "bundles", "s1-acme"))
+	check.NoError(t, err)
+	bin := filepath.Join(work, "alpha")
+	check.NoError(t, os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755))
+	root := filepath.Join(work, "root")
+	install(t, "--role", "hub", "--destdir", root, "--binary", bin, "--operator-dir", op.Dir)
+	installed := filepath.Join(root, "etc/alpha/operator")
+	for _, gone := range []string{"keys", "bundles", "sites"} {
+		if _, err := os.Stat(filepath.Join(installed, gone)); !os.IsNotExist(err) {
+			t.Errorf("hub copy holds %s: %v", gone, err)
+		}
+	}
+	check.Equal(t, mode(t, filepath.Join(installed, "creds/acme-admin.creds")), 0o600)
+	pub, err := accounts.Load(installed)
+	check.NoError(t, err)
+	if err := pub.Revoke("acme", "UABC"); err == nil {
+		t.Error("the hub's copy could change accounts without the operator key")
+	}
+	h, err := hub.Start(context.Background(), hub.Config{StoreDir: filepath.Join(work, "store"), Listen: "127.0.0.1:-1",
+		LeafListen: "127.0.0.1:-1", Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Options:       pub.HubOptions(filepath.Join(work, "store", "resolver")),
+		ClientOptions: []nats.Option{nats.UserCredentials(pub.AdminCreds("acme"))}})
+	check.NoError(t, err)
+	h.Shutdown()
 }
