@@ -25,7 +25,7 @@ import (
 
 // env is a hub in operator mode with TLS on both listeners.
 type env struct {
-	t   *testing.T
+	t   testing.TB
 	dir string
 	op  *accounts.Operator
 	pki tlsfiles.Files
@@ -33,7 +33,7 @@ type env struct {
 	log *logBuf // the hub's log
 }
 
-func newEnv(t *testing.T, tenants ...string) *env {
+func newEnv(t testing.TB, tenants ...string) *env {
 	t.Helper()
 	dir := t.TempDir()
 	op, err := accounts.Init(filepath.Join(dir, "operator"), "test", tenants)
