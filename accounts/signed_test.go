@@ -152,6 +152,18 @@ func TestSignedBlueprintEndToEnd(t *testing.T) {
 	t.Run("older revision replayed", func(t *testing.T) {
 		refused(put(v1), r2, "greeting=two\n", "replay")
 	})
+	t.Run("unsigned delete", func(t *testing.T) {
+		check.NoError(t, hbp.Delete(ctx, "a.n1"))
+		en, err := hbp.Get(ctx, "a.n1")
+		if err == nil {
+			t.Fatalf("key still there: %q", en.Value())
+		}
+		st, err := hjs.Stream(ctx, "KV_"+streams.BlueprintsBucket)
+		check.NoError(t, err)
+		info, err := st.Info(ctx)
+		check.NoError(t, err)
+		refused(info.State.LastSeq, r2, "greeting=two\n", "unsigned delete refused")
+	})
 	// A fresh signature is applied again after the refusals.
 	v3, err := sign.Sign(seed, "a.n1", 0, hello("three"))
 	check.NoError(t, err)

@@ -29,6 +29,9 @@ var (
 	ErrUntrusted = errors.New("signer not trusted")
 	ErrWrongKey  = errors.New("signed for another node")
 	ErrReplay    = errors.New("older than the last accepted revision (replay)")
+	// ErrUnsignedDelete refuses a deleted key; remove with a signed empty
+	// blueprint instead.
+	ErrUnsignedDelete = errors.New("unsigned delete refused (publish a signed empty blueprint to remove)")
 )
 
 // Envelope is the KV value: the signed payload bytes and their signature.
@@ -151,7 +154,14 @@ func NewVerifier(trusted []string, stateDir string) (*Verifier, error) {
 
 // Verify has the signature of agent.Config.Verify: it returns the blueprint
 // bytes of a valid, trusted, fresh envelope, or an error saying why not.
+//
+// A nil value is a delete of the key, which carries no signature: it is
+// refused (ErrUnsignedDelete); to remove everything from a node, publish a
+// signed blueprint with an empty spec.
 func (v *Verifier) Verify(key string, revision uint64, value []byte) ([]byte, error) {
+	if value == nil {
+		return nil, fmt.Errorf("%w: revision %d", ErrUnsignedDelete, revision)
+	}
 	p, err := Open(v.trusted, key, value)
 	if err != nil {
 		return nil, err

@@ -54,6 +54,7 @@ func TestVerify(t *testing.T) {
 		{"tampered payload", tampered, sign.ErrSignature},
 		{"signed for another node", forA2, sign.ErrWrongKey},
 		{"older revision replayed", env1, sign.ErrReplay},
+		{"delete (no value)", nil, sign.ErrUnsignedDelete},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := v.Verify("a.n1", 10, tc.value)
