@@ -1,12 +1,16 @@
 package accounts_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/internal/check"
@@ -104,5 +108,30 @@ func TestSitePlumbingWorksUnderOperatorMode(t *testing.T) {
 	}
 	if n := e.log.count("Violation"); n > 0 {
 		t.Errorf("%d permission violations in the hub's log:\n%s", n, e.log)
+	}
+}
+
+// Both hub listeners demand TLS: a plain client is refused, and the
+// leafnode listener announces TLS as required before anything else.
+func TestHubRequiresTLS(t *testing.T) {
+	e := newEnv(t, "t1")
+	u := strings.Replace(e.hub.ClientURL(), "tls://", "nats://", 1)
+	if nc, err := nats.Connect(u, nats.UserCredentials(e.op.AdminCreds("t1"))); err == nil {
+		nc.Close()
+		t.Fatal("connected to the hub without TLS")
+	}
+	// With TLS and without credentials: refused too (operator mode).
+	if nc, err := nats.Connect(e.hub.ClientURL(), e.tls()); err == nil {
+		nc.Close()
+		t.Fatal("connected to the hub without credentials")
+	}
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.hub.LeafURL(), "nats-leaf://"))
+	check.NoError(t, err)
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	info, err := bufio.NewReader(c).ReadString('\n')
+	check.NoError(t, err)
+	if !strings.Contains(info, `"tls_required":true`) {
+		t.Fatalf("leafnode INFO does not require TLS: %s", info)
 	}
 }
