@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/internal/check"
 	"github.com/alpha-edge/alpha/streams"
 )
@@ -134,4 +135,27 @@ func TestHubRequiresTLS(t *testing.T) {
 	if !strings.Contains(info, `"tls_required":true`) {
 		t.Fatalf("leafnode INFO does not require TLS: %s", info)
 	}
+}
+
+// A tenant added while the hub runs works at once: its account is pushed
+// to the resolver, its buckets created, a site of it served.
+func TestTenantAddedWhileHubRuns(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "x")
+	if _, _, err := e.op.AdminJetStream(e.hub.ClientURL(), "z", e.tls()); err == nil {
+		t.Fatal("an unknown tenant's admin connected")
+	}
+	check.NoError(t, e.op.AddTenant("z"))
+	check.NoError(t, e.op.Push(ctx, e.hub.ClientURL(), "z", e.tls()))
+	nc, js, err := e.op.AdminJetStream(e.hub.ClientURL(), "z", e.tls())
+	check.NoError(t, err)
+	defer nc.Close()
+	check.NoError(t, hub.Bootstrap(ctx, js, 1))
+	bundle := e.addSite("s", "z", "n1")
+	l := e.startLeaf(bundle, nil)
+	kv, err := js.KeyValue(ctx, streams.BlueprintsBucket)
+	check.NoError(t, err)
+	_, err = kv.Put(ctx, "s.n1", []byte("for z"))
+	check.NoError(t, err)
+	waitValue(t, e.agentConn(l, bundle, "s", "n1"), "s", "s.n1", "for z")
 }
