@@ -142,6 +142,8 @@ func TestStolenSiteCredentials(t *testing.T) {
 		mustFail(t, nc, "create durable", "$JS.hub.API.CONSUMER.DURABLE.CREATE.KV_blueprints.evil", cfg)
 		mustFail(t, nc, "create on B's filter", "$JS.hub.API.CONSUMER.CREATE.KV_blueprints.evil.$KV.blueprints.b.>", filtered)
 		mustFail(t, nc, "delete A's mirror consumer", "$JS.hub.API.CONSUMER.DELETE.KV_blueprints.mirror-a-blueprints", nil)
+		mustFail(t, nc, "reset B's mirror consumer", "$JS.hub.API.CONSUMER.RESET.KV_blueprints.mirror-b-blueprints", []byte(`{}`))
+		mustFail(t, nc, "inspect B's mirror consumer", "$JS.hub.API.CONSUMER.INFO.KV_blueprints.mirror-b-blueprints", nil)
 		s, err := hjs.Stream(ctx, "KV_"+streams.BlueprintsBucket)
 		check.NoError(t, err)
 		var names []string
