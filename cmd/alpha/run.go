@@ -50,7 +50,8 @@ func runHub(ctx context.Context, args []string) error {
 		h.Shutdown()
 		return err
 	}
-	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL(), "operator mode", op != nil)
+	log.Info("hub security", "operator mode", op != nil, "tls", !sec.insecure)
+	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL())
 	<-ctx.Done()
 	h.Shutdown()
 	return nil
