@@ -15,6 +15,13 @@
 // The hub uses the full directory resolver (accounts stored in its store
 // directory), so account JWTs pushed over $SYS.REQ.CLAIMS.UPDATE take effect
 // at once, without a restart, and survive one.
+//
+// Tenants: each tenant is an account with its own JetStream at the hub
+// (buckets, streams, consumers); accounts share nothing. A site that serves
+// several tenants runs one leaf per tenant, each with its own bundle, store
+// and listener, so the tenant's mirror, status and telemetry stay apart at
+// the site too. One leaf with a local account and a remote per tenant would
+// save a process per tenant; the leaf package does not do that yet.
 package accounts
 
 import (
