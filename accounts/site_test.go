@@ -54,6 +54,28 @@ func TestSitePlumbingWorksUnderOperatorMode(t *testing.T) {
 		}
 		return nil
 	})
+	// Blueprints in bulk, enough to exercise the mirror's flow control.
+	const keys = 400
+	big := make([]byte, 16<<10)
+	for i := range keys {
+		if _, err := hbp.Put(ctx, fmt.Sprintf("a.bulk-%d", i), big); err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+	}
+	check.For(t, 20*time.Second, 50*time.Millisecond, func() error {
+		s, err := js.Stream(ctx, "KV_"+streams.BlueprintsBucket)
+		if err != nil {
+			return err
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs != keys+1 {
+			return fmt.Errorf("site mirror holds %d of %d", info.State.Msgs, keys+1)
+		}
+		return nil
+	})
 	st, err := js.KeyValue(ctx, streams.StatusBucket)
 	check.NoError(t, err)
 	_, err = st.Put(ctx, "a.n1", []byte(`{"phase":"Converged"}`))
