@@ -20,7 +20,6 @@ import (
 	"github.com/alpha-edge/alpha/internal/check"
 	"github.com/alpha-edge/alpha/internal/tlsfiles"
 	"github.com/alpha-edge/alpha/leaf"
-	"github.com/alpha-edge/alpha/streams"
 )
 
 // env is a hub in operator mode with TLS on both listeners.
@@ -158,8 +157,6 @@ func (e *env) agentConn(l *leaf.Leaf, bundle, site, node string, extra ...nats.O
 	e.t.Cleanup(nc.Close)
 	return nc
 }
-
-var _ = streams.HubDomain
 
 type urlT = url.URL
 

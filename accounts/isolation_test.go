@@ -17,7 +17,6 @@ import (
 	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/internal/check"
 	"github.com/alpha-edge/alpha/internal/natsutil"
-	"github.com/alpha-edge/alpha/leaf"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -438,5 +437,3 @@ func TestRevokedSiteIsCutOff(t *testing.T) {
 	check.NoError(t, err)
 	check.Equal(t, len(info.Config.Sources), 0)
 }
-
-var _ = leaf.Register

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/agent"
 	"github.com/alpha-edge/alpha/blueprint/sign"
@@ -175,5 +173,3 @@ func mustPayload(t *testing.T, v []byte) []byte {
 	check.NoError(t, json.Unmarshal(v, &env))
 	return env.Payload
 }
-
-var _ = jetstream.KeyValuePut
