@@ -36,7 +36,8 @@ type Config struct {
 	// the key (default 30s); drift watchers act sooner.
 	Resync time.Duration
 	// Verify, if set, checks a KV entry (a signed envelope) and returns the
-	// blueprint bytes inside; an error refuses the revision.
+	// blueprint bytes inside; an error refuses the revision. A delete is
+	// offered with a nil value; an error refuses it too.
 	Verify func(key string, revision uint64, value []byte) ([]byte, error)
 	// Gate holds updates and repairs back (maintenance windows, holds).
 	Gate engine.Gate
@@ -238,6 +239,14 @@ func (a *Agent) offerDeleted(rev uint64) {
 	}
 	a.offered, a.deleted = rev, true
 	a.mu.Unlock()
+	if a.cfg.Verify != nil {
+		// A delete carries no signature: with signatures required it could
+		// wipe the node on anyone's word. Verify decides (nil value).
+		if _, err := a.cfg.Verify(a.key, rev, nil); err != nil {
+			a.eng.Offer(engine.Candidate{Revision: rev, Err: fmt.Errorf("signature: %w", err)})
+			return
+		}
+	}
 	a.eng.Offer(engine.Candidate{Revision: rev, Deleted: true})
 }
 
