@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/internal/tlsfiles"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -26,10 +27,23 @@ func runStatus(ctx context.Context, args []string) error {
 	url := fs.String("nats", "nats://127.0.0.1:4222", "hub client URL")
 	asJSON := fs.Bool("json", false, "print the raw status documents")
 	verbose := fs.Bool("v", false, "also list each node's resources and problems")
+	creds := fs.String("creds", "", "credentials file (operator mode), e.g. a tenant admin's")
+	ca := fs.String("tls-ca", "", "CA (PEM) of the hub's certificate")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*url, nats.Name("alpha-status"), nats.Timeout(3*time.Second))
+	opts := []nats.Option{nats.Name("alpha-status"), nats.Timeout(3 * time.Second)}
+	if *creds != "" {
+		opts = append(opts, nats.UserCredentials(*creds))
+	}
+	if *ca != "" {
+		o, err := tlsfiles.Files{CA: *ca}.NATS()
+		if err != nil {
+			return err
+		}
+		opts = append(opts, o)
+	}
+	nc, err := nats.Connect(*url, opts...)
 	if err != nil {
 		return fmt.Errorf("connecting to hub %s: %w", *url, err)
 	}
