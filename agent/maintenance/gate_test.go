@@ -26,7 +26,7 @@ type fakeClock struct {
 func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *fakeClock) Set(t time.Time)     { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-func at(s string) time.Time          { t, _ := time.Parse(time.RFC3339, s); return t }
+func at(s string) time.Time              { t, _ := time.Parse(time.RFC3339, s); return t }
 func bp(m *blueprint.Maintenance) *blueprint.Blueprint {
 	b := blueprint.Empty()
 	b.Metadata.Name = "m"
@@ -105,9 +105,9 @@ func TestCheck(t *testing.T) {
 
 // harness runs the real engine with the real files driver behind the gate.
 type harness struct {
-	eng   *engine.Engine
-	root  string
-	clock *fakeClock
+	eng    *engine.Engine
+	root   string
+	clock  *fakeClock
 	mu     sync.Mutex
 	st     engine.Status
 	passes int
