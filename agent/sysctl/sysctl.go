@@ -39,6 +39,7 @@ type Driver struct {
 
 	mu    sync.Mutex
 	want  map[string]string // values of the last planned blueprint, for the watcher
+	last  map[string]string // value last read by the watcher or written by the driver
 	state map[string]string // key -> value found before the agent first set it
 }
 
@@ -59,7 +60,7 @@ func New(env driver.Env, run oscmd.Runner) (*Driver, error) {
 	if err := os.MkdirAll(env.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("sysctl: state dir: %w", err)
 	}
-	d := &Driver{env: env, run: run, state: map[string]string{}}
+	d := &Driver{env: env, run: run, state: map[string]string{}, last: map[string]string{}}
 	b, err := os.ReadFile(d.statePath())
 	switch {
 	case err == nil:
@@ -198,6 +199,11 @@ func (d *Driver) set(ctx context.Context, key, value, found string) error {
 	if _, err := d.run.Run(ctx, nil, "sysctl", "-q", "-w", key+"="+value); err != nil {
 		return fmt.Errorf("sysctl: setting %s=%q: %w", key, value, err)
 	}
+	// The watcher must see a change by hand after this write even if it
+	// never read the value we wrote.
+	d.mu.Lock()
+	d.last[key] = value
+	d.mu.Unlock()
 	return nil
 }
 
@@ -240,8 +246,9 @@ func (d *Driver) persist(content string) error {
 // Watch polls the managed keys every PollInterval and asks for a reconcile
 // when one differs from the blueprint and from what the previous read saw
 // (once per change, so a value the kernel refuses does not spin the engine).
+// The driver's own writes count as reads, so the same manual change made
+// twice between two polls is still noticed.
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
-	last := map[string]string{}
 	t := time.NewTicker(PollInterval)
 	defer t.Stop()
 	for {
@@ -258,10 +265,13 @@ func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
 			if err != nil {
 				continue
 			}
-			if v != w && v != last[k] {
+			d.mu.Lock()
+			changed := v != d.last[k]
+			d.last[k] = v
+			d.mu.Unlock()
+			if v != w && changed {
 				notify("sysctl " + k + " changed")
 			}
-			last[k] = v
 		}
 	}
 }

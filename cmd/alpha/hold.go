@@ -124,4 +124,3 @@ func listHolds(ctx context.Context, kv jetstream.KeyValue) error {
 	}
 	return nil
 }
-

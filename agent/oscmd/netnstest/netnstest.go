@@ -8,7 +8,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os/exec"
+	"sort"
 	"testing"
+	"time"
 
 	"github.com/alpha-edge/alpha/agent/oscmd"
 	"github.com/alpha-edge/alpha/internal/check"
@@ -37,4 +39,23 @@ func New(t testing.TB) (string, oscmd.Runner) {
 		t.Fatal(err)
 	}
 	return name, r
+}
+
+// ReportLatency reports the p50 and p99 of ds, in milliseconds, as
+// benchmark metrics named like "p50-ms".
+func ReportLatency(b *testing.B, ds []time.Duration) {
+	b.Helper()
+	if len(ds) == 0 {
+		return
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	at := func(q float64) float64 {
+		i := int(q*float64(len(s))+0.5) - 1
+		i = min(max(i, 0), len(s)-1)
+		return float64(s[i].Microseconds()) / 1000
+	}
+	b.ReportMetric(at(0.50), "p50-ms")
+	b.ReportMetric(at(0.99), "p99-ms")
+	b.ReportMetric(0, "ns/op")
 }
