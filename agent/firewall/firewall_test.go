@@ -195,3 +195,53 @@ func TestFlushByHandRepairedWithin2s(t *testing.T) {
 		t.Fatal("no drift repair reported")
 	}
 }
+
+// TestUpdateIsNeverSeenHalfDone lists the rule set continuously while the
+// table flips between two rule sets: every listing is exactly one of them,
+// never a table missing or half-filled.
+func TestUpdateIsNeverSeenHalfDone(t *testing.T) {
+	d, run := newDriver(t)
+	a, b := fw(ssh), fw(ssh, web)
+	_, err := apply(t, d, a)
+	check.NoError(t, err)
+	listA := list(t, run)
+	_, err = apply(t, d, b)
+	check.NoError(t, err)
+	listB := list(t, run)
+
+	stop := make(chan struct{})
+	var seen, bad int
+	var firstBad string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			out, err := run.Run(context.Background(), nil, "nft", "list", "ruleset")
+			if err != nil {
+				continue
+			}
+			seen++
+			if s := string(out); s != listA && s != listB {
+				bad++
+				firstBad = s
+			}
+		}
+	}()
+	for i := 0; i < 20; i++ {
+		_, err := apply(t, d, []*blueprint.Blueprint{a, b}[i%2])
+		check.NoError(t, err)
+	}
+	close(stop)
+	<-done
+	if seen < 5 {
+		t.Fatalf("only %d listings during the updates", seen)
+	}
+	if bad > 0 {
+		t.Fatalf("%d of %d listings were neither rule set, e.g.:\n%s", bad, seen, firstBad)
+	}
+}
