@@ -147,3 +147,50 @@ func (p *Publisher) publish(ctx context.Context, ev Event) error {
 	_, err = p.js.Publish(ctx, Subject(ev.Site, ev.Node), data, jetstream.WithMsgID(ev.ID))
 	return err
 }
+
+// Recent returns a node's drift events since a time, oldest first, read
+// from a stream holding events.<site>.<node>.drift (the site's EVENTS
+// stream, or the hub's copy): what `alpha status` shows as recent drift.
+func Recent(ctx context.Context, js jetstream.JetStream, stream, site, node string, since time.Time, limit int) ([]Event, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("events: stream %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Event
+	if info.State.Msgs == 0 {
+		return out, nil
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{Subject(site, node)},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for {
+		batch, err := c.FetchNoWait(100)
+		if err != nil {
+			return out, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var ev Event
+			if json.Unmarshal(m.Data(), &ev) == nil {
+				out = append(out, ev)
+			}
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out, nil
+}

@@ -104,6 +104,18 @@ func TestPublishesAndBuffersWhileLeafIsDown(t *testing.T) {
 	check.Equal(t, ev.Want, "1")
 	check.Equal(t, msg.Header.Get(jetstream.MsgIDHeader), ev.ID)
 
+	recent, err := Recent(ctx, js, "EVENTS", "s1", "n1", time.Now().Add(-time.Hour), 0)
+	check.NoError(t, err)
+	check.Equal(t, len(recent), 7)
+	check.Equal(t, recent[6].Resource, "sysctl:k7")
+	recent, err = Recent(ctx, js, "EVENTS", "s1", "n1", time.Now().Add(-time.Hour), 3)
+	check.NoError(t, err)
+	check.Equal(t, len(recent), 3)
+	check.Equal(t, recent[0].Resource, "sysctl:k5")
+	none, err := Recent(ctx, js, "EVENTS", "s1", "other", time.Now().Add(-time.Hour), 0)
+	check.NoError(t, err)
+	check.Equal(t, len(none), 0)
+
 	// A retry of a message that did land is dropped by the stream.
 	_, err = js.Publish(ctx, msg.Subject, msg.Data, jetstream.WithMsgID(ev.ID))
 	check.NoError(t, err)

@@ -158,3 +158,28 @@ func Describe(m *blueprint.Maintenance) string {
 	}
 	return s + " " + tz
 }
+
+// Status is what `alpha status` and the hub show about a node's gate.
+type Status struct {
+	Hold       *Hold     `json:"hold,omitempty"`      // in force now
+	Windows    string    `json:"windows"`             // human description
+	WindowOpen bool      `json:"windowOpen"`          // changes may apply now
+	NextChange time.Time `json:"nextChange,omitzero"` // the window opens or closes
+}
+
+// Report builds the gate's status at now for the applied blueprint (nil
+// when nothing is applied yet).
+func (g *Gate) Report(now time.Time, applied *blueprint.Blueprint) Status {
+	var m *blueprint.Maintenance
+	if applied != nil {
+		m = applied.Spec.Maintenance
+	}
+	st := Status{Windows: Describe(m)}
+	st.WindowOpen, st.NextChange, _ = Open(m, now)
+	if g.Holds != nil {
+		if h, ok := g.Holds.Current(); ok && h.Active(now) {
+			st.Hold = &h
+		}
+	}
+	return st
+}

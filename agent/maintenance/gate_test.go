@@ -279,3 +279,17 @@ func TestResourceHoldPausesOnlyThatResource(t *testing.T) {
 	h.eng.Trigger("test")
 	h.wait(t, "a.conf", "r1")
 }
+
+func TestReport(t *testing.T) {
+	now := at("2026-11-25T12:00:00Z")
+	h, _ := NewHold("s1", "n1", now, time.Hour, "debugging", "", nil)
+	g := &Gate{Holds: &Holds{hold: &h}}
+	st := g.Report(now, bp(weekly))
+	if st.Hold == nil || st.WindowOpen || !st.NextChange.Equal(at("2026-11-28T01:00:00Z")) ||
+		st.Windows != "[sat] 02:00-04:00, [sun] 23:00-01:00 Europe/Berlin" {
+		t.Fatalf("%+v", st)
+	}
+	if st = g.Report(now.Add(time.Hour), nil); st.Hold != nil || !st.WindowOpen {
+		t.Fatalf("expired hold and no windows: %+v", st)
+	}
+}
