@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
@@ -42,12 +43,19 @@ type Driver struct {
 	mu       sync.Mutex
 	policies []blueprint.Policy
 	results  []Result
+	passed   map[string]bool // enforced file policies: last seen passing (watcher and writes)
 }
 
 var (
 	_ driver.Driver   = (*Driver)(nil)
 	_ driver.Reporter = (*Driver)(nil)
+	_ driver.Watcher  = (*Driver)(nil)
 )
+
+// PollInterval is how often the watcher re-checks enforced file policies.
+// The checks are a few small file reads; polling keeps the driver free of
+// inotify bookkeeping for files that may not exist yet.
+var PollInterval = time.Second
 
 // New builds the driver.
 func New(env driver.Env) *Driver {
@@ -57,7 +65,7 @@ func New(env driver.Env) *Driver {
 	if env.Log == nil {
 		env.Log = slog.Default()
 	}
-	return &Driver{env: env}
+	return &Driver{env: env, passed: map[string]bool{}}
 }
 
 // Name is the blueprint section.
@@ -332,7 +340,13 @@ func (d *Driver) enforceLine(pol blueprint.Policy) error {
 	if err := os.WriteFile(tmp, data, mode); err != nil {
 		return err
 	}
-	return os.Rename(tmp, p)
+	if err := os.Rename(tmp, p); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.passed[pol.Name] = true
+	d.mu.Unlock()
+	return nil
 }
 
 // Report re-checks the policies of the last plan (after enforcement) and
@@ -382,4 +396,37 @@ func Score(rs []Result) float64 {
 		}
 	}
 	return float64(pass) / float64(len(rs))
+}
+
+// Watch re-checks the enforced fileContent policies every PollInterval and
+// asks for a reconcile when one that passed starts failing (an edit by
+// hand), so enforcement does not wait for the engine's periodic resync. A
+// policy that keeps failing (a read-only file) is reported once, not on
+// every tick.
+func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
+	t := time.NewTicker(PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		d.mu.Lock()
+		pols := d.policies
+		d.mu.Unlock()
+		for _, pol := range pols {
+			if pol.Type != "fileContent" || pol.Mode != "enforce" {
+				continue
+			}
+			ok, _ := d.fileContent(pol)
+			d.mu.Lock()
+			was, seen := d.passed[pol.Name]
+			d.passed[pol.Name] = ok
+			d.mu.Unlock()
+			if !ok && (was || !seen) {
+				notify("compliance: " + pol.Name + " no longer holds")
+			}
+		}
+	}
 }
