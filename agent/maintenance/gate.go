@@ -129,10 +129,30 @@ func (f *filtered) Watch(ctx context.Context, notify func(string)) error {
 	return nil
 }
 
+// Report passes the driver's own report on, and marks the resources under a
+// per-resource hold as held so status says why they are not repaired.
 func (f *filtered) Report(ctx context.Context) []driver.Resource {
 	var rs []driver.Resource
 	if r, ok := f.inner.(driver.Reporter); ok {
 		rs = r.Report(ctx)
+	}
+	if f.gate.Holds == nil {
+		return rs
+	}
+	h, ok := f.gate.Holds.Current()
+	if !ok || !h.Active(f.now()) {
+		return rs
+	}
+	for _, id := range h.Resources {
+		found := false
+		for i := range rs {
+			if rs[i].ID == id {
+				rs[i].State, rs[i].Message, found = "held", h.String(), true
+			}
+		}
+		if !found {
+			rs = append(rs, driver.Resource{ID: id, State: "held", Message: h.String(), Health: 1})
+		}
 	}
 	return rs
 }

@@ -275,6 +275,13 @@ func TestResourceHoldPausesOnlyThatResource(t *testing.T) {
 	h.wait(t, "b.conf", "r1")
 	h.pass(t)
 	h.wait(t, "a.conf", "by hand")
+	held := false
+	for _, r := range h.status().Resources {
+		held = held || (r.ID == "file:/etc/a.conf" && r.State == "held")
+	}
+	if !held {
+		t.Fatalf("status should mark the held resource: %+v", h.status().Resources)
+	}
 	c.Add(time.Hour)
 	h.eng.Trigger("test")
 	h.wait(t, "a.conf", "r1")

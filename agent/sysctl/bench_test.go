@@ -2,6 +2,7 @@ package sysctl
 
 import (
 	"context"
+	"math/rand/v2"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -37,6 +38,9 @@ func BenchmarkRepairAfterManualChange(b *testing.B) {
 	})
 	var ds []time.Duration
 	for i := 0; i < 10*b.N; i++ {
+		// Manual changes come at any phase of the poll, not just after a
+		// repair: start each at a random point of the interval.
+		time.Sleep(rand.N(PollInterval))
 		t0 := time.Now()
 		_, err := run.Run(ctx, nil, "sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
 		check.NoError(b, err)
