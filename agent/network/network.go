@@ -156,7 +156,8 @@ func normAddr(s string) string {
 }
 
 // Plan compares every named link and the agent's routes with the blueprint.
-// A missing link is an error for that link only; the rest still applies.
+// A missing link is a change that fails with ErrNoLink, for that link only;
+// the rest still applies.
 func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan, error) {
 	n := bp.Spec.Network
 	if n == nil {
@@ -171,7 +172,10 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 			continue
 		}
 		if !ok {
-			problems = append(problems, fmt.Errorf("spec.network.interfaces[%d].name: %w: %q", i, ErrNoLink, it.Name))
+			// A failing change rather than a Plan error, so the engine
+			// still applies the rest and marks this link failed.
+			err := fmt.Errorf("spec.network.interfaces[%d].name: %w: %q", i, ErrNoLink, it.Name)
+			plan = append(plan, driver.NewChange(linkID(it.Name), driver.Update, err.Error(), func(context.Context) error { return err }))
 			continue
 		}
 		plan = append(plan, diffLink(d, it, obs)...)

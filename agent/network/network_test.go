@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -115,8 +116,11 @@ spec:
 `
 	bp := mustParse(t, doc)
 	p, err := d.Plan(context.Background(), bp)
-	if err == nil || !strings.Contains(err.Error(), `spec.network.interfaces[0].name: no such link: "nope0"`) {
+	check.NoError(t, err)
+	check.Equal(t, len(p), 2) // a0 still planned
+	err = p[0].Apply(context.Background())
+	if !errors.Is(err, ErrNoLink) || !strings.Contains(err.Error(), `spec.network.interfaces[0].name: no such link: "nope0"`) {
 		t.Fatalf("want a no-such-link error naming the field, got %v", err)
 	}
-	check.Equal(t, len(p), 1) // a0 still planned
+	check.NoError(t, p[1].Apply(context.Background()))
 }

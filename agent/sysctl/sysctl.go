@@ -102,7 +102,8 @@ func (d *Driver) Read(ctx context.Context, key string) (string, error) {
 
 // Plan reads every key and returns a change per value that differs, one to
 // restore each key that left the blueprint, and one for the drop-in file.
-// Unknown keys are reported as errors; the other keys still apply.
+// An unknown key becomes a change that fails with ErrNoSuchKey, naming the
+// field, so the other keys still apply and status shows the bad one.
 func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan, error) {
 	want := bp.Spec.Sysctl
 	keys := make([]string, 0, len(want))
@@ -126,6 +127,13 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 	valid := map[string]string{}
 	for _, k := range keys {
 		found, err := d.Read(ctx, k)
+		if errors.Is(err, ErrNoSuchKey) {
+			// A failing change rather than a Plan error: the engine then
+			// still applies the other keys and marks this one failed.
+			err := driver.Terminal(fmt.Errorf("spec.sysctl.%s: %w", k, err))
+			plan = append(plan, driver.NewChange(ResourceID(k), driver.Update, err.Error(), func(context.Context) error { return err }))
+			continue
+		}
 		if err != nil {
 			problems = append(problems, fmt.Errorf("spec.sysctl.%s: %w", k, err))
 			continue

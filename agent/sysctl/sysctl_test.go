@@ -80,13 +80,45 @@ func TestApplyPersistRestore(t *testing.T) {
 }
 
 func TestUnknownKeyIsClearAndOthersApply(t *testing.T) {
-	d, _, _ := newDriver(t)
-	_, err := apply(t, d, bp(map[string]string{"net.ipv4.no_such_key": "1", "net.ipv4.ip_forward": "1"}))
-	if !errors.Is(err, ErrNoSuchKey) || !strings.Contains(err.Error(), "spec.sysctl.net.ipv4.no_such_key") ||
-		!strings.Contains(err.Error(), "/proc/sys/net/ipv4/no_such_key") {
-		t.Fatalf("want a no-such-key error naming the field, got %v", err)
+	d, _, root := newDriver(t)
+	var mu sync.Mutex
+	var last engine.Status
+	eng, err := engine.New(engine.Config{Drivers: []driver.Driver{d}, StateDir: filepath.Join(t.TempDir(), "e"),
+		Resync: time.Hour, OnStatus: func(s engine.Status) { mu.Lock(); last = s; mu.Unlock() }})
+	check.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); eng.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	eng.Offer(engine.Candidate{Revision: 1, Data: []byte(doc + "    net.ipv4.no_such_key: \"1\"\n")})
+	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(last.Errors) != 1 {
+			return fmt.Errorf("status errors %v", last.Errors)
+		}
+		return nil
+	})
+	mu.Lock()
+	msg := last.Errors[0]
+	mu.Unlock()
+	for _, want := range []string{"spec.sysctl.net.ipv4.no_such_key", "no such sysctl key", "/proc/sys/net/ipv4/no_such_key"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q lacks %q", msg, want)
+		}
 	}
 	check.Equal(t, read(t, d, "net.ipv4.ip_forward"), "1")
+	b, err := os.ReadFile(filepath.Join(root, DropIn))
+	check.NoError(t, err)
+	if strings.Contains(string(b), "no_such_key") {
+		t.Fatalf("unknown key persisted:\n%s", b)
+	}
+	p, err := d.Plan(context.Background(), bp(map[string]string{"net.ipv4.no_such_key": "1"}))
+	check.NoError(t, err)
+	if err := p[0].Apply(context.Background()); !errors.Is(err, ErrNoSuchKey) || !errors.Is(err, driver.ErrTerminal) {
+		t.Fatalf("want a terminal ErrNoSuchKey, got %v", err)
+	}
 }
 
 const doc = `apiVersion: alpha/v1
