@@ -51,6 +51,7 @@ type Publisher struct {
 	queue   []Event
 	seq     uint64
 	dropped uint64
+	failing map[string]string // resource -> error of its last failed repair
 	wake    chan struct{}
 }
 
@@ -64,12 +65,22 @@ func New(js jetstream.JetStream, site, node string, log *slog.Logger, max int) *
 	if max <= 0 {
 		max = DefaultBuffer
 	}
-	return &Publisher{js: js, site: site, node: node, log: log, max: max, wake: make(chan struct{}, 1)}
+	return &Publisher{js: js, site: site, node: node, log: log, max: max, failing: map[string]string{}, wake: make(chan struct{}, 1)}
 }
 
-// OnRepair is the engine.Config.OnRepair hook.
+// OnRepair is the engine.Config.OnRepair hook. A repair that keeps failing
+// with the same error (the engine retries with backoff) is published once,
+// not on every retry.
 func (p *Publisher) OnRepair(r engine.Repair) {
 	p.mu.Lock()
+	if r.Err == nil {
+		delete(p.failing, r.Change.ID)
+	} else if p.failing[r.Change.ID] == r.Err.Error() {
+		p.mu.Unlock()
+		return
+	} else {
+		p.failing[r.Change.ID] = r.Err.Error()
+	}
 	p.seq++
 	ev := Event{
 		ID:   fmt.Sprintf("%s.%s.%d.%d", p.site, p.node, r.At.UnixNano(), p.seq),

@@ -63,6 +63,7 @@ func TestPublishesAndBuffersWhileLeafIsDown(t *testing.T) {
 	bad := repair(2)
 	bad.Err = errors.New("permission denied")
 	p.OnRepair(bad)
+	p.OnRepair(bad) // the same failure retried is not a new event
 	check.For(t, 3*time.Second, 10*time.Millisecond, func() error {
 		if n := p.Pending(); n != 0 {
 			return fmt.Errorf("%d pending", n)
@@ -130,4 +131,16 @@ func TestBufferIsBounded(t *testing.T) {
 	}
 	check.Equal(t, p.Pending(), 3)
 	check.Equal(t, p.Dropped(), uint64(2))
+}
+
+func TestRepeatedFailureOnce(t *testing.T) {
+	p := New(nil, "s1", "n1", nil, 10)
+	bad := repair(1)
+	bad.Err = errors.New("no such key")
+	p.OnRepair(bad)
+	p.OnRepair(bad)
+	check.Equal(t, p.Pending(), 1)
+	p.OnRepair(repair(1)) // fixed
+	p.OnRepair(bad)       // and failing again: a new event
+	check.Equal(t, p.Pending(), 3)
 }
