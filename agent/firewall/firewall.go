@@ -102,6 +102,15 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 	want := ""
 	if fw := bp.Spec.Firewall; fw != nil {
 		want = tableName(fw)
+	}
+	var stale []string
+	for name := range st.Tables {
+		if name != want {
+			stale = append(stale, name)
+		}
+	}
+	sort.Strings(stale)
+	if fw := bp.Spec.Firewall; fw != nil {
 		script := Render(fw)
 		hash := digest(script)
 		seen, exists, err := d.observe(ctx, want)
@@ -120,26 +129,29 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 			detail, found = "rule set differs from the blueprint", "other rule set"
 		case prev.Seen != seen:
 			detail, found = "rules changed by hand", "modified"
+		case len(stale) > 0:
+			detail, found = "old tables to remove", strings.Join(stale, ", ")
 		}
 		if detail != "" {
 			op := driver.Update
 			if !exists {
 				op = driver.Create
 			}
+			// Old tables (the table was renamed) go in the same
+			// transaction, so the node is never without the agent's rules.
+			full := script
+			for _, name := range stale {
+				full = fmt.Sprintf("table inet %s\ndelete table inet %s\n", name, name) + full
+				detail += "; replaces table " + name
+			}
 			c := driver.NewChange(ResourceID(want), op, detail, func(ctx context.Context) error {
-				return d.replace(ctx, want, script, hash)
+				return d.replace(ctx, want, full, hash, stale)
 			})
 			c.Found, c.Want = found, fmt.Sprintf("%d rules, policy input %s", len(fw.Rules), or(fw.Policy.Input, "accept"))
 			plan = append(plan, c)
 		}
+		return plan, nil
 	}
-	var stale []string
-	for name := range st.Tables {
-		if name != want {
-			stale = append(stale, name)
-		}
-	}
-	sort.Strings(stale)
 	for _, name := range stale {
 		plan = append(plan, driver.NewChange(ResourceID(name), driver.Delete, "table left the blueprint", func(ctx context.Context) error {
 			return d.delete(ctx, name)
@@ -200,7 +212,7 @@ func canonical(out []byte) (string, error) {
 
 // replace checks the script with nft -c first, then runs it: one nft -f is
 // one kernel transaction, so the old table stays whole if anything fails.
-func (d *Driver) replace(ctx context.Context, table, script, hash string) error {
+func (d *Driver) replace(ctx context.Context, table, script, hash string, stale []string) error {
 	if _, err := d.run.Run(ctx, []byte(script), "nft", "-c", "-f", "-"); err != nil {
 		return driver.Terminal(fmt.Errorf("%w: table %s: %w", ErrRejected, table, err))
 	}
@@ -211,7 +223,12 @@ func (d *Driver) replace(ctx context.Context, table, script, hash string) error 
 	if err != nil {
 		return err
 	}
-	return d.record(func(s *state) { s.Tables[table] = applied{Script: hash, Seen: seen} })
+	return d.record(func(s *state) {
+		s.Tables[table] = applied{Script: hash, Seen: seen}
+		for _, name := range stale {
+			delete(s.Tables, name)
+		}
+	})
 }
 
 func (d *Driver) delete(ctx context.Context, table string) error {

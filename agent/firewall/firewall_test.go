@@ -245,3 +245,30 @@ func TestUpdateIsNeverSeenHalfDone(t *testing.T) {
 		t.Fatalf("%d of %d listings were neither rule set, e.g.:\n%s", bad, seen, firstBad)
 	}
 }
+
+// TestRestartKeepsTable: an agent restarted with its state dir finds its
+// table as it left it and plans nothing; a new table name replaces the old.
+func TestRestartKeepsTable(t *testing.T) {
+	_, run := netnstest.New(t)
+	check.NeedCommand(t, "nft", "run .ci/setup-os.sh (apt-get install -y nftables)")
+	state := t.TempDir()
+	d, err := New(driver.Env{StateDir: state}, run)
+	check.NoError(t, err)
+	_, err = apply(t, d, fw(ssh))
+	check.NoError(t, err)
+	d2, err := New(driver.Env{StateDir: state}, run)
+	check.NoError(t, err)
+	p, err := apply(t, d2, fw(ssh))
+	check.NoError(t, err)
+	check.Equal(t, len(p), 0)
+
+	renamed := fw(ssh)
+	renamed.Spec.Firewall.Table = "edge"
+	p, err = apply(t, d2, renamed)
+	check.NoError(t, err)
+	check.Equal(t, p.String(), "create firewall:edge (table missing; replaces table alpha)")
+	got := list(t, run)
+	if strings.Contains(got, "table inet alpha") || !strings.Contains(got, "table inet edge") {
+		t.Fatalf("ruleset after rename:\n%s", got)
+	}
+}
