@@ -319,10 +319,12 @@ func rule(i int, r blueprint.FirewallRule) string {
 
 // Watch notices drift as it happens through nft monitor (every table, chain
 // and rule change in the namespace). If the monitor cannot run or dies it is
-// restarted after a second, with a reconcile asked for each time, so drift
-// that happened meanwhile is still found.
+// restarted after a wait growing from 1 s to 30 s, with a reconcile asked for
+// each time, so drift that happened meanwhile is still found.
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
+	wait := time.Second
 	for ctx.Err() == nil {
+		started := time.Now()
 		err := d.run.Stream(ctx, func(line string) {
 			if strings.TrimSpace(line) != "" {
 				notify("nft monitor: " + line)
@@ -335,7 +337,14 @@ func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
 		notify("nft monitor restarted")
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+		case <-time.After(wait):
+		}
+		// A monitor that cannot run at all should not wake the engine
+		// every second forever; one that ran a while starts over.
+		if time.Since(started) > time.Minute {
+			wait = time.Second
+		} else {
+			wait = min(2*wait, 30*time.Second)
 		}
 	}
 	return nil
