@@ -20,6 +20,8 @@ import (
 	"github.com/alpha-edge/alpha/agent/cloudref"
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
+	"github.com/alpha-edge/alpha/agent/events"
+	"github.com/alpha-edge/alpha/agent/maintenance"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -39,8 +41,12 @@ type Config struct {
 	// blueprint bytes inside; an error refuses the revision. A delete is
 	// offered with a nil value; an error refuses it too.
 	Verify func(key string, revision uint64, value []byte) ([]byte, error)
-	// Gate holds updates and repairs back (maintenance windows, holds).
+	// Gate, if set, replaces the agent's own maintenance gate (windows from
+	// the blueprint, holds from the site's holds bucket).
 	Gate engine.Gate
+	// NoHostKernel leaves the kernel alone: no sysctl values, firewall,
+	// links or modules (the dev stack, which must not touch its host).
+	NoHostKernel bool
 }
 
 // Agent is a node's agent.
@@ -55,6 +61,7 @@ type Agent struct {
 	mu      sync.Mutex
 	status  streams.NodeStatus
 	dirty   chan struct{}
+	events  *events.Publisher
 	offered uint64 // last revision offered; 0 none
 	deleted bool
 	// reconnected restarts the watch: a watch's consumer lived on the
@@ -90,13 +97,18 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	var gate engine.Gate = a.wiring.gate
+	if cfg.Gate != nil {
+		gate = cfg.Gate
+	}
 	a.eng, err = engine.New(engine.Config{
 		Drivers:  a.drivers,
 		StateDir: filepath.Join(cfg.StateDir, "engine"),
 		Log:      log,
 		Resync:   cfg.Resync,
-		Gate:     cfg.Gate,
+		Gate:     gate,
 		OnStatus: a.onStatus,
+		OnRepair: a.onRepair,
 		Prepare:  a.wiring.prepare,
 	})
 	if err != nil {
@@ -108,10 +120,6 @@ func New(cfg Config) (*Agent, error) {
 // Run reconciles and talks to the site until ctx is done. The engine runs
 // from its persisted state at once; NATS is joined whenever it is reachable.
 func (a *Agent) Run(ctx context.Context) error {
-	engDone := make(chan struct{})
-	go func() { a.eng.Run(ctx); close(engDone) }()
-	defer func() { <-engDone }()
-
 	opts := append([]nats.Option{
 		nats.Name("alpha-agent-" + a.key),
 		nats.RetryOnFailedConnect(true),
@@ -126,6 +134,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}),
 	}, a.cfg.NATSOptions...)
+	// With RetryOnFailedConnect this returns at once even with the leaf
+	// down; the engine below then runs from the node's persisted state.
 	nc, err := nats.Connect(a.cfg.NATSURL, opts...)
 	if err != nil {
 		return fmt.Errorf("agent: nats %s: %w", a.cfg.NATSURL, err)
@@ -135,10 +145,57 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	go a.reportLoop(ctx, js)
-	go a.connectCloud(ctx, js)
+	pub := events.New(js, a.cfg.Site, a.cfg.Node, a.log, 0)
+	a.mu.Lock()
+	a.events = pub
+	a.mu.Unlock()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, fn := range []func(context.Context){
+		func(ctx context.Context) { a.eng.Run(ctx) },
+		func(ctx context.Context) { pub.Run(ctx) },
+		func(ctx context.Context) { a.reportLoop(ctx, js) },
+		func(ctx context.Context) { a.connectCloud(ctx, js) },
+		func(ctx context.Context) { a.connectHolds(ctx, js) },
+	} {
+		wg.Add(1)
+		go func() { defer wg.Done(); fn(ctx) }()
+	}
 	a.watchLoop(ctx, js)
 	return nil
+}
+
+// onRepair publishes each drift repair as an event (buffered while the leaf
+// is unreachable).
+func (a *Agent) onRepair(r engine.Repair) {
+	a.mu.Lock()
+	pub := a.events
+	a.mu.Unlock()
+	if pub != nil {
+		pub.OnRepair(r)
+	}
+}
+
+// connectHolds follows the node's key in the site's holds bucket, so an
+// operator's hold (alpha hold) takes effect at once, uplink or not.
+func (a *Agent) connectHolds(ctx context.Context, js jetstream.JetStream) {
+	for ctx.Err() == nil {
+		kv, err := maintenance.EnsureBucket(ctx, js)
+		if err == nil {
+			var h *maintenance.Holds
+			if h, err = maintenance.Watch(ctx, kv, a.cfg.Site, a.cfg.Node, func() { a.eng.Trigger("hold changed") }); err == nil {
+				a.wiring.holds.set(h)
+				a.eng.Trigger("holds reachable")
+				return
+			}
+		}
+		a.log.Debug("holds bucket not reachable yet", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // watchLoop follows the node's key. A watch can silently stop across server
@@ -259,6 +316,15 @@ func (a *Agent) onStatus(s engine.Status) {
 	}
 	for _, r := range s.Resources {
 		ns.Resources = append(ns.Resources, streams.Resource(r))
+	}
+	ms := a.wiring.gate.Report(time.Now(), s.Applied)
+	ns.Windows, ns.WindowOpen = ms.Windows, ms.WindowOpen
+	if ms.Hold != nil {
+		ns.Hold = ms.Hold.String()
+		ns.HoldUntil = ms.Hold.Expiry()
+	}
+	if score, n := a.wiring.compliance.Score(); n > 0 {
+		ns.Compliance = &score
 	}
 	a.mu.Lock()
 	changed := !sameStatus(a.status, ns)

@@ -54,6 +54,9 @@ type Status struct {
 	LastReconcile   time.Time         `json:"lastReconcile"`
 	Resources       []driver.Resource `json:"resources,omitempty"`
 	Gate            string            `json:"gate,omitempty"`
+	// Applied is the blueprint last converged (nil before the first), for
+	// hooks that report on it (maintenance windows).
+	Applied *blueprint.Blueprint `json:"-"`
 }
 
 // Decision is a Gate's answer.
@@ -275,6 +278,7 @@ func (e *Engine) pass(ctx context.Context) time.Duration {
 		st.Repairs, st.LastRepair = e.repairs, e.lastRepair
 		if e.applied != nil {
 			st.AppliedRevision = e.applied.Rev
+			st.Applied = e.applied.bp
 		}
 		if st.Phase == PhaseConverged && len(e.invalid) > 0 {
 			st.Phase = PhaseInvalid
@@ -314,12 +318,14 @@ func (e *Engine) pass(ctx context.Context) time.Duration {
 			st.Phase, st.Message = PhaseStaged, d.Reason
 		case !repair && !d.Update:
 			st.Phase, st.Message, st.Blueprint = PhaseStaged, d.Reason, e.target.bp.Metadata.Name
+			st.Resources = e.status.Resources // as last observed; nothing is touched now
 			if !d.Repair {
 				st.Phase = PhaseHeld
 			}
 			return recheck
 		case repair && !d.Repair:
 			st.Phase, st.Message, st.Blueprint = PhaseHeld, d.Reason, run.bp.Metadata.Name
+			st.Resources = e.status.Resources
 			return recheck
 		}
 	}
@@ -397,10 +403,11 @@ func (e *Engine) converge(ctx context.Context, run *revision, repair bool, st *S
 		}()
 	}
 	for _, d := range e.cfg.Drivers {
+		// A plan that comes with an error is still applied: one bad element
+		// must not hold back the rest of its section.
 		p, err := d.Plan(ctx, bp)
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("%s: %v", d.Name(), err))
-			continue
 		}
 		for _, c := range p {
 			steps = append(steps, step{d.Name(), c})

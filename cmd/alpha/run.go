@@ -172,7 +172,8 @@ func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, stat
 		return err
 	}
 	defer l.Shutdown()
-	ac := agent.Config{Site: lc.Site, Node: node, NATSURL: l.ClientURL(), Root: root, StateDir: state, Log: lc.Log}
+	// The dev stack (sec == nil) must not touch its host's kernel.
+	ac := agent.Config{Site: lc.Site, Node: node, NATSURL: l.ClientURL(), Root: root, StateDir: state, Log: lc.Log, NoHostKernel: sec == nil}
 	if sec != nil {
 		if err := sec.agent(&ac, true); err != nil {
 			return err
