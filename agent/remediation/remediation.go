@@ -74,7 +74,8 @@ type Remediator struct {
 type state struct {
 	since     time.Time   // start of the current run of the condition; zero when false
 	active    bool        // an incident is open
-	escalated bool        // budget spent in this incident: no more actions
+	escalated bool        // budget spent: no more actions until the period has room
+	escOpen   bool        // the incident that escalated is still open
 	suspended bool        // a hold suspension was reported already
 	last      time.Time   // last action
 	streak    int         // actions in this incident, for backoff
@@ -136,7 +137,7 @@ func (r *Remediator) step(ctx context.Context, p blueprint.Remediation, s *state
 	cond := holds(p.When, v)
 	if s.active && r.cleared(p, v) {
 		r.emit(p, Cleared, 0, fmt.Sprintf("%s %.4g: %s; incident over after %d action(s)", p.When.Signal, v, clearText(p), s.streak))
-		s.active, s.escalated, s.suspended, s.streak = false, false, false, 0
+		s.active, s.suspended, s.escOpen, s.streak = false, false, false, 0
 	}
 	if !cond {
 		s.since = time.Time{}
@@ -159,20 +160,6 @@ func (r *Remediator) step(ctx context.Context, p blueprint.Remediation, s *state
 		s.active = true
 		r.emit(p, Fired, 0, why)
 	}
-	if s.escalated {
-		return
-	}
-	if r.cfg.Hold != nil && r.cfg.Hold.Held(now) {
-		if !s.suspended {
-			s.suspended = true
-			r.emit(p, Suspended, 0, why+"; held: "+p.Action.Type+" suspended")
-		}
-		return
-	}
-	s.suspended = false
-	if s.streak > 0 && now.Before(s.last.Add(r.wait(p, s.streak))) {
-		return // cooldown, doubled after each action of this incident
-	}
 	b := DefaultBudget
 	if p.Budget != nil {
 		b = *p.Budget
@@ -184,9 +171,31 @@ func (r *Remediator) step(ctx context.Context, p blueprint.Remediation, s *state
 		}
 	}
 	s.actions = kept
+	if s.escalated {
+		// An escalated policy stops acting for the rest of the incident
+		// (someone has to look), and across incidents that open and close
+		// (a flapping signal) until the budget period has room again.
+		if s.escOpen || len(s.actions) >= b.Max {
+			return
+		}
+		s.escalated = false
+	}
+	if r.cfg.Hold != nil && r.cfg.Hold.Held(now) {
+		if !s.suspended {
+			s.suspended = true
+			r.emit(p, Suspended, 0, why+"; held: "+p.Action.Type+" suspended")
+		}
+		return
+	}
+	s.suspended = false
+	// Cooldown after any action, also one of an earlier incident, doubled
+	// after each action of this incident.
+	if !s.last.IsZero() && now.Before(s.last.Add(r.wait(p, max(s.streak, 1)))) {
+		return
+	}
 	if len(s.actions) >= b.Max {
-		s.escalated = true
-		r.emit(p, Escalated, float64(len(s.actions)), fmt.Sprintf("%s; budget of %d per %s spent: alert, no further %s until the incident clears",
+		s.escalated, s.escOpen = true, true
+		r.emit(p, Escalated, float64(len(s.actions)), fmt.Sprintf("%s; budget of %d per %s spent: alert, no further %s in this incident",
 			why, b.Max, b.Period.Duration, p.Action.Type))
 		return
 	}
