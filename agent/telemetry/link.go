@@ -48,7 +48,7 @@ func (l Link) Collect(ctx context.Context) ([]streams.Metric, error) {
 	var firstErr error
 	for _, name := range []string{streams.TelemetryStream, streams.EventsStream} {
 		cctx, cancel := context.WithTimeout(ctx, to)
-		c, err := site.Consumer(cctx, name, streams.UplinkConsumer(name))
+		c, err := site.PushConsumer(cctx, name, streams.UplinkConsumer(name))
 		if err == nil {
 			var info *jetstream.ConsumerInfo
 			if info, err = c.Info(cctx); err == nil {
