@@ -32,7 +32,8 @@ type PublisherConfig struct {
 	// MaxKept bounds health changes and events waiting (default 100,000);
 	// they are never dropped for metrics, only beyond this bound.
 	MaxKept int
-	// Batch is how many publishes are in flight at once (default 1024).
+	// Batch is how many publishes are in flight at once (default 4096;
+	// 1024 measured at about half the raw async rate, 4096 at 0.85-0.93).
 	Batch int
 	// BootID distinguishes this process's ids from an earlier run's
 	// (default: random).
@@ -81,7 +82,7 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 		cfg.MaxKept = 100_000
 	}
 	if cfg.Batch <= 0 {
-		cfg.Batch = 1024
+		cfg.Batch = 4096
 	}
 	if cfg.BootID == "" {
 		var b [6]byte
