@@ -1,6 +1,7 @@
 package health_test
 
 import (
+	"context"
 	"testing"
 
 	"github.com/alpha-edge/alpha/agent/driver"
@@ -87,4 +88,24 @@ func TestTrackerPublishesChangesOnly(t *testing.T) {
 		check.Equal(t, m.Kind, streams.KindHealth)
 		check.Equal(t, m.Value, 0.0)
 	}
+}
+
+func TestMonitorPublishesAndObserves(t *testing.T) {
+	bp := &blueprint.Blueprint{Spec: blueprint.Spec{Telemetry: &blueprint.Telemetry{Sensors: []blueprint.Sensor{{Name: "temperature.cpu", Max: f(85)}}}}}
+	var published []streams.Metric
+	var observed map[string]float64
+	m := &health.Monitor{
+		Blueprint: func() *blueprint.Blueprint { return bp },
+		Publish:   func(x streams.Metric) { published = append(published, x) },
+		Observe:   func(_ context.Context, s map[string]float64) { observed = s },
+	}
+	sink := m.Sink(context.Background())
+	sink([]streams.Metric{{Name: "temperature.cpu", Value: 90, Kind: streams.KindMetric}})
+	check.Equal(t, len(published), 3) // the sample, the sensor's health, the solution's
+	check.Equal(t, observed["temperature.cpu"], 90.0)
+	check.Equal(t, observed["health.solution"], 0.0)
+	check.Equal(t, observed["health.sensor:temperature.cpu"], 0.0)
+	sink([]streams.Metric{{Name: "temperature.cpu", Value: 91, Kind: streams.KindMetric}})
+	check.Equal(t, len(published), 4) // health unchanged: only the sample
+	check.Equal(t, m.Report().Solution, 0.0)
 }
