@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -179,4 +180,28 @@ func TestPrometheusEndpoint(t *testing.T) {
 		}
 		return nil
 	})
+
+	// An analytics client reads the same telemetry with a durable pull
+	// consumer of its own, filtered to one site's host layer; it resumes
+	// where it stopped after a restart.
+	cons, err := hjs.CreateOrUpdateConsumer(ctx, streams.TelemetryStream, jetstream.ConsumerConfig{
+		Durable:       "analytics",
+		FilterSubject: "telemetry.s1.*.host.>",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	check.NoError(t, err)
+	batch, err := cons.Fetch(10, jetstream.FetchMaxWait(2*time.Second))
+	check.NoError(t, err)
+	var cpu []float64
+	for msg := range batch.Messages() {
+		var x streams.Metric
+		check.NoError(t, json.Unmarshal(msg.Data(), &x))
+		cpu = append(cpu, x.Value)
+		check.NoError(t, msg.Ack())
+	}
+	check.NoError(t, batch.Error())
+	if len(cpu) != 2 || cpu[0] != 12.5 || cpu[1] != 13 {
+		t.Fatalf("analytics consumer read %v, want [12.5 13]", cpu)
+	}
 }
