@@ -5,9 +5,11 @@ package remediation
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -62,6 +64,10 @@ type Config struct {
 	Exec func(ctx context.Context, argv []string) error
 	// MaxWait caps the backoff between actions (default 1h).
 	MaxWait time.Duration
+	// StateFile, if set, keeps each policy's actions, backoff and escalation
+	// across agent restarts, so an agent that crashes along with the
+	// workload it restarts cannot reset its own budget.
+	StateFile string
 }
 
 // Remediator evaluates the policies each time signals are observed.
@@ -72,14 +78,14 @@ type Remediator struct {
 }
 
 type state struct {
-	since     time.Time   // start of the current run of the condition; zero when false
-	active    bool        // an incident is open
-	escalated bool        // budget spent: no more actions until the period has room
-	escOpen   bool        // the incident that escalated is still open
-	suspended bool        // a hold suspension was reported already
-	last      time.Time   // last action
-	streak    int         // actions in this incident, for backoff
-	actions   []time.Time // actions inside the budget period
+	Since     time.Time   `json:"since,omitzero"` // start of the current run of the condition; zero when false
+	Active    bool        `json:"active"`         // an incident is open
+	Escalated bool        `json:"escalated"`      // budget spent: no more actions until the period has room
+	EscOpen   bool        `json:"escOpen"`        // the incident that escalated is still open
+	Suspended bool        `json:"suspended"`      // a hold suspension was reported already
+	Last      time.Time   `json:"last,omitzero"`  // last action
+	Streak    int         `json:"streak"`         // actions in this incident, for backoff
+	Actions   []time.Time `json:"actions"`        // actions inside the budget period
 }
 
 // New builds a remediator for a blueprint's policies.
@@ -99,7 +105,33 @@ func New(cfg Config) *Remediator {
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = DefaultMaxWait
 	}
-	return &Remediator{cfg: cfg, st: map[string]*state{}}
+	r := &Remediator{cfg: cfg, st: map[string]*state{}}
+	if cfg.StateFile != "" {
+		if data, err := os.ReadFile(cfg.StateFile); err == nil {
+			if err := json.Unmarshal(data, &r.st); err != nil {
+				cfg.Log.Warn("remediation state unreadable; starting afresh", "file", cfg.StateFile, "err", err)
+				r.st = map[string]*state{}
+			}
+		}
+	}
+	return r
+}
+
+// save writes the policies' state (write to a temp file, then rename, so a
+// crash leaves the old or the new state, never half of one).
+func (r *Remediator) save() {
+	if r.cfg.StateFile == "" {
+		return
+	}
+	data, _ := json.Marshal(r.st)
+	tmp := r.cfg.StateFile + ".tmp"
+	err := os.WriteFile(tmp, data, 0o600)
+	if err == nil {
+		err = os.Rename(tmp, r.cfg.StateFile)
+	}
+	if err != nil {
+		r.cfg.Log.Warn("remediation state not saved", "file", r.cfg.StateFile, "err", err)
+	}
 }
 
 // Actions returns how many actions each policy took (budget window only).
@@ -107,7 +139,7 @@ func (r *Remediator) Actions(policy string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if s := r.st[policy]; s != nil {
-		return len(s.actions)
+		return len(s.Actions)
 	}
 	return 0
 }
@@ -129,85 +161,94 @@ func (r *Remediator) Observe(ctx context.Context, signals map[string]float64) {
 			s = &state{}
 			r.st[p.Name] = s
 		}
-		r.step(ctx, p, s, v, now)
+		if r.step(ctx, p, s, v, now) {
+			r.save()
+		}
 	}
 }
 
-func (r *Remediator) step(ctx context.Context, p blueprint.Remediation, s *state, v float64, now time.Time) {
+// step advances one policy; it reports whether a decision was made (and
+// the state is worth saving).
+func (r *Remediator) step(ctx context.Context, p blueprint.Remediation, s *state, v float64, now time.Time) (decided bool) {
 	cond := holds(p.When, v)
-	if s.active && r.cleared(p, v) {
-		r.emit(p, Cleared, 0, fmt.Sprintf("%s %.4g: %s; incident over after %d action(s)", p.When.Signal, v, clearText(p), s.streak))
-		s.active, s.suspended, s.escOpen, s.streak = false, false, false, 0
+	if s.Active && r.cleared(p, v) {
+		r.emit(p, Cleared, 0, fmt.Sprintf("%s %.4g: %s; incident over after %d action(s)", p.When.Signal, v, clearText(p), s.Streak))
+		decided = true
+		s.Active, s.Suspended, s.EscOpen, s.Streak = false, false, false, 0
 	}
 	if !cond {
-		s.since = time.Time{}
+		s.Since = time.Time{}
 		return
 	}
-	if s.since.IsZero() {
-		s.since = now
+	if s.Since.IsZero() {
+		s.Since = now
 	}
 	// The condition must hold for its duration, counted again after each
 	// action, so the action gets that long to show its effect.
-	from := s.since
-	if s.active && s.last.After(from) {
-		from = s.last
+	from := s.Since
+	if s.Active && s.Last.After(from) {
+		from = s.Last
 	}
 	if now.Sub(from) < p.When.For.Duration {
 		return
 	}
-	why := fmt.Sprintf("%s %.4g %s for %s", p.When.Signal, v, condText(p.When), now.Sub(s.since).Round(time.Second))
-	if !s.active {
-		s.active = true
+	why := fmt.Sprintf("%s %.4g %s for %s", p.When.Signal, v, condText(p.When), now.Sub(s.Since).Round(time.Second))
+	if !s.Active {
+		s.Active = true
 		r.emit(p, Fired, 0, why)
+		decided = true
 	}
 	b := DefaultBudget
 	if p.Budget != nil {
 		b = *p.Budget
 	}
-	kept := s.actions[:0]
-	for _, t := range s.actions {
+	kept := s.Actions[:0]
+	for _, t := range s.Actions {
 		if now.Sub(t) < b.Period.Duration {
 			kept = append(kept, t)
 		}
 	}
-	s.actions = kept
-	if s.escalated {
+	s.Actions = kept
+	if s.Escalated {
 		// An escalated policy stops acting for the rest of the incident
 		// (someone has to look), and across incidents that open and close
 		// (a flapping signal) until the budget period has room again.
-		if s.escOpen || len(s.actions) >= b.Max {
+		if s.EscOpen || len(s.Actions) >= b.Max {
 			return
 		}
-		s.escalated = false
+		s.Escalated = false
 	}
 	if r.cfg.Hold != nil && r.cfg.Hold.Held(now) {
-		if !s.suspended {
-			s.suspended = true
+		if !s.Suspended {
+			s.Suspended = true
 			r.emit(p, Suspended, 0, why+"; held: "+p.Action.Type+" suspended")
+			decided = true
 		}
 		return
 	}
-	s.suspended = false
+	s.Suspended = false
 	// Cooldown after any action, also one of an earlier incident, doubled
 	// after each action of this incident.
-	if !s.last.IsZero() && now.Before(s.last.Add(r.wait(p, max(s.streak, 1)))) {
+	if !s.Last.IsZero() && now.Before(s.Last.Add(r.wait(p, max(s.Streak, 1)))) {
 		return
 	}
-	if len(s.actions) >= b.Max {
-		s.escalated, s.escOpen = true, true
-		r.emit(p, Escalated, float64(len(s.actions)), fmt.Sprintf("%s; budget of %d per %s spent: alert, no further %s in this incident",
+	if len(s.Actions) >= b.Max {
+		s.Escalated, s.EscOpen = true, true
+		r.emit(p, Escalated, float64(len(s.Actions)), fmt.Sprintf("%s; budget of %d per %s spent: alert, no further %s in this incident",
 			why, b.Max, b.Period.Duration, p.Action.Type))
+		decided = true
 		return
 	}
-	s.actions = append(s.actions, now)
-	s.last = now
-	s.streak++
+	s.Actions = append(s.Actions, now)
+	s.Last = now
+	s.Streak++
 	err := r.act(ctx, p)
-	text := fmt.Sprintf("%s; %s (action %d of %d per %s)", why, actionText(p.Action), len(s.actions), b.Max, b.Period.Duration)
+	text := fmt.Sprintf("%s; %s (action %d of %d per %s)", why, actionText(p.Action), len(s.Actions), b.Max, b.Period.Duration)
 	if err != nil {
 		text += ": failed: " + err.Error()
 	}
-	r.emit(p, Acted, float64(len(s.actions)), text)
+	r.emit(p, Acted, float64(len(s.Actions)), text)
+	return true
 }
 
 // wait is the cooldown after the n-th action of an incident: cooldown,

@@ -309,3 +309,37 @@ func TestWithoutHysteresisOscillationStillBounded(t *testing.T) {
 	check.Equal(t, n, 2)
 	check.Equal(t, ev.count(remediation.Escalated), 1)
 }
+
+// TestStateSurvivesRestart: an agent restarted in the middle of an incident
+// (perhaps killed along with the workload) keeps its budget and backoff.
+func TestStateSurvivesRestart(t *testing.T) {
+	clk := newClock()
+	file := filepath.Join(t.TempDir(), "remediation.json")
+	n := 0
+	p := blueprint.Remediation{
+		Name:     "mem",
+		When:     blueprint.Condition{Signal: "m", Above: f(90)},
+		Action:   blueprint.RemedyAction{Type: "exec", Command: []string{"x"}},
+		Cooldown: dur(time.Minute),
+		Budget:   &blueprint.Budget{Max: 2, Period: dur(time.Hour)},
+	}
+	build := func() *remediation.Remediator {
+		return remediation.New(remediation.Config{Policies: []blueprint.Remediation{p}, Now: clk.now, StateFile: file,
+			Exec: func(context.Context, []string) error { n++; return nil }})
+	}
+	r := build()
+	for range 9 { // 90 s: acts at 0 and 60 s
+		r.Observe(context.Background(), map[string]float64{"m": 95})
+		clk.step(10 * time.Second)
+	}
+	check.Equal(t, n, 2)
+	for range 3 { // three restarts, an hour of high signal
+		r = build()
+		check.Equal(t, r.Actions("mem"), 2)
+		for range 120 {
+			r.Observe(context.Background(), map[string]float64{"m": 95})
+			clk.step(10 * time.Second)
+		}
+	}
+	check.Equal(t, n, 2)
+}
