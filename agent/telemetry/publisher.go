@@ -239,7 +239,21 @@ func (p *Publisher) send(ctx context.Context, batch []streams.Metric) ([]int, er
 	futures := make([]jetstream.PubAckFuture, len(batch))
 	var failed []int
 	var firstErr error
+	conn := p.cfg.Conn
+	epoch := conn.Stats().Reconnects
 	for i, m := range batch {
+		// Send a batch over one connection only. Once the client notices a
+		// disconnect, messages still in the old socket are lost while later
+		// ones would reach the new server (the reconnect buffer) and be
+		// stored ahead of them: the rest of the batch waits for the retry,
+		// which keeps each node's order in the stream.
+		if conn.Stats().Reconnects != epoch || !conn.IsConnected() {
+			for j := i; j < len(batch); j++ {
+				failed = append(failed, j)
+			}
+			firstErr = cmp(firstErr, nats.ErrConnectionReconnecting)
+			break
+		}
 		data, err := json.Marshal(m)
 		if err != nil { // cannot happen for this type; never retry it
 			p.log.Error("telemetry message not encodable", "name", m.Name, "err", err)
