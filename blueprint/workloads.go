@@ -2,6 +2,8 @@ package blueprint
 
 import (
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -88,6 +90,17 @@ func (c *checker) containers(cs []Container, ids map[string]string) {
 		if ct.CPUs < 0 {
 			c.add(p+".cpus", "%v must not be negative", ct.CPUs)
 		}
+		if _, err := ParseBytes(ct.Memory); err != nil {
+			c.add(p+".memory", "%v", err)
+		}
+		if h := ct.HealthCheck; h != nil {
+			if len(h.Command) == 0 {
+				c.add(p+".healthCheck.command", "is required")
+			}
+			if h.Retries < 0 {
+				c.add(p+".healthCheck.retries", "%d must not be negative", h.Retries)
+			}
+		}
 		for j, m := range ct.Mounts {
 			c.path(fmt.Sprintf("%s.mounts[%d].source", p, j), m.Source)
 			c.path(fmt.Sprintf("%s.mounts[%d].target", p, j), m.Target)
@@ -125,4 +138,28 @@ func (c *checker) units(us []Unit, ids map[string]string) {
 			c.unique(ids, ResourceID("unit", u.Name), p+".name")
 		}
 	}
+}
+
+var bytesRE = regexp.MustCompile(`^([0-9]+)([KMGT]i?)?$`)
+
+// ParseBytes reads a size such as "256Mi", "1G" or "1048576"; empty is 0
+// (no limit). Ki, Mi, Gi, Ti are powers of 1024; K, M, G, T of 1000.
+func ParseBytes(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	m := bytesRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("%q is not a size like \"256Mi\" or \"1G\"", s)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q: %w", s, err)
+	}
+	mult := map[string]int64{"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+		"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}[m[2]]
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n * mult, nil
 }
