@@ -1,0 +1,154 @@
+package containers_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alpha-edge/alpha/agent/containers"
+	"github.com/alpha-edge/alpha/agent/driver"
+	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testenv/enginetest"
+	"github.com/alpha-edge/alpha/internal/testenv/podmantest"
+)
+
+func doc(body string) string {
+	return "apiVersion: alpha/v1\nkind: Blueprint\nmetadata: {name: test}\nspec:\n" + body
+}
+
+func ctr(name, image string) string {
+	return fmt.Sprintf("    - name: %s\n      image: %s\n      command: [/bin/sleep, \"100000\"]\n", name, image)
+}
+
+// running returns the id of a running container, or an error.
+func running(pm *podmantest.Service, name string) (string, error) {
+	out, err := pm.TryPodman("inspect", "--format", "{{.Id}} {{.State.Status}}", name)
+	if err != nil {
+		return "", err
+	}
+	f := strings.Fields(out)
+	if len(f) != 2 || f[1] != "running" {
+		return "", fmt.Errorf("%s is %q", name, out)
+	}
+	return f[0], nil
+}
+
+func waitRunning(t *testing.T, pm *podmantest.Service, name string, within time.Duration) string {
+	t.Helper()
+	var id string
+	check.For(t, within, 20*time.Millisecond, func() error {
+		var err error
+		id, err = running(pm, name)
+		return err
+	})
+	return id
+}
+
+func setup(t *testing.T) (*podmantest.Service, *containers.Driver, *enginetest.Agent) {
+	pm := podmantest.Start(t)
+	pm.Busybox(t, "localhost/busybox:1")
+	pm.Busybox(t, "localhost/busybox:2")
+	state := t.TempDir()
+	d := containers.New(containers.Config{URI: pm.URI, Env: driver.Env{Root: t.TempDir(), StateDir: filepath.Join(state, "containers")}})
+	return pm, d, enginetest.Start(t, state, d)
+}
+
+func TestReplaceOnlyChangedAndRemove(t *testing.T) {
+	pm, _, a := setup(t)
+	// A container the agent does not own must survive everything below.
+	pm.Podman(t, "run", "-d", "--name", "bystander", "--init", "localhost/busybox:1", "sleep", "100000")
+
+	rev := a.Offer(doc("  containers:\n" + ctr("a", "localhost/busybox:1") + ctr("b", "localhost/busybox:1")))
+	a.WaitConverged(t, rev, 30*time.Second)
+	idA := waitRunning(t, pm, "a", time.Second)
+	idB := waitRunning(t, pm, "b", time.Second)
+	labels := pm.Podman(t, "inspect", "--format", "{{index .Config.Labels \"alpha.managed\"}} {{index .Config.Labels \"alpha.spec-hash\"}}", "a")
+	if !strings.HasPrefix(labels, "true ") || len(labels) != len("true ")+64 {
+		t.Fatalf("labels of a: %q", labels)
+	}
+	if r, _ := a.Resource("container:a"); r.State != "running" {
+		t.Fatalf("container:a reported %+v", r)
+	}
+
+	rev = a.Offer(doc("  containers:\n" + ctr("a", "localhost/busybox:1") + ctr("b", "localhost/busybox:2")))
+	a.WaitConverged(t, rev, 30*time.Second)
+	check.Equal(t, waitRunning(t, pm, "a", time.Second), idA)
+	newB := waitRunning(t, pm, "b", time.Second)
+	if newB == idB {
+		t.Fatal("b was not replaced after its image changed")
+	}
+	check.Equal(t, pm.Podman(t, "inspect", "--format", "{{.ImageName}}", "b"), "localhost/busybox:2")
+
+	rev = a.Offer(doc("  containers:\n" + ctr("a", "localhost/busybox:1")))
+	a.WaitConverged(t, rev, 30*time.Second)
+	if _, err := pm.TryPodman("inspect", "b"); err == nil {
+		t.Fatal("b is still there after it left the blueprint")
+	}
+	check.Equal(t, waitRunning(t, pm, "a", time.Second), idA)
+	waitRunning(t, pm, "bystander", time.Second)
+}
+
+func TestDriftRepairedWithinTwoSeconds(t *testing.T) {
+	pm, _, a := setup(t)
+	rev := a.Offer(doc("  containers:\n" + ctr("web", "localhost/busybox:1")))
+	a.WaitConverged(t, rev, 30*time.Second)
+	waitRunning(t, pm, "web", time.Second)
+
+	for _, how := range [][]string{{"rm", "-f", "-t", "0", "web"}, {"stop", "-t", "0", "web"}} {
+		t.Run(how[0], func(t *testing.T) {
+			before := pm.Podman(t, "inspect", "--format", "{{.Id}} {{.State.StartedAt}}", "web")
+			r0, _ := a.Resource("container:web")
+			// The repair can be so quick that the CLI's own cleanup after
+			// stop finds the container running again and complains.
+			if out, err := pm.TryPodman(how...); err != nil && !strings.Contains(out, "refusing to clean up") {
+				t.Fatal(err)
+			}
+			// The engine resyncs hourly here: only podman's events can bring
+			// it back this fast.
+			check.For(t, 2*time.Second, 10*time.Millisecond, func() error {
+				if _, err := running(pm, "web"); err != nil {
+					return err
+				}
+				if now, _ := pm.TryPodman("inspect", "--format", "{{.Id}} {{.State.StartedAt}}", "web"); now == before {
+					return fmt.Errorf("web was not restarted (%s)", now)
+				}
+				if r, _ := a.Resource("container:web"); r.Repairs <= r0.Repairs {
+					return fmt.Errorf("repairs %d, want more than %d", r.Repairs, r0.Repairs)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func TestBadInputIsReportedPerContainer(t *testing.T) {
+	pm, _, a := setup(t)
+	a.Offer(doc("  containers:\n" + ctr("good", "localhost/busybox:1") +
+		ctr("noimage", "localhost/does-not-exist:1") +
+		ctr("nodevice", "localhost/busybox:1") + "      devices: [/dev/alpha-no-such-device]\n"))
+	waitRunning(t, pm, "good", 30*time.Second)
+	a.WaitError(t, 30*time.Second, "container:noimage", `image "localhost/does-not-exist:1"`)
+	a.WaitError(t, 30*time.Second, "container:nodevice", `devices[0] "/dev/alpha-no-such-device" does not exist`)
+	for _, id := range []string{"container:noimage", "container:nodevice"} {
+		if r, _ := a.Resource(id); r.State != "failed" || r.Message == "" {
+			t.Fatalf("%s reported %+v", id, r)
+		}
+	}
+	if r, _ := a.Resource("container:good"); r.State != "running" {
+		t.Fatalf("container:good reported %+v", r)
+	}
+}
+
+func TestSpecHashIgnoresDependsOn(t *testing.T) {
+	c := blueprint.Container{Name: "x", Image: "i"}
+	h := containers.SpecHash(c)
+	c.DependsOn = []string{"file:/etc/x"}
+	check.Equal(t, containers.SpecHash(c), h)
+	c.Env = map[string]string{"A": "1"}
+	if containers.SpecHash(c) == h {
+		t.Fatal("env change kept the hash")
+	}
+}

@@ -1,0 +1,70 @@
+package containers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/containers/podman/v5/pkg/bindings/system"
+	"github.com/containers/podman/v5/pkg/domain/entities/types"
+)
+
+// driftActions are the podman events after which an owned container may no
+// longer be what the blueprint says.
+var driftActions = map[string]bool{
+	"died": true, "stop": true, "remove": true, "kill": true, "pause": true, "cleanup": true, "exited": true,
+}
+
+// Watch follows podman's event stream and calls notify when an owned
+// container dies, stops or disappears, so drift is repaired at once rather
+// than at the next resync. When the stream breaks (podman restarted) it
+// reconnects with backoff and notifies once, since anything may have
+// changed meanwhile.
+func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := d.follow(ctx, notify)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > 10*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		d.log.Warn("podman event stream ended; reconnecting", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+		notify("containers: podman event stream reconnected")
+	}
+	return nil
+}
+
+func (d *Driver) follow(ctx context.Context, notify func(string)) error {
+	cctx, err := d.withConn(ctx)
+	if err != nil {
+		return err
+	}
+	ch := make(chan types.Event, 64)
+	cancel := make(chan bool, 1)
+	ctx2, stop := context.WithCancel(cctx)
+	defer stop()
+	go func() {
+		<-ctx2.Done()
+		cancel <- true
+	}()
+	opts := new(system.EventsOptions).WithStream(true).WithFilters(map[string][]string{"type": {"container"}})
+	if err := system.Events(ctx2, ch, cancel, opts); err != nil {
+		return err
+	}
+	for e := range ch {
+		if e.Actor.Attributes[LabelManaged] != "true" || !driftActions[string(e.Action)] {
+			continue
+		}
+		notify(fmt.Sprintf("containers: %s %s", e.Action, e.Actor.Attributes["name"]))
+	}
+	return fmt.Errorf("event stream closed")
+}

@@ -1,0 +1,160 @@
+// Package podmantest starts a private podman REST service for a test: its
+// own containers.conf, storage and events log in a temp dir, so tests touch
+// neither the machine's containers nor its podman configuration.
+package podmantest
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/alpha-edge/alpha/internal/check"
+)
+
+const how = "run .ci/setup-podman.sh as root (installs podman, runc, conmon, busybox-static)"
+
+// Service is a running `podman system service` private to one test.
+type Service struct {
+	Dir string // holds the configs, storage, runroot and socket
+	URI string // unix:///.../podman.sock, for the bindings
+	env []string
+}
+
+// Start starts the service and stops it (and every container in it) when the
+// test ends. It skips the test, or fails it under CI, when root, podman,
+// runc, conmon or a static busybox are missing.
+func Start(t testing.TB) *Service {
+	t.Helper()
+	check.NeedRoot(t)
+	podman := check.NeedCommand(t, "podman", how)
+	check.NeedCommand(t, "runc", how)
+	check.NeedCommand(t, "conmon", how)
+	check.NeedCommand(t, "busybox", how)
+	// The socket path must stay short (108 bytes), so not t.TempDir().
+	dir, err := os.MkdirTemp("", "alpha-podman-")
+	check.NoError(t, err)
+	s := &Service{Dir: dir, URI: "unix://" + filepath.Join(dir, "podman.sock")}
+	conf := fmt.Sprintf(`[containers]
+netns = "none"
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "%[1]s/events.log"
+tmp_dir = "%[1]s/tmp"
+volume_path = "%[1]s/volumes"
+static_dir = "%[1]s/storage/libpod"
+`, dir)
+	storage := fmt.Sprintf("[storage]\ndriver = \"vfs\"\ngraphroot = \"%[1]s/storage\"\nrunroot = \"%[1]s/run\"\n", dir)
+	check.NoError(t, os.WriteFile(filepath.Join(dir, "containers.conf"), []byte(conf), 0o644))
+	check.NoError(t, os.WriteFile(filepath.Join(dir, "storage.conf"), []byte(storage), 0o644))
+	s.env = append(os.Environ(),
+		"CONTAINERS_CONF="+filepath.Join(dir, "containers.conf"),
+		"CONTAINERS_STORAGE_CONF="+filepath.Join(dir, "storage.conf"))
+
+	cmd := exec.Command(podman, "system", "service", "--time=0", s.URI)
+	cmd.Env = s.env
+	logf, err := os.Create(filepath.Join(dir, "service.log"))
+	check.NoError(t, err)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	check.NoError(t, cmd.Start())
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		s.TryPodman("rm", "-af", "-t", "0")
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		logf.Close()
+		unmountUnder(dir)
+		os.RemoveAll(dir)
+	})
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		c, err := net.Dial("unix", filepath.Join(dir, "podman.sock"))
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+	return s
+}
+
+// Env is the environment a podman command needs to see this service's
+// containers.
+func (s *Service) Env() []string { return s.env }
+
+// TryPodman runs the podman CLI against this service's storage.
+func (s *Service) TryPodman(args ...string) (string, error) {
+	cmd := exec.Command("podman", args...)
+	cmd.Env = s.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("podman %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// Podman runs the podman CLI and fails the test on error.
+func (s *Service) Podman(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := s.TryPodman(args...)
+	check.NoError(t, err)
+	return out
+}
+
+// Busybox imports a one-layer image made of the static busybox as ref (there
+// is no registry here). Its sh, sleep and a few other applets are linked.
+func (s *Service) Busybox(t testing.TB, ref string) {
+	t.Helper()
+	bb, err := exec.LookPath("busybox")
+	check.NoError(t, err)
+	rootfs := filepath.Join(t.TempDir(), "rootfs")
+	check.NoError(t, os.MkdirAll(filepath.Join(rootfs, "bin"), 0o755))
+	data, err := os.ReadFile(bb)
+	check.NoError(t, err)
+	check.NoError(t, os.WriteFile(filepath.Join(rootfs, "bin/busybox"), data, 0o755))
+	for _, a := range []string{"sh", "sleep", "true", "false", "cat", "echo", "ls", "test", "kill"} {
+		check.NoError(t, os.Symlink("busybox", filepath.Join(rootfs, "bin", a)))
+	}
+	cmd := exec.Command("sh", "-c", `tar -C "$1" -c . | podman import - "$2"`, "sh", rootfs, ref)
+	cmd.Env = s.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("podman import %s: %v: %s", ref, err, out)
+	}
+}
+
+// unmountUnder lazily unmounts anything a crashed test left mounted under
+// dir (a container's shm), deepest first.
+func unmountUnder(dir string) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	var mounts []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && strings.HasPrefix(fields[4], dir+"/") {
+			mounts = append(mounts, fields[4])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
+	for _, m := range mounts {
+		syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+}
