@@ -62,12 +62,12 @@ type Driver struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	conn    context.Context              // bindings connection, nil until connected
-	wanted  []blueprint.Container        // from the last Plan, for Report
-	created map[string]string            // name -> spec hash seen running, to tell repairs from creations
-	repairs map[string]uint64            // name -> drift repairs made
-	errs    map[string]string            // name -> last apply error
-	loaded  map[string]string            // artifact sha256 -> image reference it loaded
+	conn    context.Context       // bindings connection, nil until connected
+	wanted  []blueprint.Container // from the last Plan, for Report
+	created map[string]string     // name -> spec hash seen running, to tell repairs from creations
+	repairs map[string]uint64     // name -> drift repairs made
+	errs    map[string]string     // name -> last apply error
+	loaded  map[string]string     // artifact sha256 -> image reference it loaded
 }
 
 var (
