@@ -27,6 +27,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/artifacts"
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/internal/throttle"
 )
 
 // Labels the agent puts on every container it creates. Only containers with
@@ -61,13 +62,14 @@ type Driver struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex
-	conn    context.Context       // bindings connection, nil until connected
-	wanted  []blueprint.Container // from the last Plan, for Report
-	created map[string]string     // name -> spec hash seen running, to tell repairs from creations
-	repairs map[string]uint64     // name -> drift repairs made
-	errs    map[string]string     // name -> last apply error
-	loaded  map[string]string     // artifact sha256 -> image reference it loaded
+	mu       sync.Mutex
+	conn     context.Context       // bindings connection, nil until connected
+	wanted   []blueprint.Container // from the last Plan, for Report
+	created  map[string]string     // name -> spec hash seen running, to tell repairs from creations
+	repairs  map[string]uint64     // name -> drift repairs made
+	errs     map[string]string     // name -> last apply error
+	throttle *throttle.Throttle
+	loaded   map[string]string // artifact sha256 -> image reference it loaded
 }
 
 var (
@@ -89,7 +91,7 @@ func New(cfg Config) *Driver {
 		cfg.Env.Log = slog.Default()
 	}
 	return &Driver{cfg: cfg, log: cfg.Env.Log.With("driver", "containers"),
-		created: map[string]string{}, repairs: map[string]uint64{}, errs: map[string]string{}, loaded: map[string]string{}}
+		created: map[string]string{}, repairs: map[string]uint64{}, errs: map[string]string{}, loaded: map[string]string{}, throttle: newThrottle()}
 }
 
 // Name is the blueprint section.

@@ -7,12 +7,20 @@ import (
 
 	"github.com/containers/podman/v5/pkg/bindings/system"
 	"github.com/containers/podman/v5/pkg/domain/entities/types"
+
+	"github.com/alpha-edge/alpha/internal/throttle"
 )
 
 // driftActions are the podman events after which an owned container may no
 // longer be what the blueprint says.
 var driftActions = map[string]bool{
 	"died": true, "stop": true, "remove": true, "kill": true, "pause": true, "cleanup": true, "exited": true,
+}
+
+// newThrottle spaces repeated repairs of one container: the first at once,
+// then pauses doubling from 250 ms to 30 s while it keeps dying.
+func newThrottle() *throttle.Throttle {
+	return throttle.New(250*time.Millisecond, 30*time.Second, 30*time.Second)
 }
 
 // Watch follows podman's event stream and calls notify when an owned
@@ -64,7 +72,8 @@ func (d *Driver) follow(ctx context.Context, notify func(string)) error {
 		if e.Actor.Attributes[LabelManaged] != "true" || !driftActions[string(e.Action)] {
 			continue
 		}
-		notify(fmt.Sprintf("containers: %s %s", e.Action, e.Actor.Attributes["name"]))
+		reason := fmt.Sprintf("containers: %s %s", e.Action, e.Actor.Attributes["name"])
+		d.throttle.Do(e.Actor.Attributes["name"], func() { notify(reason) })
 	}
 	return fmt.Errorf("event stream closed")
 }
