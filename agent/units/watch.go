@@ -122,4 +122,3 @@ func (d *Driver) watchSet() map[dbus.ObjectPath]string {
 	}
 	return out
 }
-
