@@ -1,0 +1,41 @@
+package containers_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/alpha-edge/alpha/agent/containers"
+	"github.com/alpha-edge/alpha/agent/driver"
+	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testenv/enginetest"
+	"github.com/alpha-edge/alpha/internal/testenv/podmantest"
+)
+
+// BenchmarkBlueprintToContainerRunning measures the time from a blueprint
+// offered to the engine until the agent reports the new container running
+// (each revision swaps in a container of a new name).
+func BenchmarkBlueprintToContainerRunning(b *testing.B) {
+	pm := podmantest.Start(b)
+	pm.Busybox(b, "localhost/busybox:1")
+	state := b.TempDir()
+	d := containers.New(containers.Config{URI: pm.URI, Env: driver.Env{Root: b.TempDir(), StateDir: filepath.Join(state, "containers")}})
+	a := enginetest.Start(b, state, d)
+	const samples = 20
+	var lat enginetest.Latencies
+	b.ResetTimer()
+	for i := 0; i < b.N*samples; i++ {
+		name := fmt.Sprintf("bench-%d", i)
+		start := time.Now()
+		a.Offer(doc("  containers:\n" + ctr(name, "localhost/busybox:1")))
+		check.For(b, 30*time.Second, 2*time.Millisecond, func() error {
+			if r, _ := a.Resource("container:" + name); r.State != "running" {
+				return fmt.Errorf("%s: %+v", name, r)
+			}
+			return nil
+		})
+		lat = append(lat, time.Since(start))
+	}
+	lat.Report(b, "to-running")
+}
