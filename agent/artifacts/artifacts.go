@@ -240,3 +240,29 @@ func FileSHA256(path string) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
+
+// Put stores r as name in the artifacts bucket of domain (empty: HubDomain),
+// creating the bucket if needed, and returns the sha256 a blueprint must
+// name. It is what an operator (alpha artifact put) or the hub runs.
+func Put(ctx context.Context, nc *nats.Conn, domain, name string, r io.Reader) (string, error) {
+	if domain == "" {
+		domain = HubDomain
+	}
+	js, err := jetstream.NewWithDomain(nc, domain)
+	if err != nil {
+		return "", err
+	}
+	obs, err := js.ObjectStore(ctx, Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: Bucket,
+			Description: "artifacts named by sha256 in blueprints", Storage: jetstream.FileStorage})
+	}
+	if err != nil {
+		return "", fmt.Errorf("object store %q in domain %q: %w", Bucket, domain, err)
+	}
+	h := sha256.New()
+	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: name}, io.TeeReader(r, h)); err != nil {
+		return "", fmt.Errorf("artifact %q: %w", name, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

@@ -76,3 +76,16 @@ func TestFetchVerifyCacheOffline(t *testing.T) {
 		t.Fatal("the corrupt cached artifact was kept")
 	}
 }
+
+func TestPutReturnsTheBlueprintDigest(t *testing.T) {
+	_, nc := hubtest.Start(t)
+	content := []byte("an executable")
+	sum, err := artifacts.Put(context.Background(), nc, "", "exe", bytes.NewReader(content))
+	check.NoError(t, err)
+	want := sha256.Sum256(content)
+	check.Equal(t, sum, hex.EncodeToString(want[:]))
+	c, err := artifacts.NewCache(t.TempDir(), artifacts.NewObjectStore(nc, "", ""), nil)
+	check.NoError(t, err)
+	_, err = c.Fetch(context.Background(), blueprint.Artifact{Name: "exe", SHA256: sum})
+	check.NoError(t, err)
+}
