@@ -69,7 +69,10 @@ type Driver struct {
 	repairs  map[string]uint64     // name -> drift repairs made
 	errs     map[string]string     // name -> last apply error
 	throttle *throttle.Throttle
-	loaded   map[string]string // artifact sha256 -> image reference it loaded
+	retry    *throttle.Retry      // spaces restarts of a container that keeps exiting
+	wakes    map[string]time.Time // restart backoffs with a wake-up scheduled
+	notify   func(reason string)  // set by Watch, to wake the engine after a backoff
+	loaded   map[string]string    // artifact sha256 -> image reference it loaded
 }
 
 var (
@@ -91,7 +94,8 @@ func New(cfg Config) *Driver {
 		cfg.Env.Log = slog.Default()
 	}
 	return &Driver{cfg: cfg, log: cfg.Env.Log.With("driver", "containers"),
-		created: map[string]string{}, repairs: map[string]uint64{}, errs: map[string]string{}, loaded: map[string]string{}, throttle: newThrottle()}
+		created: map[string]string{}, repairs: map[string]uint64{}, errs: map[string]string{}, loaded: map[string]string{}, throttle: newThrottle(),
+		retry: throttle.NewRetry(time.Second, 5*time.Minute, time.Minute), wakes: map[string]time.Time{}}
 }
 
 // Name is the blueprint section.
@@ -155,10 +159,12 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 	if err != nil {
 		return nil, err
 	}
+	now := time.Now()
 	d.mu.Lock()
 	for _, c := range bp.Spec.Containers {
 		if o, ok := obs[c.Name]; ok && o.hash == SpecHash(c) && o.state == "running" {
 			d.created[c.Name] = o.hash
+			d.retry.Up(c.Name, now)
 		}
 	}
 	created := make(map[string]string, len(d.created))
@@ -172,9 +178,29 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 		byName[c.Name] = c
 	}
 	for _, ch := range diff(bp.Spec.Containers, obs, created) {
+		if ch.act == actStart && ch.repair {
+			// A container that keeps exiting is restarted with growing
+			// pauses, not in a tight loop; Report calls it restarting.
+			if next := d.retry.Next(ch.name); now.Before(next) {
+				d.wakeAt(ch.name, next)
+				continue
+			}
+		}
 		plan = append(plan, d.bind(ch, byName[ch.name]))
 	}
 	return plan, nil
+}
+
+// wakeAt asks the engine for a pass once a restart backoff is over.
+func (d *Driver) wakeAt(name string, at time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.notify == nil || d.wakes[name].Equal(at) {
+		return
+	}
+	d.wakes[name] = at
+	notify := d.notify
+	time.AfterFunc(time.Until(at), func() { notify("containers: restart backoff of " + name + " over") })
 }
 
 func (d *Driver) observe(ctx context.Context) (map[string]observed, error) {
@@ -274,9 +300,13 @@ func (d *Driver) bind(c change, want blueprint.Container) driver.Change {
 		if c.repair {
 			d.repairs[c.name]++
 		}
+		if c.act == actStart {
+			d.retry.Restarted(c.name, time.Now())
+		}
 		if c.act == actRemove {
 			delete(d.created, c.name)
 			delete(d.repairs, c.name)
+			d.retry.Forget(c.name)
 		} else {
 			d.created[c.name] = SpecHash(want)
 		}

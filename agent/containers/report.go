@@ -3,6 +3,7 @@ package containers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings/containers"
 
@@ -52,6 +53,11 @@ func inspect(ctx context.Context, c blueprint.Container, r driver.Resource) driv
 	switch {
 	case st == nil:
 		r.State = "unknown"
+	case st.Running && data.RestartCount > 0 && time.Since(st.StartedAt) < 10*time.Second:
+		// podman's own restart policy brought it back moments ago: it is
+		// crash-looping, not settled.
+		r.State, r.Health = "restarting", 0.5
+		r.Message = fmt.Sprintf("restarted %d times by podman; up for %v", data.RestartCount, time.Since(st.StartedAt).Round(time.Millisecond))
 	case st.Running:
 		r.State, r.Health = "running", 1
 		if h := st.Health; h != nil && h.Status == "unhealthy" {

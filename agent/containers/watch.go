@@ -29,6 +29,9 @@ func newThrottle() *throttle.Throttle {
 // reconnects with backoff and notifies once, since anything may have
 // changed meanwhile.
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
+	d.mu.Lock()
+	d.notify = notify
+	d.mu.Unlock()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		start := time.Now()

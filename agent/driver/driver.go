@@ -44,8 +44,8 @@ type Reporter interface {
 
 // Resource is the reported state of one managed thing.
 type Resource struct {
-	ID      string  `json:"id"`              // blueprint.ResourceID, e.g. container:web
-	State   string  `json:"state"`           // ok, running, failed, restarting, pending, ...
+	ID      string  `json:"id"`    // blueprint.ResourceID, e.g. container:web
+	State   string  `json:"state"` // ok, running, failed, restarting, pending, ...
 	Message string  `json:"message,omitempty"`
 	Health  float64 `json:"health"` // 0..1
 	Repairs uint64  `json:"repairs,omitempty"`

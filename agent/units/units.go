@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	sd "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
@@ -26,6 +27,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/internal/throttle"
 )
 
 // DefaultUnitDir is where unit files are written, under Env.Root.
@@ -59,6 +61,9 @@ type Driver struct {
 	errs    map[string]string
 	exeSums map[string]exeSum // path -> sha256 by size and mtime, to avoid rehashing
 	changed chan struct{}
+	retry   *throttle.Retry      // spaces restarts of a unit that keeps failing
+	wakes   map[string]time.Time // restart backoffs with a wake-up scheduled
+	notify  func(reason string)  // set by Watch, to wake the engine after a backoff
 }
 
 type owned struct {
@@ -96,7 +101,8 @@ func New(cfg Config) (*Driver, error) {
 		return nil, fmt.Errorf("units: state dir: %w", err)
 	}
 	d := &Driver{cfg: cfg, log: cfg.Env.Log.With("driver", "units"), owned: map[string]owned{},
-		repairs: map[string]uint64{}, errs: map[string]string{}, exeSums: map[string]exeSum{}, changed: make(chan struct{}, 1)}
+		repairs: map[string]uint64{}, errs: map[string]string{}, exeSums: map[string]exeSum{}, changed: make(chan struct{}, 1),
+		retry: throttle.NewRetry(time.Second, 5*time.Minute, time.Minute), wakes: map[string]time.Time{}}
 	b, err := os.ReadFile(d.ownedPath())
 	switch {
 	case err == nil:
@@ -205,11 +211,37 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 			}
 		}
 	}
+	now := time.Now()
 	var plan driver.Plan
 	for _, c := range diff(bp.Spec.Units, obs, own) {
+		if c.repair && c.start != nil && *c.start && !c.writeExe && !c.writeFile && c.enable == nil {
+			// A unit that keeps failing is restarted with growing pauses,
+			// not in a tight loop.
+			if next := d.retry.Next(c.unit.Name); now.Before(next) {
+				d.wakeAt(c.unit.Name, next)
+				continue
+			}
+		}
 		plan = append(plan, d.bind(c))
 	}
+	for _, u := range bp.Spec.Units {
+		if active(obs[u.Name].active) {
+			d.retry.Up(u.Name, now)
+		}
+	}
 	return plan, nil
+}
+
+// wakeAt asks the engine for a pass once a restart backoff is over.
+func (d *Driver) wakeAt(name string, at time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.notify == nil || d.wakes[name].Equal(at) {
+		return
+	}
+	d.wakes[name] = at
+	notify := d.notify
+	time.AfterFunc(time.Until(at), func() { notify("units: restart backoff of " + name + " over") })
 }
 
 func (d *Driver) observe(ctx context.Context, conn *sd.Conn, name string, exe *blueprint.Executable) (observed, error) {
@@ -373,9 +405,13 @@ func (d *Driver) bind(c change) driver.Change {
 		delete(d.errs, c.unit.Name)
 		if c.repair {
 			d.repairs[c.unit.Name]++
+			if c.start != nil && *c.start {
+				d.retry.Restarted(c.unit.Name, time.Now())
+			}
 		}
 		if c.op == driver.Delete {
 			delete(d.repairs, c.unit.Name)
+			d.retry.Forget(c.unit.Name)
 		}
 		return nil
 	})

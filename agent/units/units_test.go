@@ -172,3 +172,30 @@ func TestRejectedUnitFileIsReported(t *testing.T) {
 		t.Fatalf("unit:broken.service reported %+v", r)
 	}
 }
+
+func TestFailingServiceIsReportedAndPaced(t *testing.T) {
+	e := setup(t)
+	e.agent.Offer(doc("  units:\n    - name: crash.service\n      content: |\n        [Service]\n        ExecStart=/bin/sh -c 'exit 3'\n"))
+	start := time.Now()
+	check.For(t, 10*time.Second, 10*time.Millisecond, func() error {
+		r, _ := e.agent.Resource("unit:crash.service")
+		if r.State != "failed" || !strings.Contains(r.Message, "exit status 3") {
+			return fmt.Errorf("unit:crash.service reported %+v", r)
+		}
+		return nil
+	})
+	// It is retried, but with growing pauses: let a few seconds of
+	// retries happen.
+	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if r, _ := e.agent.Resource("unit:crash.service"); r.Repairs < 2 {
+			return fmt.Errorf("repairs %d", r.Repairs)
+		}
+		return nil
+	})
+	r, _ := e.agent.Resource("unit:crash.service")
+	elapsed := time.Since(start)
+	t.Logf("after %v: %+v", elapsed, r)
+	if limit := 2 + int(elapsed/time.Second); r.Repairs > uint64(limit) {
+		t.Fatalf("the agent restarted a failing unit %d times in %v", r.Repairs, elapsed)
+	}
+}

@@ -27,6 +27,9 @@ func (d *Driver) notifyWatchSet() {
 // systemd's own Restart=, so a crash loop does not become a tight loop here.
 // When the bus connection drops it reconnects with backoff.
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
+	d.mu.Lock()
+	d.notify = notify
+	d.mu.Unlock()
 	th := throttle.New(250*time.Millisecond, 30*time.Second, 30*time.Second)
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
