@@ -353,9 +353,19 @@ func (d *Driver) start(ctx context.Context, name string) error {
 }
 
 func (d *Driver) remove(ctx context.Context, name string) error {
-	_, err := containers.Remove(ctx, name, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(5))
+	reps, err := containers.Remove(ctx, name, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(5))
 	if err != nil {
 		return fmt.Errorf("container %q: remove: %w", name, err)
+	}
+	for _, r := range reps {
+		if r.Err != nil {
+			return fmt.Errorf("container %q: remove: %w", name, r.Err)
+		}
+	}
+	// podman can answer before a container it was restarting is gone; the
+	// next pass must not see it and call the blueprint converged.
+	if ok, err := containers.Exists(ctx, name, nil); err == nil && ok {
+		return fmt.Errorf("container %q: still present after remove", name)
 	}
 	return nil
 }

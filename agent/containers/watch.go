@@ -18,9 +18,11 @@ var driftActions = map[string]bool{
 }
 
 // newThrottle spaces repeated repairs of one container: the first at once,
-// then pauses doubling from 250 ms to 30 s while it keeps dying.
+// then pauses doubling from 100 ms to 1 s while events keep coming (a crash
+// loop under podman's own restart policy), so drift is still repaired
+// within about a second.
 func newThrottle() *throttle.Throttle {
-	return throttle.New(250*time.Millisecond, 30*time.Second, 30*time.Second)
+	return throttle.New(100*time.Millisecond, time.Second, 10*time.Second)
 }
 
 // Watch follows podman's event stream and calls notify when an owned

@@ -30,7 +30,7 @@ func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
 	d.mu.Lock()
 	d.notify = notify
 	d.mu.Unlock()
-	th := throttle.New(250*time.Millisecond, 30*time.Second, 30*time.Second)
+	th := throttle.New(100*time.Millisecond, time.Second, 10*time.Second)
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		start := time.Now()

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -70,7 +71,14 @@ static_dir = "%[1]s/storage/libpod"
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		s.TryPodman("rm", "-af", "-t", "0")
+		// A container podman is busy restarting can survive one rm.
+		for i := 0; i < 20; i++ {
+			s.TryPodman("rm", "-af", "-t", "0")
+			if out, err := s.TryPodman("ps", "-aq"); err == nil && out == "" {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -79,6 +87,7 @@ static_dir = "%[1]s/storage/libpod"
 			<-exited
 		}
 		logf.Close()
+		reapUnder(t, dir)
 		unmountUnder(dir)
 		os.RemoveAll(dir)
 	})
@@ -135,6 +144,51 @@ func (s *Service) Busybox(t testing.TB, ref string) {
 	if err != nil {
 		t.Fatalf("podman import %s: %v: %s", ref, err, out)
 	}
+}
+
+// reapUnder kills what podman started for this service and left behind
+// (conmon monitors, cleanup commands) and deletes their runc containers: they
+// all name dir on their command line, so nothing else is touched.
+func reapUnder(t testing.TB, dir string) {
+	// conmon exits by itself once its cleanup command is done: give it time.
+	for i := 0; i < 50 && len(leftovers(dir)) > 0; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, p := range leftovers(dir) {
+		t.Logf("podmantest: killing leftover %s (pid %d)", filepath.Base(p.args[0]), p.pid)
+		syscall.Kill(p.pid, syscall.SIGKILL)
+		for i, a := range p.args {
+			if a == "-c" && i+1 < len(p.args) && filepath.Base(p.args[0]) == "conmon" {
+				exec.Command("runc", "delete", "--force", p.args[i+1]).Run()
+			}
+		}
+	}
+}
+
+type proc struct {
+	pid  int
+	args []string
+}
+
+// leftovers lists conmon and podman processes that name dir.
+func leftovers(dir string) []proc {
+	var out []proc
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(string(b), dir+"/") {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if base := filepath.Base(args[0]); base != "conmon" && base != "podman" {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err == nil && pid != os.Getpid() {
+			out = append(out, proc{pid, args})
+		}
+	}
+	return out
 }
 
 // unmountUnder lazily unmounts anything a crashed test left mounted under
