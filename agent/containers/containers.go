@@ -98,6 +98,9 @@ func New(cfg Config) *Driver {
 		retry: throttle.NewRetry(time.Second, 5*time.Minute, time.Minute), wakes: map[string]time.Time{}}
 }
 
+// Root is the directory mount sources are relative to.
+func (d *Driver) Root() string { return d.cfg.Env.Root }
+
 // Name is the blueprint section.
 func (d *Driver) Name() string { return "containers" }
 

@@ -2,6 +2,7 @@ package containers_test
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -151,4 +152,56 @@ func TestSpecHashIgnoresDependsOn(t *testing.T) {
 	if containers.SpecHash(c) == h {
 		t.Fatal("env change kept the hash")
 	}
+}
+
+func TestSpecFieldsReachPodman(t *testing.T) {
+	pm, d, a := setup(t)
+	a.Offer(doc(`  containers:
+    - name: full
+      image: localhost/busybox:1
+      command: [/bin/sh, -c]
+      args: ["echo $GREETING > /out/hello; exec sleep 100000"]
+      env: {GREETING: hi}
+      network: host
+      restart: on-failure
+      cpus: 0.5
+      memory: 64Mi
+      labels: {team: edge}
+      devices: [/dev/null]
+      mounts:
+        - {source: /data, target: /out}
+`))
+	// The mount source lives under the agent's root; create it first.
+	a.WaitError(t, 30*time.Second, "container:full", `mounts[0].source "/data"`)
+	check.NoError(t, os.MkdirAll(filepath.Join(d.Root(), "data"), 0o755))
+	a.Engine.Trigger("test")
+	waitRunning(t, pm, "full", 30*time.Second)
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		b, err := os.ReadFile(filepath.Join(d.Root(), "data/hello"))
+		if err != nil || string(b) != "hi\n" {
+			return fmt.Errorf("hello: %q %v", b, err)
+		}
+		return nil
+	})
+	got := pm.Podman(t, "inspect", "--format",
+		"{{.HostConfig.Memory}} {{.HostConfig.CpuQuota}} {{.HostConfig.NetworkMode}} {{.HostConfig.RestartPolicy.Name}} {{index .Config.Labels \"team\"}} {{len .HostConfig.Devices}}", "full")
+	check.Equal(t, got, "67108864 50000 host on-failure edge 1")
+}
+
+func TestHealthChecksRunAndAreReported(t *testing.T) {
+	_, _, a := setup(t)
+	a.Offer(doc("  containers:\n" +
+		ctr("fine", "localhost/busybox:1") + "      healthCheck: {command: [/bin/true], interval: 1s}\n" +
+		ctr("sick", "localhost/busybox:1") + "      healthCheck: {command: [/bin/false], interval: 1s, retries: 1}\n"))
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		fine, _ := a.Resource("container:fine")
+		sick, _ := a.Resource("container:sick")
+		if fine.State != "running" || fine.Health != 1 {
+			return fmt.Errorf("container:fine reported %+v", fine)
+		}
+		if sick.State != "running" || sick.Health >= 1 || !strings.Contains(sick.Message, "unhealthy") {
+			return fmt.Errorf("container:sick reported %+v", sick)
+		}
+		return nil
+	})
 }

@@ -34,6 +34,7 @@ func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
 	d.mu.Lock()
 	d.notify = notify
 	d.mu.Unlock()
+	go d.healthLoop(ctx, notify)
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		start := time.Now()
