@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -77,10 +78,14 @@ func (o *ObjectStore) Open(ctx context.Context, name string) (io.ReadCloser, err
 	if err != nil {
 		return nil, err
 	}
-	obs, err := js.ObjectStore(ctx, o.bucket)
+	lookup, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	obs, err := js.ObjectStore(lookup, o.bucket)
 	if err != nil {
 		return nil, fmt.Errorf("object store %q in domain %q: %w", o.bucket, o.domain, err)
 	}
+	// ctx bounds the whole download: without a deadline of its own the
+	// object store would give a large archive only its 5 s default.
 	r, err := obs.Get(ctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, fmt.Errorf("%q in bucket %q: %w", name, o.bucket, ErrNotFound)
@@ -94,6 +99,10 @@ func (o *ObjectStore) Open(ctx context.Context, name string) (io.ReadCloser, err
 // Cache is the site's artifact cache: DIR/<sha256>, each file verified before
 // it is renamed into place. It is a Fetcher.
 type Cache struct {
+	// FetchTimeout bounds one download (default 30 minutes: image archives
+	// can be large and site links slow).
+	FetchTimeout time.Duration
+
 	dir string
 	src Source
 	log *slog.Logger
@@ -153,6 +162,12 @@ func (c *Cache) Fetch(ctx context.Context, a blueprint.Artifact) (string, error)
 	if c.src == nil {
 		return "", fmt.Errorf("artifact %q (sha256 %s) is not cached and there is no uplink to fetch it", a.Name, sha)
 	}
+	timeout := c.FetchTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	r, err := c.src.Open(ctx, a.Name)
 	if err != nil {
 		return "", fmt.Errorf("artifact %q (sha256 %s) is not cached and cannot be fetched: %w", a.Name, sha, err)
