@@ -22,6 +22,10 @@ func (d *Driver) Report(ctx context.Context) []driver.Resource {
 	for k, v := range d.repairs {
 		repairs[k] = v
 	}
+	ran := map[string]string{}
+	for k, v := range d.owned {
+		ran[k] = v.Ran
+	}
 	d.mu.Unlock()
 	conn, connErr := d.systemd(ctx)
 	var out []driver.Resource
@@ -49,6 +53,8 @@ func (d *Driver) Report(ctx context.Context) []driver.Resource {
 				r.State, r.Message = "failed", d.why(ctx, conn, u.Name)
 			case u.State == "stopped" && activeState == "inactive":
 				r.State, r.Health = "stopped", 1
+			case activeState == "inactive" && ran[u.Name] == specHash(u):
+				r.State, r.Health, r.Message = "completed", 1, "ran to completion"
 			default:
 				r.State, r.Message = activeState, fmt.Sprintf("%s/%s", activeState, sub)
 			}

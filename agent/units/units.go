@@ -6,6 +6,8 @@ package units
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,6 +71,7 @@ type Driver struct {
 type owned struct {
 	Executable string `json:"executable,omitempty"`
 	Running    bool   `json:"running,omitempty"` // the agent had it converged: stopping it is drift
+	Ran        string `json:"ran,omitempty"`     // spec hash of the last successful start
 }
 
 type exeSum struct {
@@ -182,6 +185,7 @@ type observed struct {
 	sub        string
 	fileState  string // enabled, disabled, static, ...
 	needReload bool
+	oneshot    bool // a Type=oneshot service
 }
 
 // Plan observes every desired and owned unit and returns the changes.
@@ -262,6 +266,13 @@ func (d *Driver) observe(ctx context.Context, conn *sd.Conn, name string, exe *b
 	o.sub, _ = props["SubState"].(string)
 	o.fileState, _ = props["UnitFileState"].(string)
 	o.needReload, _ = props["NeedDaemonReload"].(bool)
+	if strings.HasSuffix(name, ".service") && o.active == "inactive" && o.load == "loaded" {
+		sp, err := conn.GetUnitTypePropertiesContext(ctx, name, "Service")
+		if err == nil {
+			typ, _ := sp["Type"].(string)
+			o.oneshot = typ == "oneshot"
+		}
+	}
 	return o, nil
 }
 
@@ -341,7 +352,11 @@ func diff(want []blueprint.Unit, obs map[string]observed, own map[string]owned) 
 		if wantStarted && o.file != nil && active(o.active) && (c.writeFile || c.writeExe) {
 			c.restart = true
 		}
-		if wantStarted && !active(o.active) {
+		// A oneshot service is done once it ran for this spec (systemd may
+		// have unloaded it since, forgetting that it ran): starting it on
+		// every pass would run its job again.
+		ran := o.oneshot && own[u.Name].Ran == specHash(u) && !c.writeFile && !c.writeExe
+		if wantStarted && !active(o.active) && !ran {
 			c.start = ptr(true)
 			c.why = append(c.why, fmt.Sprintf("%s, want started", orUnknown(o.active)))
 			if own[u.Name].Running && !c.writeFile && !c.writeExe {
@@ -488,8 +503,21 @@ func (d *Driver) apply(ctx context.Context, c change) error {
 	defer d.mu.Unlock()
 	ow = d.owned[u.Name]
 	ow.Running = u.State != "stopped"
+	if (c.start != nil && *c.start) || c.restart {
+		ow.Ran = specHash(u)
+	}
 	d.owned[u.Name] = ow
 	return d.saveOwned()
+}
+
+// specHash identifies what a unit runs: its file and its executable.
+func specHash(u blueprint.Unit) string {
+	h := sha256.New()
+	h.Write([]byte(u.Content))
+	if e := u.Executable; e != nil && e.Artifact != nil {
+		h.Write([]byte("\x00" + e.Path + "\x00" + strings.ToLower(e.Artifact.SHA256)))
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // loaded turns systemd's verdict on a unit file into a terminal error: a

@@ -199,3 +199,17 @@ func TestFailingServiceIsReportedAndPaced(t *testing.T) {
 		t.Fatalf("the agent restarted a failing unit %d times in %v", r.Repairs, elapsed)
 	}
 }
+
+func TestOneshotRunsOnce(t *testing.T) {
+	e := setup(t)
+	rev := e.agent.Offer(doc("  units:\n    - name: once.service\n      content: |\n        [Service]\n        Type=oneshot\n        ExecStart=/bin/sh -c 'echo ran >> /var/tmp/once.log'\n"))
+	e.agent.WaitConverged(t, rev, 30*time.Second)
+	// More passes (a resync, drift elsewhere) must not run it again.
+	e.agent.MorePasses(t, 5)
+	b, err := os.ReadFile(filepath.Join(e.m.Root, "var/tmp/once.log"))
+	check.NoError(t, err)
+	check.Equal(t, string(b), "ran\n")
+	if r, _ := e.agent.Resource("unit:once.service"); r.State != "completed" {
+		t.Fatalf("unit:once.service reported %+v", r)
+	}
+}

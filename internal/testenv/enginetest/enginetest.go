@@ -126,3 +126,23 @@ func (a *Agent) WaitError(t testing.TB, within time.Duration, parts ...string) s
 	})
 	return found
 }
+
+// Passes is how many reconcile passes the engine has finished.
+func (a *Agent) Passes() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.passes
+}
+
+// MorePasses triggers passes until n more have finished.
+func (a *Agent) MorePasses(t testing.TB, n int) {
+	t.Helper()
+	target := a.Passes() + n
+	check.For(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if p := a.Passes(); p < target {
+			a.Engine.Trigger("test")
+			return fmt.Errorf("%d passes, want %d", p, target)
+		}
+		return nil
+	})
+}
