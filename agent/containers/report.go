@@ -26,6 +26,9 @@ func (d *Driver) Report(ctx context.Context) []driver.Resource {
 		repairs[k] = v
 	}
 	d.mu.Unlock()
+	if len(wanted) == 0 {
+		return nil
+	}
 	var out []driver.Resource
 	cctx, connErr := d.withConn(ctx)
 	for _, c := range wanted {

@@ -36,28 +36,36 @@ func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
 	d.mu.Unlock()
 	go d.healthLoop(ctx, notify)
 	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
+	for first := true; ctx.Err() == nil; first = false {
 		start := time.Now()
-		err := d.follow(ctx, notify)
+		err := d.follow(ctx, notify, !first)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if time.Since(start) > 10*time.Second {
 			backoff = 100 * time.Millisecond
 		}
-		d.log.Warn("podman event stream ended; reconnecting", "err", err, "in", backoff)
+		d.mu.Lock()
+		quiet := len(d.wanted) == 0
+		d.mu.Unlock()
+		if quiet {
+			d.log.Debug("podman event stream ended; reconnecting", "err", err, "in", backoff)
+		} else {
+			d.log.Warn("podman event stream ended; reconnecting", "err", err, "in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 10*time.Second)
-		notify("containers: podman event stream reconnected")
 	}
 	return nil
 }
 
-func (d *Driver) follow(ctx context.Context, notify func(string)) error {
+// follow streams events until the stream ends. After a reconnect it asks for
+// a pass, since anything may have changed while the stream was down.
+func (d *Driver) follow(ctx context.Context, notify func(string), reconnect bool) error {
 	cctx, err := d.withConn(ctx)
 	if err != nil {
 		return err
@@ -73,6 +81,9 @@ func (d *Driver) follow(ctx context.Context, notify func(string)) error {
 	opts := new(system.EventsOptions).WithStream(true).WithFilters(map[string][]string{"type": {"container"}})
 	if err := system.Events(ctx2, ch, cancel, opts); err != nil {
 		return err
+	}
+	if reconnect {
+		notify("containers: podman event stream reconnected")
 	}
 	for e := range ch {
 		if e.Actor.Attributes[LabelManaged] != "true" || !driftActions[string(e.Action)] {

@@ -27,6 +27,9 @@ func (d *Driver) Report(ctx context.Context) []driver.Resource {
 		ran[k] = v.Ran
 	}
 	d.mu.Unlock()
+	if len(wanted) == 0 {
+		return nil
+	}
 	conn, connErr := d.systemd(ctx)
 	var out []driver.Resource
 	for _, u := range wanted {

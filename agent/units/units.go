@@ -190,10 +190,6 @@ type observed struct {
 
 // Plan observes every desired and owned unit and returns the changes.
 func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan, error) {
-	conn, err := d.systemd(ctx)
-	if err != nil {
-		return nil, err
-	}
 	d.mu.Lock()
 	d.wanted = append([]blueprint.Unit(nil), bp.Spec.Units...)
 	own := make(map[string]owned, len(d.owned))
@@ -201,6 +197,13 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 		own[k] = v
 	}
 	d.mu.Unlock()
+	if len(bp.Spec.Units) == 0 && len(own) == 0 {
+		return nil, nil // nothing to manage: a node without systemd is fine
+	}
+	conn, err := d.systemd(ctx)
+	if err != nil {
+		return nil, err
+	}
 	d.notifyWatchSet()
 	obs := map[string]observed{}
 	for _, u := range bp.Spec.Units {

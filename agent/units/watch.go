@@ -32,9 +32,18 @@ func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
 	d.mu.Unlock()
 	th := throttle.New(100*time.Millisecond, time.Second, 10*time.Second)
 	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
+	for first := true; ctx.Err() == nil; first = false {
+		// Connect only once there is something to watch: a node without
+		// systemd and without units is fine.
+		for len(d.watchSet()) == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-d.changed:
+			}
+		}
 		start := time.Now()
-		err := d.listen(ctx, th, notify)
+		err := d.listen(ctx, th, notify, !first)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -48,12 +57,13 @@ func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 10*time.Second)
-		notify("units: D-Bus reconnected")
 	}
 	return nil
 }
 
-func (d *Driver) listen(ctx context.Context, th *throttle.Throttle, notify func(string)) error {
+// listen handles signals until the connection drops. After a reconnect it
+// asks for a pass, since anything may have changed meanwhile.
+func (d *Driver) listen(ctx context.Context, th *throttle.Throttle, notify func(string), reconnect bool) error {
 	conn, err := d.cfg.Bus(ctx)
 	if err != nil {
 		return err
@@ -74,6 +84,9 @@ func (d *Driver) listen(ctx context.Context, th *throttle.Throttle, notify func(
 	}
 	ch := make(chan *dbus.Signal, 256)
 	conn.Signal(ch)
+	if reconnect {
+		notify("units: D-Bus reconnected")
+	}
 	watched := d.watchSet()
 	for {
 		select {
