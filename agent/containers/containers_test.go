@@ -205,3 +205,22 @@ func TestHealthChecksRunAndAreReported(t *testing.T) {
 		return nil
 	})
 }
+
+func TestDriftRepairedAfterPodmanRestart(t *testing.T) {
+	pm, _, a := setup(t)
+	rev := a.Offer(doc("  containers:\n" + ctr("web", "localhost/busybox:1")))
+	a.WaitConverged(t, rev, 30*time.Second)
+	waitRunning(t, pm, "web", time.Second)
+	pm.Restart(t)
+	id := waitRunning(t, pm, "web", time.Second) // conmon kept it running
+	pm.Podman(t, "rm", "-f", "-t", "0", "web")
+	// Whether the watcher has reconnected yet or does so now (a reconnect
+	// asks for a pass), the removal is repaired at once.
+	check.For(t, 2*time.Second, 20*time.Millisecond, func() error {
+		now, err := running(pm, "web")
+		if err == nil && now == id {
+			return fmt.Errorf("web not replaced yet")
+		}
+		return err
+	})
+}

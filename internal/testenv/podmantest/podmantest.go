@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +28,11 @@ type Service struct {
 	Dir string // holds the configs, storage, runroot and socket
 	URI string // unix:///.../podman.sock, for the bindings
 	env []string
+
+	podman string
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 // Start starts the service and stops it (and every container in it) when the
@@ -62,14 +68,8 @@ static_dir = "%[1]s/storage/libpod"
 		"CONTAINERS_CONF="+filepath.Join(dir, "containers.conf"),
 		"CONTAINERS_STORAGE_CONF="+filepath.Join(dir, "storage.conf"))
 
-	cmd := exec.Command(podman, "system", "service", "--time=0", s.URI)
-	cmd.Env = s.env
-	logf, err := os.Create(filepath.Join(dir, "service.log"))
-	check.NoError(t, err)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	check.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	s.podman = podman
+	s.serve(t)
 	t.Cleanup(func() {
 		// A container podman is busy restarting can survive one rm.
 		for i := 0; i < 20; i++ {
@@ -79,26 +79,67 @@ static_dir = "%[1]s/storage/libpod"
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		logf.Close()
+		s.stopService()
 		reapUnder(t, dir)
 		unmountUnder(dir)
 		os.RemoveAll(dir)
 	})
+	return s
+}
+
+// serve starts the API service and waits for its socket.
+func (s *Service) serve(t testing.TB) {
+	t.Helper()
+	sock := filepath.Join(s.Dir, "podman.sock")
+	os.Remove(sock)
+	cmd := exec.Command(s.podman, "system", "service", "--time=0", s.URI)
+	cmd.Env = s.env
+	logf, err := os.OpenFile(filepath.Join(s.Dir, "service.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	check.NoError(t, err)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(exited) }()
+	s.mu.Lock()
+	s.cmd, s.exited = cmd, exited
+	s.mu.Unlock()
 	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
-		c, err := net.Dial("unix", filepath.Join(dir, "podman.sock"))
+		c, err := net.Dial("unix", sock)
 		if err != nil {
 			return err
 		}
 		return c.Close()
 	})
-	return s
+}
+
+// stopService stops the API service (containers keep running: conmon
+// watches them, not the service).
+func (s *Service) stopService() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+	}
+}
+
+// Restart stops the API service and starts it again on the same socket, as
+// a package upgrade or a crash would.
+func (s *Service) Restart(t testing.TB) {
+	t.Helper()
+	s.stopService()
+	s.serve(t)
 }
 
 // Env is the environment a podman command needs to see this service's
