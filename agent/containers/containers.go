@@ -250,7 +250,8 @@ type change struct {
 	act    action
 	op     driver.Op
 	detail string
-	repair bool // brings back what the agent had already made
+	repair bool   // brings back what the agent had already made
+	id     string // the observed container's full id, for start, replace, remove
 }
 
 // diff compares desired and observed containers; it does no I/O.
@@ -263,19 +264,19 @@ func diff(want []blueprint.Container, obs map[string]observed, created map[strin
 		o, ok := obs[c.Name]
 		switch {
 		case !ok:
-			out = append(out, change{c.Name, actCreate, driver.Create, "missing", created[c.Name] == h})
+			out = append(out, change{c.Name, actCreate, driver.Create, "missing", created[c.Name] == h, ""})
 		case o.hash != h:
-			out = append(out, change{c.Name, actReplace, driver.Update, "spec changed", false})
+			out = append(out, change{c.Name, actReplace, driver.Update, "spec changed", false, o.id})
 		case o.state == "running" || o.state == "paused" || o.state == "stopping":
 		case o.state == "created" || o.state == "configured" || o.state == "initialized":
-			out = append(out, change{c.Name, actStart, driver.Update, "created, not running", false})
+			out = append(out, change{c.Name, actStart, driver.Update, "created, not running", false, o.id})
 		case wantsRunning(c.Restart, o.exitCode):
-			out = append(out, change{c.Name, actStart, driver.Update, fmt.Sprintf("%s (exit code %d)", o.state, o.exitCode), true})
+			out = append(out, change{c.Name, actStart, driver.Update, fmt.Sprintf("%s (exit code %d)", o.state, o.exitCode), true, o.id})
 		}
 	}
-	for name := range obs {
+	for name, o := range obs {
 		if !names[name] {
-			out = append(out, change{name, actRemove, driver.Delete, "left the blueprint", false})
+			out = append(out, change{name, actRemove, driver.Delete, "left the blueprint", false, o.id})
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].name < out[j].name })
@@ -331,9 +332,9 @@ func (d *Driver) apply(ctx context.Context, c change, want blueprint.Container) 
 	}
 	switch c.act {
 	case actRemove:
-		return d.remove(cctx, c.name)
+		return d.remove(cctx, c.name, c.id)
 	case actStart:
-		return d.start(cctx, c.name)
+		return d.start(cctx, c.name, c.id)
 	}
 	// Make sure the new container can be created before the old one goes:
 	// a bad image or a missing device leaves the old one running.
@@ -345,25 +346,29 @@ func (d *Driver) apply(ctx context.Context, c change, want blueprint.Container) 
 		return err
 	}
 	if c.act == actReplace {
-		if err := d.remove(cctx, c.name); err != nil {
+		if err := d.remove(cctx, c.name, c.id); err != nil {
 			return err
 		}
 	}
-	if _, err := containers.CreateWithSpec(cctx, s, nil); err != nil {
+	resp, err := containers.CreateWithSpec(cctx, s, nil)
+	if err != nil {
 		return fmt.Errorf("container %q: create: %w", want.Name, err)
 	}
-	return d.start(cctx, c.name)
+	return d.start(cctx, c.name, resp.ID)
 }
 
-func (d *Driver) start(ctx context.Context, name string) error {
-	if err := containers.Start(ctx, name, nil); err != nil {
+// start and remove act on a container by its full id, never by name: podman
+// resolves a name it does not know as an id prefix, so "b" could reach some
+// other container whose id starts with b.
+func (d *Driver) start(ctx context.Context, name, id string) error {
+	if err := containers.Start(ctx, id, nil); err != nil {
 		return fmt.Errorf("container %q: start: %w", name, err)
 	}
 	return nil
 }
 
-func (d *Driver) remove(ctx context.Context, name string) error {
-	reps, err := containers.Remove(ctx, name, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(5))
+func (d *Driver) remove(ctx context.Context, name, id string) error {
+	reps, err := containers.Remove(ctx, id, new(containers.RemoveOptions).WithForce(true).WithIgnore(true).WithTimeout(5))
 	if err != nil {
 		return fmt.Errorf("container %q: remove: %w", name, err)
 	}
@@ -374,7 +379,7 @@ func (d *Driver) remove(ctx context.Context, name string) error {
 	}
 	// podman can answer before a container it was restarting is gone; the
 	// next pass must not see it and call the blueprint converged.
-	if ok, err := containers.Exists(ctx, name, nil); err == nil && ok {
+	if ok, err := containers.Exists(ctx, id, nil); err == nil && ok {
 		return fmt.Errorf("container %q: still present after remove", name)
 	}
 	return nil

@@ -48,6 +48,10 @@ func (d *Driver) Report(ctx context.Context) []driver.Resource {
 
 func inspect(ctx context.Context, c blueprint.Container, r driver.Resource) driver.Resource {
 	data, err := containers.Inspect(ctx, c.Name, nil)
+	if err == nil && data.Name != c.Name {
+		// podman matched the name as an id prefix of another container.
+		err = fmt.Errorf("no container named %q", c.Name)
+	}
 	if err != nil {
 		r.State, r.Message = "pending", err.Error()
 		return r
