@@ -111,7 +111,11 @@ func (d *Driver) withConn(ctx context.Context) (context.Context, error) {
 	conn := d.conn
 	d.mu.Unlock()
 	if conn == nil {
-		c, err := bindings.NewConnection(context.Background(), d.cfg.URI)
+		// The connection context only carries the client (see merged); the
+		// timeout bounds the ping a hung service would never answer.
+		pingCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := bindings.NewConnection(pingCtx, d.cfg.URI)
 		if err != nil {
 			return nil, fmt.Errorf("podman at %s: %w", d.cfg.URI, err)
 		}
@@ -122,6 +126,9 @@ func (d *Driver) withConn(ctx context.Context) (context.Context, error) {
 	return merged{ctx, conn}, nil
 }
 
+// merged takes cancellation and deadline from the caller's context and
+// values from both, so a call carries the podman client without inheriting
+// the connection context's lifetime.
 type merged struct {
 	context.Context
 	values context.Context
