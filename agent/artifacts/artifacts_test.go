@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -88,4 +89,19 @@ func TestPutReturnsTheBlueprintDigest(t *testing.T) {
 	check.NoError(t, err)
 	_, err = c.Fetch(context.Background(), blueprint.Artifact{Name: "exe", SHA256: sum})
 	check.NoError(t, err)
+}
+
+// An air-gapped site can be seeded by hand (a USB stick): a file named by
+// its sha256 in the cache directory is used without any hub.
+func TestSeededCacheNeedsNoHub(t *testing.T) {
+	dir := t.TempDir()
+	content := []byte("image archive brought on a stick")
+	sum := sha256.Sum256(content)
+	sha := hex.EncodeToString(sum[:])
+	check.NoError(t, os.WriteFile(filepath.Join(dir, sha), content, 0o600))
+	c, err := artifacts.NewCache(dir, nil, nil)
+	check.NoError(t, err)
+	p, err := c.Fetch(context.Background(), blueprint.Artifact{Name: "anything", SHA256: strings.ToUpper(sha)})
+	check.NoError(t, err)
+	check.Equal(t, p, filepath.Join(dir, sha))
 }
