@@ -43,6 +43,7 @@ func Boot(t testing.TB) *Machine {
 	t.Helper()
 	check.NeedRoot(t)
 	nspawn := check.NeedCommand(t, "systemd-nspawn", "run .ci/setup-systemd.sh as root")
+	check.NeedCommand(t, "nsenter", "install util-linux")
 	tarball := os.Getenv("ALPHA_NSPAWN_ROOTFS")
 	if tarball == "" {
 		tarball = DefaultRootFS

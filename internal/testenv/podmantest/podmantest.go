@@ -21,7 +21,7 @@ import (
 	"github.com/alpha-edge/alpha/internal/check"
 )
 
-const how = "run .ci/setup-podman.sh as root (installs podman, runc, conmon, busybox-static)"
+const how = "run .ci/setup-podman.sh as root (installs podman, runc, conmon, catatonit, busybox-static)"
 
 // Service is a running `podman system service` private to one test.
 type Service struct {
@@ -45,6 +45,8 @@ func Start(t testing.TB) *Service {
 	check.NeedCommand(t, "runc", how)
 	check.NeedCommand(t, "conmon", how)
 	check.NeedCommand(t, "busybox", how)
+	_, err := os.Stat("/usr/libexec/podman/catatonit")
+	check.Need(t, err == nil, "catatonit (the container init)", how)
 	// The socket path must stay short (108 bytes), so not t.TempDir().
 	dir, err := os.MkdirTemp("", "alpha-podman-")
 	check.NoError(t, err)
