@@ -17,12 +17,12 @@ var driftActions = map[string]bool{
 	"died": true, "stop": true, "remove": true, "kill": true, "pause": true, "cleanup": true, "exited": true,
 }
 
-// newThrottle spaces repeated repairs of one container: the first at once,
-// then pauses doubling from 100 ms to 1 s while events keep coming (a crash
-// loop under podman's own restart policy), so drift is still repaired
-// within about a second.
+// newThrottle paces the passes one container's events ask for: an incident
+// by hand (a handful of events) goes through at once, while a crash loop
+// under podman's own restart policy (several events a second, for ever)
+// asks for at most two passes a second.
 func newThrottle() *throttle.Throttle {
-	return throttle.New(100*time.Millisecond, time.Second, 10*time.Second)
+	return throttle.New(8, 500*time.Millisecond)
 }
 
 // Watch follows podman's event stream and calls notify when an owned

@@ -5,6 +5,7 @@
 package units
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -47,6 +48,10 @@ type Config struct {
 	Bus func(ctx context.Context) (*dbus.Conn, error)
 	// Artifacts provides executables; nil fails units that declare one.
 	Artifacts artifacts.Fetcher
+	// RestartBackoff is the first pause before starting again a unit that
+	// stopped again soon after the agent started it (default 1 s; it
+	// doubles up to 5 minutes). The first repair is always immediate.
+	RestartBackoff time.Duration
 }
 
 // Driver manages spec.units. Plan may be called any number of times with the
@@ -105,7 +110,7 @@ func New(cfg Config) (*Driver, error) {
 	}
 	d := &Driver{cfg: cfg, log: cfg.Env.Log.With("driver", "units"), owned: map[string]owned{},
 		repairs: map[string]uint64{}, errs: map[string]string{}, exeSums: map[string]exeSum{}, changed: make(chan struct{}, 1),
-		retry: throttle.NewRetry(time.Second, 5*time.Minute, time.Minute), wakes: map[string]time.Time{}}
+		retry: throttle.NewRetry(cmp.Or(cfg.RestartBackoff, time.Second), 5*time.Minute, time.Minute), wakes: map[string]time.Time{}}
 	b, err := os.ReadFile(d.ownedPath())
 	switch {
 	case err == nil:

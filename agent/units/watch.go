@@ -30,7 +30,7 @@ func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
 	d.mu.Lock()
 	d.notify = notify
 	d.mu.Unlock()
-	th := throttle.New(100*time.Millisecond, time.Second, 10*time.Second)
+	th := throttle.New(8, 500*time.Millisecond)
 	backoff := 100 * time.Millisecond
 	for first := true; ctx.Err() == nil; first = false {
 		// Connect only once there is something to watch: a node without

@@ -1,6 +1,6 @@
-// Package throttle spaces out drift notifications per resource, so a
-// crash-looping workload is retried with growing pauses instead of in a
-// tight loop, while a single change by hand is reported at once.
+// Package throttle paces drift notifications and restarts per resource, so a
+// crash-looping workload is retried with pauses instead of in a tight loop,
+// while a change by hand is acted on at once.
 package throttle
 
 import (
@@ -8,52 +8,56 @@ import (
 	"time"
 )
 
-// Throttle forwards events per key: the first at once, repeats within Quiet
-// after a pause that doubles from Min up to Max.
+// Throttle forwards events per key through a token bucket: bursts of up to
+// Burst events (one incident yields several: kill, died, remove) pass at
+// once; beyond that one event per Every goes through, later ones merged.
 type Throttle struct {
-	Min, Max, Quiet time.Duration
+	Burst int
+	Every time.Duration
 
 	mu   sync.Mutex
-	keys map[string]*state
+	keys map[string]*bucket
 }
 
-type state struct {
-	last    time.Time
-	pause   time.Duration
+type bucket struct {
+	tokens  float64
+	at      time.Time
 	pending bool
 }
 
-// New returns a throttle with the given bounds.
-func New(min, max, quiet time.Duration) *Throttle {
-	return &Throttle{Min: min, Max: max, Quiet: quiet, keys: map[string]*state{}}
+// New returns a throttle allowing burst events at once, then one per every.
+func New(burst int, every time.Duration) *Throttle {
+	return &Throttle{Burst: burst, Every: every, keys: map[string]*bucket{}}
 }
 
-// Do calls fn for key now, or later if key fired recently; calls that arrive
-// while one is pending are merged into it.
+// Do calls fn for key now if the bucket allows, or once when it next does;
+// calls that arrive while one is pending are merged into it.
 func (t *Throttle) Do(key string, fn func()) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := t.keys[key]
 	now := time.Now()
-	if s == nil || now.Sub(s.last) > t.Quiet {
-		t.keys[key] = &state{last: now}
+	b := t.keys[key]
+	if b == nil {
+		b = &bucket{tokens: float64(t.Burst), at: now}
+		t.keys[key] = b
+	}
+	b.tokens = min(float64(t.Burst), b.tokens+float64(now.Sub(b.at))/float64(t.Every))
+	b.at = now
+	if b.pending {
+		return
+	}
+	if b.tokens >= 1 {
+		b.tokens--
 		go fn()
 		return
 	}
-	if s.pending {
-		return
-	}
-	if s.pause == 0 {
-		s.pause = t.Min
-	} else {
-		s.pause = min(2*s.pause, t.Max)
-	}
-	wait := max(0, s.pause-now.Sub(s.last))
-	s.pending = true
+	b.pending = true
+	wait := time.Duration((1 - b.tokens) * float64(t.Every))
 	time.AfterFunc(wait, func() {
 		t.mu.Lock()
-		s.pending = false
-		s.last = time.Now()
+		b.pending = false
+		b.tokens = 0 // the token that accrued is spent now
+		b.at = time.Now()
 		t.mu.Unlock()
 		fn()
 	})

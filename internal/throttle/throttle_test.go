@@ -27,3 +27,30 @@ func TestRetryBacksOffAndResets(t *testing.T) {
 		t.Fatal("a long run should reset the backoff")
 	}
 }
+
+func TestThrottleBurstThenPaced(t *testing.T) {
+	th := New(3, 200*time.Millisecond)
+	fired := make(chan time.Time, 100)
+	start := time.Now()
+	for i := 0; i < 10; i++ {
+		th.Do("k", func() { fired <- time.Now() })
+	}
+	for i := 0; i < 4; i++ { // 3 at once, then one merged call later
+		select {
+		case at := <-fired:
+			if i < 3 && at.Sub(start) > 100*time.Millisecond {
+				t.Fatalf("burst call %d after %v", i, at.Sub(start))
+			}
+			if i == 3 && at.Sub(start) < 150*time.Millisecond {
+				t.Fatalf("paced call after only %v", at.Sub(start))
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("call %d never came", i)
+		}
+	}
+	select {
+	case <-fired:
+		t.Fatal("merged calls fired more than once")
+	case <-time.After(300 * time.Millisecond):
+	}
+}
