@@ -315,6 +315,7 @@ type change struct {
 	why       []string
 	writeExe  bool
 	writeFile bool
+	reload    bool // systemd must re-read unit files
 	restart   bool // the file or binary changed while it runs
 	enable    *bool
 	start     *bool // true: start, false: stop, nil: leave
@@ -356,6 +357,7 @@ func diff(want []blueprint.Unit, obs map[string]observed, own map[string]owned) 
 		case o.needReload:
 			c.why = append(c.why, "systemd needs a daemon-reload")
 		}
+		c.reload = c.writeFile || o.needReload
 		wantStarted := u.State != "stopped"
 		if wantStarted && o.file != nil && active(o.active) && (c.writeFile || c.writeExe) {
 			c.restart = true
@@ -475,8 +477,12 @@ func (d *Driver) apply(ctx context.Context, c change) error {
 			return fmt.Errorf("unit %q: writing unit file: %w", u.Name, err)
 		}
 	}
-	if err := conn.ReloadContext(ctx); err != nil {
-		return fmt.Errorf("unit %q: daemon-reload: %w", u.Name, err)
+	// Reload only when files changed: every reload is a signal the watcher
+	// acts on, and a unit that keeps failing must not make a loop of them.
+	if c.reload {
+		if err := conn.ReloadContext(ctx); err != nil {
+			return fmt.Errorf("unit %q: daemon-reload: %w", u.Name, err)
+		}
 	}
 	if err := d.loaded(ctx, conn, u.Name); err != nil {
 		return err

@@ -22,8 +22,8 @@ func (d *Driver) notifyWatchSet() {
 }
 
 // Watch listens to systemd's D-Bus signals: a managed unit going inactive
-// (systemctl stop) or unit files changing (systemctl disable) calls notify at
-// once. A unit that fails by itself is left to the periodic resync and
+// (systemctl stop), unit files changing or a reload finishing (systemctl
+// disable) calls notify at once. A unit that fails by itself is left to the periodic resync and
 // systemd's own Restart=, so a crash loop does not become a tight loop here.
 // When the bus connection drops it reconnects with backoff.
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
@@ -78,9 +78,11 @@ func (d *Driver) listen(ctx context.Context, th *throttle.Throttle, notify func(
 		dbus.WithMatchMember("PropertiesChanged"), dbus.WithMatchPathNamespace("/org/freedesktop/systemd1/unit")); err != nil {
 		return err
 	}
-	if err := conn.AddMatchSignalContext(ctx, dbus.WithMatchInterface("org.freedesktop.systemd1.Manager"),
-		dbus.WithMatchMember("UnitFilesChanged")); err != nil {
-		return err
+	for _, member := range []string{"UnitFilesChanged", "Reloading"} {
+		if err := conn.AddMatchSignalContext(ctx, dbus.WithMatchInterface("org.freedesktop.systemd1.Manager"),
+			dbus.WithMatchMember(member)); err != nil {
+			return err
+		}
 	}
 	ch := make(chan *dbus.Signal, 256)
 	conn.Signal(ch)
@@ -104,6 +106,13 @@ func (d *Driver) listen(ctx context.Context, th *throttle.Throttle, notify func(
 			switch sig.Name {
 			case "org.freedesktop.systemd1.Manager.UnitFilesChanged":
 				th.Do("unit files", func() { notify("units: unit files changed") })
+			case "org.freedesktop.systemd1.Manager.Reloading":
+				// systemd caches each unit's enablement until a reload
+				// (systemctl disable reloads after changing the links), so
+				// the end of a reload is when a disable becomes visible.
+				if len(sig.Body) == 1 && sig.Body[0] == false {
+					th.Do("reload", func() { notify("units: systemd reloaded") })
+				}
 			case "org.freedesktop.DBus.Properties.PropertiesChanged":
 				name, ok := watched[sig.Path]
 				if !ok || len(sig.Body) < 2 {

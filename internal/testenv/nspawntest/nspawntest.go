@@ -82,20 +82,24 @@ func Boot(t testing.TB) *Machine {
 		}
 		logf.Close()
 	})
+	// nspawn forks an intermediate child before the container's PID 1, so
+	// look for the child that is systemd, every time until it is up.
 	check.For(t, 20*time.Second, 20*time.Millisecond, func() error {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
 		if err != nil {
 			return err
 		}
-		f := strings.Fields(string(b))
-		if len(f) == 0 {
-			return fmt.Errorf("nspawn has no child yet")
+		m.PID = 0
+		for _, f := range strings.Fields(string(b)) {
+			comm, _ := os.ReadFile("/proc/" + f + "/comm")
+			if strings.TrimSpace(string(comm)) == "systemd" {
+				m.PID, _ = strconv.Atoi(f)
+			}
 		}
-		m.PID, err = strconv.Atoi(f[0])
-		return err
-	})
-	m.Root = fmt.Sprintf("/proc/%d/root", m.PID)
-	check.For(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if m.PID == 0 {
+			return fmt.Errorf("no systemd under nspawn yet (children %q)", b)
+		}
+		m.Root = fmt.Sprintf("/proc/%d/root", m.PID)
 		c, err := net.Dial("unix", filepath.Join(busDir, "system_bus_socket"))
 		if err != nil {
 			return err
