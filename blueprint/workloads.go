@@ -116,12 +116,28 @@ func (c *checker) containers(cs []Container, ids map[string]string) {
 	}
 }
 
+// unitSuffixes are the unit types systemd knows.
+var unitSuffixes = []string{"service", "socket", "timer", "path", "mount", "automount", "swap", "target", "slice", "scope", "device"}
+
+func unitSuffix(name string) bool {
+	i := strings.LastIndex(name, ".")
+	if i <= 0 {
+		return false
+	}
+	for _, s := range unitSuffixes {
+		if name[i+1:] == s {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *checker) units(us []Unit, ids map[string]string) {
 	for i, u := range us {
 		p := fmt.Sprintf("spec.units[%d]", i)
 		c.name(p+".name", u.Name)
-		if u.Name != "" && !strings.Contains(u.Name, ".") {
-			c.add(p+".name", "%q needs a unit suffix such as .service", u.Name)
+		if u.Name != "" && !unitSuffix(u.Name) {
+			c.add(p+".name", "%q needs a unit suffix such as .service (one of %s)", u.Name, strings.Join(unitSuffixes, ", "))
 		}
 		c.oneOf(p+".state", u.State, "started", "stopped")
 		if e := u.Executable; e != nil {

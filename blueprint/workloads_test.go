@@ -23,6 +23,8 @@ func TestWorkloadValidation(t *testing.T) {
 			[]string{`spec.containers[0].artifact.sha256: "abc" is not a hex sha256`}},
 		{"unit suffix", "  units:\n    - {name: meter, content: x}\n",
 			[]string{`spec.units[0].name: "meter" needs a unit suffix`}},
+		{"unit type", "  units:\n    - {name: meter.exe, content: x}\n",
+			[]string{`spec.units[0].name: "meter.exe" needs a unit suffix`}},
 		{"executable", "  units:\n    - {name: m.service, content: x, executable: {path: bin/m, mode: \"999\"}}\n",
 			[]string{`spec.units[0].executable.path: "bin/m"`, "spec.units[0].executable.artifact: is required", `spec.units[0].executable.mode: "999"`}},
 	} {

@@ -211,10 +211,21 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 	}
 	d.notifyWatchSet()
 	obs := map[string]observed{}
+	var plan driver.Plan
+	var units []blueprint.Unit
 	for _, u := range bp.Spec.Units {
-		if obs[u.Name], err = d.observe(ctx, conn, u.Name, u.Executable); err != nil {
-			return nil, err
+		o, err := d.observe(ctx, conn, u.Name, u.Executable)
+		if err != nil {
+			if !conn.Connected() {
+				return nil, err
+			}
+			// systemd refuses this one unit (a name it does not accept):
+			// report it as that unit's failure and plan the others.
+			plan = append(plan, d.failed(u.Name, err))
+			continue
 		}
+		obs[u.Name] = o
+		units = append(units, u)
 	}
 	for name := range own {
 		if _, ok := obs[name]; !ok {
@@ -224,8 +235,7 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 		}
 	}
 	now := time.Now()
-	var plan driver.Plan
-	for _, c := range diff(bp.Spec.Units, obs, own) {
+	for _, c := range diff(units, obs, own) {
 		if c.repair && c.start != nil && *c.start && !c.writeExe && !c.writeFile && c.enable == nil {
 			// A unit that keeps failing is restarted with growing pauses,
 			// not in a tight loop.
@@ -242,6 +252,17 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 		}
 	}
 	return plan, nil
+}
+
+// failed is a change that reports err for one unit when applied, so the
+// unit shows as failed while the rest of the section still applies.
+func (d *Driver) failed(name string, err error) driver.Change {
+	return driver.NewChange(blueprint.ResourceID("unit", name), driver.Update, "cannot be observed", func(context.Context) error {
+		d.mu.Lock()
+		d.errs[name] = err.Error()
+		d.mu.Unlock()
+		return err
+	})
 }
 
 // wakeAt asks the engine for a pass once a restart backoff is over.

@@ -162,12 +162,17 @@ func TestRejectedUnitFileIsReported(t *testing.T) {
 	good := script("good")
 	e.hub("good", good)
 	e.agent.Offer(doc("  units:\n" + service("good.service", "good", good) +
-		"    - name: broken.service\n      content: |\n        [Service]\n        Type=simple\n"))
+		"    - name: broken.service\n      content: |\n        [Service]\n        Type=simple\n"+
+		"    - name: tmpl@.service\n      content: |\n        [Service]\n        ExecStart=/bin/sleep 100000\n"))
 	msg := e.agent.WaitError(t, 30*time.Second, "unit:broken.service", "systemd refused the unit file", "bad-setting")
 	if !strings.Contains(msg, "terminal") {
 		t.Errorf("a rejected unit file should be a terminal error: %s", msg)
 	}
 	e.waitProp(t, "good.service", "ActiveState", "active", 10*time.Second)
+	// A template cannot run without an instance: systemd says so, for that
+	// unit alone.
+	tmpl := e.agent.WaitError(t, 30*time.Second, "unit:tmpl@.service")
+	t.Logf("template: %s", tmpl)
 	if r, _ := e.agent.Resource("unit:broken.service"); r.State != "failed" {
 		t.Fatalf("unit:broken.service reported %+v", r)
 	}
