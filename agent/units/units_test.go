@@ -162,7 +162,7 @@ func TestRejectedUnitFileIsReported(t *testing.T) {
 	good := script("good")
 	e.hub("good", good)
 	e.agent.Offer(doc("  units:\n" + service("good.service", "good", good) +
-		"    - name: broken.service\n      content: |\n        [Service]\n        Type=simple\n"+
+		"    - name: broken.service\n      content: |\n        [Service]\n        Type=simple\n" +
 		"    - name: tmpl@.service\n      content: |\n        [Service]\n        ExecStart=/bin/sleep 100000\n"))
 	msg := e.agent.WaitError(t, 30*time.Second, "unit:broken.service", "systemd refused the unit file", "bad-setting")
 	if !strings.Contains(msg, "terminal") {
