@@ -22,10 +22,11 @@ func (d *Driver) notifyWatchSet() {
 }
 
 // Watch listens to systemd's D-Bus signals: a managed unit going inactive
-// (systemctl stop), unit files changing or a reload finishing (systemctl
-// disable) calls notify at once. A unit that fails by itself is left to the periodic resync and
-// systemd's own Restart=, so a crash loop does not become a tight loop here.
-// When the bus connection drops it reconnects with backoff.
+// or failed (systemctl stop, a crash), unit files changing or a reload
+// finishing (systemctl disable) calls notify at once. A unit that keeps
+// failing is restarted with growing pauses (see Driver.retry), and the
+// signals are paced per unit, so a crash loop is no tight loop here. When
+// the bus connection drops it reconnects with backoff.
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
 	d.mu.Lock()
 	d.notify = notify
@@ -126,7 +127,7 @@ func (d *Driver) listen(ctx context.Context, th *throttle.Throttle, notify func(
 				if !ok {
 					continue
 				}
-				if s, _ := st.Value().(string); s == "inactive" || s == "deactivating" {
+				if s, _ := st.Value().(string); s == "inactive" || s == "deactivating" || s == "failed" {
 					th.Do(name, func() { notify("units: " + name + " " + s) })
 				}
 			}
