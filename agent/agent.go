@@ -17,10 +17,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/agent/artifacts"
 	"github.com/alpha-edge/alpha/agent/cloudref"
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/agent/events"
+	"github.com/alpha-edge/alpha/agent/health"
 	"github.com/alpha-edge/alpha/agent/maintenance"
 	"github.com/alpha-edge/alpha/streams"
 )
@@ -44,9 +46,14 @@ type Config struct {
 	// Gate, if set, replaces the agent's own maintenance gate (windows from
 	// the blueprint, holds from the site's holds bucket).
 	Gate engine.Gate
-	// NoHostKernel leaves the kernel alone: no sysctl values, firewall,
-	// links or modules (the dev stack, which must not touch its host).
-	NoHostKernel bool
+	// Sandbox leaves the host alone: no sysctl values, firewall, links,
+	// modules or systemd units (the dev stack, which must not touch the
+	// machine it runs on). Files and containers still work.
+	Sandbox bool
+	// PodmanURI is podman's REST socket (default unix:///run/podman/podman.sock).
+	PodmanURI string
+	// SystemdBus is the D-Bus address of systemd ("" = the system bus).
+	SystemdBus string
 }
 
 // Agent is a node's agent.
@@ -58,12 +65,17 @@ type Agent struct {
 	wiring  *wiring
 	eng     *engine.Engine
 
-	mu      sync.Mutex
-	status  streams.NodeStatus
-	dirty   chan struct{}
-	events  *events.Publisher
-	offered uint64 // last revision offered; 0 none
-	deleted bool
+	mu     sync.Mutex
+	status streams.NodeStatus
+	dirty  chan struct{}
+	events *events.Publisher
+	// lastEngine is the engine's last status; appliedChanged says its
+	// applied blueprint changed, so telemetry and remediation follow it.
+	lastEngine     engine.Status
+	appliedChanged chan struct{}
+	monitor        *health.Monitor
+	offered        uint64 // last revision offered; 0 none
+	deleted        bool
 	// reconnected restarts the watch: a watch's consumer lived on the
 	// server we lost and can stay deaf after a leaf restart.
 	reconnected chan struct{}
@@ -91,7 +103,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	log := cfg.Log.With("site", cfg.Site, "node", cfg.Node)
 	a := &Agent{cfg: cfg, log: log, key: streams.Key(cfg.Site, cfg.Node), dirty: make(chan struct{}, 1),
-		reconnected: make(chan struct{}, 1)}
+		reconnected: make(chan struct{}, 1), appliedChanged: make(chan struct{}, 1)}
 	var err error
 	a.drivers, a.wiring, err = buildDrivers(cfg, log)
 	if err != nil {
@@ -145,6 +157,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.wiring.artifacts.set(artifacts.NewObjectStore(nc, streams.HubDomain, streams.ArtifactsBucket))
 	pub := events.New(js, a.cfg.Site, a.cfg.Node, a.log, 0)
 	a.mu.Lock()
 	a.events = pub
@@ -158,6 +171,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		func(ctx context.Context) { a.reportLoop(ctx, js) },
 		func(ctx context.Context) { a.connectCloud(ctx, js) },
 		func(ctx context.Context) { a.connectHolds(ctx, js) },
+		func(ctx context.Context) { a.observeLoop(ctx, nc) },
 	} {
 		wg.Add(1)
 		go func() { defer wg.Done(); fn(ctx) }()
@@ -325,6 +339,24 @@ func (a *Agent) onStatus(s engine.Status) {
 	}
 	if score, n := a.wiring.compliance.Score(); n > 0 {
 		ns.Compliance = &score
+	}
+	a.mu.Lock()
+	appliedMoved := a.lastEngine.Applied != s.Applied
+	a.lastEngine = s
+	mon := a.monitor
+	a.mu.Unlock()
+	if appliedMoved {
+		select {
+		case a.appliedChanged <- struct{}{}:
+		default:
+		}
+	}
+	if mon != nil {
+		rep := mon.Report()
+		if len(rep.Items) > 0 {
+			rep.Fill(&ns)
+			ns.Health = &rep.Solution
+		}
 	}
 	a.mu.Lock()
 	changed := !sameStatus(a.status, ns)

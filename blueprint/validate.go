@@ -53,6 +53,15 @@ func (b *Blueprint) validate(lines map[string]int) Errors {
 	c.telemetry(s.Telemetry)
 	c.remediation(s.Remediation, ids)
 	c.maintenance(s.Maintenance)
+	// health.dependsOn may also name sensors and the compliance score.
+	if s.Telemetry != nil {
+		for _, sn := range s.Telemetry.Sensors {
+			ids["sensor:"+sn.Name] = "spec.telemetry.sensors"
+		}
+	}
+	if s.Compliance != nil {
+		ids["compliance"] = "spec.compliance"
+	}
 	if s.Health != nil {
 		c.refs("spec.health.dependsOn", s.Health.DependsOn, ids)
 	}

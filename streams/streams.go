@@ -78,6 +78,7 @@ type NodeStatus struct {
 	Windows         string     `json:"windows,omitempty"`    // maintenance windows, described
 	WindowOpen      bool       `json:"windowOpen"`           // changes may apply now
 	Compliance      *float64   `json:"compliance,omitempty"` // fraction of policies passing
+	Health          *float64   `json:"health,omitempty"`     // the solution's health, product over its dependencies
 	Resources       []Resource `json:"resources,omitempty"`
 }
 

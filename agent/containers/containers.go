@@ -111,6 +111,14 @@ func (d *Driver) withConn(ctx context.Context) (context.Context, error) {
 	conn := d.conn
 	d.mu.Unlock()
 	if conn == nil {
+		// No socket, no podman: say so at once rather than after the
+		// bindings' connection retries (600 ms on every pass of a node
+		// that runs no containers).
+		if path, ok := strings.CutPrefix(d.cfg.URI, "unix://"); ok {
+			if _, err := os.Stat(path); err != nil {
+				return nil, fmt.Errorf("podman at %s: %w", d.cfg.URI, err)
+			}
+		}
 		// The connection context only carries the client (see merged); the
 		// timeout bounds the ping a hung service would never answer.
 		pingCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -19,6 +19,7 @@ func runDev(ctx context.Context, args []string) error {
 	dir := fs.String("dir", ".alpha-dev", "state directory")
 	listen := fs.String("listen", "127.0.0.1:4222", "hub client listener")
 	cf := addCloudFlags(fs)
+	mf := addMetricsFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -33,6 +34,9 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	defer h.Shutdown()
 	if err := cf.start(ctx, h, filepath.Join(abs, "hub"), log); err != nil {
+		return err
+	}
+	if err := mf.start(ctx, h, log); err != nil {
 		return err
 	}
 	root := filepath.Join(abs, "root")

@@ -31,6 +31,7 @@ func runHub(ctx context.Context, args []string) error {
 	fs := newFlags("hub")
 	store := fs.String("store", "/var/lib/alpha/hub", "JetStream store directory")
 	cf := addCloudFlags(fs)
+	mf := addMetricsFlags(fs)
 	listen := fs.String("listen", "0.0.0.0:4222", "client listener HOST:PORT")
 	leafListen := fs.String("leaf-listen", "0.0.0.0:7422", "leafnode listener HOST:PORT")
 	sec := addSecureFlags(fs, roleHub)
@@ -54,6 +55,10 @@ func runHub(ctx context.Context, args []string) error {
 	log.Info("hub security", "operator mode", op != nil, "tls", !sec.insecure)
 	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL())
 	if err := cf.start(ctx, h, *store, log); err != nil {
+		h.Shutdown()
+		return err
+	}
+	if err := mf.start(ctx, h, log); err != nil {
 		h.Shutdown()
 		return err
 	}
@@ -173,7 +178,7 @@ func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, stat
 	}
 	defer l.Shutdown()
 	// The dev stack (sec == nil) must not touch its host's kernel.
-	ac := agent.Config{Site: lc.Site, Node: node, NATSURL: l.ClientURL(), Root: root, StateDir: state, Log: lc.Log, NoHostKernel: sec == nil}
+	ac := agent.Config{Site: lc.Site, Node: node, NATSURL: l.ClientURL(), Root: root, StateDir: state, Log: lc.Log, Sandbox: sec == nil}
 	if sec != nil {
 		if err := sec.agent(&ac, true); err != nil {
 			return err

@@ -146,7 +146,7 @@ func (r *report) linkState(site string) string {
 
 func (r *report) print(w io.Writer, verbose bool, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SITE\tNODE\tBLUEPRINT\tDESIRED\tAPPLIED\tPHASE\tREPAIRS\tDRIFT 7D\tCOMPLIANCE\tHOLD\tREPORTED\tLINK")
+	fmt.Fprintln(tw, "SITE\tNODE\tBLUEPRINT\tDESIRED\tAPPLIED\tPHASE\tHEALTH\tREPAIRS\tDRIFT 7D\tCOMPLIANCE\tHOLD\tREPORTED\tLINK")
 	seen := map[string]bool{}
 	for _, n := range r.nodes {
 		key := streams.Key(n.Site, n.Node)
@@ -160,6 +160,10 @@ func (r *report) print(w io.Writer, verbose bool, now time.Time) {
 		if link == "connected" && age > 3*streams.StatusHeartbeat {
 			link = "stale"
 		}
+		healthCol := "-"
+		if n.Health != nil {
+			healthCol = fmt.Sprintf("%.2f", *n.Health)
+		}
 		compliance := "-"
 		if n.Compliance != nil {
 			compliance = fmt.Sprintf("%.0f%%", 100**n.Compliance)
@@ -168,8 +172,8 @@ func (r *report) print(w io.Writer, verbose bool, now time.Time) {
 		if n.Hold != "" {
 			hold = "until " + n.HoldUntil.Local().Format("Jan 2 15:04")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\t%s ago\t%s\n", n.Site, n.Node, n.Blueprint, desired,
-			n.AppliedRevision, n.Phase, n.Repairs, len(r.drift[key]), compliance, hold, age, link)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s ago\t%s\n", n.Site, n.Node, n.Blueprint, desired,
+			n.AppliedRevision, n.Phase, healthCol, n.Repairs, len(r.drift[key]), compliance, hold, age, link)
 	}
 	// Nodes with a blueprint that never reported.
 	var missing []string
@@ -181,7 +185,7 @@ func (r *report) print(w io.Writer, verbose bool, now time.Time) {
 	sort.Strings(missing)
 	for _, k := range missing {
 		site, node, _ := strings.Cut(k, ".")
-		fmt.Fprintf(tw, "%s\t%s\t-\t%d\t-\tNeverReported\t-\t-\t-\t-\t-\t%s\n", site, node, r.desired[k], r.linkState(site))
+		fmt.Fprintf(tw, "%s\t%s\t-\t%d\t-\tNeverReported\t-\t-\t-\t-\t-\t-\t%s\n", site, node, r.desired[k], r.linkState(site))
 	}
 	tw.Flush()
 	if !verbose {

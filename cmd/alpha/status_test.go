@@ -80,7 +80,7 @@ func TestStatusShowsPosture(t *testing.T) {
 			}
 		}
 		lines := strings.Split(s, "\n")
-		if f := strings.Fields(lines[1]); len(f) < 8 || f[7] == "0" {
+		if f := strings.Fields(lines[1]); len(f) < 9 || f[8] == "0" {
 			return fmt.Errorf("no drift counted:\n%s", s)
 		}
 		return nil

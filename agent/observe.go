@@ -1,0 +1,129 @@
+package agent
+
+import (
+	"context"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/alpha-edge/alpha/agent/driver"
+	"github.com/alpha-edge/alpha/agent/engine"
+	"github.com/alpha-edge/alpha/agent/health"
+	"github.com/alpha-edge/alpha/agent/remediation"
+	"github.com/alpha-edge/alpha/agent/telemetry"
+	"github.com/alpha-edge/alpha/blueprint"
+)
+
+// observeLoop gathers telemetry, computes health and runs remediation for
+// the applied blueprint; when another blueprint is applied, collectors and
+// policies are rebuilt (remediation state carries over through its file).
+func (a *Agent) observeLoop(ctx context.Context, nc *nats.Conn) {
+	pub, err := telemetry.NewPublisher(telemetry.PublisherConfig{Conn: nc, Site: a.cfg.Site, Node: a.cfg.Node, Log: a.log})
+	if err != nil {
+		a.log.Error("telemetry publisher", "err", err)
+		return
+	}
+	go pub.Run(ctx)
+	var current string
+	stops := []context.CancelFunc{}
+	defer func() {
+		for _, s := range stops {
+			s()
+		}
+	}()
+	for {
+		bp := a.appliedBlueprint()
+		if h := hashOf(bp); h != current {
+			current = h
+			for _, s := range stops {
+				s()
+			}
+			octx, stop := context.WithCancel(ctx)
+			stops = []context.CancelFunc{stop}
+			a.startObserving(octx, nc, pub, bp)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.appliedChanged:
+		}
+	}
+}
+
+func hashOf(bp *blueprint.Blueprint) string {
+	if bp == nil {
+		return "none"
+	}
+	return bp.Hash()
+}
+
+func (a *Agent) startObserving(ctx context.Context, nc *nats.Conn, pub *telemetry.Publisher, bp *blueprint.Blueprint) {
+	if bp == nil {
+		bp = blueprint.Empty()
+	}
+	rem := remediation.New(remediation.Config{
+		Policies:  bp.Spec.Remediation,
+		Actuator:  a.wiring.actuator,
+		Hold:      holdAll{a},
+		Emit:      pub.Publish,
+		Log:       a.log.With("component", "remediation"),
+		StateFile: filepath.Join(a.cfg.StateDir, "remediation.json"),
+	})
+	mon := &health.Monitor{
+		Blueprint: func() *blueprint.Blueprint { return bp },
+		Resources: a.resources,
+		Compliance: func() *float64 {
+			if s, n := a.wiring.compliance.Score(); n > 0 {
+				return &s
+			}
+			return nil
+		},
+		Publish: pub.Publish,
+		Observe: rem.Observe,
+	}
+	a.mu.Lock()
+	a.monitor = mon
+	a.mu.Unlock()
+	if t := bp.Spec.Telemetry; t != nil {
+		if err := telemetry.ApplyRetention(ctx, nc, a.cfg.Site, t.Retention); err != nil {
+			a.log.Warn("telemetry retention not applied", "err", err)
+		}
+	}
+	list := func(ctx context.Context) []driver.Resource { return a.resources(ctx) }
+	go telemetry.Run(ctx, a.log.With("component", "telemetry"), mon.Sink(ctx), telemetry.Schedule(bp.Spec.Telemetry,
+		telemetry.Host{}, telemetry.Sensors{}, telemetry.Net{},
+		telemetry.Resources{Layer: "units", List: list}, telemetry.Resources{Layer: "containers", List: list},
+		telemetry.Link{Conn: nc, Site: a.cfg.Site},
+		telemetry.Agent{Status: a.engineStatus},
+	)...)
+}
+
+// resources is every driver's report.
+func (a *Agent) resources(ctx context.Context) []driver.Resource {
+	var out []driver.Resource
+	for _, r := range a.wiring.reporters {
+		out = append(out, r.Report(ctx)...)
+	}
+	return out
+}
+
+func (a *Agent) appliedBlueprint() *blueprint.Blueprint {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lastEngine.Applied
+}
+
+func (a *Agent) engineStatus() engine.Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lastEngine
+}
+
+// holdAll suspends remediation while the whole node is held.
+type holdAll struct{ a *Agent }
+
+func (h holdAll) Held(now time.Time) bool {
+	hold, ok := h.a.wiring.holds.Current()
+	return ok && hold.Active(now) && len(hold.Resources) == 0
+}
