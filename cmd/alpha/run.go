@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -118,10 +119,12 @@ func runAgent(ctx context.Context, args []string) error {
 	root := fs.String("root", "/", "prefix of every managed path")
 	state := fs.String("state", "/var/lib/alpha/agent", "agent state directory")
 	sec := addSecureFlags(fs, roleAgent)
+	rt := addRuntimeFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	ac := agent.Config{Site: *site, Node: *node, NATSURL: *url, Root: *root, StateDir: *state, Log: logger()}
+	rt.apply(&ac)
 	if err := sec.agent(&ac, false); err != nil {
 		return err
 	}
@@ -149,12 +152,14 @@ func runSite(ctx context.Context, args []string) error {
 	root := fs.String("root", "/", "prefix of every managed path")
 	state := fs.String("state", "", "agent state directory (default STORE/agent)")
 	sec := addSecureFlags(fs, roleLeaf|roleAgent)
+	rt := addRuntimeFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *lf.hub == "" {
 		return fmt.Errorf("--hub is required")
 	}
+	sec.runtime = rt
 	if *state == "" {
 		*state = filepath.Join(*lf.store, "agent")
 	}
@@ -180,6 +185,9 @@ func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, stat
 	// The dev stack (sec == nil) must not touch its host's kernel.
 	ac := agent.Config{Site: lc.Site, Node: node, NATSURL: l.ClientURL(), Root: root, StateDir: state, Log: lc.Log, Sandbox: sec == nil}
 	if sec != nil {
+		sec.runtime.apply(&ac)
+	}
+	if sec != nil {
 		if err := sec.agent(&ac, true); err != nil {
 			return err
 		}
@@ -189,4 +197,20 @@ func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, stat
 		return err
 	}
 	return a.Run(ctx)
+}
+
+// runtimeFlags say where the node's container and service runtimes answer.
+type runtimeFlags struct{ podman, bus *string }
+
+func addRuntimeFlags(fs *flag.FlagSet) runtimeFlags {
+	return runtimeFlags{
+		podman: fs.String("podman", "unix:///run/podman/podman.sock", "podman REST API socket (spec.containers)"),
+		bus:    fs.String("systemd-bus", "", "D-Bus address of systemd (spec.units); empty: the system bus"),
+	}
+}
+
+func (r runtimeFlags) apply(c *agent.Config) {
+	if r.podman != nil {
+		c.PodmanURI, c.SystemdBus = *r.podman, *r.bus
+	}
 }

@@ -34,6 +34,7 @@ type secureFlags struct {
 	bundle string
 	// agent
 	creds, trustedKeys string
+	runtime            runtimeFlags
 }
 
 const (
