@@ -20,6 +20,7 @@ func runDev(ctx context.Context, args []string) error {
 	listen := fs.String("listen", "127.0.0.1:4222", "hub client listener")
 	cf := addCloudFlags(fs)
 	mf := addMetricsFlags(fs)
+	podman := fs.String("podman", "unix:///run/podman/podman.sock", "podman REST API socket, for spec.containers")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,5 +54,5 @@ Ctrl-C stops it; state stays in %s.
 
 `, h.ClientURL(), root, root, abs)
 	return runLeafAndAgent(ctx, leaf.Config{Site: "dev", HubURLs: []string{h.LeafURL()}, StoreDir: filepath.Join(abs, "leaf"),
-		Listen: "127.0.0.1:-1", Log: log}, "dev-1", root, filepath.Join(abs, "agent"))
+		Listen: "127.0.0.1:-1", Log: log}, "dev-1", root, filepath.Join(abs, "agent"), *podman)
 }

@@ -171,12 +171,12 @@ func runSite(ctx context.Context, args []string) error {
 }
 
 // runLeafAndAgent runs a leaf and one agent against it, open (dev).
-func runLeafAndAgent(ctx context.Context, lc leaf.Config, node, root, state string) error {
-	return runLeafAndAgentSecure(ctx, lc, node, root, state, nil)
+func runLeafAndAgent(ctx context.Context, lc leaf.Config, node, root, state, podman string) error {
+	return runLeafAndAgentSecure(ctx, lc, node, root, state, nil, podman)
 }
 
 // runLeafAndAgentSecure is runLeafAndAgent with production flags.
-func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, state string, sec *secureFlags) error {
+func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, state string, sec *secureFlags, podman ...string) error {
 	l, err := leaf.Start(ctx, lc)
 	if err != nil {
 		return err
@@ -186,6 +186,9 @@ func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, stat
 	ac := agent.Config{Site: lc.Site, Node: node, NATSURL: l.ClientURL(), Root: root, StateDir: state, Log: lc.Log, Sandbox: sec == nil}
 	if sec != nil {
 		sec.runtime.apply(&ac)
+	}
+	if len(podman) > 0 {
+		ac.PodmanURI = podman[0]
 	}
 	if sec != nil {
 		if err := sec.agent(&ac, true); err != nil {
