@@ -4,8 +4,10 @@
 package chaos
 
 import (
+	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
@@ -29,6 +31,8 @@ type Proxy struct {
 	mu      sync.Mutex
 	mode    Mode
 	latency time.Duration
+	jitter  time.Duration
+	rate    int // bytes per second each direction, 0 unlimited
 	conns   map[net.Conn]struct{}
 	wg      sync.WaitGroup
 	closed  bool
@@ -68,10 +72,71 @@ func (p *Proxy) SetLatency(d time.Duration) {
 	p.mu.Unlock()
 }
 
+// SetJitter adds a random extra delay in [0, d) to every chunk on top of
+// the latency. Chunks stay in order: a link reorders nothing, it only stalls.
+func (p *Proxy) SetJitter(d time.Duration) {
+	p.mu.Lock()
+	p.jitter = d
+	p.mu.Unlock()
+}
+
+// SetBandwidth limits each direction of each connection to bytesPerSec
+// (0 removes the limit).
+func (p *Proxy) SetBandwidth(bytesPerSec int) {
+	p.mu.Lock()
+	p.rate = bytesPerSec
+	p.mu.Unlock()
+}
+
+// Mode is the current mode.
+func (p *Proxy) Mode() Mode {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mode
+}
+
+// Flap alternates the link between Up and down (Cut, or Blackhole if
+// blackhole is set) until ctx is done, each period drawn uniformly from
+// [minPeriod, maxPeriod) so the link never settles into a rhythm the
+// reconnect timers could lock onto. It leaves the link Up and returns how
+// many times it went down.
+func (p *Proxy) Flap(ctx context.Context, minPeriod, maxPeriod time.Duration, blackhole bool) int {
+	down := Cut
+	if blackhole {
+		down = Blackhole
+	}
+	n := 0
+	defer p.Set(Up)
+	for {
+		d := minPeriod + time.Duration(rand.Int64N(int64(maxPeriod-minPeriod)+1))
+		select {
+		case <-ctx.Done():
+			return n
+		case <-time.After(d):
+		}
+		if p.Mode() == Up {
+			p.Set(down)
+			n++
+		} else {
+			p.Set(Up)
+		}
+	}
+}
+
 func (p *Proxy) state() (Mode, time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.mode, p.latency
+	d := p.latency
+	if p.jitter > 0 {
+		d += time.Duration(rand.Int64N(int64(p.jitter)))
+	}
+	return p.mode, d
+}
+
+func (p *Proxy) bandwidth() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rate
 }
 
 // Close stops the proxy and closes every connection.
@@ -145,11 +210,21 @@ func (p *Proxy) pipe(src, dst net.Conn) {
 	defer p.untrack(src, dst)
 	buf := make([]byte, 32<<10)
 	for {
+		rate := p.bandwidth()
+		if rate > 0 {
+			// Small reads keep the pacing smooth at low rates.
+			buf = buf[:max(min(cap(buf), rate/20), 512)]
+		} else {
+			buf = buf[:cap(buf)]
+		}
 		n, err := src.Read(buf)
 		if n > 0 {
 			mode, lat := p.state()
 			if lat > 0 {
 				time.Sleep(lat)
+			}
+			if rate > 0 {
+				time.Sleep(time.Duration(n) * time.Second / time.Duration(rate))
 			}
 			if mode == Up {
 				if _, werr := dst.Write(buf[:n]); werr != nil {

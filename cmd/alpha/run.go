@@ -32,15 +32,20 @@ func runHub(ctx context.Context, args []string) error {
 	store := fs.String("store", "/var/lib/alpha/hub", "JetStream store directory")
 	listen := fs.String("listen", "0.0.0.0:4222", "client listener HOST:PORT")
 	leafListen := fs.String("leaf-listen", "0.0.0.0:7422", "leafnode listener HOST:PORT")
+	cf := addClusterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	log := logger()
-	h, err := hub.Start(ctx, hub.Config{StoreDir: *store, Listen: *listen, LeafListen: *leafListen, Log: log})
+	cfg := hub.Config{StoreDir: *store, Listen: *listen, LeafListen: *leafListen, Log: log}
+	if err := cf.apply(&cfg); err != nil {
+		return err
+	}
+	h, err := hub.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL())
+	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL(), "cluster", *cf.cluster)
 	<-ctx.Done()
 	h.Shutdown()
 	return nil
