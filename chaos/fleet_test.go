@@ -3,6 +3,8 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,7 +34,7 @@ type want struct {
 
 func newFleet(t testing.TB, members int) *fleet {
 	t.Helper()
-	f := &fleet{t: t, dir: t.TempDir(), want: map[string]want{}}
+	f := &fleet{t: t, dir: testDir(t), want: map[string]want{}}
 	if members <= 1 {
 		f.hubs = []*Hub{StartHub(t, f.dir, HubSpec{})}
 	} else {
@@ -93,7 +95,10 @@ func (f *fleet) converged(ctx context.Context, s *Site) error {
 			return fmt.Errorf("%s file %d has generation %d, want %d", s.Key(), i, g, w.gen)
 		}
 	}
-	ns, err := Status(ctx, f.js, s.Key())
+	// A request sent while the client fails over may go unanswered.
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	ns, err := Status(sctx, f.js, s.Key())
 	if err != nil {
 		return fmt.Errorf("%s status at hub: %w", s.Key(), err)
 	}
@@ -139,7 +144,9 @@ func (f *fleet) checkTelemetry(s *Site, n int, timeout time.Duration) Count {
 	var c Count
 	check.For(f.t, timeout, 250*time.Millisecond, func() error {
 		var err error
-		if c, err = CountTelemetry(ctx, f.js, s.ID); err != nil {
+		cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
+		defer ccancel()
+		if c, err = CountTelemetry(cctx, f.js, s.ID); err != nil {
 			return err
 		}
 		if c.Unique < n {
@@ -153,4 +160,16 @@ func (f *fleet) checkTelemetry(s *Site, n int, timeout time.Duration) Count {
 		f.t.Fatalf("telemetry %s: published %d, stored %d (unique %d)", s.ID, n, c.Stored, c.Unique)
 	}
 	return c
+}
+
+// testDir is the test's directory; CHAOS_KEEP=1 keeps it (and the process
+// logs in it) after the test.
+func testDir(t testing.TB) string {
+	if os.Getenv("CHAOS_KEEP") == "" {
+		return t.TempDir()
+	}
+	d, err := os.MkdirTemp("", "chaos-"+strings.ReplaceAll(t.Name(), "/", "_")+"-")
+	check.NoError(t, err)
+	t.Logf("keeping %s", d)
+	return d
 }

@@ -475,16 +475,18 @@ type NodeStatus struct {
 func Put(ctx context.Context, js jetstream.JetStream, key string, data []byte) (uint64, error) {
 	var last error
 	for ctx.Err() == nil {
-		kv, err := js.KeyValue(ctx, "blueprints")
+		// Short attempts: a request sent while the client reconnects, or
+		// before a new stream leader is elected, may never be answered.
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		kv, err := js.KeyValue(actx, "blueprints")
 		if err == nil {
-			pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			var rev uint64
-			rev, err = kv.Put(pctx, key, data)
-			cancel()
-			if err == nil {
+			if rev, err = kv.Put(actx, key, data); err == nil {
+				cancel()
 				return rev, nil
 			}
 		}
+		cancel()
 		last = err
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -88,6 +88,14 @@ func (p *Proxy) SetBandwidth(bytesPerSec int) {
 	p.mu.Unlock()
 }
 
+// Conns is how many connections (both ends counted once) are open through
+// the proxy: a site's leaf uses the member whose proxy has one.
+func (p *Proxy) Conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns) / 2
+}
+
 // Mode is the current mode.
 func (p *Proxy) Mode() Mode {
 	p.mu.Lock()

@@ -166,3 +166,62 @@ func TestHubRestart(t *testing.T) {
 		f.checkTelemetry(s, n, 60*time.Second)
 	}
 }
+
+// One member of a three-member hub cluster (R3 buckets and streams) is
+// SIGKILLed; sites that list every member move to a survivor, blueprints put
+// through a survivor arrive, telemetry published meanwhile is stored once,
+// and the member rejoins.
+func TestClusterMemberKilled(t *testing.T) {
+	f := newFleet(t, 3)
+	for _, id := range []string{"c1", "c2"} {
+		f.addSite(SiteSpec{ID: id})
+	}
+	ctx := bg(t, 2*time.Minute)
+	for _, s := range f.sites {
+		f.put(ctx, s, 1, 3)
+	}
+	f.waitConverged(90 * time.Second)
+	// Kill the member the first site's leaf is connected to, so it has to
+	// move.
+	victim := -1
+	for i, p := range f.sites[0].Links {
+		if p.Conns() > 0 {
+			victim = i
+		}
+	}
+	if victim < 0 {
+		t.Fatal("site c1 has no open uplink")
+	}
+	f.hubs[victim].Kill()
+	killed := time.Now()
+	const n = 3000
+	for _, s := range f.sites {
+		check.NoError(t, PublishTelemetry(ctx, f.siteJS(s), s.ID, s.Node, 0, n))
+		f.put(ctx, s, 2, 3)
+	}
+	f.waitConverged(90 * time.Second)
+	moved := 0
+	for i, p := range f.sites[0].Links {
+		if i != victim && p.Conns() > 0 {
+			moved++
+		}
+	}
+	if moved != 1 {
+		t.Fatalf("site c1 has %d uplinks to survivors, want 1", moved)
+	}
+	t.Logf("member %s SIGKILLed; c1 moved to a survivor; both sites converged on generation 2 %v later", f.hubs[victim].Name, time.Since(killed).Round(time.Millisecond))
+	for _, s := range f.sites {
+		f.checkTelemetry(s, n, 60*time.Second)
+	}
+	f.hubs[victim].Restart()
+	f.hubs[victim].WaitLog("hub ready", 90*time.Second)
+	for _, s := range f.sites {
+		check.NoError(t, PublishTelemetry(ctx, f.siteJS(s), s.ID, s.Node, n, 2*n))
+		f.put(ctx, s, 3, 3)
+	}
+	f.waitConverged(90 * time.Second)
+	for _, s := range f.sites {
+		f.checkTelemetry(s, 2*n, 60*time.Second)
+	}
+	t.Logf("member %s restarted and rejoined; generation 3 applied everywhere", f.hubs[victim].Name)
+}
