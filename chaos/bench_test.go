@@ -72,8 +72,12 @@ func BenchmarkPutToApplied(b *testing.B) {
 		report(b, "ms", samples)
 	})
 	b.Run("sites=100", func(b *testing.B) {
-		f, _ := scaleFleet(b, 100)
+		const sites = 100
+		f, before := scaleFleet(b, sites)
 		ctx := bg(b, 10*time.Minute)
+		rss, cpu := hubPerSite(b, f.hubs[0], before, sites)
+		report(b, "hubRssPerSiteKiB", rss)
+		report(b, "hubCpuPerSite%", cpu)
 		var samples []float64
 		for gen := 2; gen <= 11; gen++ {
 			puts := make([]time.Time, len(f.sites))
@@ -119,6 +123,27 @@ func scaleFleet(b testing.TB, n int) (*fleet, Footprint) {
 	}
 	f.waitConverged(3 * time.Minute)
 	return f, idle
+}
+
+// hubPerSite samples the hub for 30 s with n idle sites connected: RSS
+// above what it used before any site (each second) and CPU (per 5 s
+// window), both divided by n.
+func hubPerSite(b testing.TB, hub *Hub, before Footprint, n int) (rss, cpu []float64) {
+	last, err := hub.Usage()
+	check.NoError(b, err)
+	lastAt := time.Now()
+	for i := 1; i <= 30; i++ {
+		time.Sleep(time.Second)
+		u, err := hub.Usage()
+		check.NoError(b, err)
+		rss = append(rss, float64(u.RSS-before.RSS)/1024/float64(n))
+		if i%5 == 0 {
+			now := time.Now()
+			cpu = append(cpu, 100*float64(u.CPU-last.CPU)/float64(now.Sub(lastAt))/float64(n))
+			last, lastAt = u, now
+		}
+	}
+	return rss, cpu
 }
 
 // BenchmarkCatchUp45s is the time from the end of a 45 s outage (link cut)
