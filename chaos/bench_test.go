@@ -106,8 +106,8 @@ func BenchmarkPutToApplied(b *testing.B) {
 	})
 }
 
-// scaleFleet starts a hub and n single-process sites (`alpha site`), ten
-// at a time, and waits until all of them applied generation 1. It returns
+// scaleFleet starts a hub and n single-process sites (`alpha site`) one
+// after the other, and waits until all of them applied generation 1. It returns
 // the hub's footprint before the first site started.
 func scaleFleet(b testing.TB, n int) (*fleet, Footprint) {
 	f := newFleet(b, 1)
@@ -116,10 +116,10 @@ func scaleFleet(b testing.TB, n int) (*fleet, Footprint) {
 	ctx := bg(b, 10*time.Minute)
 	for i := range n {
 		s := f.addSite(SiteSpec{ID: fmt.Sprintf("s%03d", i), OneProcess: true, Direct: true})
+		// One at a time: sites registering at the same moment lose each
+		// other's hub sources (TestConcurrentSiteRegistration).
+		s.Leaf.WaitLog("uplink synced", time.Minute)
 		f.put(ctx, s, 1, 1)
-		if i%10 == 9 {
-			f.waitConverged(3 * time.Minute)
-		}
 	}
 	f.waitConverged(3 * time.Minute)
 	return f, idle

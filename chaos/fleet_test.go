@@ -108,6 +108,27 @@ func (f *fleet) converged(ctx context.Context, s *Site) error {
 	return nil
 }
 
+// waitFiles waits until every site's files carry the last generation put
+// (applied on disk; the status may not have reached the hub yet).
+func (f *fleet) waitFiles(timeout time.Duration) time.Duration {
+	f.t.Helper()
+	start := time.Now()
+	check.For(f.t, timeout, 20*time.Millisecond, func() error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, s := range f.sites {
+			w := f.want[s.Key()]
+			for i := range w.files {
+				if g := AppliedGen(s.Root, i); g != w.gen {
+					return fmt.Errorf("%s file %d has generation %d, want %d", s.Key(), i, g, w.gen)
+				}
+			}
+		}
+		return nil
+	})
+	return time.Since(start)
+}
+
 // waitConverged waits until every site converged and returns how long it
 // took.
 func (f *fleet) waitConverged(timeout time.Duration) time.Duration {

@@ -196,6 +196,40 @@ func (p *Proc) WaitLog(substr string, timeout time.Duration) string {
 	}
 }
 
+// CountLog counts this incarnation's log lines containing substr.
+func (p *Proc) CountLog(substr string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, l := range p.lines {
+		if strings.Contains(l, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// LogSpan is the time= of the first and the last line containing substr
+// in this incarnation.
+func (p *Proc) LogSpan(substr string) (first, last time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.lines {
+		if !strings.Contains(l, substr) {
+			continue
+		}
+		ts, err := time.Parse(time.RFC3339Nano, LogField(l, "time"))
+		if err != nil {
+			continue
+		}
+		if first.IsZero() {
+			first = ts
+		}
+		last = ts
+	}
+	return first, last
+}
+
 func (p *Proc) tail() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()

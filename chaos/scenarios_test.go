@@ -225,3 +225,4 @@ func TestClusterMemberKilled(t *testing.T) {
 	}
 	t.Logf("member %s restarted and rejoined; generation 3 applied everywhere", f.hubs[victim].Name)
 }
+

@@ -1,0 +1,150 @@
+//go:build chaos
+
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/alpha-edge/alpha/internal/check"
+)
+
+// The long scenarios: `make chaos` (build tag chaos) runs them with the
+// default subset.
+
+// Sites that connect at the same moment all register their uplink sources
+// on the hub's streams; none may be lost. (Registration is a read, modify,
+// write of the stream's config.)
+func TestConcurrentSiteRegistration(t *testing.T) {
+	f := newFleet(t, 1)
+	const n = 12
+	for i := range n {
+		f.addSite(SiteSpec{ID: fmt.Sprintf("reg%02d", i), OneProcess: true, Direct: true})
+	}
+	ctx := bg(t, 2*time.Minute)
+	for _, s := range f.sites {
+		s.Leaf.WaitLog("uplink synced", 60*time.Second)
+	}
+	for _, name := range []string{"KV_status", "TELEMETRY", "EVENTS"} {
+		st, err := f.js.Stream(ctx, name)
+		check.NoError(t, err)
+		info, err := st.Info(ctx)
+		check.NoError(t, err)
+		t.Logf("hub stream %s: %d sources for %d sites", name, len(info.Config.Sources), n)
+		if len(info.Config.Sources) != n {
+			t.Errorf("hub stream %s has %d sources, want %d", name, len(info.Config.Sources), n)
+		}
+	}
+}
+
+// A minute of flapping uplinks (up and down at random 0.2-3 s intervals; one
+// site's link cut, the other's blackholed) while blueprints change every
+// second and telemetry is published in batches: in the end every site runs
+// the last revision and the hub holds every message once.
+func TestFlappingLink(t *testing.T) {
+	f := newFleet(t, 1)
+	a := f.addSite(SiteSpec{ID: "flapcut"})
+	b := f.addSite(SiteSpec{ID: "flaphole"})
+	ctx := bg(t, 6*time.Minute)
+	f.put(ctx, a, 1, 3)
+	f.put(ctx, b, 1, 3)
+	f.waitConverged(60 * time.Second)
+
+	fctx, stop := context.WithTimeout(ctx, time.Minute)
+	defer stop()
+	flips := make(chan int, 2)
+	go func() { flips <- a.Links[0].Flap(fctx, 200*time.Millisecond, 3*time.Second, false) }()
+	go func() { flips <- b.Links[0].Flap(fctx, 200*time.Millisecond, 3*time.Second, true) }()
+	published := make(chan int, 2)
+	for _, s := range []*Site{a, b} {
+		js := f.siteJS(s)
+		go func() {
+			n := 0
+			for fctx.Err() == nil {
+				if err := PublishTelemetry(ctx, js, s.ID, s.Node, n, n+500); err != nil {
+					t.Error(err)
+					break
+				}
+				n += 500
+				time.Sleep(250 * time.Millisecond)
+			}
+			published <- n
+		}()
+	}
+	gen := 1
+	for fctx.Err() == nil {
+		gen++
+		f.put(ctx, a, gen, 3)
+		f.put(ctx, b, gen, 3)
+		time.Sleep(time.Second)
+	}
+	down := <-flips + <-flips
+	restored := time.Now()
+	took := f.waitConverged(2 * time.Minute)
+	t.Logf("links went down %d times in a minute; %d blueprint generations put; all sites on generation %d %v after the flapping stopped",
+		down, gen, gen, took.Round(time.Millisecond))
+	// The publishers report in any order: take each site's count from its
+	// own stream and check the sum against what was acknowledged.
+	n1, n2 := <-published, <-published
+	counts := map[string]int{}
+	for _, s := range []*Site{a, b} {
+		st, err := f.siteJS(s).Stream(ctx, "TELEMETRY")
+		check.NoError(t, err)
+		info, err := st.Info(ctx)
+		check.NoError(t, err)
+		counts[s.ID] = int(info.State.Msgs)
+	}
+	if counts[a.ID]+counts[b.ID] != n1+n2 {
+		t.Fatalf("sites stored %v, publishers acknowledged %d", counts, n1+n2)
+	}
+	for _, s := range []*Site{a, b} {
+		f.checkTelemetry(s, counts[s.ID], 2*time.Minute)
+	}
+	t.Logf("drained %v after the flapping stopped", time.Since(restored).Round(time.Millisecond))
+}
+
+// The reconnect storm, at scale: one hub, 100 sites (each one `alpha site`
+// process: leaf and agent), a blueprint change fanned out to all, then the
+// hub restarted so every site reconnects at once (the leaves' reconnect
+// delay is jittered), and a change fanned out again.
+func TestReconnectStorm(t *testing.T) {
+	const n = 100
+	f, before := scaleFleet(t, n)
+	ctx := bg(t, 10*time.Minute)
+	hub := f.hubs[0]
+	rss, cpu := hubPerSite(t, hub, before, n)
+	t.Logf("hub with %d idle sites: %.0f KiB RSS and %.3f%% of a core per site (medians)", n, median(rss), median(cpu))
+
+	start := time.Now()
+	for _, s := range f.sites {
+		f.put(ctx, s, 2, 1)
+	}
+	f.waitConverged(2 * time.Minute)
+	t.Logf("fan-out: generation 2 applied and reported by all %d sites %v after the first put", n, time.Since(start).Round(time.Millisecond))
+
+	hub.Stop()
+	time.Sleep(3 * time.Second) // long enough for every leaf to notice and start retrying
+	hub.Restart()
+	hub.WaitLog("hub ready", time.Minute)
+	up := time.Now()
+	check.For(t, 2*time.Minute, 100*time.Millisecond, func() error {
+		if c := hub.CountLog("Leafnode connection created"); c < n {
+			return fmt.Errorf("%d of %d leaves reconnected", c, n)
+		}
+		return nil
+	})
+	first, last := hub.LogSpan("Leafnode connection created")
+	t.Logf("storm: %d leaves reconnected within %v of the hub being ready, spread over %v", n, time.Since(up).Round(time.Millisecond), last.Sub(first).Round(time.Millisecond))
+	for _, s := range f.sites {
+		f.put(ctx, s, 3, 1)
+	}
+	f.waitFiles(3 * time.Minute)
+	t.Logf("generation 3 applied on all %d nodes %v after the hub restart", n, time.Since(up).Round(time.Millisecond))
+	f.waitConverged(3 * time.Minute)
+	t.Logf("generation 3 reported to the hub by all %d sites %v after the hub restart", n, time.Since(up).Round(time.Millisecond))
+	u, err := hub.Usage()
+	check.NoError(t, err)
+	t.Logf("hub after the storm: RSS %.1f MiB (%.0f KiB per site)", float64(u.RSS)/(1<<20), float64(u.RSS-before.RSS)/1024/n)
+}
