@@ -225,4 +225,3 @@ func TestClusterMemberKilled(t *testing.T) {
 	}
 	t.Logf("member %s restarted and rejoined; generation 3 applied everywhere", f.hubs[victim].Name)
 }
-
