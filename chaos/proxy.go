@@ -6,7 +6,6 @@ package chaos
 import (
 	"context"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -211,39 +210,67 @@ func (p *Proxy) accept() {
 	}
 }
 
-// pipe copies src to dst, dropping bytes while blackholed and delaying them
-// while latency is set.
+// pipe copies src to dst through a delay line: each chunk is due latency
+// (plus jitter) after it was read, never before the chunk ahead of it, and
+// leaves no faster than the bandwidth allows. Latency therefore adds delay
+// without cutting throughput, as on a real long link. Bytes read while the
+// link is blackholed are dropped.
 func (p *Proxy) pipe(src, dst net.Conn) {
 	defer p.wg.Done()
-	defer p.untrack(src, dst)
-	buf := make([]byte, 32<<10)
-	for {
-		rate := p.bandwidth()
-		if rate > 0 {
-			// Small reads keep the pacing smooth at low rates.
-			buf = buf[:max(min(cap(buf), rate/20), 512)]
-		} else {
-			buf = buf[:cap(buf)]
-		}
-		n, err := src.Read(buf)
-		if n > 0 {
-			mode, lat := p.state()
-			if lat > 0 {
-				time.Sleep(lat)
+	type chunk struct {
+		b   []byte
+		due time.Time
+	}
+	line := make(chan chunk, 256)
+	go func() {
+		defer close(line)
+		var last time.Time
+		for {
+			size := 32 << 10
+			if rate := p.bandwidth(); rate > 0 {
+				// Small reads keep the pacing smooth at low rates.
+				size = max(min(size, rate/50), 512)
 			}
-			if rate > 0 {
-				time.Sleep(time.Duration(n) * time.Second / time.Duration(rate))
-			}
-			if mode == Up {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
+			buf := make([]byte, size)
+			n, err := src.Read(buf)
+			if n > 0 {
+				mode, lat := p.state()
+				if mode == Up {
+					due := time.Now().Add(lat)
+					if due.Before(last) {
+						due = last
+					}
+					last = due
+					line <- chunk{buf[:n], due}
 				}
 			}
-		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) {
+			if err != nil {
 				return
 			}
+		}
+	}()
+	defer func() {
+		p.untrack(src, dst)
+		for range line { // let the reader finish
+		}
+	}()
+	var free time.Time // when the link can take the next byte
+	for c := range line {
+		if d := time.Until(c.due); d > 0 {
+			time.Sleep(d)
+		}
+		if rate := p.bandwidth(); rate > 0 {
+			now := time.Now()
+			if free.Before(now) {
+				free = now
+			}
+			free = free.Add(time.Duration(len(c.b)) * time.Second / time.Duration(rate))
+			time.Sleep(time.Until(free))
+		}
+		if p.Mode() != Up {
+			continue // went down while the chunk was in flight
+		}
+		if _, err := dst.Write(c.b); err != nil {
 			return
 		}
 	}

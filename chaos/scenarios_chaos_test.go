@@ -148,3 +148,58 @@ func TestReconnectStorm(t *testing.T) {
 	check.NoError(t, err)
 	t.Logf("hub after the storm: RSS %.1f MiB (%.0f KiB per site)", float64(u.RSS)/(1<<20), float64(u.RSS-before.RSS)/1024/n)
 }
+
+// A 1 Mbit/s link with 300 ms round trip (150 ms each way, ±10 ms jitter)
+// through the in-process proxy: blueprint updates arrive, a telemetry
+// backlog drains exactly once, also across a cut in the middle of the drain.
+// TestSlowLinkNetem is the same over a veth pair shaped by tc netem.
+func TestSlowLink(t *testing.T) {
+	f := newFleet(t, 1)
+	s := f.addSite(SiteSpec{ID: "slow"})
+	ctx := bg(t, 8*time.Minute)
+	f.put(ctx, s, 1, 1)
+	f.waitConverged(60 * time.Second)
+	link := s.Links[0]
+	link.SetBandwidth(125_000)
+	link.SetLatency(150 * time.Millisecond)
+	link.SetJitter(10 * time.Millisecond)
+	slowLinkScenario(t, f, s, func(m Mode) { link.Set(m) })
+}
+
+// slowLinkScenario runs the slow-link checks; cut sets the link Up or Cut.
+func slowLinkScenario(t *testing.T, f *fleet, s *Site, cut func(Mode)) {
+	ctx := bg(t, 8*time.Minute)
+	var lat []float64
+	for gen := 2; gen <= 11; gen++ {
+		start := time.Now()
+		f.put(ctx, s, gen, 1)
+		f.waitFiles(60 * time.Second)
+		lat = append(lat, ms(time.Since(start)))
+	}
+	t.Logf("slow link: put to applied p50 %.0f ms over %d updates", median(lat), len(lat))
+	start := time.Now()
+	f.put(ctx, s, 12, 50)
+	f.waitConverged(2 * time.Minute)
+	t.Logf("slow link: a 50-file blueprint applied and reported %v after the put", time.Since(start).Round(time.Millisecond))
+
+	cut(Cut)
+	const n = 5000
+	check.NoError(t, PublishTelemetry(ctx, f.siteJS(s), s.ID, s.Node, 0, n))
+	start = time.Now()
+	cut(Up)
+	check.For(t, 2*time.Minute, 200*time.Millisecond, func() error {
+		c, err := CountTelemetry(ctx, f.js, s.ID)
+		if err != nil {
+			return err
+		}
+		if c.Unique < n/3 {
+			return fmt.Errorf("%d of %d drained", c.Unique, n)
+		}
+		return nil
+	})
+	cut(Cut) // a cut in the middle of the drain
+	time.Sleep(2 * time.Second)
+	cut(Up)
+	c := f.checkTelemetry(s, n, 5*time.Minute)
+	t.Logf("slow link: %d buffered messages drained in %v, across a cut; stored %d, lost 0, duplicated 0", n, time.Since(start).Round(time.Millisecond), c.Stored)
+}
