@@ -40,15 +40,20 @@ func newFleet(t testing.TB, members int) *fleet {
 	} else {
 		f.hubs = StartHubCluster(t, f.dir, members)
 	}
+	f.connect()
+	return f
+}
+
+// connect opens the fleet's client of the hub, through every member.
+func (f *fleet) connect() {
 	var urls []string
 	for _, h := range f.hubs {
 		urls = append(urls, h.ClientURL)
 	}
-	nc := Conn(t, joinURLs(urls))
+	nc := Conn(f.t, joinURLs(urls))
 	var err error
 	f.js, err = jetstream.NewWithDomain(nc, "hub")
-	check.NoError(t, err)
-	return f
+	check.NoError(f.t, err)
 }
 
 func joinURLs(u []string) string {

@@ -26,6 +26,7 @@ const (
 type Proxy struct {
 	ln     net.Listener
 	target string
+	dial   func() (net.Conn, error)
 
 	mu      sync.Mutex
 	mode    Mode
@@ -44,8 +45,22 @@ func NewProxy(listen, target string) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p.dial = func() (net.Conn, error) { return net.DialTimeout("tcp", p.target, 2*time.Second) }
 	p.wg.Add(1)
 	go p.accept()
+	return p, nil
+}
+
+// NewProxyDialer listens on listen and forwards each connection to what
+// dial returns, e.g. a connection made inside a network namespace.
+func NewProxyDialer(listen string, dial func() (net.Conn, error)) (*Proxy, error) {
+	p, err := NewProxy(listen, "")
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.dial = dial
+	p.mu.Unlock()
 	return p, nil
 }
 
@@ -194,7 +209,10 @@ func (p *Proxy) accept() {
 			c.Close()
 			continue
 		}
-		up, err := net.DialTimeout("tcp", p.target, 2*time.Second)
+		p.mu.Lock()
+		dial := p.dial
+		p.mu.Unlock()
+		up, err := dial()
 		if err != nil {
 			c.Close()
 			continue

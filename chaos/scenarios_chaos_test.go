@@ -5,6 +5,9 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"net"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -202,4 +205,62 @@ func slowLinkScenario(t *testing.T, f *fleet, s *Site, cut func(Mode)) {
 	cut(Up)
 	c := f.checkTelemetry(s, n, 5*time.Minute)
 	t.Logf("slow link: %d buffered messages drained in %v, across a cut; stored %d, lost 0, duplicated 0", n, time.Since(start).Round(time.Millisecond), c.Stored)
+}
+
+// TestSlowLinkNetem is TestSlowLink over a real shaped link: the hub in one
+// network namespace, the site's leaf and agent in another, a veth pair
+// between them with tc netem on both ends (150 ms ±10 ms each way, so a
+// 300 ms round trip, at 1 Mbit/s). The cut sets the site's end of the veth
+// down (a silent outage). Root only; needs the sch_netem kernel module
+// (this development VM's kernel has none: CHAOS_NETEM=tbf shapes the rate
+// alone with tbf, which is how the namespace plumbing was checked here).
+func TestSlowLinkNetem(t *testing.T) {
+	check.NeedRoot(t)
+	check.NeedCommand(t, "tc", "apt-get install -y iproute2")
+	id := fmt.Sprintf("%d", os.Getpid()%100000)
+	nh := NewNetns(t, "alpha-chaos-h"+id)
+	ns := NewNetns(t, "alpha-chaos-s"+id)
+	va, vb := Veth(t, nh, ns)
+	shape := []string{"netem", "delay", "150ms", "10ms", "rate", "1mbit", "limit", "10000"}
+	if os.Getenv("CHAOS_NETEM") == "tbf" {
+		shape = []string{"tbf", "rate", "1mbit", "burst", "32kbit", "latency", "400ms"}
+	}
+	out, err := nh.Try(append([]string{"tc", "qdisc", "add", "dev", va, "root"}, shape...)...)
+	if err != nil && strings.Contains(out, "unknown") {
+		check.Need(t, false, "tc netem (kernel module sch_netem)", "modprobe sch_netem, or CHAOS_NETEM=tbf for the rate alone")
+	}
+	check.NoError(t, err)
+	ns.Run(t, append([]string{"tc", "qdisc", "add", "dev", vb, "root"}, shape...)...)
+	t.Logf("link %s <-> %s shaped with: tc qdisc %s", va, vb, strings.Join(shape, " "))
+
+	dir := testDir(t)
+	hubProc := StartWrapped(t, dir, "hub", nh.Wrap(), nil, "hub", "--store", dir+"/hub",
+		"--listen", "127.0.0.1:4222", "--leaf-listen", "10.199.0.1:7422")
+	hubProc.WaitLog("hub ready", time.Minute)
+	hubProxy, err := NewProxyDialer("127.0.0.1:0", func() (net.Conn, error) { return nh.Dial("127.0.0.1:4222") })
+	check.NoError(t, err)
+	t.Cleanup(func() { hubProxy.Close() })
+	siteProxy, err := NewProxyDialer("127.0.0.1:0", func() (net.Conn, error) { return ns.Dial("127.0.0.1:4222") })
+	check.NoError(t, err)
+	t.Cleanup(func() { siteProxy.Close() })
+
+	f := &fleet{t: t, dir: dir, want: map[string]want{}, hubs: []*Hub{{Proc: hubProc, ClientURL: "nats://" + hubProxy.Addr()}}}
+	f.connect()
+	s := &Site{ID: "netem", Node: "n1", Root: dir + "/netem/root", ClientURL: "nats://" + siteProxy.Addr()}
+	s.Leaf = StartWrapped(t, dir, "netem-leaf", ns.Wrap(), nil, "leaf", "--site", s.ID, "--hub", "nats-leaf://10.199.0.1:7422",
+		"--store", dir+"/netem/leaf", "--listen", "127.0.0.1:4222")
+	s.Leaf.WaitLog("leaf ready", time.Minute)
+	s.Agent = StartWrapped(t, dir, "netem-n1", ns.Wrap(), nil, "agent", "--site", s.ID, "--node", s.Node,
+		"--nats", "nats://127.0.0.1:4222", "--root", s.Root, "--state", dir+"/netem/agent")
+	f.sites = append(f.sites, s)
+	ctx := bg(t, time.Minute)
+	f.put(ctx, s, 1, 1)
+	f.waitConverged(2 * time.Minute)
+	slowLinkScenario(t, f, s, func(m Mode) {
+		state := "up"
+		if m != Up {
+			state = "down"
+		}
+		ns.Run(t, "ip", "link", "set", vb, state)
+	})
 }
