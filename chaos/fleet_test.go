@@ -2,8 +2,10 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -198,4 +200,30 @@ func testDir(t testing.TB) string {
 	check.NoError(t, err)
 	t.Logf("keeping %s", d)
 	return d
+}
+
+// checkStatusCommand runs `alpha status --json` against the hub and
+// requires that it lists every site's node at the revision last put: the
+// operator's view agrees with the buckets.
+func (f *fleet) checkStatusCommand() {
+	f.t.Helper()
+	out, err := exec.Command(Binary(f.t), "status", "--json", "--nats", f.hubs[0].ClientURL).Output()
+	check.NoError(f.t, err)
+	var nodes []struct {
+		Site, Node      string
+		AppliedRevision uint64 `json:"appliedRevision"`
+	}
+	check.NoError(f.t, json.Unmarshal(out, &nodes))
+	got := map[string]uint64{}
+	for _, n := range nodes {
+		got[n.Site+"."+n.Node] = n.AppliedRevision
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, s := range f.sites {
+		if w := f.want[s.Key()]; got[s.Key()] != w.rev {
+			f.t.Fatalf("alpha status --json: %s applied %d, want %d", s.Key(), got[s.Key()], w.rev)
+		}
+	}
+	f.t.Logf("alpha status --json lists %d nodes, each at its last revision", len(f.sites))
 }
