@@ -62,6 +62,14 @@ func Binary(t testing.TB) string {
 	return buildPath
 }
 
+// CleanupBinary removes the binary Binary built (call it from TestMain
+// after m.Run).
+func CleanupBinary() {
+	if buildPath != "" && os.Getenv("ALPHA_BIN") == "" {
+		os.RemoveAll(filepath.Dir(buildPath))
+	}
+}
+
 // FreePort returns a loopback TCP port that was free a moment ago. Servers
 // that restart keep their port, so the harness picks ports instead of
 // passing -1.
