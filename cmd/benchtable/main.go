@@ -12,9 +12,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"runtime"
@@ -32,7 +34,7 @@ func (i *inputs) Set(s string) error { *i = append(*i, s); return nil }
 func main() {
 	out := flag.String("o", "BENCHMARKS.md", "file to write")
 	var in inputs
-	flag.Var(&in, "in", "also read benchmark output from this file (repeatable), e.g. a chaos-only run")
+	flag.Var(&in, "in", "also read benchmark output from this file (repeatable; skipped if missing), e.g. a chaos-only run")
 	flag.Parse()
 	if err := run(*out, in, flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "benchtable:", err)
@@ -44,6 +46,11 @@ func run(out string, in []string, cmdline []string) error {
 	var all bytes.Buffer
 	for _, f := range in {
 		b, err := os.ReadFile(f)
+		if errors.Is(err, fs.ErrNotExist) {
+			// An earlier chaos-only run may not exist; its rows stay empty.
+			fmt.Fprintf(os.Stderr, "benchtable: %s does not exist; skipped\n", f)
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -64,7 +71,16 @@ func run(out string, in []string, cmdline []string) error {
 	if len(results) == 0 {
 		return fmt.Errorf("no benchmark results (%v)", runErr)
 	}
-	if err := os.WriteFile(out, render(results, time.Now().UTC()), 0o644); err != nil {
+	var sources []string
+	for _, f := range in {
+		if _, err := os.Stat(f); err == nil {
+			sources = append(sources, "`"+f+"`")
+		}
+	}
+	if len(cmdline) > 0 {
+		sources = append(sources, "this run")
+	}
+	if err := os.WriteFile(out, render(results, time.Now().UTC(), sources), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "benchtable: wrote %s (%d benchmarks)\n", out, len(results))
@@ -146,7 +162,7 @@ var figures = []figure{
 	{"BenchmarkPutToApplied/sites=100", "hubCpuPerSite%", "hub CPU per connected idle site (100 sites), 5 s windows", "% of a core"},
 }
 
-func render(res []*result, now time.Time) []byte {
+func render(res []*result, now time.Time, sources []string) []byte {
 	by := map[string]*result{}
 	for _, r := range res {
 		by[r.name] = r
@@ -154,6 +170,9 @@ func render(res []*result, now time.Time) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` (cmd/benchtable) on %s.\n\n", now.Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "Machine: %s\n\n", machine())
+	if len(sources) > 0 {
+		fmt.Fprintf(&b, "Results from: %s (a later source wins for the same benchmark).\n\n", strings.Join(sources, ", "))
+	}
 	b.WriteString("Each figure is sampled many times within one run: the median (p50), the 99th percentile and the\n" +
 		"spread (min–max) of those samples, and how many there were. A dash is a figure this run did not\n" +
 		"produce (the 10 min catch-up runs only under `make chaos`; the telemetry figures come with the\n" +
