@@ -101,8 +101,21 @@ func parse(r io.Reader) []*result {
 	pkg := ""
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	pending := "" // a benchmark name whose figures went to the next line (-v)
 	for sc.Scan() {
 		line := sc.Text()
+		if pending != "" {
+			if f := strings.Fields(line); len(f) > 0 {
+				if _, err := strconv.Atoi(f[0]); err == nil {
+					line = pending + " " + line
+				}
+			}
+			pending = ""
+		}
+		if f := strings.Fields(line); len(f) == 1 && strings.HasPrefix(f[0], "Benchmark") {
+			pending = f[0]
+			continue
+		}
 		if p, ok := strings.CutPrefix(line, "pkg: "); ok {
 			pkg = strings.TrimSpace(p)
 			continue
