@@ -161,8 +161,8 @@ type figure struct {
 var figures = []figure{
 	{"BenchmarkPutToApplied/sites=1", "ms", "hub put → change applied on the node, 1 site (200 sequential puts)", "ms"},
 	{"BenchmarkPutToApplied/sites=100", "ms", "hub put → change applied on the node, 100 sites (10 rounds of a put to every site)", "ms"},
-	{"BenchmarkCatchUp45s", "ms", "catch-up after a 45 s outage (link restored → blueprint put during it applied)", "ms"},
-	{"BenchmarkCatchUp10m", "ms", "catch-up after a 10 min outage (chaos-only: `make chaos`)", "ms"},
+	{"BenchmarkFleetCatchUp45s", "ms", "catch-up after a 45 s outage (link restored → blueprint put during it applied)", "ms"},
+	{"BenchmarkFleetCatchUp10m", "ms", "catch-up after a 10 min outage (chaos-only: `make chaos`)", "ms"},
 	{"BenchmarkSiteIdle", "rssMiB", "idle `alpha site` (leaf + agent) RSS, sampled each second for 1 min", "MiB"},
 	{"BenchmarkSiteIdle", "cpu%", "idle `alpha site` (leaf + agent) CPU, 5 s windows over 1 min", "% of a core"},
 	{"BenchmarkNoopReconcile", "alphaFirstMs", "first run, 120 files: Alpha files driver", "ms"},

@@ -146,10 +146,10 @@ func hubPerSite(b testing.TB, hub *Hub, before Footprint, n int) (rss, cpu []flo
 	return rss, cpu
 }
 
-// BenchmarkCatchUp45s is the time from the end of a 45 s outage (link cut)
+// BenchmarkFleetCatchUp45s is the time from the end of a 45 s outage (link cut)
 // to the blueprint put during it applied on the node. The 10-minute outage
-// is chaos-only (BenchmarkCatchUp10m, -tags chaos).
-func BenchmarkCatchUp45s(b *testing.B) { benchCatchUp(b, 45*time.Second, 3) }
+// is chaos-only (BenchmarkFleetCatchUp10m, -tags chaos).
+func BenchmarkFleetCatchUp45s(b *testing.B) { benchCatchUp(b, 45*time.Second, 3) }
 
 func benchCatchUp(b *testing.B, outage time.Duration, rounds int) {
 	f := newFleet(b, 1)
