@@ -17,8 +17,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/agent/cloudref"
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
+	"github.com/alpha-edge/alpha/agent/events"
+	"github.com/alpha-edge/alpha/agent/maintenance"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -35,10 +38,15 @@ type Config struct {
 	// the key (default 30s); drift watchers act sooner.
 	Resync time.Duration
 	// Verify, if set, checks a KV entry (a signed envelope) and returns the
-	// blueprint bytes inside; an error refuses the revision.
+	// blueprint bytes inside; an error refuses the revision. A delete is
+	// offered with a nil value; an error refuses it too.
 	Verify func(key string, revision uint64, value []byte) ([]byte, error)
-	// Gate holds updates and repairs back (maintenance windows, holds).
+	// Gate, if set, replaces the agent's own maintenance gate (windows from
+	// the blueprint, holds from the site's holds bucket).
 	Gate engine.Gate
+	// NoHostKernel leaves the kernel alone: no sysctl values, firewall,
+	// links or modules (the dev stack, which must not touch its host).
+	NoHostKernel bool
 }
 
 // Agent is a node's agent.
@@ -47,13 +55,18 @@ type Agent struct {
 	log     *slog.Logger
 	key     string
 	drivers []driver.Driver
+	wiring  *wiring
 	eng     *engine.Engine
 
 	mu      sync.Mutex
 	status  streams.NodeStatus
 	dirty   chan struct{}
+	events  *events.Publisher
 	offered uint64 // last revision offered; 0 none
 	deleted bool
+	// reconnected restarts the watch: a watch's consumer lived on the
+	// server we lost and can stay deaf after a leaf restart.
+	reconnected chan struct{}
 }
 
 // New builds an agent and its drivers.
@@ -77,19 +90,26 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Resync = 30 * time.Second
 	}
 	log := cfg.Log.With("site", cfg.Site, "node", cfg.Node)
-	a := &Agent{cfg: cfg, log: log, key: streams.Key(cfg.Site, cfg.Node), dirty: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, log: log, key: streams.Key(cfg.Site, cfg.Node), dirty: make(chan struct{}, 1),
+		reconnected: make(chan struct{}, 1)}
 	var err error
-	a.drivers, err = buildDrivers(cfg, log)
+	a.drivers, a.wiring, err = buildDrivers(cfg, log)
 	if err != nil {
 		return nil, err
+	}
+	var gate engine.Gate = a.wiring.gate
+	if cfg.Gate != nil {
+		gate = cfg.Gate
 	}
 	a.eng, err = engine.New(engine.Config{
 		Drivers:  a.drivers,
 		StateDir: filepath.Join(cfg.StateDir, "engine"),
 		Log:      log,
 		Resync:   cfg.Resync,
-		Gate:     cfg.Gate,
+		Gate:     gate,
 		OnStatus: a.onStatus,
+		OnRepair: a.onRepair,
+		Prepare:  a.wiring.prepare,
 	})
 	if err != nil {
 		return nil, err
@@ -100,10 +120,6 @@ func New(cfg Config) (*Agent, error) {
 // Run reconciles and talks to the site until ctx is done. The engine runs
 // from its persisted state at once; NATS is joined whenever it is reachable.
 func (a *Agent) Run(ctx context.Context) error {
-	engDone := make(chan struct{})
-	go func() { a.eng.Run(ctx); close(engDone) }()
-	defer func() { <-engDone }()
-
 	opts := append([]nats.Option{
 		nats.Name("alpha-agent-" + a.key),
 		nats.RetryOnFailedConnect(true),
@@ -111,7 +127,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.PingInterval(2 * time.Second),
 		nats.MaxPingsOutstanding(2),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			select {
+			case a.reconnected <- struct{}{}:
+			default:
+			}
+		}),
 	}, a.cfg.NATSOptions...)
+	// With RetryOnFailedConnect this returns at once even with the leaf
+	// down; the engine below then runs from the node's persisted state.
 	nc, err := nats.Connect(a.cfg.NATSURL, opts...)
 	if err != nil {
 		return fmt.Errorf("agent: nats %s: %w", a.cfg.NATSURL, err)
@@ -121,9 +145,57 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	go a.reportLoop(ctx, js)
+	pub := events.New(js, a.cfg.Site, a.cfg.Node, a.log, 0)
+	a.mu.Lock()
+	a.events = pub
+	a.mu.Unlock()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, fn := range []func(context.Context){
+		func(ctx context.Context) { a.eng.Run(ctx) },
+		func(ctx context.Context) { pub.Run(ctx) },
+		func(ctx context.Context) { a.reportLoop(ctx, js) },
+		func(ctx context.Context) { a.connectCloud(ctx, js) },
+		func(ctx context.Context) { a.connectHolds(ctx, js) },
+	} {
+		wg.Add(1)
+		go func() { defer wg.Done(); fn(ctx) }()
+	}
 	a.watchLoop(ctx, js)
 	return nil
+}
+
+// onRepair publishes each drift repair as an event (buffered while the leaf
+// is unreachable).
+func (a *Agent) onRepair(r engine.Repair) {
+	a.mu.Lock()
+	pub := a.events
+	a.mu.Unlock()
+	if pub != nil {
+		pub.OnRepair(r)
+	}
+}
+
+// connectHolds follows the node's key in the site's holds bucket, so an
+// operator's hold (alpha hold) takes effect at once, uplink or not.
+func (a *Agent) connectHolds(ctx context.Context, js jetstream.JetStream) {
+	for ctx.Err() == nil {
+		kv, err := maintenance.EnsureBucket(ctx, js)
+		if err == nil {
+			var h *maintenance.Holds
+			if h, err = maintenance.Watch(ctx, kv, a.cfg.Site, a.cfg.Node, func() { a.eng.Trigger("hold changed") }); err == nil {
+				a.wiring.holds.set(h)
+				a.eng.Trigger("holds reachable")
+				return
+			}
+		}
+		a.log.Debug("holds bucket not reachable yet", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // watchLoop follows the node's key. A watch can silently stop across server
@@ -161,6 +233,8 @@ func (a *Agent) watchOnce(ctx context.Context, js jetstream.JetStream) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-a.reconnected:
+			return errors.New("reconnected")
 		case e, ok := <-w.Updates():
 			if !ok {
 				return errors.New("watch closed")
@@ -222,6 +296,14 @@ func (a *Agent) offerDeleted(rev uint64) {
 	}
 	a.offered, a.deleted = rev, true
 	a.mu.Unlock()
+	if a.cfg.Verify != nil {
+		// A delete carries no signature: with signatures required it could
+		// wipe the node on anyone's word. Verify decides (nil value).
+		if _, err := a.cfg.Verify(a.key, rev, nil); err != nil {
+			a.eng.Offer(engine.Candidate{Revision: rev, Err: fmt.Errorf("signature: %w", err)})
+			return
+		}
+	}
 	a.eng.Offer(engine.Candidate{Revision: rev, Deleted: true})
 }
 
@@ -234,6 +316,15 @@ func (a *Agent) onStatus(s engine.Status) {
 	}
 	for _, r := range s.Resources {
 		ns.Resources = append(ns.Resources, streams.Resource(r))
+	}
+	ms := a.wiring.gate.Report(time.Now(), s.Applied)
+	ns.Windows, ns.WindowOpen = ms.Windows, ms.WindowOpen
+	if ms.Hold != nil {
+		ns.Hold = ms.Hold.String()
+		ns.HoldUntil = ms.Hold.Expiry()
+	}
+	if score, n := a.wiring.compliance.Score(); n > 0 {
+		ns.Compliance = &score
 	}
 	a.mu.Lock()
 	changed := !sameStatus(a.status, ns)
@@ -304,6 +395,23 @@ func (a *Agent) reportLoop(ctx context.Context, js jetstream.JetStream) {
 				a.log.Debug("status not written; retrying", "err", err)
 			}
 			retry.Reset(time.Second)
+		}
+	}
+}
+
+// connectCloud hands the cloud resolver the site's mirror of the hub's cloud
+// bucket once the leaf answers.
+func (a *Agent) connectCloud(ctx context.Context, js jetstream.JetStream) {
+	for ctx.Err() == nil {
+		kv, err := js.KeyValue(ctx, streams.CloudBucket)
+		if err == nil {
+			a.wiring.cloud.connect(cloudref.NewKV(kv, a.cfg.Site, a.cfg.Node))
+			a.eng.Trigger("cloud outputs reachable")
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
 	}
 }

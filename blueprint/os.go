@@ -95,19 +95,53 @@ type Window struct {
 
 var sysctlKeyRE = regexp.MustCompile(`^[a-z0-9_]+(\.[a-zA-Z0-9_\-]+)+$`)
 
+// Whether a key exists is only known on the node (it depends on its kernel
+// and modules): the sysctl driver reports an unknown key there, naming it.
 func (c *checker) sysctl(m map[string]string) {
-	for k := range m {
+	for k, v := range m {
 		if !sysctlKeyRE.MatchString(k) {
 			c.add("spec.sysctl."+k, "%q is not a sysctl key like net.ipv4.ip_forward", k)
+		}
+		if strings.TrimSpace(v) == "" || strings.ContainsAny(v, "\n\r") {
+			c.add("spec.sysctl."+k, "%q is not a value: it must be non-empty and on one line", v)
 		}
 	}
 }
 
+var moduleRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,55}$`)
+
 func (c *checker) modules(ms []KernelModule) {
+	seen := map[string]string{}
 	for i, m := range ms {
 		p := fmt.Sprintf("spec.kernelModules[%d]", i)
-		c.name(p+".name", m.Name)
+		if m.Name == "" {
+			c.add(p+".name", "is required")
+		} else if !moduleRE.MatchString(m.Name) {
+			c.add(p+".name", "%q is not a module name (letters, digits, _ -)", m.Name)
+		}
+		if prev, ok := seen[m.Name]; ok {
+			c.add(p+".name", "%q is declared twice (also at %s)", m.Name, prev)
+		}
+		seen[m.Name] = p
 		c.oneOf(p+".state", m.State, "loaded", "blacklisted")
+		if strings.ContainsAny(m.Options, "\n\r#") {
+			c.add(p+".options", "%q must be one line of key=value options", m.Options)
+		}
+		if m.Options != "" && m.State == "blacklisted" {
+			c.add(p+".options", "a blacklisted module takes no options")
+		}
+	}
+}
+
+// ifnameRE is a Linux interface name: at most 15 bytes (IFNAMSIZ-1), no
+// slash, space or quote.
+var ifnameRE = regexp.MustCompile(`^[a-zA-Z0-9_.:@-]{1,15}$`)
+
+func (c *checker) ifname(p, v string) {
+	if v == "" {
+		c.add(p, "is required")
+	} else if !ifnameRE.MatchString(v) {
+		c.add(p, "%q is not an interface name (at most 15 of letters, digits, _ . : @ -)", v)
 	}
 }
 
@@ -123,6 +157,12 @@ func (c *checker) firewall(f *Firewall) {
 	c.oneOf("spec.firewall.policy.output", f.Policy.Output, "accept", "drop")
 	for i, r := range f.Rules {
 		p := fmt.Sprintf("spec.firewall.rules[%d]", i)
+		if r.Name != "" {
+			c.name(p+".name", r.Name)
+		}
+		if r.Interface != "" {
+			c.ifname(p+".interface", r.Interface)
+		}
 		c.oneOf(p+".chain", r.Chain, "input", "forward", "output")
 		if r.Action == "" {
 			c.add(p+".action", "is required")
@@ -134,6 +174,9 @@ func (c *checker) firewall(f *Firewall) {
 		}
 		if (r.Port != 0 || r.Ports != "") && r.Protocol != "tcp" && r.Protocol != "udp" {
 			c.add(p+".protocol", "a port needs protocol tcp or udp")
+		}
+		if r.Port != 0 && r.Ports != "" {
+			c.add(p+".ports", "give port or ports, not both")
 		}
 		if r.Ports != "" {
 			lo, hi, ok := strings.Cut(r.Ports, "-")
@@ -151,9 +194,14 @@ func (c *checker) network(n *Network) {
 	if n == nil {
 		return
 	}
+	links := map[string]string{}
 	for i, it := range n.Interfaces {
 		p := fmt.Sprintf("spec.network.interfaces[%d]", i)
-		c.name(p+".name", it.Name)
+		c.ifname(p+".name", it.Name)
+		if prev, ok := links[it.Name]; ok {
+			c.add(p+".name", "%q is declared twice (also at %s)", it.Name, prev)
+		}
+		links[it.Name] = p
 		if it.MTU != 0 && (it.MTU < 68 || it.MTU > 65535) {
 			c.add(p+".mtu", "%d is out of range 68-65535", it.MTU)
 		}
@@ -163,6 +211,7 @@ func (c *checker) network(n *Network) {
 			}
 		}
 	}
+	dsts := map[string]string{}
 	for i, r := range n.Routes {
 		p := fmt.Sprintf("spec.network.routes[%d]", i)
 		if r.Destination != "default" {
@@ -175,6 +224,16 @@ func (c *checker) network(n *Network) {
 				c.add(p+".gateway", "%q is not an address", r.Gateway)
 			}
 		}
+		if r.Interface != "" {
+			c.ifname(p+".interface", r.Interface)
+		}
+		if r.Gateway == "" && r.Interface == "" {
+			c.add(p, "a route needs a gateway or an interface")
+		}
+		if prev, ok := dsts[r.Destination]; ok {
+			c.add(p+".destination", "%q is declared twice (also at %s)", r.Destination, prev)
+		}
+		dsts[r.Destination] = p
 	}
 }
 
@@ -182,9 +241,29 @@ func (c *checker) compliance(cp *Compliance) {
 	if cp == nil {
 		return
 	}
+	names := map[string]string{}
 	for i, pol := range cp.Policies {
 		p := fmt.Sprintf("spec.compliance.policies[%d]", i)
 		c.name(p+".name", pol.Name)
+		if prev, ok := names[pol.Name]; ok {
+			c.add(p+".name", "%q is declared twice (also at %s)", pol.Name, prev)
+		}
+		names[pol.Name] = p
+		switch pol.Type {
+		case "diskEncryption":
+			if len(pol.Mounts) == 0 {
+				c.add(p+".mounts", "is required for diskEncryption")
+			}
+			for j, m := range pol.Mounts {
+				if m != "/" {
+					c.path(fmt.Sprintf("%s.mounts[%d]", p, j), m)
+				}
+			}
+		case "selinux":
+			c.oneOf(p+".state", pol.State, "enforcing", "permissive")
+		case "secureBoot":
+			c.oneOf(p+".state", pol.State, "enabled", "disabled")
+		}
 		if pol.Type == "" {
 			c.add(p+".type", "is required")
 		}
@@ -192,8 +271,10 @@ func (c *checker) compliance(cp *Compliance) {
 		c.oneOf(p+".mode", pol.Mode, "enforce", "audit")
 		if pol.Type == "fileContent" {
 			c.path(p+".path", pol.Path)
-			if pol.Line == "" {
+			if strings.TrimSpace(pol.Line) == "" {
 				c.add(p+".line", "is required for fileContent")
+			} else if strings.ContainsAny(pol.Line, "\n\r") || strings.HasPrefix(strings.TrimSpace(pol.Line), "#") {
+				c.add(p+".line", "%q must be one setting line, not a comment", pol.Line)
 			}
 		}
 	}
@@ -232,4 +313,22 @@ func (c *checker) maintenance(m *Maintenance) {
 			c.add(p+".end", "%q equals start: the window would never open", w.End)
 		}
 	}
+	if len(m.Windows) > 0 && !opens(m.Windows) {
+		c.add("spec.maintenance.windows", "no window names a valid day: changes would be staged forever")
+	}
+}
+
+// opens reports whether at least one window has a valid day and a span.
+func opens(ws []Window) bool {
+	for _, w := range ws {
+		if w.Start == w.End || !clockRE.MatchString(w.Start) || !clockRE.MatchString(w.End) {
+			continue
+		}
+		for _, d := range w.Days {
+			if weekdays[d] {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -19,7 +19,7 @@ type Retention struct {
 
 // Collector turns a collector on with its interval.
 type Collector struct {
-	Name     string   `json:"name" doc:"host, sensors, units, containers, link or agent."`
+	Name     string   `json:"name" doc:"host, sensors, net, units, containers, link or agent."`
 	Interval Duration `json:"interval,omitempty"`
 }
 
@@ -39,7 +39,7 @@ type Health struct {
 type Remediation struct {
 	Name     string       `json:"name"`
 	When     Condition    `json:"when"`
-	Clear    *Condition   `json:"clear,omitempty" doc:"Condition that ends the incident (hysteresis)."`
+	Clear    *Condition   `json:"clear,omitempty" doc:"Condition on the same signal that ends the incident (hysteresis); default: when no longer holds."`
 	Action   RemedyAction `json:"action"`
 	Cooldown Duration     `json:"cooldown,omitempty"`
 	Budget   *Budget      `json:"budget,omitempty"`
@@ -75,7 +75,7 @@ func (c *checker) telemetry(t *Telemetry) {
 	}
 	for i, col := range t.Collectors {
 		p := fmt.Sprintf("spec.telemetry.collectors[%d]", i)
-		c.oneOf(p+".name", col.Name, "host", "sensors", "units", "containers", "link", "agent")
+		c.oneOf(p+".name", col.Name, "host", "sensors", "net", "units", "containers", "link", "agent")
 		if col.Interval.Duration < 0 {
 			c.add(p+".interval", "%s must not be negative", col.Interval)
 		}
@@ -101,6 +101,15 @@ func (c *checker) remediation(rs []Remediation, ids map[string]string) {
 		if (r.When.Above == nil) == (r.When.Below == nil) {
 			c.add(p+".when", "needs exactly one of above or below")
 		}
+		if r.When.For.Duration < 0 {
+			c.add(p+".when.for", "%s must not be negative", r.When.For)
+		}
+		if r.Clear != nil {
+			c.clear(p+".clear", r.When, *r.Clear)
+		}
+		if r.Cooldown.Duration < 0 {
+			c.add(p+".cooldown", "%s must not be negative", r.Cooldown)
+		}
 		if r.Action.Type == "" {
 			c.add(p+".action.type", "is required")
 		}
@@ -118,5 +127,27 @@ func (c *checker) remediation(rs []Remediation, ids map[string]string) {
 		if r.Budget != nil && (r.Budget.Max < 1 || r.Budget.Period.Duration <= 0) {
 			c.add(p+".budget", "needs max >= 1 and a positive period")
 		}
+	}
+}
+
+// clear checks a hysteresis condition: same signal, one threshold, on the
+// far side of the firing threshold (clearing above 85 at 90 would flap).
+func (c *checker) clear(p string, when, cl Condition) {
+	if cl.Signal != "" && cl.Signal != when.Signal {
+		c.add(p+".signal", "%q must be the condition's signal %q (or empty)", cl.Signal, when.Signal)
+	}
+	if (cl.Above == nil) == (cl.Below == nil) {
+		c.add(p, "needs exactly one of above or below")
+		return
+	}
+	switch {
+	case when.Above != nil && cl.Below == nil:
+		c.add(p, "clears a condition above %v, so it needs below", *when.Above)
+	case when.Above != nil && *cl.Below > *when.Above:
+		c.add(p+".below", "%v is above the firing threshold %v", *cl.Below, *when.Above)
+	case when.Below != nil && cl.Above == nil:
+		c.add(p, "clears a condition below %v, so it needs above", *when.Below)
+	case when.Below != nil && *cl.Above < *when.Below:
+		c.add(p+".above", "%v is below the firing threshold %v", *cl.Above, *when.Below)
 	}
 }

@@ -49,6 +49,7 @@ func (b *Blueprint) validate(lines map[string]int) Errors {
 	c.network(s.Network)
 	c.compliance(s.Compliance)
 	c.cloud(s.Cloud, ids)
+	c.cloudRefs(s)
 	c.telemetry(s.Telemetry)
 	c.remediation(s.Remediation, ids)
 	c.maintenance(s.Maintenance)

@@ -2,6 +2,8 @@ package blueprint
 
 import (
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -88,6 +90,17 @@ func (c *checker) containers(cs []Container, ids map[string]string) {
 		if ct.CPUs < 0 {
 			c.add(p+".cpus", "%v must not be negative", ct.CPUs)
 		}
+		if _, err := ParseBytes(ct.Memory); err != nil {
+			c.add(p+".memory", "%v", err)
+		}
+		if h := ct.HealthCheck; h != nil {
+			if len(h.Command) == 0 {
+				c.add(p+".healthCheck.command", "is required")
+			}
+			if h.Retries < 0 {
+				c.add(p+".healthCheck.retries", "%d must not be negative", h.Retries)
+			}
+		}
 		for j, m := range ct.Mounts {
 			c.path(fmt.Sprintf("%s.mounts[%d].source", p, j), m.Source)
 			c.path(fmt.Sprintf("%s.mounts[%d].target", p, j), m.Target)
@@ -103,12 +116,28 @@ func (c *checker) containers(cs []Container, ids map[string]string) {
 	}
 }
 
+// unitSuffixes are the unit types systemd knows.
+var unitSuffixes = []string{"service", "socket", "timer", "path", "mount", "automount", "swap", "target", "slice", "scope", "device"}
+
+func unitSuffix(name string) bool {
+	i := strings.LastIndex(name, ".")
+	if i <= 0 {
+		return false
+	}
+	for _, s := range unitSuffixes {
+		if name[i+1:] == s {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *checker) units(us []Unit, ids map[string]string) {
 	for i, u := range us {
 		p := fmt.Sprintf("spec.units[%d]", i)
 		c.name(p+".name", u.Name)
-		if u.Name != "" && !strings.Contains(u.Name, ".") {
-			c.add(p+".name", "%q needs a unit suffix such as .service", u.Name)
+		if u.Name != "" && !unitSuffix(u.Name) {
+			c.add(p+".name", "%q needs a unit suffix such as .service (one of %s)", u.Name, strings.Join(unitSuffixes, ", "))
 		}
 		c.oneOf(p+".state", u.State, "started", "stopped")
 		if e := u.Executable; e != nil {
@@ -125,4 +154,28 @@ func (c *checker) units(us []Unit, ids map[string]string) {
 			c.unique(ids, ResourceID("unit", u.Name), p+".name")
 		}
 	}
+}
+
+var bytesRE = regexp.MustCompile(`^([0-9]+)([KMGT]i?)?$`)
+
+// ParseBytes reads a size such as "256Mi", "1G" or "1048576"; empty is 0
+// (no limit). Ki, Mi, Gi, Ti are powers of 1024; K, M, G, T of 1000.
+func ParseBytes(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	m := bytesRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("%q is not a size like \"256Mi\" or \"1G\"", s)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q: %w", s, err)
+	}
+	mult := map[string]int64{"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+		"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}[m[2]]
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n * mult, nil
 }

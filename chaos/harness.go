@@ -348,7 +348,9 @@ type HubSpec struct {
 }
 
 // StartHub runs `alpha hub` on fixed free loopback ports and waits for
-// "hub ready".
+// "hub ready". The harness runs hub, leaves and agents with --insecure (no
+// TLS, accounts or signatures): the chaos suite is about links and crashes;
+// the secure setup has its own tests.
 func StartHub(t testing.TB, dir string, spec HubSpec) *Hub {
 	t.Helper()
 	if spec.Name == "" {
@@ -358,7 +360,7 @@ func StartHub(t testing.TB, dir string, spec HubSpec) *Hub {
 		ClientURL: fmt.Sprintf("nats://127.0.0.1:%d", FreePort(t)),
 		LeafAddr:  fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
 	}
-	args := []string{"hub", "--name", spec.Name, "--store", filepath.Join(dir, spec.Name),
+	args := []string{"hub", "--insecure", "--name", spec.Name, "--store", filepath.Join(dir, spec.Name),
 		"--listen", strings.TrimPrefix(h.ClientURL, "nats://"), "--leaf-listen", h.LeafAddr}
 	if spec.Cluster {
 		if spec.Route == 0 {
@@ -448,14 +450,14 @@ func StartSite(t testing.TB, dir string, hubs []*Hub, spec SiteSpec) *Site {
 	state := filepath.Join(dir, spec.ID, "agent")
 	hubArg := strings.Join(urls, ",")
 	if spec.OneProcess {
-		s.Leaf = Start(t, dir, spec.ID, "site", "--site", spec.ID, "--node", spec.Node, "--hub", hubArg,
+		s.Leaf = Start(t, dir, spec.ID, "site", "--insecure", "--site", spec.ID, "--node", spec.Node, "--hub", hubArg,
 			"--store", store, "--listen", listen, "--root", s.Root, "--state", state)
 	} else {
-		s.Leaf = Start(t, dir, spec.ID+"-leaf", "leaf", "--site", spec.ID, "--hub", hubArg, "--store", store, "--listen", listen)
+		s.Leaf = Start(t, dir, spec.ID+"-leaf", "leaf", "--insecure", "--site", spec.ID, "--hub", hubArg, "--store", store, "--listen", listen)
 		if !spec.NoWait {
 			s.Leaf.WaitLog("leaf ready", 60*time.Second)
 		}
-		s.Agent = Start(t, dir, spec.ID+"-"+spec.Node, "agent", "--site", spec.ID, "--node", spec.Node,
+		s.Agent = Start(t, dir, spec.ID+"-"+spec.Node, "agent", "--insecure", "--site", spec.ID, "--node", spec.Node,
 			"--nats", s.ClientURL, "--root", s.Root, "--state", state)
 	}
 	return s

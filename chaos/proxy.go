@@ -19,7 +19,7 @@ type Mode int
 const (
 	Up        Mode = iota // forward everything
 	Cut                   // close every connection and refuse new ones (a clean TCP close)
-	Blackhole             // keep connections open but drop every byte (a silent outage)
+	Blackhole             // keep connections open but deliver nothing until restored (a silent outage)
 )
 
 // Proxy forwards TCP connections from a loopback listener to a target.
@@ -36,6 +36,7 @@ type Proxy struct {
 	conns   map[net.Conn]struct{}
 	wg      sync.WaitGroup
 	closed  bool
+	changed chan struct{} // closed and replaced on every mode change
 }
 
 // NewProxy listens on listen (e.g. 127.0.0.1:0) and forwards to target.
@@ -44,7 +45,7 @@ func NewProxy(listen, target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, changed: make(chan struct{})}
 	p.dial = func() (net.Conn, error) { return net.DialTimeout("tcp", p.target, 2*time.Second) }
 	p.wg.Add(1)
 	go p.accept()
@@ -72,6 +73,8 @@ func (p *Proxy) Set(m Mode) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.mode = m
+	close(p.changed)
+	p.changed = make(chan struct{})
 	if m == Cut {
 		for c := range p.conns {
 			c.Close()
@@ -145,14 +148,14 @@ func (p *Proxy) Flap(ctx context.Context, minPeriod, maxPeriod time.Duration, bl
 	}
 }
 
-func (p *Proxy) state() (Mode, time.Duration) {
+func (p *Proxy) state() (Mode, time.Duration, chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	d := p.latency
 	if p.jitter > 0 {
 		d += time.Duration(rand.Int64N(int64(p.jitter)))
 	}
-	return p.mode, d
+	return p.mode, d, p.changed
 }
 
 func (p *Proxy) bandwidth() int {
@@ -165,6 +168,9 @@ func (p *Proxy) bandwidth() int {
 func (p *Proxy) Close() error {
 	p.mu.Lock()
 	p.closed = true
+	p.mode = Cut
+	close(p.changed)
+	p.changed = make(chan struct{})
 	for c := range p.conns {
 		c.Close()
 	}
@@ -205,7 +211,7 @@ func (p *Proxy) accept() {
 			}
 			continue
 		}
-		if m, _ := p.state(); m == Cut {
+		if m, _, _ := p.state(); m == Cut {
 			c.Close()
 			continue
 		}
@@ -231,8 +237,10 @@ func (p *Proxy) accept() {
 // pipe copies src to dst through a delay line: each chunk is due latency
 // (plus jitter) after it was read, never before the chunk ahead of it, and
 // leaves no faster than the bandwidth allows. Latency therefore adds delay
-// without cutting throughput, as on a real long link. Bytes read while the
-// link is blackholed are dropped.
+// without cutting throughput, as on a real long link. While blackholed the
+// bytes are held back, as a dead path does to TCP (which never loses part of
+// a stream): either the endpoints give up on the connection, or it resumes
+// when restored.
 func (p *Proxy) pipe(src, dst net.Conn) {
 	defer p.wg.Done()
 	type chunk struct {
@@ -252,15 +260,13 @@ func (p *Proxy) pipe(src, dst net.Conn) {
 			buf := make([]byte, size)
 			n, err := src.Read(buf)
 			if n > 0 {
-				mode, lat := p.state()
-				if mode == Up {
-					due := time.Now().Add(lat)
-					if due.Before(last) {
-						due = last
-					}
-					last = due
-					line <- chunk{buf[:n], due}
+				_, lat, _ := p.state()
+				due := time.Now().Add(lat)
+				if due.Before(last) {
+					due = last
 				}
+				last = due
+				line <- chunk{buf[:n], due}
 			}
 			if err != nil {
 				return
@@ -277,6 +283,14 @@ func (p *Proxy) pipe(src, dst net.Conn) {
 		if d := time.Until(c.due); d > 0 {
 			time.Sleep(d)
 		}
+		mode, _, changed := p.state()
+		for mode == Blackhole {
+			<-changed
+			mode, _, changed = p.state()
+		}
+		if mode != Up {
+			return
+		}
 		if rate := p.bandwidth(); rate > 0 {
 			now := time.Now()
 			if free.Before(now) {
@@ -284,9 +298,6 @@ func (p *Proxy) pipe(src, dst net.Conn) {
 			}
 			free = free.Add(time.Duration(len(c.b)) * time.Second / time.Duration(rate))
 			time.Sleep(time.Until(free))
-		}
-		if p.Mode() != Up {
-			continue // went down while the chunk was in flight
 		}
 		if _, err := dst.Write(c.b); err != nil {
 			return

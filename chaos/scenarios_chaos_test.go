@@ -234,7 +234,7 @@ func TestSlowLinkNetem(t *testing.T) {
 	t.Logf("link %s <-> %s shaped with: tc qdisc %s", va, vb, strings.Join(shape, " "))
 
 	dir := testDir(t)
-	hubProc := StartWrapped(t, dir, "hub", nh.Wrap(), nil, "hub", "--store", dir+"/hub",
+	hubProc := StartWrapped(t, dir, "hub", nh.Wrap(), nil, "hub", "--insecure", "--store", dir+"/hub",
 		"--listen", "127.0.0.1:4222", "--leaf-listen", "10.199.0.1:7422")
 	hubProc.WaitLog("hub ready", time.Minute)
 	hubProxy, err := NewProxyDialer("127.0.0.1:0", func() (net.Conn, error) { return nh.Dial("127.0.0.1:4222") })
@@ -247,10 +247,10 @@ func TestSlowLinkNetem(t *testing.T) {
 	f := &fleet{t: t, dir: dir, want: map[string]want{}, hubs: []*Hub{{Proc: hubProc, ClientURL: "nats://" + hubProxy.Addr()}}}
 	f.connect()
 	s := &Site{ID: "netem", Node: "n1", Root: dir + "/netem/root", ClientURL: "nats://" + siteProxy.Addr()}
-	s.Leaf = StartWrapped(t, dir, "netem-leaf", ns.Wrap(), nil, "leaf", "--site", s.ID, "--hub", "nats-leaf://10.199.0.1:7422",
+	s.Leaf = StartWrapped(t, dir, "netem-leaf", ns.Wrap(), nil, "leaf", "--insecure", "--site", s.ID, "--hub", "nats-leaf://10.199.0.1:7422",
 		"--store", dir+"/netem/leaf", "--listen", "127.0.0.1:4222")
 	s.Leaf.WaitLog("leaf ready", time.Minute)
-	s.Agent = StartWrapped(t, dir, "netem-n1", ns.Wrap(), nil, "agent", "--site", s.ID, "--node", s.Node,
+	s.Agent = StartWrapped(t, dir, "netem-n1", ns.Wrap(), nil, "agent", "--insecure", "--site", s.ID, "--node", s.Node,
 		"--nats", "nats://127.0.0.1:4222", "--root", s.Root, "--state", dir+"/netem/agent")
 	f.sites = append(f.sites, s)
 	ctx := bg(t, time.Minute)

@@ -246,6 +246,13 @@ func (l *Leaf) ensureHub(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	site := l.cfg.Site
+	if l.cfg.NoRegister {
+		// Under operator mode `alpha site add` made the consumers and the
+		// sources; the leaf's credentials cannot reach the hub's API at all
+		// (an allowed request needs interest the hub only shares with
+		// users that may send to all of $JS.hub.API.CONSUMER.>).
+		return nil
+	}
 	for _, bucket := range streams.Mirrored() {
 		cc := streams.MirrorConsumerConfig(site, bucket)
 		if _, err := l.hub.Consumer(ctx, "KV_"+bucket, cc.Durable); err == nil {
@@ -254,9 +261,6 @@ func (l *Leaf) ensureHub(ctx context.Context) error {
 		if _, err := l.hub.CreateOrUpdateConsumer(ctx, "KV_"+bucket, cc); err != nil {
 			return fmt.Errorf("mirror consumer on hub %s: %w", bucket, err)
 		}
-	}
-	if l.cfg.NoRegister {
-		return nil
 	}
 	for _, name := range streams.Uplinks() {
 		if err := Register(ctx, l.hub, site, name); err != nil {

@@ -56,14 +56,19 @@ func HubUplinkConfig(name string, replicas int) jetstream.StreamConfig {
 	return cfg
 }
 
-// SiteLimits bounds the site's telemetry buffer.
+// SiteLimits bounds the site's telemetry buffer. Metrics (TELEMETRY) and
+// health changes and events (EVENTS) have separate limits, so a full metrics
+// buffer drops its oldest metrics and never an event.
 type SiteLimits struct {
 	MaxAge   time.Duration
 	MaxBytes int64
+	// EventsMaxBytes bounds the EVENTS stream (0: no byte limit).
+	EventsMaxBytes int64
 }
 
-// DefaultSiteLimits keep a week or 1 GiB of telemetry at a site.
-var DefaultSiteLimits = SiteLimits{MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30}
+// DefaultSiteLimits keep a week or 1 GiB of metrics and 30 days or 256 MiB of
+// events at a site.
+var DefaultSiteLimits = SiteLimits{MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30, EventsMaxBytes: 256 << 20}
 
 // SiteStreamConfig is the site side of an uplink stream (status is a KV
 // bucket created through the KV API instead).
@@ -82,6 +87,9 @@ func SiteStreamConfig(name, site string, lim SiteLimits) jetstream.StreamConfig 
 	case EventsStream:
 		cfg.Subjects = []string{EventsSubjects(site)}
 		cfg.MaxAge = 30 * 24 * time.Hour
+		if lim.EventsMaxBytes > 0 {
+			cfg.MaxBytes = lim.EventsMaxBytes
+		}
 	}
 	return cfg
 }

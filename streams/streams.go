@@ -73,6 +73,11 @@ type NodeStatus struct {
 	LastReconcile   time.Time  `json:"lastReconcile"`
 	Reported        time.Time  `json:"reported"`
 	Gate            string     `json:"gate,omitempty"`
+	Hold            string     `json:"hold,omitempty"`       // the operator hold in force
+	HoldUntil       time.Time  `json:"holdUntil,omitzero"`   // when it ends
+	Windows         string     `json:"windows,omitempty"`    // maintenance windows, described
+	WindowOpen      bool       `json:"windowOpen"`           // changes may apply now
+	Compliance      *float64   `json:"compliance,omitempty"` // fraction of policies passing
 	Resources       []Resource `json:"resources,omitempty"`
 }
 

@@ -54,6 +54,9 @@ type Status struct {
 	LastReconcile   time.Time         `json:"lastReconcile"`
 	Resources       []driver.Resource `json:"resources,omitempty"`
 	Gate            string            `json:"gate,omitempty"`
+	// Applied is the blueprint last converged (nil before the first), for
+	// hooks that report on it (maintenance windows).
+	Applied *blueprint.Blueprint `json:"-"`
 }
 
 // Decision is a Gate's answer.
@@ -114,6 +117,10 @@ type Engine struct {
 	lastRepair time.Time
 	backoff    time.Duration
 	status     Status
+	// prepared is the hash of the last prepared blueprint that converged:
+	// when only what Prepare resolves changes (new cloud outputs), the pass
+	// is an update, not a drift repair.
+	prepared string
 }
 
 type revision struct {
@@ -271,6 +278,7 @@ func (e *Engine) pass(ctx context.Context) time.Duration {
 		st.Repairs, st.LastRepair = e.repairs, e.lastRepair
 		if e.applied != nil {
 			st.AppliedRevision = e.applied.Rev
+			st.Applied = e.applied.bp
 		}
 		if st.Phase == PhaseConverged && len(e.invalid) > 0 {
 			st.Phase = PhaseInvalid
@@ -310,12 +318,14 @@ func (e *Engine) pass(ctx context.Context) time.Duration {
 			st.Phase, st.Message = PhaseStaged, d.Reason
 		case !repair && !d.Update:
 			st.Phase, st.Message, st.Blueprint = PhaseStaged, d.Reason, e.target.bp.Metadata.Name
+			st.Resources = e.status.Resources // as last observed; nothing is touched now
 			if !d.Repair {
 				st.Phase = PhaseHeld
 			}
 			return recheck
 		case repair && !d.Repair:
 			st.Phase, st.Message, st.Blueprint = PhaseHeld, d.Reason, run.bp.Metadata.Name
+			st.Resources = e.status.Resources
 			return recheck
 		}
 	}
@@ -372,9 +382,8 @@ type step struct {
 
 // converge plans every driver and applies the changes in dependency order.
 // A change whose dependency failed in this pass waits for the next one.
-func (e *Engine) converge(ctx context.Context, run *revision, repair bool, st *Status) (bool, []string) {
+func (e *Engine) converge(ctx context.Context, run *revision, repair bool, st *Status) (changed bool, errs []string) {
 	var steps []step
-	var errs []string
 	health := map[string]driver.Resource{}
 	bp := run.bp
 	if e.cfg.Prepare != nil {
@@ -383,12 +392,22 @@ func (e *Engine) converge(ctx context.Context, run *revision, repair bool, st *S
 			return false, []string{"prepare: " + err.Error()}
 		}
 		bp = prepared
+		h := bp.Hash()
+		if h != e.prepared {
+			repair = false
+		}
+		defer func() {
+			if len(errs) == 0 {
+				e.prepared = h
+			}
+		}()
 	}
 	for _, d := range e.cfg.Drivers {
+		// A plan that comes with an error is still applied: one bad element
+		// must not hold back the rest of its section.
 		p, err := d.Plan(ctx, bp)
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("%s: %v", d.Name(), err))
-			continue
 		}
 		for _, c := range p {
 			steps = append(steps, step{d.Name(), c})

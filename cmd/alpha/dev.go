@@ -18,6 +18,7 @@ func runDev(ctx context.Context, args []string) error {
 	fs := newFlags("dev")
 	dir := fs.String("dir", ".alpha-dev", "state directory")
 	listen := fs.String("listen", "127.0.0.1:4222", "hub client listener")
+	cf := addCloudFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -31,6 +32,9 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	defer h.Shutdown()
+	if err := cf.start(ctx, h, filepath.Join(abs, "hub"), log); err != nil {
+		return err
+	}
 	root := filepath.Join(abs, "root")
 	fmt.Fprintf(os.Stderr, `
 Alpha dev stack is running: hub %s, site "dev" (leaf), agent "dev-1" (root %s).

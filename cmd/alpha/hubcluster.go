@@ -80,15 +80,3 @@ func (f clusterFlags) apply(cfg *hub.Config) error {
 	})
 	return nil
 }
-
-func chain(first, then func(*server.Options) error) func(*server.Options) error {
-	if first == nil {
-		return then
-	}
-	return func(o *server.Options) error {
-		if err := first(o); err != nil {
-			return err
-		}
-		return then(o)
-	}
-}

@@ -30,22 +30,37 @@ func logger() *slog.Logger {
 func runHub(ctx context.Context, args []string) error {
 	fs := newFlags("hub")
 	store := fs.String("store", "/var/lib/alpha/hub", "JetStream store directory")
+	cf := addCloudFlags(fs)
 	listen := fs.String("listen", "0.0.0.0:4222", "client listener HOST:PORT")
 	leafListen := fs.String("leaf-listen", "0.0.0.0:7422", "leafnode listener HOST:PORT")
-	cf := addClusterFlags(fs)
+	sec := addSecureFlags(fs, roleHub)
+	clf := addClusterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	log := logger()
-	cfg := hub.Config{StoreDir: *store, Listen: *listen, LeafListen: *leafListen, Log: log}
-	if err := cf.apply(&cfg); err != nil {
+	hc := hub.Config{StoreDir: *store, Listen: *listen, LeafListen: *leafListen, Log: log}
+	if err := clf.apply(&hc); err != nil {
 		return err
 	}
-	h, err := hub.Start(ctx, cfg)
+	op, err := sec.hub(&hc)
 	if err != nil {
 		return err
 	}
-	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL(), "cluster", *cf.cluster)
+	h, err := hub.Start(ctx, hc)
+	if err != nil {
+		return err
+	}
+	if err := bootstrapTenants(ctx, h, op, log); err != nil {
+		h.Shutdown()
+		return err
+	}
+	log.Info("hub security", "operator mode", op != nil, "tls", !sec.insecure)
+	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL(), "cluster", *clf.cluster)
+	if err := cf.start(ctx, h, *store, log); err != nil {
+		h.Shutdown()
+		return err
+	}
 	<-ctx.Done()
 	h.Shutdown()
 	return nil
@@ -73,17 +88,22 @@ func (f leafFlags) config() leaf.Config {
 func runLeaf(ctx context.Context, args []string) error {
 	fs := newFlags("leaf")
 	lf := addLeafFlags(fs)
+	sec := addSecureFlags(fs, roleLeaf)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *lf.hub == "" {
 		return fmt.Errorf("--hub is required")
 	}
-	l, err := leaf.Start(ctx, lf.config())
+	lc := lf.config()
+	if err := sec.leaf(&lc); err != nil {
+		return err
+	}
+	l, err := leaf.Start(ctx, lc)
 	if err != nil {
 		return err
 	}
-	logger().Info("leaf ready", "site", *lf.site, "clients", l.ClientURL())
+	logger().Info("leaf ready", "site", lc.Site, "clients", l.ClientURL())
 	<-ctx.Done()
 	l.Shutdown()
 	return nil
@@ -96,10 +116,15 @@ func runAgent(ctx context.Context, args []string) error {
 	url := fs.String("nats", "nats://127.0.0.1:4222", "site leaf URL")
 	root := fs.String("root", "/", "prefix of every managed path")
 	state := fs.String("state", "/var/lib/alpha/agent", "agent state directory")
+	sec := addSecureFlags(fs, roleAgent)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	a, err := agent.New(agent.Config{Site: *site, Node: *node, NATSURL: *url, Root: *root, StateDir: *state, Log: logger()})
+	ac := agent.Config{Site: *site, Node: *node, NATSURL: *url, Root: *root, StateDir: *state, Log: logger()}
+	if err := sec.agent(&ac, false); err != nil {
+		return err
+	}
+	a, err := agent.New(ac)
 	if err != nil {
 		return err
 	}
@@ -122,6 +147,7 @@ func runSite(ctx context.Context, args []string) error {
 	node := fs.String("node", "", "node id (required)")
 	root := fs.String("root", "/", "prefix of every managed path")
 	state := fs.String("state", "", "agent state directory (default STORE/agent)")
+	sec := addSecureFlags(fs, roleLeaf|roleAgent)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -131,16 +157,33 @@ func runSite(ctx context.Context, args []string) error {
 	if *state == "" {
 		*state = filepath.Join(*lf.store, "agent")
 	}
-	return runLeafAndAgent(ctx, lf.config(), *node, *root, *state)
+	lc := lf.config()
+	if err := sec.leaf(&lc); err != nil {
+		return err
+	}
+	return runLeafAndAgentSecure(ctx, lc, *node, *root, *state, sec)
 }
 
+// runLeafAndAgent runs a leaf and one agent against it, open (dev).
 func runLeafAndAgent(ctx context.Context, lc leaf.Config, node, root, state string) error {
+	return runLeafAndAgentSecure(ctx, lc, node, root, state, nil)
+}
+
+// runLeafAndAgentSecure is runLeafAndAgent with production flags.
+func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, state string, sec *secureFlags) error {
 	l, err := leaf.Start(ctx, lc)
 	if err != nil {
 		return err
 	}
 	defer l.Shutdown()
-	a, err := agent.New(agent.Config{Site: lc.Site, Node: node, NATSURL: l.ClientURL(), Root: root, StateDir: state, Log: lc.Log})
+	// The dev stack (sec == nil) must not touch its host's kernel.
+	ac := agent.Config{Site: lc.Site, Node: node, NATSURL: l.ClientURL(), Root: root, StateDir: state, Log: lc.Log, NoHostKernel: sec == nil}
+	if sec != nil {
+		if err := sec.agent(&ac, true); err != nil {
+			return err
+		}
+	}
+	a, err := agent.New(ac)
 	if err != nil {
 		return err
 	}

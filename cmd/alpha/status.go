@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/agent/events"
+	"github.com/alpha-edge/alpha/internal/tlsfiles"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -26,10 +28,23 @@ func runStatus(ctx context.Context, args []string) error {
 	url := fs.String("nats", "nats://127.0.0.1:4222", "hub client URL")
 	asJSON := fs.Bool("json", false, "print the raw status documents")
 	verbose := fs.Bool("v", false, "also list each node's resources and problems")
+	creds := fs.String("creds", "", "credentials file (operator mode), e.g. a tenant admin's")
+	ca := fs.String("tls-ca", "", "CA (PEM) of the hub's certificate")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*url, nats.Name("alpha-status"), nats.Timeout(3*time.Second))
+	opts := []nats.Option{nats.Name("alpha-status"), nats.Timeout(3 * time.Second)}
+	if *creds != "" {
+		opts = append(opts, nats.UserCredentials(*creds))
+	}
+	if *ca != "" {
+		o, err := tlsfiles.Files{CA: *ca}.NATS()
+		if err != nil {
+			return err
+		}
+		opts = append(opts, o)
+	}
+	nc, err := nats.Connect(*url, opts...)
 	if err != nil {
 		return fmt.Errorf("connecting to hub %s: %w", *url, err)
 	}
@@ -55,12 +70,13 @@ func runStatus(ctx context.Context, args []string) error {
 
 type report struct {
 	nodes    []streams.NodeStatus
-	desired  map[string]uint64        // key -> hub revision
-	linkSeen map[string]time.Duration // site -> time since the hub last heard from it
+	drift    map[string][]events.Event // key -> drift repairs of the last week
+	desired  map[string]uint64         // key -> hub revision
+	linkSeen map[string]time.Duration  // site -> time since the hub last heard from it
 }
 
 func collect(ctx context.Context, js jetstream.JetStream) (*report, error) {
-	r := &report{desired: map[string]uint64{}, linkSeen: map[string]time.Duration{}}
+	r := &report{desired: map[string]uint64{}, linkSeen: map[string]time.Duration{}, drift: map[string][]events.Event{}}
 	bp, err := js.KeyValue(ctx, streams.BlueprintsBucket)
 	if err != nil {
 		return nil, fmt.Errorf("blueprints bucket: %w", err)
@@ -90,6 +106,12 @@ func collect(ctx context.Context, js jetstream.JetStream) (*report, error) {
 			continue
 		}
 		r.nodes = append(r.nodes, ns)
+	}
+	week := time.Now().Add(-7 * 24 * time.Hour)
+	for _, n := range r.nodes {
+		if evs, err := events.Recent(ctx, js, streams.EventsStream, n.Site, n.Node, week, 0); err == nil {
+			r.drift[streams.Key(n.Site, n.Node)] = evs
+		}
 	}
 	sort.Slice(r.nodes, func(i, j int) bool {
 		return streams.Key(r.nodes[i].Site, r.nodes[i].Node) < streams.Key(r.nodes[j].Site, r.nodes[j].Node)
@@ -124,7 +146,7 @@ func (r *report) linkState(site string) string {
 
 func (r *report) print(w io.Writer, verbose bool, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SITE\tNODE\tBLUEPRINT\tDESIRED\tAPPLIED\tPHASE\tREPAIRS\tREPORTED\tLINK")
+	fmt.Fprintln(tw, "SITE\tNODE\tBLUEPRINT\tDESIRED\tAPPLIED\tPHASE\tREPAIRS\tDRIFT 7D\tCOMPLIANCE\tHOLD\tREPORTED\tLINK")
 	seen := map[string]bool{}
 	for _, n := range r.nodes {
 		key := streams.Key(n.Site, n.Node)
@@ -138,7 +160,16 @@ func (r *report) print(w io.Writer, verbose bool, now time.Time) {
 		if link == "connected" && age > 3*streams.StatusHeartbeat {
 			link = "stale"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s ago\t%s\n", n.Site, n.Node, n.Blueprint, desired, n.AppliedRevision, n.Phase, n.Repairs, age, link)
+		compliance := "-"
+		if n.Compliance != nil {
+			compliance = fmt.Sprintf("%.0f%%", 100**n.Compliance)
+		}
+		hold := "-"
+		if n.Hold != "" {
+			hold = "until " + n.HoldUntil.Local().Format("Jan 2 15:04")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\t%s ago\t%s\n", n.Site, n.Node, n.Blueprint, desired,
+			n.AppliedRevision, n.Phase, n.Repairs, len(r.drift[key]), compliance, hold, age, link)
 	}
 	// Nodes with a blueprint that never reported.
 	var missing []string
@@ -150,7 +181,7 @@ func (r *report) print(w io.Writer, verbose bool, now time.Time) {
 	sort.Strings(missing)
 	for _, k := range missing {
 		site, node, _ := strings.Cut(k, ".")
-		fmt.Fprintf(tw, "%s\t%s\t-\t%d\t-\tNeverReported\t-\t-\t%s\n", site, node, r.desired[k], r.linkState(site))
+		fmt.Fprintf(tw, "%s\t%s\t-\t%d\t-\tNeverReported\t-\t-\t-\t-\t-\t%s\n", site, node, r.desired[k], r.linkState(site))
 	}
 	tw.Flush()
 	if !verbose {
@@ -161,6 +192,12 @@ func (r *report) print(w io.Writer, verbose bool, now time.Time) {
 		if n.Gate != "" {
 			fmt.Fprintf(w, "  gate: %s\n", n.Gate)
 		}
+		if n.Hold != "" {
+			fmt.Fprintf(w, "  hold: %s\n", n.Hold)
+		}
+		if n.Windows != "" {
+			fmt.Fprintf(w, "  maintenance windows: %s (open now: %v)\n", n.Windows, n.WindowOpen)
+		}
 		for _, p := range n.Invalid {
 			fmt.Fprintf(w, "  invalid: %s\n", p)
 		}
@@ -169,6 +206,20 @@ func (r *report) print(w io.Writer, verbose bool, now time.Time) {
 		}
 		for _, res := range n.Resources {
 			fmt.Fprintf(w, "  %-40s %-10s health=%.2f repairs=%d %s\n", res.ID, res.State, res.Health, res.Repairs, res.Message)
+		}
+		evs := r.drift[streams.Key(n.Site, n.Node)]
+		if len(evs) > 5 {
+			evs = evs[len(evs)-5:]
+		}
+		for _, ev := range evs {
+			fmt.Fprintf(w, "  drift %s %s %s: %s", ev.At.Local().Format("Jan 2 15:04:05"), ev.Op, ev.Resource, ev.Detail)
+			if ev.Found != "" || ev.Want != "" {
+				fmt.Fprintf(w, " (found %q, want %q)", ev.Found, ev.Want)
+			}
+			if ev.Error != "" {
+				fmt.Fprintf(w, " failed: %s", ev.Error)
+			}
+			fmt.Fprintln(w)
 		}
 	}
 }

@@ -1,0 +1,419 @@
+// Package accounts runs Alpha in NATS operator mode: it creates the operator,
+// the system account and one account per tenant, issues the credentials of
+// hubs, sites and agents with the narrowest permissions that still work, and
+// revokes them while the hub runs.
+//
+// Everything lives in one directory (the operator directory):
+//
+//	operator.jwt              the operator, trusted by the hub
+//	accounts/<name>.jwt       the system account (SYS) and every tenant's account
+//	keys/                     private seeds (0700 dir, 0600 files): operator, accounts, publishers
+//	creds/sys.creds           system user: pushes account updates (revocations)
+//	creds/<tenant>-admin.creds  the tenant's administrator (site add, publishing)
+//	sites/<site>.json         which users a site was issued, for revocation
+//
+// The hub uses the full directory resolver (accounts stored in its store
+// directory), so account JWTs pushed over $SYS.REQ.CLAIMS.UPDATE take effect
+// at once, without a restart, and survive one.
+//
+// Tenants: each tenant is an account with its own JetStream at the hub
+// (buckets, streams, consumers); accounts share nothing. A site that serves
+// several tenants runs one leaf per tenant, each with its own bundle, store
+// and listener, so the tenant's mirror, status and telemetry stay apart at
+// the site too. One leaf with a local account and a remote per tenant would
+// save a process per tenant; the leaf package does not do that yet.
+package accounts
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/alpha-edge/alpha/streams"
+)
+
+// SystemAccount is the name of the system account's files.
+const SystemAccount = "SYS"
+
+// ErrUnknownTenant is returned for a tenant the operator directory does not hold.
+var ErrUnknownTenant = errors.New("unknown tenant")
+
+// Operator is a loaded operator directory.
+type Operator struct {
+	Dir    string
+	key    nkeys.KeyPair
+	claims *jwt.OperatorClaims
+	jwt    string
+}
+
+// Init creates a new operator directory with the system account and one
+// account per tenant. It refuses to overwrite an existing one: the keys in
+// it are the root of trust of every credential issued.
+func Init(dir, name string, tenants []string) (*Operator, error) {
+	if len(tenants) == 0 {
+		return nil, errors.New("accounts: at least one tenant is required")
+	}
+	for _, t := range tenants {
+		if err := streams.ValidID("tenant", t); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "operator.jwt")); err == nil {
+		return nil, fmt.Errorf("accounts: %s already holds an operator; use it or choose another --dir", dir)
+	}
+	for _, sub := range []string{"", "accounts", "creds", "sites"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "keys"), 0o700); err != nil {
+		return nil, err
+	}
+	okp, err := nkeys.CreateOperator()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeSeed(dir, "operator", okp); err != nil {
+		return nil, err
+	}
+	opub, _ := okp.PublicKey()
+	sys, err := nkeys.CreateAccount()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeSeed(dir, SystemAccount, sys); err != nil {
+		return nil, err
+	}
+	syspub, _ := sys.PublicKey()
+	oc := jwt.NewOperatorClaims(opub)
+	oc.Name = name
+	oc.SystemAccount = syspub
+	ojwt, err := oc.Encode(okp)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "operator.jwt"), []byte(ojwt), 0o644); err != nil {
+		return nil, err
+	}
+	o := &Operator{Dir: dir, key: okp, claims: oc, jwt: ojwt}
+	sc := jwt.NewAccountClaims(syspub)
+	sc.Name = SystemAccount
+	// The system account has its own exports by default; no JetStream.
+	if err := o.saveAccount(SystemAccount, sc); err != nil {
+		return nil, err
+	}
+	if err := o.issue(SystemAccount, "sys", jwt.Permissions{}, filepath.Join(dir, "creds", "sys.creds")); err != nil {
+		return nil, err
+	}
+	for _, t := range tenants {
+		if err := o.AddTenant(t); err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+// Load opens an operator directory made by Init.
+//
+// A hub needs only the public part: operator.jwt, accounts/ and the
+// tenants' admin creds; without keys/operator.nk the directory loads, and
+// only changes to accounts (tenant-add, revoke) are refused.
+func Load(dir string) (*Operator, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "operator.jwt"))
+	if err != nil {
+		return nil, fmt.Errorf("accounts: %s is not an operator directory (alpha accounts init): %w", dir, err)
+	}
+	okp, err := readSeed(dir, "operator")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	oc, err := jwt.DecodeOperatorClaims(string(raw))
+	if err != nil {
+		return nil, fmt.Errorf("accounts: %s/operator.jwt: %w", dir, err)
+	}
+	return &Operator{Dir: dir, key: okp, claims: oc, jwt: string(raw)}, nil
+}
+
+// AddTenant creates a tenant's account (JetStream enabled: without it
+// mirrors are created, never sync, and log nothing), its administrator and
+// its blueprint publisher key. Idempotent for an existing tenant.
+func (o *Operator) AddTenant(t string) error {
+	if err := streams.ValidID("tenant", t); err != nil {
+		return err
+	}
+	if _, err := o.Account(t); err == nil {
+		return nil
+	}
+	akp, err := nkeys.CreateAccount()
+	if err != nil {
+		return err
+	}
+	if err := writeSeed(o.Dir, t, akp); err != nil {
+		return err
+	}
+	apub, _ := akp.PublicKey()
+	ac := jwt.NewAccountClaims(apub)
+	ac.Name = t
+	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1, MaxAckPending: -1}
+	if err := o.saveAccount(t, ac); err != nil {
+		return err
+	}
+	if err := o.issue(t, t+"-admin", jwt.Permissions{}, o.AdminCreds(t)); err != nil {
+		return err
+	}
+	pkp, err := nkeys.CreateUser()
+	if err != nil {
+		return err
+	}
+	return writeSeed(o.Dir, t+"-publisher", pkp)
+}
+
+// Tenants lists the tenants, sorted.
+func (o *Operator) Tenants() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(o.Dir, "accounts"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		n := strings.TrimSuffix(e.Name(), ".jwt")
+		if n != e.Name() && n != SystemAccount {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Account returns a tenant's (or SYS's) account claims.
+func (o *Operator) Account(name string) (*jwt.AccountClaims, error) {
+	raw, err := os.ReadFile(filepath.Join(o.Dir, "accounts", name+".jwt"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("accounts: tenant %q: %w", name, ErrUnknownTenant)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return jwt.DecodeAccountClaims(string(raw))
+}
+
+// AccountJWT returns an account's encoded JWT.
+func (o *Operator) AccountJWT(name string) (string, error) {
+	raw, err := os.ReadFile(filepath.Join(o.Dir, "accounts", name+".jwt"))
+	return string(raw), err
+}
+
+// AdminCreds is the path of a tenant administrator's credentials.
+func (o *Operator) AdminCreds(tenant string) string {
+	return filepath.Join(o.Dir, "creds", tenant+"-admin.creds")
+}
+
+// SysCreds is the path of the system user's credentials.
+func (o *Operator) SysCreds() string { return filepath.Join(o.Dir, "creds", "sys.creds") }
+
+// PublisherSeed is the path of a tenant's blueprint publisher seed.
+func (o *Operator) PublisherSeed(tenant string) string {
+	return filepath.Join(o.Dir, "keys", tenant+"-publisher.nk")
+}
+
+// PublisherKey is the public key agents of the tenant trust.
+func (o *Operator) PublisherKey(tenant string) (string, error) {
+	kp, err := readSeed(o.Dir, tenant+"-publisher")
+	if err != nil {
+		return "", err
+	}
+	return kp.PublicKey()
+}
+
+// HubOptions configures a hub's server for operator mode: the trusted
+// operator, the system account, the full directory resolver under
+// resolverDir (seeded with the operator directory's accounts, newer JWTs
+// already there win), and the scoped JetStream reply and ack subjects that
+// let site permissions name their own streams and consumers.
+func (o *Operator) HubOptions(resolverDir string) func(*server.Options) error {
+	return func(opts *server.Options) error {
+		res, err := server.NewDirAccResolver(resolverDir, 0, 2*time.Minute, server.NoDelete)
+		if err != nil {
+			return fmt.Errorf("accounts: resolver %s: %w", resolverDir, err)
+		}
+		names, err := o.Tenants()
+		if err != nil {
+			return err
+		}
+		for _, n := range append(names, SystemAccount) {
+			ac, err := o.Account(n)
+			if err != nil {
+				return err
+			}
+			j, _ := o.AccountJWT(n)
+			if err := res.Store(ac.Subject, j); err != nil {
+				return fmt.Errorf("accounts: storing account %s: %w", n, err)
+			}
+		}
+		opts.TrustedOperators = []*jwt.OperatorClaims{o.claims}
+		opts.SystemAccount = o.claims.SystemAccount
+		opts.AccountResolver = res
+		ScopedSubjects(opts)
+		return nil
+	}
+}
+
+// ScopedSubjects turns on the v2 formats of JetStream's internal reply, ack
+// and flow-control subjects, which carry domain, account, stream and
+// consumer: with them a site's permissions can allow exactly its own.
+func ScopedSubjects(opts *server.Options) {
+	if opts.FeatureFlags == nil {
+		opts.FeatureFlags = map[string]bool{}
+	}
+	opts.FeatureFlags[server.FeatureFlagJsAckFormatV2] = true
+	opts.FeatureFlags[server.FeatureFlagJsAPIReplyFormatV2] = true
+}
+
+// Push sends an account's current JWT to a running hub through the system
+// account, so a change (a revocation) takes effect without a restart.
+func (o *Operator) Push(ctx context.Context, url string, name string, extra ...nats.Option) error {
+	j, err := o.AccountJWT(name)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(url, append([]nats.Option{nats.UserCredentials(o.SysCreds()), nats.Name("alpha-accounts")}, extra...)...)
+	if err != nil {
+		return fmt.Errorf("accounts: connecting to hub %s as system: %w", url, err)
+	}
+	defer nc.Close()
+	return PushJWT(ctx, nc, j)
+}
+
+// PushJWT sends an account JWT over a system-account connection and checks
+// the server's answer.
+func PushJWT(ctx context.Context, nc *nats.Conn, accountJWT string) error {
+	msg, err := nc.RequestWithContext(ctx, "$SYS.REQ.CLAIMS.UPDATE", []byte(accountJWT))
+	if err != nil {
+		return fmt.Errorf("accounts: pushing account: %w", err)
+	}
+	var resp struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return fmt.Errorf("accounts: push answer %q: %w", msg.Data, err)
+	}
+	if resp.Error != nil {
+		return fmt.Errorf("accounts: hub refused account update: %s", resp.Error.Description)
+	}
+	return nil
+}
+
+// Revoke revokes user public keys in a tenant's account and saves it; Push
+// makes it effective at a running hub.
+func (o *Operator) Revoke(tenant string, users ...string) error {
+	ac, err := o.Account(tenant)
+	if err != nil {
+		return err
+	}
+	// A revocation covers JWTs issued up to this moment; one second ahead
+	// covers a JWT issued within the current second too (iat has seconds).
+	at := time.Now().Add(time.Second)
+	for _, u := range users {
+		ac.RevokeAt(u, at)
+	}
+	return o.saveAccount(tenant, ac)
+}
+
+func (o *Operator) saveAccount(name string, ac *jwt.AccountClaims) error {
+	if o.key == nil {
+		return fmt.Errorf("accounts: %s/keys/operator.nk is missing: change accounts where the operator's keys are kept", o.Dir)
+	}
+	j, err := ac.Encode(o.key)
+	if err != nil {
+		return fmt.Errorf("accounts: encoding account %s: %w", name, err)
+	}
+	return writeFile(filepath.Join(o.Dir, "accounts", name+".jwt"), []byte(j), 0o644)
+}
+
+// issue creates a user in an account and writes its creds file.
+func (o *Operator) issue(account, name string, perms jwt.Permissions, path string) error {
+	_, err := o.issueUser(account, name, perms, path)
+	return err
+}
+
+// issueUser creates a user; connTypes, if given, are the only connection
+// types it may use (a site's leaf user is refused as a plain client).
+func (o *Operator) issueUser(account, name string, perms jwt.Permissions, path string, connTypes ...string) (string, error) {
+	akp, err := readSeed(o.Dir, account)
+	if err != nil {
+		return "", err
+	}
+	ukp, err := nkeys.CreateUser()
+	if err != nil {
+		return "", err
+	}
+	upub, _ := ukp.PublicKey()
+	uc := jwt.NewUserClaims(upub)
+	uc.Name = name
+	uc.Permissions = perms
+	uc.AllowedConnectionTypes.Add(connTypes...)
+	j, err := uc.Encode(akp)
+	if err != nil {
+		return "", fmt.Errorf("accounts: user %s: %w", name, err)
+	}
+	seed, _ := ukp.Seed()
+	creds, err := jwt.FormatUserConfig(j, seed)
+	if err != nil {
+		return "", err
+	}
+	return upub, writeFile(path, creds, 0o600)
+}
+
+func writeSeed(dir, name string, kp nkeys.KeyPair) error {
+	seed, err := kp.Seed()
+	if err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(dir, "keys", name+".nk"), append(seed, '\n'), 0o600)
+}
+
+func readSeed(dir, name string) (nkeys.KeyPair, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "keys", name+".nk"))
+	if err != nil {
+		return nil, err
+	}
+	return nkeys.FromSeed([]byte(strings.TrimSpace(string(raw))))
+}
+
+// writeFile replaces a file atomically with the given mode.
+func writeFile(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,324 @@
+package accounts
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/alpha-edge/alpha/leaf"
+	"github.com/alpha-edge/alpha/streams"
+)
+
+// Files of a site bundle, the directory `alpha site add` writes and the
+// operator copies to the site (/etc/alpha/site on the node).
+const (
+	SiteFile        = "site.json"
+	LeafCredsFile   = "leaf.creds"
+	TrustedKeysFile = "trusted-keys"
+)
+
+// AgentSeedFile is the file of a node's agent nkey seed in a site bundle.
+func AgentSeedFile(node string) string { return "agent-" + node + ".nk" }
+
+// SiteConfig describes a site bundle: which tenant's account its leaf joins
+// and which agents its leaf lets in.
+type SiteConfig struct {
+	Site   string       `json:"site"`
+	Tenant string       `json:"tenant"`
+	Agents []AgentEntry `json:"agents"`
+}
+
+// AgentEntry is one node's agent: its public nkey.
+type AgentEntry struct {
+	Node string `json:"node"`
+	Key  string `json:"key"`
+}
+
+// siteRecord is what the operator directory remembers of a site, so revoke
+// knows which users to cut off.
+type siteRecord struct {
+	Site    string              `json:"site"`
+	Tenants map[string][]string `json:"tenants"` // tenant -> leaf user keys issued
+}
+
+// AddSite issues a site's credentials for one tenant into outDir: the leaf's
+// creds (a user of the tenant's account limited to the site's own mirror,
+// uplink and replies), one nkey seed per node's agent, the tenant's trusted
+// publisher keys, and site.json. Issuing again rotates: the new leaf user
+// works at once, old ones stay valid until revoked.
+func (o *Operator) AddSite(site, tenant string, nodes []string, outDir string) (*SiteConfig, error) {
+	if err := streams.ValidID("site", site); err != nil {
+		return nil, err
+	}
+	if len(nodes) == 0 {
+		return nil, errors.New("accounts: at least one node is required (--nodes)")
+	}
+	if _, err := o.Account(tenant); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(outDir, 0o700); err != nil {
+		return nil, err
+	}
+	upub, err := o.issueUser(tenant, "leaf-"+site, LeafPermissions(site), filepath.Join(outDir, LeafCredsFile),
+		jwt.ConnectionTypeLeafnode)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &SiteConfig{Site: site, Tenant: tenant}
+	for _, n := range nodes {
+		if err := streams.ValidID("node", n); err != nil {
+			return nil, err
+		}
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return nil, err
+		}
+		seed, _ := kp.Seed()
+		pub, _ := kp.PublicKey()
+		if err := writeFile(filepath.Join(outDir, AgentSeedFile(n)), append(seed, '\n'), 0o600); err != nil {
+			return nil, err
+		}
+		cfg.Agents = append(cfg.Agents, AgentEntry{Node: n, Key: pub})
+	}
+	pk, err := o.PublisherKey(tenant)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFile(filepath.Join(outDir, TrustedKeysFile), []byte(pk+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	if err := writeFile(filepath.Join(outDir, SiteFile), append(b, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	rec, err := o.siteRecord(site)
+	if err != nil {
+		return nil, err
+	}
+	rec.Tenants[tenant] = append(rec.Tenants[tenant], upub)
+	return cfg, o.saveSiteRecord(rec)
+}
+
+// RevokeSite revokes every leaf user ever issued to the site, in every
+// tenant, and returns the tenants whose accounts changed (Push them).
+func (o *Operator) RevokeSite(site string) ([]string, error) {
+	rec, err := o.siteRecord(site)
+	if err != nil {
+		return nil, err
+	}
+	if len(rec.Tenants) == 0 {
+		return nil, fmt.Errorf("accounts: site %q was never added", site)
+	}
+	var tenants []string
+	for t, users := range rec.Tenants {
+		if err := o.Revoke(t, users...); err != nil {
+			return nil, err
+		}
+		tenants = append(tenants, t)
+	}
+	return tenants, nil
+}
+
+func (o *Operator) siteRecord(site string) (*siteRecord, error) {
+	rec := &siteRecord{Site: site, Tenants: map[string][]string{}}
+	raw, err := os.ReadFile(filepath.Join(o.Dir, "sites", site+".json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return rec, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(raw, rec); err != nil {
+		return nil, fmt.Errorf("accounts: sites/%s.json: %w", site, err)
+	}
+	return rec, nil
+}
+
+func (o *Operator) saveSiteRecord(rec *siteRecord) error {
+	b, _ := json.MarshalIndent(rec, "", "  ")
+	return writeFile(filepath.Join(o.Dir, "sites", rec.Site+".json"), append(b, '\n'), 0o600)
+}
+
+// RegisterSite puts the site's plumbing in place at the hub, with the
+// tenant administrator's rights the leaf does not have: the durable mirror
+// consumers on the hub's buckets (filtered to the site's keys) and the
+// sources of the hub's uplink streams. Idempotent.
+func RegisterSite(ctx context.Context, hub jetstream.JetStream, site string) error {
+	for _, b := range streams.Mirrored() {
+		cc := streams.MirrorConsumerConfig(site, b)
+		if _, err := hub.CreateOrUpdateConsumer(ctx, "KV_"+b, cc); err != nil {
+			return fmt.Errorf("accounts: mirror consumer %s on hub bucket %s: %w", cc.Durable, b, err)
+		}
+	}
+	for _, name := range streams.Uplinks() {
+		if err := leaf.Register(ctx, hub, site, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// UnregisterSite removes what RegisterSite made; revocation calls it so the
+// hub stops asking a cut-off site for data. Idempotent.
+func UnregisterSite(ctx context.Context, hub jetstream.JetStream, site string) error {
+	for _, b := range streams.Mirrored() {
+		cc := streams.MirrorConsumerConfig(site, b)
+		if err := hub.DeleteConsumer(ctx, "KV_"+b, cc.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("accounts: deleting %s: %w", cc.Durable, err)
+		}
+	}
+	prefix := "$JS." + site + ".API"
+	for _, name := range streams.Uplinks() {
+		s, err := hub.Stream(ctx, name)
+		if err != nil {
+			return err
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		cfg := info.Config
+		var keep []*jetstream.StreamSource
+		for _, src := range cfg.Sources {
+			if src.External != nil && src.External.APIPrefix == prefix {
+				continue
+			}
+			keep = append(keep, src)
+		}
+		if len(keep) == len(cfg.Sources) {
+			continue
+		}
+		cfg.Sources = keep
+		if _, err := hub.UpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("accounts: removing site %s from hub stream %s: %w", site, name, err)
+		}
+	}
+	return nil
+}
+
+// LoadSite reads a site bundle's site.json.
+func LoadSite(dir string) (*SiteConfig, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, SiteFile))
+	if err != nil {
+		return nil, fmt.Errorf("accounts: site bundle %s: %w", dir, err)
+	}
+	var c SiteConfig
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return nil, fmt.Errorf("accounts: %s/%s: %w", dir, SiteFile, err)
+	}
+	if err := streams.ValidID("site", c.Site); err != nil {
+		return nil, fmt.Errorf("accounts: %s/%s: %w", dir, SiteFile, err)
+	}
+	return &c, nil
+}
+
+// LeafSetup is what a site leaf needs under operator mode.
+type LeafSetup struct {
+	// Options sets the uplink's credentials and the agents allowed in.
+	Options func(*server.Options) error
+	// ClientOptions authenticate the leaf's own in-process connection.
+	ClientOptions []nats.Option
+}
+
+// Leaf prepares a leaf from a site bundle: the uplink authenticates with
+// leaf.creds; the leaf's client listener admits only the bundle's agents,
+// each limited to its own keys, plus the leaf's own in-process connection
+// (a key made fresh at every start, never written anywhere).
+func Leaf(bundleDir string) (*LeafSetup, error) {
+	cfg, err := LoadSite(bundleDir)
+	if err != nil {
+		return nil, err
+	}
+	creds := filepath.Join(bundleDir, LeafCredsFile)
+	if _, err := os.Stat(creds); err != nil {
+		return nil, fmt.Errorf("accounts: site bundle %s: %w", bundleDir, err)
+	}
+	self, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, err
+	}
+	selfPub, _ := self.PublicKey()
+	users := []*server.NkeyUser{{Nkey: selfPub}}
+	for _, a := range cfg.Agents {
+		if !nkeys.IsValidPublicUserKey(a.Key) {
+			return nil, fmt.Errorf("accounts: %s: agent %s key %q is not a user public key", bundleDir, a.Node, a.Key)
+		}
+		users = append(users, &server.NkeyUser{Nkey: a.Key, Permissions: AgentPermissions(cfg.Site, a.Node),
+			AllowedConnectionTypes: map[string]struct{}{jwt.ConnectionTypeStandard: {}}})
+	}
+	setup := &LeafSetup{
+		Options: func(opts *server.Options) error {
+			for _, r := range opts.LeafNode.Remotes {
+				r.Credentials = creds
+			}
+			opts.Nkeys = users
+			ScopedSubjects(opts)
+			return nil
+		},
+		ClientOptions: []nats.Option{nats.Nkey(selfPub, self.Sign)},
+	}
+	return setup, nil
+}
+
+// AgentOptions authenticate a node's agent at its leaf with its seed file
+// and put its inboxes where its permissions allow.
+func AgentOptions(site, node, seedFile string) ([]nats.Option, error) {
+	opt, err := nats.NkeyOptionFromSeed(seedFile)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: agent seed %s: %w", seedFile, err)
+	}
+	return []nats.Option{opt, nats.CustomInboxPrefix(AgentInbox(site, node))}, nil
+}
+
+// ReadTrustedKeys reads publisher public keys, one a line (# comments).
+func ReadTrustedKeys(path string) ([]string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for i, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if !nkeys.IsValidPublicUserKey(line) {
+			return nil, fmt.Errorf("%s:%d: %q is not a publisher public key (U...)", path, i+1, line)
+		}
+		keys = append(keys, line)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s: no trusted keys", path)
+	}
+	return keys, nil
+}
+
+// registerTimeout bounds RegisterSite/UnregisterSite calls made by commands.
+const registerTimeout = 15 * time.Second
+
+// AdminJetStream connects to a hub as a tenant's administrator and returns
+// its JetStream in the hub's domain; close the connection when done.
+func (o *Operator) AdminJetStream(url, tenant string, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url, append([]nats.Option{nats.UserCredentials(o.AdminCreds(tenant)), nats.Name("alpha-admin-" + tenant),
+		nats.Timeout(registerTimeout)}, extra...)...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("accounts: connecting to hub %s as %s admin: %w", url, tenant, err)
+	}
+	js, err := jetstream.NewWithDomain(nc, streams.HubDomain)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}

@@ -1,0 +1,96 @@
+package containers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/containers/podman/v5/pkg/bindings/system"
+	"github.com/containers/podman/v5/pkg/domain/entities/types"
+
+	"github.com/alpha-edge/alpha/internal/throttle"
+)
+
+// driftActions are the podman events after which an owned container may no
+// longer be what the blueprint says.
+var driftActions = map[string]bool{
+	"died": true, "stop": true, "remove": true, "kill": true, "pause": true, "cleanup": true, "exited": true,
+}
+
+// newThrottle paces the passes one container's events ask for: an incident
+// by hand (a handful of events) goes through at once, while a crash loop
+// under podman's own restart policy (several events a second, for ever)
+// asks for at most two passes a second.
+func newThrottle() *throttle.Throttle {
+	return throttle.New(8, 500*time.Millisecond)
+}
+
+// Watch follows podman's event stream and calls notify when an owned
+// container dies, stops or disappears, so drift is repaired at once rather
+// than at the next resync. When the stream breaks (podman restarted) it
+// reconnects with backoff and notifies once, since anything may have
+// changed meanwhile.
+func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
+	d.mu.Lock()
+	d.notify = notify
+	d.mu.Unlock()
+	go d.healthLoop(ctx, notify)
+	backoff := 100 * time.Millisecond
+	for first := true; ctx.Err() == nil; first = false {
+		start := time.Now()
+		err := d.follow(ctx, notify, !first)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > 10*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		d.mu.Lock()
+		quiet := len(d.wanted) == 0
+		d.mu.Unlock()
+		if quiet {
+			d.log.Debug("podman event stream ended; reconnecting", "err", err, "in", backoff)
+		} else {
+			d.log.Warn("podman event stream ended; reconnecting", "err", err, "in", backoff)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+	return nil
+}
+
+// follow streams events until the stream ends. After a reconnect it asks for
+// a pass, since anything may have changed while the stream was down.
+func (d *Driver) follow(ctx context.Context, notify func(string), reconnect bool) error {
+	cctx, err := d.withConn(ctx)
+	if err != nil {
+		return err
+	}
+	ch := make(chan types.Event, 64)
+	cancel := make(chan bool, 1)
+	ctx2, stop := context.WithCancel(cctx)
+	defer stop()
+	go func() {
+		<-ctx2.Done()
+		cancel <- true
+	}()
+	opts := new(system.EventsOptions).WithStream(true).WithFilters(map[string][]string{"type": {"container"}})
+	if err := system.Events(ctx2, ch, cancel, opts); err != nil {
+		return err
+	}
+	if reconnect {
+		notify("containers: podman event stream reconnected")
+	}
+	for e := range ch {
+		if e.Actor.Attributes[LabelManaged] != "true" || !driftActions[string(e.Action)] {
+			continue
+		}
+		reason := fmt.Sprintf("containers: %s %s", e.Action, e.Actor.Attributes["name"])
+		d.throttle.Do(e.Actor.Attributes["name"], func() { notify(reason) })
+	}
+	return fmt.Errorf("event stream closed")
+}

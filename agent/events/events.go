@@ -1,0 +1,207 @@
+// Package events publishes the agent's drift repairs to the site's EVENTS
+// stream (events.<site>.<node>.drift), which flows up to the hub, so people
+// can ask what drifted on a node this week. Events are buffered in memory,
+// bounded, while the site leaf is unreachable.
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/agent/engine"
+)
+
+// DefaultBuffer is how many events wait in memory for the leaf by default.
+const DefaultBuffer = 10000
+
+// Event is one drift repair as published.
+type Event struct {
+	ID       string    `json:"id"` // also the Nats-Msg-Id
+	Site     string    `json:"site"`
+	Node     string    `json:"node"`
+	Driver   string    `json:"driver"`
+	Resource string    `json:"resource"`
+	Op       string    `json:"op"`
+	Detail   string    `json:"detail,omitempty"`
+	Found    string    `json:"found,omitempty"`
+	Want     string    `json:"want,omitempty"`
+	Error    string    `json:"error,omitempty"` // the repair failed
+	At       time.Time `json:"at"`
+}
+
+// Subject is where a node's drift events go.
+func Subject(site, node string) string { return "events." + site + "." + node + ".drift" }
+
+// Publisher turns engine repairs into events. OnRepair never blocks the
+// engine; Run delivers in order, retrying with the same message id, so the
+// stream's duplicate window drops a retry whose first attempt did land.
+type Publisher struct {
+	js         jetstream.JetStream
+	site, node string
+	log        *slog.Logger
+	max        int
+
+	mu      sync.Mutex
+	queue   []Event
+	seq     uint64
+	dropped uint64
+	failing map[string]string // resource -> error of its last failed repair
+	wake    chan struct{}
+}
+
+// New builds a publisher keeping at most max events (DefaultBuffer if <= 0)
+// while the leaf is unreachable; beyond that the oldest are dropped and
+// counted.
+func New(js jetstream.JetStream, site, node string, log *slog.Logger, max int) *Publisher {
+	if log == nil {
+		log = slog.Default()
+	}
+	if max <= 0 {
+		max = DefaultBuffer
+	}
+	return &Publisher{js: js, site: site, node: node, log: log, max: max, failing: map[string]string{}, wake: make(chan struct{}, 1)}
+}
+
+// OnRepair is the engine.Config.OnRepair hook. A repair that keeps failing
+// with the same error (the engine retries with backoff) is published once,
+// not on every retry.
+func (p *Publisher) OnRepair(r engine.Repair) {
+	p.mu.Lock()
+	if r.Err == nil {
+		delete(p.failing, r.Change.ID)
+	} else if p.failing[r.Change.ID] == r.Err.Error() {
+		p.mu.Unlock()
+		return
+	} else {
+		p.failing[r.Change.ID] = r.Err.Error()
+	}
+	p.seq++
+	ev := Event{
+		ID:   fmt.Sprintf("%s.%s.%d.%d", p.site, p.node, r.At.UnixNano(), p.seq),
+		Site: p.site, Node: p.node, Driver: r.Driver,
+		Resource: r.Change.ID, Op: string(r.Change.Op), Detail: r.Change.Detail,
+		Found: r.Change.Found, Want: r.Change.Want, At: r.At.UTC(),
+	}
+	if r.Err != nil {
+		ev.Error = r.Err.Error()
+	}
+	if len(p.queue) >= p.max {
+		p.queue = p.queue[1:]
+		p.dropped++
+	}
+	p.queue = append(p.queue, ev)
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Pending is how many events wait for the leaf.
+func (p *Publisher) Pending() int { p.mu.Lock(); defer p.mu.Unlock(); return len(p.queue) }
+
+// Dropped is how many events were lost to the buffer bound.
+func (p *Publisher) Dropped() uint64 { p.mu.Lock(); defer p.mu.Unlock(); return p.dropped }
+
+// Run publishes until ctx is done. An event leaves the buffer only after the
+// stream acknowledged it.
+func (p *Publisher) Run(ctx context.Context) error {
+	backoff := time.Duration(0)
+	for {
+		p.mu.Lock()
+		var ev *Event
+		if len(p.queue) > 0 {
+			e := p.queue[0]
+			ev = &e
+		}
+		p.mu.Unlock()
+		if ev == nil {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-p.wake:
+			}
+			continue
+		}
+		if err := p.publish(ctx, *ev); err != nil {
+			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+			p.log.Debug("drift event not published; retrying", "id", ev.ID, "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			continue
+		}
+		backoff = 0
+		p.mu.Lock()
+		if len(p.queue) > 0 && p.queue[0].ID == ev.ID {
+			p.queue = p.queue[1:]
+		}
+		p.mu.Unlock()
+	}
+}
+
+func (p *Publisher) publish(ctx context.Context, ev Event) error {
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = p.js.Publish(ctx, Subject(ev.Site, ev.Node), data, jetstream.WithMsgID(ev.ID))
+	return err
+}
+
+// Recent returns a node's drift events since a time, oldest first, read
+// from a stream holding events.<site>.<node>.drift (the site's EVENTS
+// stream, or the hub's copy): what `alpha status` shows as recent drift.
+func Recent(ctx context.Context, js jetstream.JetStream, stream, site, node string, since time.Time, limit int) ([]Event, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("events: stream %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Event
+	if info.State.Msgs == 0 {
+		return out, nil
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{Subject(site, node)},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for {
+		batch, err := c.FetchNoWait(100)
+		if err != nil {
+			return out, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var ev Event
+			if json.Unmarshal(m.Data(), &ev) == nil {
+				out = append(out, ev)
+			}
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out, nil
+}

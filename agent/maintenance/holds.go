@@ -1,0 +1,236 @@
+package maintenance
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket is the KV bucket, in the site's JetStream domain, that holds the
+// operators' holds, one key per node: SITE.NODE.
+const Bucket = "holds"
+
+// MaxHold is the longest a hold can last, so a forgotten hold never pins a
+// node forever. The node enforces it on its own clock, even offline.
+const MaxHold = 7 * 24 * time.Hour
+
+// ErrTooLong is a hold asked for longer than MaxHold.
+var ErrTooLong = errors.New("hold longer than the maximum")
+
+// Hold is an operator's "hands off, I am debugging" for a node, or for some
+// of its resources.
+type Hold struct {
+	Site      string    `json:"site"`
+	Node      string    `json:"node"`
+	Reason    string    `json:"reason"`
+	By        string    `json:"by,omitempty"`
+	Created   time.Time `json:"created"`
+	Until     time.Time `json:"until"`
+	Resources []string  `json:"resources,omitempty"` // empty: the whole node
+}
+
+// Expiry is when the hold ends: its Until, but never more than MaxHold after
+// it was created, whatever was written into the bucket.
+func (h Hold) Expiry() time.Time {
+	if limit := h.Created.Add(MaxHold); !h.Created.IsZero() && h.Until.After(limit) {
+		return limit
+	}
+	return h.Until
+}
+
+// Active reports whether the hold is in force at now.
+func (h Hold) Active(now time.Time) bool { return now.Before(h.Expiry()) }
+
+// Covers reports whether the hold applies to resource id.
+func (h Hold) Covers(id string) bool {
+	if len(h.Resources) == 0 {
+		return true
+	}
+	for _, r := range h.Resources {
+		if r == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (h Hold) String() string {
+	s := "held until " + h.Expiry().UTC().Format(time.RFC3339)
+	if h.By != "" {
+		s += " by " + h.By
+	}
+	if len(h.Resources) > 0 {
+		s += " for " + strings.Join(h.Resources, ", ")
+	}
+	if h.Reason != "" {
+		s += ": " + h.Reason
+	}
+	return s
+}
+
+var tokenRE = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+
+// Key is the bucket key of a node's hold.
+func Key(site, node string) (string, error) {
+	if !tokenRE.MatchString(site) {
+		return "", fmt.Errorf("site %q must be letters, digits, _ or -", site)
+	}
+	if !tokenRE.MatchString(node) {
+		return "", fmt.Errorf("node %q must be letters, digits, _ or -", node)
+	}
+	return site + "." + node, nil
+}
+
+// NewHold builds a hold from now for d, refusing d <= 0 or above MaxHold.
+func NewHold(site, node string, now time.Time, d time.Duration, reason, by string, resources []string) (Hold, error) {
+	if d <= 0 {
+		return Hold{}, fmt.Errorf("--for %v: a hold needs a positive duration", d)
+	}
+	if d > MaxHold {
+		return Hold{}, fmt.Errorf("--for %v: %w of %v", d, ErrTooLong, MaxHold)
+	}
+	if _, err := Key(site, node); err != nil {
+		return Hold{}, err
+	}
+	return Hold{Site: site, Node: node, Reason: reason, By: by, Created: now.UTC(), Until: now.Add(d).UTC(), Resources: resources}, nil
+}
+
+// EnsureBucket opens the holds bucket, creating it if it is missing.
+func EnsureBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, Bucket)
+	if err == nil {
+		return kv, nil
+	}
+	kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "operator holds per node (SITE.NODE)",
+		History:     5,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("holds bucket: %w", err)
+	}
+	return kv, nil
+}
+
+// Put stores a hold, replacing the node's previous one.
+func Put(ctx context.Context, kv jetstream.KeyValue, h Hold) error {
+	key, err := Key(h.Site, h.Node)
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(h)
+	_, err = kv.Put(ctx, key, b)
+	return err
+}
+
+// Release ends a node's hold.
+func Release(ctx context.Context, kv jetstream.KeyValue, site, node string) error {
+	key, err := Key(site, node)
+	if err != nil {
+		return err
+	}
+	return kv.Delete(ctx, key)
+}
+
+// HoldSource gives the gate the node's current hold, if any.
+type HoldSource interface {
+	Current() (Hold, bool)
+}
+
+// Holds is a HoldSource kept up to date by a KV watcher (or set directly).
+// It is safe for concurrent use.
+type Holds struct {
+	mu       sync.Mutex
+	hold     *Hold
+	onChange func()
+}
+
+// Current returns the hold last seen.
+func (h *Holds) Current() (Hold, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.hold == nil {
+		return Hold{}, false
+	}
+	return *h.hold, true
+}
+
+// Set replaces the hold (nil clears it) and calls the change callback.
+func (h *Holds) Set(hold *Hold) {
+	h.mu.Lock()
+	h.hold = hold
+	fn := h.onChange
+	h.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
+}
+
+// Watch follows the node's key in the holds bucket until ctx is done,
+// calling onChange (e.g. engine.Trigger) after every update so a new or
+// released hold takes effect at once. The bucket lives at the site, so this
+// keeps working while the uplink is down. It returns once the initial value
+// was read.
+func Watch(ctx context.Context, kv jetstream.KeyValue, site, node string, onChange func()) (*Holds, error) {
+	key, err := Key(site, node)
+	if err != nil {
+		return nil, err
+	}
+	w, err := kv.Watch(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("watching hold %s: %w", key, err)
+	}
+	h := &Holds{}
+	apply := func(e jetstream.KeyValueEntry) {
+		if e.Operation() != jetstream.KeyValuePut {
+			h.Set(nil)
+			return
+		}
+		var hold Hold
+		if err := json.Unmarshal(e.Value(), &hold); err != nil {
+			// A hold nobody can read is still a hold: fail safe, keep hands
+			// off for the maximum, and say why.
+			hold = Hold{Site: site, Node: node, Reason: "unreadable hold: " + err.Error(), Until: e.Created().Add(MaxHold)}
+		}
+		if hold.Created.IsZero() {
+			// The bucket's own timestamp bounds a hold written by hand.
+			hold.Created = e.Created()
+		}
+		h.Set(&hold)
+	}
+	// Initial values, up to the nil marker, before returning.
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		apply(e)
+	}
+	h.mu.Lock()
+	h.onChange = onChange
+	h.mu.Unlock()
+	go func() {
+		defer w.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil {
+					apply(e)
+				}
+			}
+		}
+	}()
+	return h, nil
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/stack"
+)
+
+// TestDevStackAsInREADME runs the real binary's dev stack and the commands
+// the README tells a user to type, against it.
+func TestDevStackAsInREADME(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "alpha")
+	build := exec.Command("go", "build", "-tags", os.Getenv("ALPHA_TAGS"), "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	// A free loopback port for the hub's clients.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	check.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+	url := "nats://" + addr
+
+	dir := t.TempDir()
+	dev := exec.Command(bin, "dev", "--dir", dir, "--listen", addr)
+	stderr, err := dev.StderrPipe()
+	check.NoError(t, err)
+	check.NoError(t, dev.Start())
+	t.Cleanup(func() {
+		dev.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { dev.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			dev.Process.Kill()
+		}
+	})
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := false
+		for sc.Scan() {
+			if !once && strings.Contains(sc.Text(), "nats kv put blueprints dev.dev-1") {
+				once = true
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(20 * time.Second):
+		t.Fatal("alpha dev did not print what to type next")
+	}
+
+	hello, err := os.ReadFile("../../examples/hello.yaml")
+	check.NoError(t, err)
+	_, err = stack.NATS(t, url, "kv", "put", "blueprints", "dev.dev-1", string(hello))
+	check.NoError(t, err)
+	stack.WaitFile(t, 10*time.Second, filepath.Join(dir, "root/etc/hello.conf"), "greeting=hi\n")
+
+	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
+		out, err := stack.NATS(t, url, "kv", "get", "status", "dev.dev-1", "--raw")
+		if err != nil || !strings.Contains(out, `"phase":"Converged"`) {
+			return fmt.Errorf("status: %v %s", err, out)
+		}
+		return nil
+	})
+	out, err := exec.Command(bin, "status", "--nats", url).CombinedOutput()
+	check.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[1], "dev-1") || !strings.Contains(lines[1], "Converged") || !strings.HasSuffix(lines[1], "connected") {
+		t.Fatalf("alpha status printed:\n%s", out)
+	}
+}

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/accounts"
+	"github.com/alpha-edge/alpha/agent"
+	"github.com/alpha-edge/alpha/blueprint/sign"
+	"github.com/alpha-edge/alpha/hub"
+	"github.com/alpha-edge/alpha/internal/tlsfiles"
+	"github.com/alpha-edge/alpha/leaf"
+)
+
+// secureFlags are the production flags of hub, leaf, agent and site: TLS
+// files, credentials, and --insecure, which turns both off (dev uses none).
+type secureFlags struct {
+	tls      tlsfiles.Files
+	insecure bool
+	// hub
+	operatorDir string
+	// leaf and site
+	bundle string
+	// agent
+	creds, trustedKeys string
+}
+
+const (
+	roleHub = 1 << iota
+	roleLeaf
+	roleAgent
+)
+
+func addSecureFlags(fs *flag.FlagSet, roles int) *secureFlags {
+	s := &secureFlags{}
+	fs.StringVar(&s.tls.Cert, "tls-cert", "", "TLS certificate (PEM) of this listener")
+	fs.StringVar(&s.tls.Key, "tls-key", "", "TLS private key (PEM) of --tls-cert")
+	fs.StringVar(&s.tls.CA, "tls-ca", "", "CA (PEM) that signed the server's certificate this connects to")
+	fs.BoolVar(&s.insecure, "insecure", false, "run without TLS, accounts and signatures (trying things out only)")
+	if roles&roleHub != 0 {
+		fs.StringVar(&s.operatorDir, "operator-dir", "", "operator directory from 'alpha accounts init' (operator mode)")
+	}
+	if roles&roleLeaf != 0 {
+		fs.StringVar(&s.bundle, "bundle", "", "site bundle directory from 'alpha site add' (credentials, agents, trusted keys)")
+	}
+	if roles&roleAgent != 0 {
+		fs.StringVar(&s.creds, "creds", "", "agent nkey seed file from the site bundle (agent-NODE.nk)")
+		fs.StringVar(&s.trustedKeys, "trusted-keys", "", "file of trusted blueprint publisher keys, one a line")
+	}
+	return s
+}
+
+// hub puts operator mode and TLS into a hub's configuration.
+func (s *secureFlags) hub(c *hub.Config) (*accounts.Operator, error) {
+	if s.insecure {
+		return nil, nil
+	}
+	if s.operatorDir == "" {
+		return nil, errors.New("--operator-dir is required (alpha accounts init), or --insecure")
+	}
+	op, err := accounts.Load(s.operatorDir)
+	if err != nil {
+		return nil, err
+	}
+	tenants, err := op.Tenants()
+	if err != nil {
+		return nil, err
+	}
+	if len(tenants) == 0 {
+		return nil, fmt.Errorf("--operator-dir %s holds no tenant", s.operatorDir)
+	}
+	if _, err := s.tls.Server(); err != nil {
+		return nil, err
+	}
+	hubOpts := op.HubOptions(filepath.Join(c.StoreDir, "resolver"))
+	c.Options = chain(c.Options, func(o *server.Options) error {
+		if err := hubOpts(o); err != nil {
+			return err
+		}
+		return s.tls.Hub(o)
+	})
+	// The hub's own connection (bootstrap, cloud) acts for the first tenant;
+	// bootstrapTenants makes every other tenant's buckets.
+	c.ClientOptions = append(c.ClientOptions, nats.UserCredentials(op.AdminCreds(tenants[0])))
+	return op, nil
+}
+
+// bootstrapTenants creates the buckets and streams of every tenant.
+func bootstrapTenants(ctx context.Context, h *hub.Hub, op *accounts.Operator, log *slog.Logger) error {
+	if op == nil {
+		return nil
+	}
+	tenants, err := op.Tenants()
+	if err != nil {
+		return err
+	}
+	for _, t := range tenants {
+		nc, err := h.Connect(nats.UserCredentials(op.AdminCreds(t)))
+		if err != nil {
+			return fmt.Errorf("tenant %s: %w", t, err)
+		}
+		js, _ := jetstream.New(nc)
+		err = hub.Bootstrap(ctx, js, 1)
+		nc.Close()
+		if err != nil {
+			return fmt.Errorf("tenant %s: %w", t, err)
+		}
+		log.Info("tenant ready", "tenant", t)
+	}
+	return nil
+}
+
+// leaf puts the site bundle's credentials and TLS into a leaf's config.
+func (s *secureFlags) leaf(c *leaf.Config) error {
+	if s.insecure {
+		return nil
+	}
+	if s.bundle == "" {
+		return errors.New("--bundle is required (alpha site add), or --insecure")
+	}
+	sc, err := accounts.LoadSite(s.bundle)
+	if err != nil {
+		return err
+	}
+	if c.Site == "" {
+		c.Site = sc.Site
+	}
+	if c.Site != sc.Site {
+		return fmt.Errorf("--site %q but --bundle %s is for site %q", c.Site, s.bundle, sc.Site)
+	}
+	setup, err := accounts.Leaf(s.bundle)
+	if err != nil {
+		return err
+	}
+	if _, err := s.tls.Client(); err != nil {
+		return err
+	}
+	if host, _, err := net.SplitHostPort(c.Listen); err == nil && !isLoopback(host) && (s.tls.Cert == "" || s.tls.Key == "") {
+		return fmt.Errorf("--listen %s is reachable from other machines: --tls-cert and --tls-key are required for agents' connections", c.Listen)
+	}
+	c.Options = chain(c.Options, func(o *server.Options) error {
+		if err := setup.Options(o); err != nil {
+			return err
+		}
+		return s.tls.Leaf(o)
+	})
+	c.ClientOptions = append(c.ClientOptions, setup.ClientOptions...)
+	c.NoRegister = true
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// agent puts credentials, TLS and signature checks into an agent's config.
+// sameProcess is set by `alpha site`, whose agent talks to its own leaf.
+func (s *secureFlags) agent(c *agent.Config, sameProcess bool) error {
+	if s.insecure {
+		return nil
+	}
+	creds, trusted := s.creds, s.trustedKeys
+	if s.bundle != "" {
+		if creds == "" {
+			creds = filepath.Join(s.bundle, accounts.AgentSeedFile(c.Node))
+		}
+		if trusted == "" {
+			trusted = filepath.Join(s.bundle, accounts.TrustedKeysFile)
+		}
+	}
+	if creds == "" {
+		return errors.New("--creds is required (agent-NODE.nk from the site bundle), or --insecure")
+	}
+	if trusted == "" {
+		return errors.New("--trusted-keys is required: agents apply only signed blueprints, or --insecure")
+	}
+	opts, err := accounts.AgentOptions(c.Site, c.Node, creds)
+	if err != nil {
+		return err
+	}
+	keys, err := accounts.ReadTrustedKeys(trusted)
+	if err != nil {
+		return fmt.Errorf("--trusted-keys: %w", err)
+	}
+	v, err := sign.NewVerifier(keys, c.StateDir)
+	if err != nil {
+		return err
+	}
+	// A separate agent verifies its leaf with --tls-ca; in `alpha site` the
+	// leaf's listener has TLS only if it was given a certificate.
+	useTLS := s.tls.CA != "" && (!sameProcess || s.tls.Cert != "")
+	switch {
+	case useTLS:
+		o, err := s.tls.NATS()
+		if err != nil {
+			return err
+		}
+		opts = append(opts, o)
+	case !isLoopbackURL(c.NATSURL):
+		return fmt.Errorf("--nats %s is not on this machine: --tls-ca is required", c.NATSURL)
+	}
+	c.NATSOptions = append(c.NATSOptions, opts...)
+	c.Verify = v.Verify
+	return nil
+}
+
+func isLoopbackURL(raw string) bool {
+	for _, one := range strings.Split(raw, ",") {
+		u, err := url.Parse(strings.TrimSpace(one))
+		if err != nil || !isLoopback(u.Hostname()) {
+			return false
+		}
+	}
+	return true
+}
+
+// chain runs two option hooks in order.
+func chain(a, b func(*server.Options) error) func(*server.Options) error {
+	if a == nil {
+		return b
+	}
+	return func(o *server.Options) error {
+		if err := a(o); err != nil {
+			return err
+		}
+		return b(o)
+	}
+}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/alpha-edge/alpha/accounts"
+	"github.com/alpha-edge/alpha/internal/tlsfiles"
+)
+
+func init() {
+	siteCommands["add"] = runSiteAdd
+	siteCommands["revoke"] = runSiteRevoke
+}
+
+type adminFlags struct {
+	dir, hub, ca *string
+}
+
+func addAdminFlags(fs interface {
+	String(name, value, usage string) *string
+}) adminFlags {
+	return adminFlags{
+		dir: fs.String("operator-dir", "/etc/alpha/operator", "operator directory (alpha accounts init)"),
+		hub: fs.String("hub", "", "hub client URL, tls://HOST:4222"),
+		ca:  fs.String("tls-ca", "", "CA of the hub's certificate (required unless the URL is nats:// with an --insecure hub)"),
+	}
+}
+
+func (a adminFlags) tls() ([]nats.Option, error) {
+	if *a.ca == "" {
+		return nil, nil
+	}
+	o, err := tlsfiles.Files{CA: *a.ca}.NATS()
+	if err != nil {
+		return nil, err
+	}
+	return []nats.Option{o}, nil
+}
+
+// runSiteAdd issues a site's bundle for a tenant and registers the site at
+// the hub: the leaf's credentials cannot do that themselves.
+func runSiteAdd(ctx context.Context, args []string) error {
+	fs := newFlags("site add")
+	af := addAdminFlags(fs)
+	tenant := fs.String("tenant", "default", "tenant whose account the site joins")
+	nodes := fs.String("nodes", "", "node ids at the site, comma-separated (one agent each; required)")
+	out := fs.String("out", "", "bundle directory to write (default OPERATOR-DIR/bundles/SITE-TENANT)")
+	noRegister := fs.Bool("no-register", false, "only write the bundle; register later by running add again with --hub")
+	site, err := parseOne(fs, args, "SITE")
+	if err != nil {
+		return fmt.Errorf("%w (usage: alpha site add SITE --tenant T --nodes N1,N2 --hub URL --tls-ca CA)", err)
+	}
+	op, err := accounts.Load(*af.dir)
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		*out = filepath.Join(op.Dir, "bundles", site+"-"+*tenant)
+	}
+	if !*noRegister && *af.hub == "" {
+		return errors.New("--hub is required to register the site (or --no-register)")
+	}
+	if _, err := op.AddSite(site, *tenant, splitList(*nodes), *out); err != nil {
+		return err
+	}
+	fmt.Printf("site %s (tenant %s): bundle written to %s\n", site, *tenant, *out)
+	if *noRegister {
+		return nil
+	}
+	tlsOpts, err := af.tls()
+	if err != nil {
+		return err
+	}
+	nc, js, err := op.AdminJetStream(*af.hub, *tenant, tlsOpts...)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := accounts.RegisterSite(ctx, js, site); err != nil {
+		return err
+	}
+	fmt.Printf("site %s registered at %s: mirror consumers and uplink sources in place\n", site, *af.hub)
+	return nil
+}
+
+// runSiteRevoke revokes every credential issued to a site's leaf, pushes
+// the accounts to the hub (which drops the leaf at once) and removes the
+// site's plumbing there.
+func runSiteRevoke(ctx context.Context, args []string) error {
+	fs := newFlags("site revoke")
+	af := addAdminFlags(fs)
+	site, err := parseOne(fs, args, "SITE")
+	if err != nil {
+		return fmt.Errorf("%w (usage: alpha site revoke SITE --hub URL --tls-ca CA)", err)
+	}
+	op, err := accounts.Load(*af.dir)
+	if err != nil {
+		return err
+	}
+	tenants, err := op.RevokeSite(site)
+	if err != nil {
+		return err
+	}
+	if *af.hub == "" {
+		fmt.Printf("site %s revoked in %s; no --hub: the hub learns it at its next start\n", site, op.Dir)
+		return nil
+	}
+	tlsOpts, err := af.tls()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, t := range tenants {
+		if err := op.Push(ctx, *af.hub, t, tlsOpts...); err != nil {
+			return err
+		}
+		nc, js, err := op.AdminJetStream(*af.hub, t, tlsOpts...)
+		if err != nil {
+			return err
+		}
+		err = accounts.UnregisterSite(ctx, js, site)
+		nc.Close()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("site %s revoked for tenant %s and cut off at %s\n", site, t, *af.hub)
+	}
+	return nil
+}
+
+// parseOne parses flags around exactly one positional argument, which may
+// come first (alpha site add s1 --nodes n1) or last.
+func parseOne(fs *flag.FlagSet, args []string, what string) (string, error) {
+	var name string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	if name == "" && fs.NArg() == 1 {
+		return fs.Arg(0), nil
+	}
+	if name == "" || fs.NArg() != 0 {
+		return "", fmt.Errorf("exactly one %s is required", what)
+	}
+	return name, nil
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/streams"
+)
+
+func init() {
+	register("telemetry", "tail telemetry, health and events as they reach the hub", runTelemetry)
+}
+
+func runTelemetry(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "tail" {
+		fmt.Fprintln(os.Stderr, "usage: alpha telemetry tail [--nats URL] [--site S] [--node N] [--since 10m] [--metrics=false] [--json]")
+		return flag2help(args)
+	}
+	fs := newFlags("telemetry tail")
+	url := fs.String("nats", "nats://127.0.0.1:4222", "hub client URL")
+	site := fs.String("site", "", "only this site")
+	node := fs.String("node", "", "only this node")
+	since := fs.Duration("since", 0, "start this far back (default: only new messages)")
+	withMetrics := fs.Bool("metrics", true, "include metrics (health changes and events are always shown)")
+	asJSON := fs.Bool("json", false, "print each message as JSON")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	nc, err := nats.Connect(*url, nats.Name("alpha-telemetry-tail"), nats.Timeout(3*time.Second))
+	if err != nil {
+		return fmt.Errorf("connecting to hub %s: %w", *url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.NewWithDomain(nc, streams.HubDomain)
+	if err != nil {
+		return err
+	}
+	type source struct{ stream, root string }
+	sources := []source{{streams.EventsStream, "events"}}
+	if *withMetrics {
+		sources = append(sources, source{streams.TelemetryStream, "telemetry"})
+	}
+	var out sync.Mutex
+	var ccs []jetstream.ConsumeContext
+	for _, s := range sources {
+		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{streams.TelemetryFilter(s.root, *site, *node)}}
+		if *since > 0 {
+			start := time.Now().Add(-*since)
+			cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+		} else {
+			cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+		}
+		c, err := js.OrderedConsumer(ctx, s.stream, cfg)
+		if err != nil {
+			return fmt.Errorf("reading hub stream %s: %w", s.stream, err)
+		}
+		cc, err := c.Consume(func(m jetstream.Msg) {
+			var x streams.Metric
+			if err := json.Unmarshal(m.Data(), &x); err != nil || x.Kind == "" {
+				return // drift and hold events have their own shape
+			}
+			out.Lock()
+			defer out.Unlock()
+			printMetric(os.Stdout, x, *asJSON)
+		})
+		if err != nil {
+			return err
+		}
+		ccs = append(ccs, cc)
+	}
+	<-ctx.Done()
+	for _, cc := range ccs {
+		cc.Stop()
+	}
+	return nil
+}
+
+func flag2help(args []string) error {
+	if len(args) == 0 {
+		return errors.New("missing subcommand: tail")
+	}
+	return fmt.Errorf("unknown subcommand %q: want tail", args[0])
+}
+
+func printMetric(w io.Writer, m streams.Metric, asJSON bool) {
+	if asJSON {
+		b, _ := json.Marshal(m)
+		fmt.Fprintln(w, string(b))
+		return
+	}
+	keys := make([]string, 0, len(m.Labels))
+	for k := range m.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var lab []string
+	for _, k := range keys {
+		lab = append(lab, k+"="+m.Labels[k])
+	}
+	line := fmt.Sprintf("%s %-6s %s/%s %s %s=%g", m.TS.Local().Format("15:04:05.000"), m.Kind, m.Site, m.Node, m.Layer, m.Name, m.Value)
+	if m.Unit != "" {
+		line += " " + m.Unit
+	}
+	if len(lab) > 0 {
+		line += " {" + strings.Join(lab, ", ") + "}"
+	}
+	if m.Text != "" {
+		line += "  " + m.Text
+	}
+	fmt.Fprintln(w, line)
+}

@@ -1,0 +1,510 @@
+// Package cloud is the hub's cloud reconciler: it provisions the spec.cloud
+// Terraform configurations of every node's blueprint and publishes their
+// phase and outputs for the sites, which hold no cloud credentials.
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/streams"
+)
+
+// Buckets this package uses in the hub's JetStream domain.
+const (
+	// StatusBucket holds one Status per configuration, key Key(site, node,
+	// config). Each site mirrors its own keys, so agents resolve outputs offline.
+	StatusBucket = "cloud"
+	// StateBucket is the object store holding Terraform state and the last
+	// applied configuration; it is replicated with the hub's JetStream.
+	StateBucket = "tfstate"
+	// LockBucket holds the leases that keep two hubs from running Terraform
+	// on the same configuration at once.
+	LockBucket = "cloudlocks"
+)
+
+// Key is the key of one configuration in the status bucket, the lock bucket
+// and (as a prefix) the state store.
+func Key(site, node, config string) string { return site + "." + node + "." + config }
+
+// Phase is where a configuration stands.
+type Phase string
+
+// Phases of a configuration, as published.
+const (
+	PhasePlanned    Phase = "planned"  // the plan has changes; apply follows
+	PhaseApplying   Phase = "applying" // terraform apply is running
+	PhaseApplied    Phase = "applied"  // the cloud matches the configuration
+	PhaseFailed     Phase = "failed"   // Error holds Terraform's own message
+	PhaseDrifted    Phase = "drifted"  // a re-plan found changes; policy report
+	PhaseDestroying Phase = "destroying"
+	PhaseDestroyed  Phase = "destroyed" // left the blueprint; outputs gone
+)
+
+// PlanSummary counts what the last plan wanted, as Terraform prints it.
+type PlanSummary struct {
+	Add     int `json:"add"`
+	Change  int `json:"change"`
+	Destroy int `json:"destroy"`
+}
+
+// String reads like Terraform's own "Plan:" line.
+func (p PlanSummary) String() string {
+	return fmt.Sprintf("%d to add, %d to change, %d to destroy", p.Add, p.Change, p.Destroy)
+}
+
+// Status is the value of a configuration's key in the status bucket.
+type Status struct {
+	Site   string `json:"site"`
+	Node   string `json:"node"`
+	Config string `json:"config"`
+	Phase  Phase  `json:"phase"`
+	Error  string `json:"error,omitempty"`
+	// Message says what happened last, for people (drift found, waiting...).
+	Message string `json:"message,omitempty"`
+	// Digest is blueprint.CloudConfig.Digest of the revision last worked on;
+	// AppliedDigest that of the revision the outputs come from. An agent
+	// whose blueprint has another digest knows its outputs are not current.
+	Digest        string `json:"digest,omitempty"`
+	AppliedDigest string `json:"appliedDigest,omitempty"`
+	Drift         string `json:"drift,omitempty"`
+	// Plan is the last plan's summary (all zero once converged); Applied is
+	// what the last apply did.
+	Plan    PlanSummary `json:"plan"`
+	Applied PlanSummary `json:"applied"`
+	// Outputs holds only the outputs the configuration lists; strings as
+	// they are, other types as JSON text.
+	Outputs map[string]string `json:"outputs,omitempty"`
+	Applies uint64            `json:"applies"`
+	Repairs uint64            `json:"repairs,omitempty"`
+	Hub     string            `json:"hub,omitempty"`
+	Updated time.Time         `json:"updated"`
+}
+
+// same reports whether two statuses say the same thing, ignoring when.
+func (s Status) same(o Status) bool {
+	s.Updated, o.Updated = time.Time{}, time.Time{}
+	s.Hub, o.Hub = "", ""
+	return reflect.DeepEqual(s, o)
+}
+
+// Config builds a Reconciler.
+type Config struct {
+	// JS is the hub's JetStream (domain hub).
+	JS jetstream.JetStream
+	// Terraform is the binary: a path, or a name looked up in PATH
+	// (default "terraform").
+	Terraform string
+	// WorkDir holds the working directories, one per configuration. It is a
+	// cache: state lives in the StateBucket.
+	WorkDir string
+	// ProviderMirror, if set, is a directory laid out as for
+	// "terraform providers mirror"; providers are installed only from it.
+	ProviderMirror string
+	// Replan is how often an applied configuration is planned again to
+	// detect cloud drift (default 10m, jittered).
+	Replan time.Duration
+	// RetryMin is the first retry delay after a failure (default 5s); it
+	// doubles up to Replan.
+	RetryMin time.Duration
+	// LeaseTTL is how long a crashed hub's lease blocks others (default 30s).
+	LeaseTTL time.Duration
+	// Parallel bounds the Terraform runs at once on this hub (default 2).
+	Parallel int
+	// Replicas of the buckets this package creates (default 1).
+	Replicas int
+	// Instance names this hub in leases and statuses (default host:pid).
+	Instance string
+	// Decode turns a blueprints value into a blueprint (default
+	// blueprint.Parse); a hub that signs blueprints unwraps the envelope here.
+	Decode func(key string, data []byte) (*blueprint.Blueprint, error)
+	Log    *slog.Logger
+}
+
+// Stats counts what a Reconciler did, for tests and metrics.
+type Stats struct {
+	Plans      uint64
+	Applies    uint64
+	Destroys   uint64
+	LeaseWaits uint64
+}
+
+// Reconciler watches every blueprint and keeps each (site, node,
+// configuration) provisioned: init, plan, apply only when the plan is not
+// empty, publish outputs; destroy once the configuration leaves. It is
+// level-based: every pass plans against the real cloud.
+type Reconciler struct {
+	cfg Config
+	log *slog.Logger
+	sem chan struct{}
+	wg  sync.WaitGroup
+
+	blueprints jetstream.KeyValue
+	status     jetstream.KeyValue
+	locks      jetstream.KeyValue
+	state      jetstream.ObjectStore
+	cliConfig  string
+
+	mu          sync.Mutex
+	workers     map[string]*worker
+	desired     map[string]map[string]blueprint.CloudConfig // blueprint key -> config name
+	undecodable map[string]bool                             // blueprint keys whose newest value was refused
+
+	tfMu      sync.Mutex
+	tfPath    string
+	tfMissing bool // logged once; reset when it appears
+
+	plans, applies, destroys, waits atomic.Uint64
+}
+
+// New checks the configuration; Run does the work.
+func New(cfg Config) (*Reconciler, error) {
+	if cfg.JS == nil {
+		return nil, errors.New("cloud: Config.JS is required")
+	}
+	if cfg.WorkDir == "" {
+		return nil, errors.New("cloud: Config.WorkDir is required")
+	}
+	if cfg.Terraform == "" {
+		cfg.Terraform = "terraform"
+	}
+	if cfg.Replan <= 0 {
+		cfg.Replan = 10 * time.Minute
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 5 * time.Second
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 30 * time.Second
+	}
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = 2
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Instance == "" {
+		h, _ := os.Hostname()
+		cfg.Instance = fmt.Sprintf("%s:%d", h, os.Getpid())
+	}
+	if cfg.Decode == nil {
+		cfg.Decode = func(_ string, data []byte) (*blueprint.Blueprint, error) { return blueprint.Parse(data) }
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Reconciler{
+		cfg:         cfg,
+		log:         cfg.Log.With("component", "cloud", "hub", cfg.Instance),
+		sem:         make(chan struct{}, cfg.Parallel),
+		workers:     map[string]*worker{},
+		desired:     map[string]map[string]blueprint.CloudConfig{},
+		undecodable: map[string]bool{},
+	}, nil
+}
+
+// Stats returns the counters so far.
+func (r *Reconciler) Stats() Stats {
+	return Stats{Plans: r.plans.Load(), Applies: r.applies.Load(), Destroys: r.destroys.Load(), LeaseWaits: r.waits.Load()}
+}
+
+// Run reconciles until ctx is done. A missing Terraform is logged once and
+// reported per configuration; it does not stop Run.
+func (r *Reconciler) Run(ctx context.Context) error {
+	if err := r.open(ctx); err != nil {
+		return err
+	}
+	_ = r.terraformReady(ctx) // logs once if missing
+	defer r.wg.Wait()
+	for {
+		err := r.watch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.log.Warn("blueprints watch ended; watching again", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// open creates this package's buckets and waits for the blueprints bucket,
+// which the hub creates.
+func (r *Reconciler) open(ctx context.Context) error {
+	if err := os.MkdirAll(filepath.Join(r.cfg.WorkDir, "runs"), 0o700); err != nil {
+		return fmt.Errorf("cloud: work dir: %w", err)
+	}
+	// Terraform warns about a TF_CLI_CONFIG_FILE that does not exist, and the
+	// warning breaks terraform-exec's parsing (FIELD-NOTES): always point it
+	// at a file this package wrote.
+	r.cliConfig = filepath.Join(r.cfg.WorkDir, "terraformrc")
+	rc := ""
+	if r.cfg.ProviderMirror != "" {
+		// Only the mirror: an air-gapped hub must not try a registry.
+		rc = fmt.Sprintf("provider_installation {\n  filesystem_mirror {\n    path = %q\n  }\n}\n", r.cfg.ProviderMirror)
+	}
+	if err := os.WriteFile(r.cliConfig, []byte(rc), 0o600); err != nil {
+		return fmt.Errorf("cloud: %w", err)
+	}
+	var err error
+	if r.status, err = r.cfg.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: StatusBucket, History: 4, Replicas: r.cfg.Replicas,
+		Description: "Alpha cloud configurations: phase, plan summary and outputs per site.node.config",
+	}); err != nil {
+		return fmt.Errorf("cloud: bucket %s: %w", StatusBucket, err)
+	}
+	if r.locks, err = r.cfg.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: LockBucket, History: 1, TTL: r.cfg.LeaseTTL, Replicas: r.cfg.Replicas,
+		Description: "Alpha cloud leases: one hub runs Terraform on a configuration at a time",
+	}); err != nil {
+		return fmt.Errorf("cloud: bucket %s: %w", LockBucket, err)
+	}
+	if r.state, err = r.cfg.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: StateBucket, Replicas: r.cfg.Replicas,
+		Description: "Alpha Terraform state and last applied configuration",
+	}); err != nil {
+		return fmt.Errorf("cloud: object store %s: %w", StateBucket, err)
+	}
+	for logged := false; ; {
+		r.blueprints, err = r.cfg.JS.KeyValue(ctx, streams.BlueprintsBucket)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return fmt.Errorf("cloud: bucket %s: %w", streams.BlueprintsBucket, err)
+		}
+		if !logged {
+			r.log.Info("waiting for the blueprints bucket")
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// watch follows every blueprint; after the initial values it sweeps for
+// configurations that were provisioned but no longer appear anywhere.
+func (r *Reconciler) watch(ctx context.Context) error {
+	w, err := r.blueprints.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watcher closed")
+			}
+			if e == nil {
+				r.sweep(ctx)
+				continue
+			}
+			r.onBlueprint(ctx, e)
+		}
+	}
+}
+
+func (r *Reconciler) onBlueprint(ctx context.Context, e jetstream.KeyValueEntry) {
+	site, node, ok := strings.Cut(e.Key(), ".")
+	if !ok {
+		r.log.Warn("ignoring blueprint key that is not site.node", "key", e.Key())
+		return
+	}
+	cfgs := map[string]blueprint.CloudConfig{}
+	if e.Operation() == jetstream.KeyValuePut {
+		bp, err := r.cfg.Decode(e.Key(), e.Value())
+		if err != nil {
+			// Never destroy because of a bad revision: the agent keeps running
+			// the last good one, and so does the cloud.
+			r.log.Warn("blueprint refused; keeping its cloud configurations as they are", "key", e.Key(), "revision", e.Revision(), "err", err)
+			r.mu.Lock()
+			r.undecodable[e.Key()] = true
+			r.mu.Unlock()
+			return
+		}
+		for _, c := range bp.Spec.Cloud {
+			cfgs[c.Name] = c
+		}
+	}
+	r.setDesired(ctx, e.Key(), site, node, cfgs)
+}
+
+// setDesired records a node's configurations and wakes the workers whose
+// configuration changed or left.
+func (r *Reconciler) setDesired(ctx context.Context, bpKey, site, node string, cfgs map[string]blueprint.CloudConfig) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.undecodable, bpKey)
+	prev := r.desired[bpKey]
+	for name := range prev {
+		if _, ok := cfgs[name]; !ok {
+			r.workerLocked(ctx, site, node, name).set(nil)
+		}
+	}
+	for name, c := range cfgs {
+		w := r.workerLocked(ctx, site, node, name)
+		if old := w.want; old == nil || !reflect.DeepEqual(*old, c) {
+			w.set(&c)
+		}
+	}
+	if len(cfgs) == 0 {
+		delete(r.desired, bpKey)
+	} else {
+		r.desired[bpKey] = cfgs
+	}
+}
+
+// sweep starts a destroy for every configuration the hub holds state or a
+// live status for that no blueprint declares (removed while no hub ran).
+func (r *Reconciler) sweep(ctx context.Context) {
+	known := map[string]bool{}
+	if infos, err := r.state.List(ctx); err == nil {
+		for _, in := range infos {
+			k, _, _ := strings.Cut(in.Name, "/")
+			known[k] = true
+		}
+	} else if !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		r.log.Warn("listing terraform state", "err", err)
+	}
+	if keys, err := r.status.ListKeys(ctx); err == nil {
+		for k := range keys.Keys() {
+			known[k] = true
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range known {
+		parts := strings.SplitN(k, ".", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		bpKey := parts[0] + "." + parts[1]
+		if r.undecodable[bpKey] {
+			continue
+		}
+		if _, ok := r.desired[bpKey][parts[2]]; ok {
+			continue
+		}
+		if _, running := r.workers[k]; running {
+			continue
+		}
+		r.workerLocked(ctx, parts[0], parts[1], parts[2]).set(nil)
+	}
+}
+
+// worker owns one configuration: one goroutine, so runs on it never overlap
+// on this hub (the lease covers other hubs).
+type worker struct {
+	key, site, node, name string
+	wake                  chan struct{}
+	want                  *blueprint.CloudConfig // guarded by Reconciler.mu; nil: destroy
+}
+
+func (w *worker) set(c *blueprint.CloudConfig) {
+	w.want = c
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Reconciler) workerLocked(ctx context.Context, site, node, name string) *worker {
+	k := Key(site, node, name)
+	if w, ok := r.workers[k]; ok {
+		return w
+	}
+	w := &worker{key: k, site: site, node: node, name: name, wake: make(chan struct{}, 1)}
+	r.workers[k] = w
+	r.wg.Add(1)
+	go r.runWorker(ctx, w)
+	return w
+}
+
+func (r *Reconciler) runWorker(ctx context.Context, w *worker) {
+	defer r.wg.Done()
+	var backoff time.Duration
+	for {
+		// Drain the wake that set() left, so a change during this pass wakes
+		// the next one and nothing else does.
+		select {
+		case <-w.wake:
+		default:
+		}
+		r.mu.Lock()
+		want := w.want
+		r.mu.Unlock()
+		var err error
+		if want == nil {
+			err = r.destroy(ctx, w)
+		} else {
+			err = r.reconcile(ctx, w, *want)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		next := jitter(r.cfg.Replan)
+		if err != nil {
+			backoff = min(max(2*backoff, r.cfg.RetryMin), r.cfg.Replan)
+			next = jitter(backoff)
+			r.log.Warn("cloud configuration not converged", "key", w.key, "retry", next.Round(time.Millisecond), "err", firstLine(err.Error()))
+		} else {
+			backoff = 0
+			if want == nil {
+				r.mu.Lock()
+				if w.want == nil {
+					delete(r.workers, w.key)
+					r.mu.Unlock()
+					return
+				}
+				r.mu.Unlock()
+				continue
+			}
+		}
+		t := time.NewTimer(next)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-w.wake:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// jitter spreads d by +-10% so configurations do not re-plan in lockstep.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " ..."
+	}
+	return s
+}

@@ -1,0 +1,61 @@
+package hub_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/alpha-edge/alpha/hub"
+	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/stack"
+	"github.com/alpha-edge/alpha/leaf"
+	"github.com/alpha-edge/alpha/streams"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestRestartKeepsStateAndSources restarts a hub on its store: blueprints
+// and the per-site sources of its uplink streams must survive, and
+// bootstrapping again must not reset them.
+func TestRestartKeepsStateAndSources(t *testing.T) {
+	ctx := context.Background()
+	store := t.TempDir()
+	cfg := hub.Config{StoreDir: store, Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Log: stack.Log()}
+	h, err := hub.Start(ctx, cfg)
+	check.NoError(t, err)
+	nc, err := h.Connect()
+	check.NoError(t, err)
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(ctx, streams.BlueprintsBucket)
+	check.NoError(t, err)
+	rev, err := kv.PutString(ctx, "s.n", "x")
+	check.NoError(t, err)
+	for _, name := range streams.Uplinks() {
+		check.NoError(t, leaf.Register(ctx, js, "s", name))
+		check.NoError(t, leaf.Register(ctx, js, "s", name)) // idempotent
+	}
+	nc.Close()
+	h.Shutdown()
+
+	h, err = hub.Start(ctx, cfg)
+	check.NoError(t, err)
+	defer h.Shutdown()
+	nc, err = h.Connect()
+	check.NoError(t, err)
+	defer nc.Close()
+	js, _ = jetstream.New(nc)
+	kv, err = js.KeyValue(ctx, streams.BlueprintsBucket)
+	check.NoError(t, err)
+	e, err := kv.Get(ctx, "s.n")
+	check.NoError(t, err)
+	check.Equal(t, e.Revision(), rev)
+	for _, name := range streams.Uplinks() {
+		s, err := js.Stream(ctx, name)
+		check.NoError(t, err)
+		info, err := s.Info(ctx)
+		check.NoError(t, err)
+		check.Equal(t, len(info.Config.Sources), 1)
+		check.Equal(t, len(info.Config.Subjects), 1) // only the placeholder nobody publishes to
+	}
+	// The sourced status stream still answers as a KV bucket.
+	_, err = js.KeyValue(ctx, streams.StatusBucket)
+	check.NoError(t, err)
+}

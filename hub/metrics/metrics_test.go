@@ -1,0 +1,207 @@
+package metrics_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/agent/telemetry"
+	"github.com/alpha-edge/alpha/hub"
+	"github.com/alpha-edge/alpha/hub/metrics"
+	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/leaf"
+	"github.com/alpha-edge/alpha/streams"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func scrape(t *testing.T, url string) (map[string]*dto.MetricFamily, error) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	return p.TextToMetricFamilies(resp.Body)
+}
+
+// value finds the sample of family with all the given labels.
+func value(fams map[string]*dto.MetricFamily, family string, labels map[string]string) (float64, error) {
+	f := fams[family]
+	if f == nil {
+		return 0, fmt.Errorf("no family %s", family)
+	}
+next:
+	for _, m := range f.Metric {
+		have := map[string]string{}
+		for _, l := range m.Label {
+			have[l.GetName()] = l.GetValue()
+		}
+		for k, v := range labels {
+			if have[k] != v {
+				continue next
+			}
+		}
+		switch f.GetType() {
+		case dto.MetricType_GAUGE:
+			return m.GetGauge().GetValue(), nil
+		case dto.MetricType_COUNTER:
+			return m.GetCounter().GetValue(), nil
+		}
+		return 0, fmt.Errorf("%s has type %s", family, f.GetType())
+	}
+	return 0, fmt.Errorf("no %s with labels %v", family, labels)
+}
+
+// TestPrometheusEndpoint publishes metrics, a health change and events at a
+// site; the hub's endpoint serves the latest value of each series, and the
+// output parses with the Prometheus text parser.
+func TestPrometheusEndpoint(t *testing.T) {
+	ctx := context.Background()
+	h, err := hub.Start(ctx, hub.Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Log: quiet})
+	check.NoError(t, err)
+	t.Cleanup(h.Shutdown)
+	l, err := leaf.Start(ctx, leaf.Config{Site: "s1", HubURLs: []string{h.LeafURL()}, StoreDir: t.TempDir(), Listen: "127.0.0.1:-1", Log: quiet})
+	check.NoError(t, err)
+	t.Cleanup(l.Shutdown)
+	check.For(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if !l.Synced() {
+			return fmt.Errorf("leaf not synced")
+		}
+		return nil
+	})
+
+	hnc, err := h.Connect()
+	check.NoError(t, err)
+	defer hnc.Close()
+	hjs, err := jetstream.New(hnc)
+	check.NoError(t, err)
+	exp, err := metrics.Start(ctx, metrics.Config{JS: hjs, Log: quiet})
+	check.NoError(t, err)
+	defer exp.Stop()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	check.NoError(t, err)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go exp.Serve(sctx, ln)
+	url := "http://" + ln.Addr().String() + "/metrics"
+
+	nc, err := nats.Connect(l.ClientURL())
+	check.NoError(t, err)
+	defer nc.Close()
+	p, err := telemetry.NewPublisher(telemetry.PublisherConfig{Conn: nc, Site: "s1", Node: "n1", Log: quiet})
+	check.NoError(t, err)
+	go p.Run(sctx)
+	p.Publish(streams.Metric{Name: "cpu.percent", Value: 12.5, Unit: "%", Layer: "host"})
+	p.Publish(streams.Metric{Name: "temperature.cpu", Value: 71, Unit: "Cel", Layer: "sensors"})
+	p.Publish(streams.Metric{Name: "iface.rx_bytes", Value: 1000, Layer: "net", Labels: map[string]string{"iface": "eth0"}})
+	p.Publish(streams.Metric{Name: "iface.rx_bytes", Value: 2000, Layer: "net", Labels: map[string]string{"iface": "eth1"}})
+	p.Publish(streams.Metric{Name: "health", Value: 0.5, Layer: "health", Kind: streams.KindHealth,
+		Labels: map[string]string{"id": "container:web"}, Text: "restarting"})
+	p.Publish(streams.Metric{Name: "remediation.acted", Value: 1, Layer: "remediation", Kind: streams.KindEvent, Text: "restart"})
+	p.Publish(streams.Metric{Name: "remediation.acted", Value: 2, Layer: "remediation", Kind: streams.KindEvent, Text: "restart"})
+	p.Publish(streams.Metric{Name: "cpu.percent", Value: 13, Unit: "%", Layer: "host"}) // latest wins
+	fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer fcancel()
+	check.NoError(t, p.Flush(fctx))
+
+	node := map[string]string{"site": "s1", "node": "n1"}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{"site": "s1", "node": "n1"}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	want := []struct {
+		family string
+		labels map[string]string
+		value  float64
+	}{
+		{"alpha_cpu_percent", with("layer", "host"), 13},
+		{"alpha_temperature_cpu", with("layer", "sensors"), 71},
+		{"alpha_iface_rx_bytes", with("iface", "eth0"), 1000},
+		{"alpha_iface_rx_bytes", with("iface", "eth1"), 2000},
+		{"alpha_health", with("id", "container:web", "layer", "health"), 0.5},
+		{"alpha_events_total", with("name", "remediation.acted"), 2},
+	}
+	check.For(t, 20*time.Second, 20*time.Millisecond, func() error {
+		fams, err := scrape(t, url)
+		if err != nil {
+			return err
+		}
+		for _, w := range want {
+			got, err := value(fams, w.family, w.labels)
+			if err != nil {
+				return err
+			}
+			if got != w.value {
+				return fmt.Errorf("%s%v = %v, want %v", w.family, w.labels, got, w.value)
+			}
+		}
+		if n := len(fams["alpha_cpu_percent"].Metric); n != 1 {
+			return fmt.Errorf("alpha_cpu_percent has %d series, want 1", n)
+		}
+		return nil
+	})
+
+	// A restarted exporter seeds the latest value of each subject.
+	exp2, err := metrics.Start(ctx, metrics.Config{JS: hjs, Log: quiet, Durable: "metrics2"})
+	check.NoError(t, err)
+	defer exp2.Stop()
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(exp2.Write(pw)) }()
+		parser := expfmt.NewTextParser(model.LegacyValidation)
+		fams, err := parser.TextToMetricFamilies(pr)
+		if err != nil {
+			return err
+		}
+		got, err := value(fams, "alpha_cpu_percent", node)
+		if err != nil {
+			return err
+		}
+		if got != 13 {
+			return fmt.Errorf("seeded cpu %v, want 13", got)
+		}
+		return nil
+	})
+
+	// An analytics client reads the same telemetry with a durable pull
+	// consumer of its own, filtered to one site's host layer; it resumes
+	// where it stopped after a restart.
+	cons, err := hjs.CreateOrUpdateConsumer(ctx, streams.TelemetryStream, jetstream.ConsumerConfig{
+		Durable:       "analytics",
+		FilterSubject: "telemetry.s1.*.host.>",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	check.NoError(t, err)
+	batch, err := cons.Fetch(10, jetstream.FetchMaxWait(2*time.Second))
+	check.NoError(t, err)
+	var cpu []float64
+	for msg := range batch.Messages() {
+		var x streams.Metric
+		check.NoError(t, json.Unmarshal(msg.Data(), &x))
+		cpu = append(cpu, x.Value)
+		check.NoError(t, msg.Ack())
+	}
+	check.NoError(t, batch.Error())
+	if len(cpu) != 2 || cpu[0] != 12.5 || cpu[1] != 13 {
+		t.Fatalf("analytics consumer read %v, want [12.5 13]", cpu)
+	}
+}
