@@ -131,7 +131,20 @@ func (h *Hub) bootstrap(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return Bootstrap(ctx, js, max(h.cfg.Replicas, 1))
+	// A cluster member starts before a JetStream meta leader exists, and
+	// API requests sent before one is elected go unanswered: retry with
+	// short attempts instead of one long wait.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = Bootstrap(actx, js, max(h.cfg.Replicas, 1))
+		cancel()
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		h.cfg.Log.Debug("hub bootstrap not done yet; retrying", "err", err)
+		time.Sleep(250 * time.Millisecond)
+	}
 }
 
 // Bootstrap creates the hub's buckets and streams if they are missing. It is

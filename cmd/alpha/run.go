@@ -36,11 +36,15 @@ func runHub(ctx context.Context, args []string) error {
 	listen := fs.String("listen", "0.0.0.0:4222", "client listener HOST:PORT")
 	leafListen := fs.String("leaf-listen", "0.0.0.0:7422", "leafnode listener HOST:PORT")
 	sec := addSecureFlags(fs, roleHub)
+	clf := addClusterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	log := logger()
 	hc := hub.Config{StoreDir: *store, Listen: *listen, LeafListen: *leafListen, Log: log}
+	if err := clf.apply(&hc); err != nil {
+		return err
+	}
 	op, err := sec.hub(&hc)
 	if err != nil {
 		return err
@@ -54,7 +58,7 @@ func runHub(ctx context.Context, args []string) error {
 		return err
 	}
 	log.Info("hub security", "operator mode", op != nil, "tls", !sec.insecure)
-	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL())
+	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL(), "cluster", *clf.cluster)
 	if err := cf.start(ctx, h, *store, log); err != nil {
 		h.Shutdown()
 		return err

@@ -1,0 +1,662 @@
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// BuildTags are the tags every build of the module needs (the podman
+// bindings); the harness builds the real binary with them.
+const BuildTags = "remote exclude_graphdriver_btrfs btrfs_noversion exclude_graphdriver_devicemapper containers_image_openpgp"
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// Binary builds ./cmd/alpha once per test process and returns its path.
+// ALPHA_BIN points at a prebuilt binary instead (make builds bin/alpha).
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if p := os.Getenv("ALPHA_BIN"); p != "" {
+			buildPath, buildErr = filepath.Abs(p)
+			return
+		}
+		dir, err := os.MkdirTemp("", "alpha-chaos-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildPath = filepath.Join(dir, "alpha")
+		_, file, _, _ := runtime.Caller(0)
+		cmd := exec.Command("go", "build", "-tags", BuildTags, "-o", buildPath, "./cmd/alpha")
+		cmd.Dir = filepath.Dir(filepath.Dir(file))
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/alpha: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// CleanupBinary removes the binary Binary built (call it from TestMain
+// after m.Run).
+func CleanupBinary() {
+	if buildPath != "" && os.Getenv("ALPHA_BIN") == "" {
+		os.RemoveAll(filepath.Dir(buildPath))
+	}
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago. Servers
+// that restart keep their port, so the harness picks ports instead of
+// passing -1.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Proc is one process of the real binary that the test started. Only these
+// are ever signalled, by PID.
+type Proc struct {
+	Name string
+	t    testing.TB
+	bin  string
+	args []string
+	env  []string
+	wrap []string // command prefix, e.g. ip netns exec NS
+	log  string
+
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	lines []string
+	done  chan struct{}
+}
+
+// Start runs the binary with args; its stderr goes to DIR/NAME.log and is
+// scanned for WaitLog. The process is stopped in t.Cleanup.
+func Start(t testing.TB, dir, name string, args ...string) *Proc {
+	return StartWrapped(t, dir, name, nil, nil, args...)
+}
+
+// StartWrapped is Start with a command prefix (ip netns exec NS) and extra
+// environment.
+func StartWrapped(t testing.TB, dir, name string, wrap, env []string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Name: name, t: t, bin: Binary(t), args: args, env: env, wrap: wrap, log: filepath.Join(dir, name+".log")}
+	p.start()
+	t.Cleanup(p.Stop)
+	return p
+}
+
+func (p *Proc) start() {
+	p.t.Helper()
+	argv := append(append(append([]string{}, p.wrap...), p.bin), p.args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(append(os.Environ(), "ALPHA_LOG=info"), p.env...)
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = f, w
+	if err := cmd.Start(); err != nil {
+		p.t.Fatalf("start %s: %v", p.Name, err)
+	}
+	w.Close()
+	done := make(chan struct{})
+	p.mu.Lock()
+	p.cmd, p.done, p.lines = cmd, done, nil
+	p.mu.Unlock()
+	go func() {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(f, line)
+			p.mu.Lock()
+			p.lines = append(p.lines, line)
+			p.mu.Unlock()
+		}
+		r.Close()
+	}()
+	go func() {
+		cmd.Wait()
+		f.Close()
+		close(done)
+	}()
+}
+
+// PID is the process id of the current incarnation.
+func (p *Proc) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd.Process.Pid
+}
+
+// Running reports whether the current incarnation is alive.
+func (p *Proc) Running() bool {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	select {
+	case <-done:
+		return false
+	default:
+		return true
+	}
+}
+
+// WaitLog waits for a log line containing substr (in this incarnation) and
+// returns it.
+func (p *Proc) WaitLog(substr string, timeout time.Duration) string {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		p.mu.Lock()
+		for _, l := range p.lines {
+			if strings.Contains(l, substr) {
+				p.mu.Unlock()
+				return l
+			}
+		}
+		done := p.done
+		p.mu.Unlock()
+		select {
+		case <-done:
+			p.t.Fatalf("%s exited before logging %q; log %s:\n%s", p.Name, substr, p.log, p.tail())
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s did not log %q within %v; log %s:\n%s", p.Name, substr, timeout, p.log, p.tail())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// CountLog counts this incarnation's log lines containing substr.
+func (p *Proc) CountLog(substr string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, l := range p.lines {
+		if strings.Contains(l, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// LogSpan is the time= of the first and the last line containing substr
+// in this incarnation.
+func (p *Proc) LogSpan(substr string) (first, last time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.lines {
+		if !strings.Contains(l, substr) {
+			continue
+		}
+		ts, err := time.Parse(time.RFC3339Nano, LogField(l, "time"))
+		if err != nil {
+			continue
+		}
+		if first.IsZero() {
+			first = ts
+		}
+		last = ts
+	}
+	return first, last
+}
+
+func (p *Proc) tail() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := max(0, len(p.lines)-30)
+	return strings.Join(p.lines[n:], "\n")
+}
+
+// Signal sends sig to the current incarnation.
+func (p *Proc) Signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil && p.cmd.Process != nil {
+		p.cmd.Process.Signal(sig)
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (p *Proc) Kill() {
+	p.Signal(syscall.SIGKILL)
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	<-done
+}
+
+// Stop sends SIGTERM, then SIGKILL after 10 s, and waits. Idempotent.
+func (p *Proc) Stop() {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	select {
+	case <-done:
+		return
+	default:
+	}
+	p.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.Kill()
+	}
+}
+
+// Restart starts the process again with the same arguments (after Stop or
+// Kill).
+func (p *Proc) Restart() {
+	p.t.Helper()
+	p.Stop()
+	p.start()
+}
+
+// Footprint is a process's resident memory and CPU time so far.
+type Footprint struct {
+	RSS int64         // bytes
+	CPU time.Duration // user + system
+}
+
+// Usage reads /proc for the current incarnation.
+func (p *Proc) Usage() (Footprint, error) { return ProcUsage(p.PID()) }
+
+// ProcUsage reads RSS and CPU time of pid from /proc.
+func ProcUsage(pid int) (Footprint, error) {
+	var f Footprint
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return f, err
+	}
+	// Fields after the command name, which may hold spaces.
+	s := string(st)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(fields) < 22 {
+		return f, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, _ := strconv.ParseInt(fields[11], 10, 64)
+	sy, _ := strconv.ParseInt(fields[12], 10, 64)
+	f.CPU = time.Duration(ut+sy) * time.Second / 100 // USER_HZ is 100 on Linux
+	pages, _ := strconv.ParseInt(fields[21], 10, 64)
+	f.RSS = pages * int64(os.Getpagesize())
+	return f, nil
+}
+
+var kvRE = regexp.MustCompile(`(\w+)=("[^"]*"|\S+)`)
+
+// LogField returns key=value from a slog text line.
+func LogField(line, key string) string {
+	for _, m := range kvRE.FindAllStringSubmatch(line, -1) {
+		if m[1] == key {
+			return strings.Trim(m[2], `"`)
+		}
+	}
+	return ""
+}
+
+// Hub is one `alpha hub` process (a standalone hub or a cluster member).
+type Hub struct {
+	*Proc
+	ClientURL string // nats://127.0.0.1:PORT
+	LeafAddr  string // 127.0.0.1:PORT
+	RouteAddr string // 127.0.0.1:PORT, cluster members only
+}
+
+// HubSpec says how to start a hub.
+type HubSpec struct {
+	Name    string
+	Cluster bool     // run as a cluster member
+	Routes  []string // the other members' RouteAddr
+	Route   int      // route port (cluster)
+}
+
+// StartHub runs `alpha hub` on fixed free loopback ports and waits for
+// "hub ready". The harness runs hub, leaves and agents with --insecure (no
+// TLS, accounts or signatures): the chaos suite is about links and crashes;
+// the secure setup has its own tests.
+func StartHub(t testing.TB, dir string, spec HubSpec) *Hub {
+	t.Helper()
+	if spec.Name == "" {
+		spec.Name = "hub"
+	}
+	h := &Hub{
+		ClientURL: fmt.Sprintf("nats://127.0.0.1:%d", FreePort(t)),
+		LeafAddr:  fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
+	}
+	args := []string{"hub", "--insecure", "--name", spec.Name, "--store", filepath.Join(dir, spec.Name),
+		"--listen", strings.TrimPrefix(h.ClientURL, "nats://"), "--leaf-listen", h.LeafAddr}
+	if spec.Cluster {
+		if spec.Route == 0 {
+			spec.Route = FreePort(t)
+		}
+		h.RouteAddr = fmt.Sprintf("127.0.0.1:%d", spec.Route)
+		var routes []string
+		for _, r := range spec.Routes {
+			routes = append(routes, "nats-route://"+r)
+		}
+		args = append(args, "--cluster", h.RouteAddr, "--routes", strings.Join(routes, ","))
+	}
+	h.Proc = Start(t, dir, spec.Name, args...)
+	if !spec.Cluster {
+		h.WaitLog("hub ready", 60*time.Second)
+	}
+	return h
+}
+
+// StartHubCluster runs n members routed to each other and waits until all
+// are ready (the buckets are created R3 once a meta leader exists).
+func StartHubCluster(t testing.TB, dir string, n int) []*Hub {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = FreePort(t)
+	}
+	var hubs []*Hub
+	for i := range n {
+		var routes []string
+		for j, p := range ports {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("127.0.0.1:%d", p))
+			}
+		}
+		hubs = append(hubs, StartHub(t, dir, HubSpec{Name: fmt.Sprintf("hub%d", i+1), Cluster: true, Routes: routes, Route: ports[i]}))
+	}
+	for _, h := range hubs {
+		h.WaitLog("hub ready", 90*time.Second)
+	}
+	return hubs
+}
+
+// Site is a site leaf and its agent, each its own process unless OneProcess,
+// with its uplink to every hub member through its own Proxy.
+type Site struct {
+	ID, Node  string
+	Root      string // the agent's --root
+	ClientURL string // the leaf's client URL (agents, telemetry publishers)
+	Links     []*Proxy
+	Leaf      *Proc // the leaf, or the single `alpha site` process
+	Agent     *Proc // nil when OneProcess
+}
+
+// SiteSpec says how to start a site.
+type SiteSpec struct {
+	ID, Node   string
+	OneProcess bool // `alpha site` (leaf and agent in one process)
+	Direct     bool // no proxies: connect straight to the hubs
+	NoWait     bool // do not wait for the leaf to be ready
+}
+
+// StartSite runs a site against hubs.
+func StartSite(t testing.TB, dir string, hubs []*Hub, spec SiteSpec) *Site {
+	t.Helper()
+	if spec.Node == "" {
+		spec.Node = "n1"
+	}
+	s := &Site{ID: spec.ID, Node: spec.Node, Root: filepath.Join(dir, spec.ID, "root")}
+	var urls []string
+	for _, h := range hubs {
+		addr := h.LeafAddr
+		if !spec.Direct {
+			p, err := NewProxy("127.0.0.1:0", h.LeafAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { p.Close() })
+			s.Links = append(s.Links, p)
+			addr = p.Addr()
+		}
+		urls = append(urls, "nats-leaf://"+addr)
+	}
+	listen := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	s.ClientURL = "nats://" + listen
+	store := filepath.Join(dir, spec.ID, "leaf")
+	state := filepath.Join(dir, spec.ID, "agent")
+	hubArg := strings.Join(urls, ",")
+	if spec.OneProcess {
+		s.Leaf = Start(t, dir, spec.ID, "site", "--insecure", "--site", spec.ID, "--node", spec.Node, "--hub", hubArg,
+			"--store", store, "--listen", listen, "--root", s.Root, "--state", state)
+	} else {
+		s.Leaf = Start(t, dir, spec.ID+"-leaf", "leaf", "--insecure", "--site", spec.ID, "--hub", hubArg, "--store", store, "--listen", listen)
+		if !spec.NoWait {
+			s.Leaf.WaitLog("leaf ready", 60*time.Second)
+		}
+		s.Agent = Start(t, dir, spec.ID+"-"+spec.Node, "agent", "--insecure", "--site", spec.ID, "--node", spec.Node,
+			"--nats", s.ClientURL, "--root", s.Root, "--state", state)
+	}
+	return s
+}
+
+// SetLinks sets every uplink proxy of the site to m.
+func (s *Site) SetLinks(m Mode) {
+	for _, p := range s.Links {
+		p.Set(m)
+	}
+}
+
+// Key is the site's node key in the blueprints and status buckets.
+func (s *Site) Key() string { return s.ID + "." + s.Node }
+
+// Conn connects to url with retries suited to a test that restarts servers.
+func Conn(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.RetryOnFailedConnect(true), nats.Timeout(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// Blueprint is a blueprint of n files whose content carries gen, so a node's
+// files say which revision it runs.
+func Blueprint(gen, n int) []byte {
+	var b strings.Builder
+	b.WriteString("apiVersion: alpha/v1\nkind: Blueprint\nmetadata:\n  name: chaos\nspec:\n  files:\n")
+	for i := range max(n, 1) {
+		fmt.Fprintf(&b, "    - path: /etc/chaos/f%03d.conf\n      content: |\n        gen=%d file=%d\n      mode: \"0644\"\n", i, gen, i)
+	}
+	return []byte(b.String())
+}
+
+// AppliedGen reads the generation of file i at a node's root (0 if absent).
+func AppliedGen(root string, i int) int {
+	b, err := os.ReadFile(filepath.Join(root, "etc", "chaos", fmt.Sprintf("f%03d.conf", i)))
+	if err != nil {
+		return 0
+	}
+	var gen, file int
+	fmt.Sscanf(string(b), "gen=%d file=%d", &gen, &file)
+	return gen
+}
+
+// NodeStatus is the part of an agent's status the chaos checks read.
+type NodeStatus struct {
+	AppliedRevision uint64 `json:"appliedRevision"`
+	DesiredRevision uint64 `json:"desiredRevision"`
+	Phase           string `json:"phase"`
+}
+
+// Put writes a blueprint at the hub, retrying while the hub (or its meta
+// leader) is not there, and returns the revision.
+func Put(ctx context.Context, js jetstream.JetStream, key string, data []byte) (uint64, error) {
+	var last error
+	for ctx.Err() == nil {
+		// Short attempts: a request sent while the client reconnects, or
+		// before a new stream leader is elected, may never be answered.
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		kv, err := js.KeyValue(actx, "blueprints")
+		if err == nil {
+			var rev uint64
+			if rev, err = kv.Put(actx, key, data); err == nil {
+				cancel()
+				return rev, nil
+			}
+		}
+		cancel()
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	return 0, errors.Join(ctx.Err(), last)
+}
+
+// Status reads a node's status as the hub sees it (the hub's status
+// bucket, sourced from the sites).
+func Status(ctx context.Context, hub jetstream.JetStream, key string) (NodeStatus, error) {
+	var ns NodeStatus
+	kv, err := hub.KeyValue(ctx, "status")
+	if err != nil {
+		return ns, err
+	}
+	e, err := kv.Get(ctx, key)
+	if err != nil {
+		return ns, err
+	}
+	return ns, json.Unmarshal(e.Value(), &ns)
+}
+
+// TelemetrySubject is where a node's test telemetry goes.
+func TelemetrySubject(site, node string) string { return "telemetry." + site + "." + node + ".x" }
+
+// PublishTelemetry publishes messages from..to-1 of a node to its site's
+// TELEMETRY stream (js is the site's domain), each with a Nats-Msg-Id, and
+// returns once every one is acknowledged: a producer may drop its copy only
+// after the ack. Unacknowledged ones are sent again; the id makes that safe.
+func PublishTelemetry(ctx context.Context, js jetstream.JetStream, site, node string, from, to int) error {
+	subj := TelemetrySubject(site, node)
+	pending := make([]int, 0, to-from)
+	for i := from; i < to; i++ {
+		pending = append(pending, i)
+	}
+	payload := make([]byte, 100)
+	for len(pending) > 0 {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%d of %d telemetry messages unacknowledged: %w", len(pending), to-from, err)
+		}
+		futures := make([]jetstream.PubAckFuture, len(pending))
+		for k, i := range pending {
+			m := nats.NewMsg(subj)
+			m.Header.Set(jetstream.MsgIDHeader, MsgID(site, node, i))
+			m.Data = payload
+			f, err := js.PublishMsgAsync(m, jetstream.WithStallWait(5*time.Second))
+			if err != nil {
+				break
+			}
+			futures[k] = f
+		}
+		var again []int
+		for k, i := range pending {
+			f := futures[k]
+			if f == nil {
+				again = append(again, i)
+				continue
+			}
+			select {
+			case <-f.Ok():
+			case <-f.Err():
+				again = append(again, i)
+			case <-time.After(10 * time.Second):
+				again = append(again, i)
+			}
+		}
+		if len(again) > 0 {
+			time.Sleep(200 * time.Millisecond)
+		}
+		pending = again
+	}
+	return nil
+}
+
+// MsgID is the Nats-Msg-Id of a node's telemetry message i.
+func MsgID(site, node string, i int) string { return fmt.Sprintf("%s.%s.%d", site, node, i) }
+
+// Count is what a stream holds of some publisher's messages.
+type Count struct {
+	Stored, Unique int
+}
+
+// CountTelemetry reads every message of a site in the hub's TELEMETRY
+// stream (js is the hub's domain) and counts them and their distinct ids.
+func CountTelemetry(ctx context.Context, js jetstream.JetStream, site string) (Count, error) {
+	var c Count
+	cons, err := js.OrderedConsumer(ctx, "TELEMETRY", jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"telemetry." + site + ".>"}, DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return c, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return c, err
+	}
+	want := int(info.NumPending)
+	seen := make(map[string]bool, want)
+	for c.Stored < want {
+		batch, err := cons.FetchNoWait(min(want-c.Stored, 1000))
+		if err != nil {
+			return c, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			c.Stored++
+			seen[m.Headers().Get(jetstream.MsgIDHeader)] = true
+		}
+		if err := batch.Error(); err != nil {
+			return c, err
+		}
+		if n == 0 {
+			batch, err = cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+			if err != nil {
+				return c, err
+			}
+			got := 0
+			for m := range batch.Messages() {
+				got++
+				c.Stored++
+				seen[m.Headers().Get(jetstream.MsgIDHeader)] = true
+			}
+			if got == 0 {
+				return c, fmt.Errorf("read %d of %d telemetry messages of %s", c.Stored, want, site)
+			}
+		}
+	}
+	c.Unique = len(seen)
+	return c, nil
+}

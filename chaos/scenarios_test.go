@@ -1,0 +1,260 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/alpha-edge/alpha/internal/check"
+)
+
+// The default (CI) subset: each scenario runs hub, leaves and agents as
+// processes of the real binary, breaks something, and ends in exact counts.
+// The long ones are in scenarios_chaos_test.go behind the chaos tag.
+
+func bg(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// A stream of blueprint updates to two sites, one cut (clean close) and one
+// blackholed (silent drop) in the middle of it: both end on the last
+// revision, and the time from restore to converged is printed.
+func TestPartitionDuringBlueprintUpdates(t *testing.T) {
+	f := newFleet(t, 1)
+	a := f.addSite(SiteSpec{ID: "cut"})
+	b := f.addSite(SiteSpec{ID: "hole"})
+	ctx := bg(t, 3*time.Minute)
+	f.put(ctx, a, 1, 5)
+	f.put(ctx, b, 1, 5)
+	f.waitConverged(60 * time.Second)
+
+	// Updates every 100 ms; from generation 10 to 25 the links are down
+	// and updates come every 500 ms, 8 s in all: longer than the 4-6 s it
+	// takes to notice a blackholed link.
+	const updates = 30
+	var took time.Duration
+	for gen := 2; gen <= updates; gen++ {
+		pace := 100 * time.Millisecond
+		switch {
+		case gen == 10:
+			a.SetLinks(Cut)
+			b.SetLinks(Blackhole)
+		case gen == 26:
+			a.SetLinks(Up)
+			b.SetLinks(Up)
+			took = f.waitConverged(60 * time.Second)
+		}
+		if gen >= 10 && gen < 26 {
+			pace = 500 * time.Millisecond
+		}
+		f.put(ctx, a, gen, 5)
+		f.put(ctx, b, gen, 5)
+		time.Sleep(pace) // the pace of the update stream
+	}
+	f.waitConverged(60 * time.Second)
+	for _, s := range f.sites {
+		ns, err := Status(ctx, f.js, s.Key())
+		check.NoError(t, err)
+		t.Logf("%s: %d updates put (last revision %d), applied revision %d, phase %s", s.Key(), updates, f.want[s.Key()].rev, ns.AppliedRevision, ns.Phase)
+	}
+	t.Logf("re-converged on generation 25 %v after the links came back", took.Round(time.Millisecond))
+}
+
+// A telemetry burst while the uplink is cut half way: every message that
+// the site acknowledged reaches the hub exactly once.
+func TestPartitionDuringTelemetryBurst(t *testing.T) {
+	f := newFleet(t, 1)
+	s := f.addSite(SiteSpec{ID: "burst"})
+	ctx := bg(t, 3*time.Minute)
+	js := f.siteJS(s)
+	const n = 20000
+	check.NoError(t, PublishTelemetry(ctx, js, s.ID, s.Node, 0, n/2))
+	s.SetLinks(Cut)
+	check.NoError(t, PublishTelemetry(ctx, js, s.ID, s.Node, n/2, n))
+	// Republish a slice: the ids make it a no-op at the site.
+	check.NoError(t, PublishTelemetry(ctx, js, s.ID, s.Node, n/2, n/2+500))
+	restored := time.Now()
+	s.SetLinks(Up)
+	f.checkTelemetry(s, n, 90*time.Second)
+	t.Logf("drained %d messages buffered during the cut %v after restore", n/2, time.Since(restored).Round(time.Millisecond))
+}
+
+// The leaf is SIGKILLed while it buffers telemetry and holds a blueprint it
+// could not yet report on; restarted and reconnected, nothing is lost.
+func TestLeafKilledWhileBuffering(t *testing.T) {
+	f := newFleet(t, 1)
+	s := f.addSite(SiteSpec{ID: "killed"})
+	ctx := bg(t, 3*time.Minute)
+	f.put(ctx, s, 1, 3)
+	f.waitConverged(60 * time.Second)
+	js := f.siteJS(s)
+	s.SetLinks(Cut)
+	const n = 5000
+	check.NoError(t, PublishTelemetry(ctx, js, s.ID, s.Node, 0, n))
+	f.put(ctx, s, 2, 3) // the hub has it; the site cannot see it yet
+	s.Leaf.Kill()
+	t.Logf("leaf SIGKILLed with %d messages buffered", n)
+	s.Leaf.Restart()
+	s.Leaf.WaitLog("leaf ready", 60*time.Second)
+	restored := time.Now()
+	s.SetLinks(Up)
+	// When the site's mirror has the revision, apart from when the agent
+	// applied it, says which of the two is slow to catch up.
+	js = f.siteJS(s)
+	rev := f.want[s.Key()].rev
+	var mirrored time.Duration
+	check.For(t, 60*time.Second, 20*time.Millisecond, func() error {
+		gctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		kv, err := js.KeyValue(gctx, "blueprints")
+		if err != nil {
+			return err
+		}
+		e, err := kv.Get(gctx, s.Key())
+		if err != nil {
+			return err
+		}
+		if e.Revision() != rev {
+			return fmt.Errorf("site mirror has revision %d, want %d", e.Revision(), rev)
+		}
+		mirrored = time.Since(restored)
+		return nil
+	})
+	f.waitConverged(60 * time.Second)
+	took := time.Since(restored)
+	f.checkTelemetry(s, n, 60*time.Second)
+	t.Logf("blueprint generation 2: in the site's mirror %v after restore, applied and reported %v after restore",
+		mirrored.Round(time.Millisecond), took.Round(time.Millisecond))
+}
+
+// The agent is SIGKILLed in the middle of writing 1000 files (after at
+// least 100 and before the last); restarted, it finishes the revision and
+// every file is exact.
+func TestAgentKilledMidApply(t *testing.T) {
+	f := newFleet(t, 1)
+	s := f.addSite(SiteSpec{ID: "apply"})
+	ctx := bg(t, 3*time.Minute)
+	f.put(ctx, s, 1, 1)
+	f.waitConverged(60 * time.Second)
+	const files = 1000
+	written := func() int {
+		n := 0
+		for i := range files {
+			if AppliedGen(s.Root, i) == 2 {
+				n++
+			}
+		}
+		return n
+	}
+	f.put(ctx, s, 2, files)
+	check.For(t, 30*time.Second, time.Millisecond, func() error {
+		if n := written(); n < 100 {
+			return fmt.Errorf("%d files written", n)
+		}
+		return nil
+	})
+	s.Agent.Kill()
+	n := written()
+	t.Logf("agent SIGKILLed after %d of %d files", n, files)
+	if n == files {
+		t.Fatalf("the agent finished all %d files before the kill landed; the scenario needs a bigger blueprint", files)
+	}
+	s.Agent.Restart()
+	took := f.waitConverged(60 * time.Second)
+	check.Equal(t, written(), files)
+	t.Logf("all %d files at generation 2, revision applied and reported, %v after the restart", files, took.Round(time.Millisecond))
+}
+
+// The hub is stopped and started again while sites buffer telemetry; they
+// reconnect, the buffered messages arrive once, and a new blueprint put
+// after the restart reaches every site.
+func TestHubRestart(t *testing.T) {
+	f := newFleet(t, 1)
+	for _, id := range []string{"r1", "r2", "r3"} {
+		f.addSite(SiteSpec{ID: id, OneProcess: true, Direct: true})
+	}
+	ctx := bg(t, 3*time.Minute)
+	for _, s := range f.sites {
+		f.put(ctx, s, 1, 3)
+	}
+	f.waitConverged(60 * time.Second)
+	f.hubs[0].Stop()
+	const n = 2000
+	for _, s := range f.sites {
+		check.NoError(t, PublishTelemetry(ctx, f.siteJS(s), s.ID, s.Node, 0, n))
+	}
+	f.hubs[0].Restart()
+	f.hubs[0].WaitLog("hub ready", 60*time.Second)
+	restarted := time.Now()
+	for _, s := range f.sites {
+		f.put(ctx, s, 2, 3)
+	}
+	f.waitConverged(60 * time.Second)
+	t.Logf("3 sites converged on generation 2 %v after the hub restarted", time.Since(restarted).Round(time.Millisecond))
+	for _, s := range f.sites {
+		f.checkTelemetry(s, n, 60*time.Second)
+	}
+	f.checkStatusCommand()
+}
+
+// One member of a three-member hub cluster (R3 buckets and streams) is
+// SIGKILLed; sites that list every member move to a survivor, blueprints put
+// through a survivor arrive, telemetry published meanwhile is stored once,
+// and the member rejoins.
+func TestClusterMemberKilled(t *testing.T) {
+	f := newFleet(t, 3)
+	for _, id := range []string{"c1", "c2"} {
+		f.addSite(SiteSpec{ID: id})
+	}
+	ctx := bg(t, 2*time.Minute)
+	for _, s := range f.sites {
+		f.put(ctx, s, 1, 3)
+	}
+	f.waitConverged(90 * time.Second)
+	// Kill the member the first site's leaf is connected to, so it has to
+	// move.
+	victim := -1
+	for i, p := range f.sites[0].Links {
+		if p.Conns() > 0 {
+			victim = i
+		}
+	}
+	if victim < 0 {
+		t.Fatal("site c1 has no open uplink")
+	}
+	f.hubs[victim].Kill()
+	killed := time.Now()
+	const n = 3000
+	for _, s := range f.sites {
+		check.NoError(t, PublishTelemetry(ctx, f.siteJS(s), s.ID, s.Node, 0, n))
+		f.put(ctx, s, 2, 3)
+	}
+	f.waitConverged(90 * time.Second)
+	moved := 0
+	for i, p := range f.sites[0].Links {
+		if i != victim && p.Conns() > 0 {
+			moved++
+		}
+	}
+	if moved != 1 {
+		t.Fatalf("site c1 has %d uplinks to survivors, want 1", moved)
+	}
+	t.Logf("member %s SIGKILLed; c1 moved to a survivor; both sites converged on generation 2 %v later", f.hubs[victim].Name, time.Since(killed).Round(time.Millisecond))
+	for _, s := range f.sites {
+		f.checkTelemetry(s, n, 60*time.Second)
+	}
+	f.hubs[victim].Restart()
+	f.hubs[victim].WaitLog("hub ready", 90*time.Second)
+	for _, s := range f.sites {
+		check.NoError(t, PublishTelemetry(ctx, f.siteJS(s), s.ID, s.Node, n, 2*n))
+		f.put(ctx, s, 3, 3)
+	}
+	f.waitConverged(90 * time.Second)
+	for _, s := range f.sites {
+		f.checkTelemetry(s, 2*n, 60*time.Second)
+	}
+	t.Logf("member %s restarted and rejoined; generation 3 applied everywhere", f.hubs[victim].Name)
+}

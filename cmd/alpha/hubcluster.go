@@ -1,0 +1,82 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/alpha-edge/alpha/hub"
+	"github.com/alpha-edge/alpha/internal/natsutil"
+)
+
+// clusterFlags make `alpha hub` one member of a NATS cluster: routes between
+// the members, JetStream replicated across them (R3 buckets and streams), so
+// sites that list every member's leafnode URL move to a survivor.
+type clusterFlags struct {
+	cluster, routes, name *string
+	replicas              *int
+}
+
+func addClusterFlags(fs *flag.FlagSet) clusterFlags {
+	return clusterFlags{
+		cluster:  fs.String("cluster", "", "cluster (route) listener HOST:PORT; set to run as a cluster member"),
+		routes:   fs.String("routes", "", "routes to the other members, comma-separated: nats-route://HOST:6222"),
+		name:     fs.String("name", "hub", "this member's server name, unique in the cluster"),
+		replicas: fs.Int("replicas", 0, "replicas of buckets and streams (default 3 in a cluster, 1 alone)"),
+	}
+}
+
+// apply adds the cluster options to the hub's config through its Options
+// hook; without --cluster it only names the server.
+func (f clusterFlags) apply(cfg *hub.Config) error {
+	name := strings.TrimSpace(*f.name)
+	if name == "" {
+		return fmt.Errorf("--name %q must not be empty", *f.name)
+	}
+	cfg.Replicas = *f.replicas
+	if *f.cluster == "" {
+		if *f.routes != "" {
+			return fmt.Errorf("--routes %q needs --cluster", *f.routes)
+		}
+		if cfg.Replicas > 1 {
+			return fmt.Errorf("--replicas %d needs --cluster", cfg.Replicas)
+		}
+		cfg.Options = chain(cfg.Options, func(o *server.Options) error { o.ServerName = name; return nil })
+		return nil
+	}
+	host, port, err := natsutil.SplitAddr("--cluster", *f.cluster)
+	if err != nil {
+		return err
+	}
+	var routes []*url.URL
+	for _, r := range strings.Split(*f.routes, ",") {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" || u.Scheme != "nats-route" {
+			return fmt.Errorf("--routes: %q is not a URL like nats-route://HOST:6222", r)
+		}
+		routes = append(routes, u)
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = min(3, len(routes)+1)
+	}
+	cfg.Options = chain(cfg.Options, func(o *server.Options) error {
+		o.ServerName = name
+		o.Cluster = server.ClusterOpts{
+			Name: "alpha-hub",
+			Host: host,
+			Port: port,
+			// Members know each other from --routes; gossiping addresses
+			// would hand out listeners that may sit behind NAT or proxies.
+			NoAdvertise: true,
+		}
+		o.Routes = routes
+		return nil
+	})
+	return nil
+}
