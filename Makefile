@@ -18,13 +18,15 @@ demo: build ## run the dev stack: hub, site "dev" and agent "dev-1" in one proce
 	./bin/alpha dev
 
 test: build ## run every test (real NATS, nats CLI, podman, systemd, nftables, terraform where present)
-	ALPHA_TAGS="$(TAGS)" PATH="$(CURDIR)/bin:$$HOME/go/bin:$$PATH" $(GO) test $(GOFLAGS_ALL) -count=1 -timeout 25m ./...
+	ALPHA_TAGS="$(TAGS)" ALPHA_BIN="$(CURDIR)/bin/alpha" PATH="$(CURDIR)/bin:$$HOME/go/bin:$$PATH" $(GO) test $(GOFLAGS_ALL) -count=1 -timeout 25m ./...
 
-bench: build ## run the benchmarks and print their figures
-	PATH="$(CURDIR)/bin:$$HOME/go/bin:$$PATH" $(GO) test $(GOFLAGS_ALL) -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
+bench: build ## run the benchmarks and write BENCHMARKS.md (adds the 10 min catch-up from the last make chaos)
+	ALPHA_TAGS="$(TAGS)" ALPHA_BIN="$(CURDIR)/bin/alpha" PATH="$(CURDIR)/bin:$$HOME/go/bin:$$PATH" $(GO) run $(GOFLAGS_ALL) ./cmd/benchtable -o BENCHMARKS.md -in .chaos-bench.txt -- \
+		$(GO) test $(GOFLAGS_ALL) -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
 
-chaos: build ## run every chaos scenario
-	PATH="$(CURDIR)/bin:$$HOME/go/bin:$$PATH" $(GO) test -tags "$(TAGS) chaos" -count=1 -timeout 60m ./chaos/...
+chaos: build ## run every chaos scenario (counts printed) and the 10 min catch-up benchmark
+	{ ALPHA_TAGS="$(TAGS)" ALPHA_BIN="$(CURDIR)/bin/alpha" PATH="$(CURDIR)/bin:$$HOME/go/bin:$$PATH" $(GO) test -tags "$(TAGS) chaos" -count=1 -timeout 60m -v \
+		-bench FleetCatchUp10m -benchtime 1x ./chaos/... 2>&1; echo $$? > .chaos-rc; } | tee .chaos-bench.txt; rc=$$(cat .chaos-rc); rm -f .chaos-rc; exit $$rc
 
 check: ## gofmt, go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "not gofmt-ed:"; echo "$$out"; exit 1; fi

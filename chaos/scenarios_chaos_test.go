@@ -17,31 +17,6 @@ import (
 // The long scenarios: `make chaos` (build tag chaos) runs them with the
 // default subset.
 
-// Sites that connect at the same moment all register their uplink sources
-// on the hub's streams; none may be lost. (Registration is a read, modify,
-// write of the stream's config.)
-func TestConcurrentSiteRegistration(t *testing.T) {
-	f := newFleet(t, 1)
-	const n = 12
-	for i := range n {
-		f.addSite(SiteSpec{ID: fmt.Sprintf("reg%02d", i), OneProcess: true, Direct: true})
-	}
-	ctx := bg(t, 2*time.Minute)
-	for _, s := range f.sites {
-		s.Leaf.WaitLog("uplink synced", 60*time.Second)
-	}
-	for _, name := range []string{"KV_status", "TELEMETRY", "EVENTS"} {
-		st, err := f.js.Stream(ctx, name)
-		check.NoError(t, err)
-		info, err := st.Info(ctx)
-		check.NoError(t, err)
-		t.Logf("hub stream %s: %d sources for %d sites", name, len(info.Config.Sources), n)
-		if len(info.Config.Sources) != n {
-			t.Errorf("hub stream %s has %d sources, want %d", name, len(info.Config.Sources), n)
-		}
-	}
-}
-
 // A minute of flapping uplinks (up and down at random 0.2-3 s intervals; one
 // site's link cut, the other's blackholed) while blueprints change every
 // second and telemetry is published in batches: in the end every site runs

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/url"
 	"strings"
 	"sync"
@@ -215,10 +216,20 @@ func (l *Leaf) uplink(ctx context.Context, log *slog.Logger) {
 	defer close(l.done)
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	// Level-based: even while synced, check the hub side again now and then.
+	// Another site's registration racing ours, or a hub restored from an
+	// older state, can take our source away without us hearing of it.
+	recheck := time.Now().Add(jitter(RecheckEvery))
 	for {
 		connected := l.Connected()
 		if !connected {
 			l.setSynced(false)
+		} else if l.Synced() && time.Now().After(recheck) {
+			recheck = time.Now().Add(jitter(RecheckEvery))
+			if err := l.ensureHub(ctx); err != nil {
+				log.Warn("hub side lost; setting it up again", "err", err)
+				l.setSynced(false)
+			}
 		} else if !l.Synced() {
 			err := l.ensureHub(ctx)
 			if err != nil {
@@ -234,6 +245,14 @@ func (l *Leaf) uplink(ctx context.Context, log *slog.Logger) {
 		case <-t.C:
 		}
 	}
+}
+
+// RecheckEvery is how often a synced leaf verifies the hub side anyway.
+const RecheckEvery = 30 * time.Second
+
+// jitter spreads d by +-20% so a fleet does not check in step.
+func jitter(d time.Duration) time.Duration {
+	return d - d/5 + time.Duration(rand.Int64N(int64(2*d/5)+1))
 }
 
 func (l *Leaf) setSynced(v bool) {
@@ -272,27 +291,48 @@ func (l *Leaf) ensureHub(ctx context.Context) error {
 
 // Register makes the hub's stream name source from the site's same-named
 // stream through its durable uplink consumer. Idempotent.
+//
+// The stream update is a read-modify-write that another site may race (the
+// JetStream API has no compare-and-set for stream configs), so after writing
+// it reads back after a random pause and writes again if its source was
+// overwritten; the leaf's periodic recheck covers what slips through.
 func Register(ctx context.Context, hub jetstream.JetStream, site, name string) error {
-	s, err := hub.Stream(ctx, name)
-	if err != nil {
-		return fmt.Errorf("hub stream %s: %w", name, err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return err
-	}
 	src := UplinkSource(site, name)
-	for _, have := range info.Config.Sources {
-		if have.External != nil && have.External.APIPrefix == src.External.APIPrefix && have.Name == name {
-			return nil
+	for attempt := 0; ; attempt++ {
+		s, err := hub.Stream(ctx, name)
+		if err != nil {
+			return fmt.Errorf("hub stream %s: %w", name, err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if hasSource(info.Config.Sources, src) {
+			return nil // present, possibly verified after our own write
+		}
+		if attempt >= 5 {
+			return fmt.Errorf("site %s: source on hub stream %s keeps being overwritten", site, name)
+		}
+		cfg := info.Config
+		cfg.Sources = append(cfg.Sources, src)
+		if _, err := hub.UpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("adding site %s to hub stream %s: %w", site, name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50*time.Millisecond + time.Duration(rand.Int64N(int64(250*time.Millisecond)))):
 		}
 	}
-	cfg := info.Config
-	cfg.Sources = append(cfg.Sources, src)
-	if _, err := hub.UpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("adding site %s to hub stream %s: %w", site, name, err)
+}
+
+func hasSource(have []*jetstream.StreamSource, src *jetstream.StreamSource) bool {
+	for _, h := range have {
+		if h.External != nil && h.External.APIPrefix == src.External.APIPrefix && h.Name == src.Name {
+			return true
+		}
 	}
-	return nil
+	return false
 }
 
 // UplinkSource is the hub-side source of a site stream.
