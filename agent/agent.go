@@ -195,7 +195,11 @@ func (a *Agent) onRepair(r engine.Repair) {
 // operator's hold (alpha hold) takes effect at once, uplink or not.
 func (a *Agent) connectHolds(ctx context.Context, js jetstream.JetStream) {
 	for ctx.Err() == nil {
-		kv, err := maintenance.EnsureBucket(ctx, js)
+		// Every request has a deadline: one the leaf refuses (permissions)
+		// is never answered.
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		kv, err := maintenance.EnsureBucket(actx, js)
+		cancel()
 		if err == nil {
 			var h *maintenance.Holds
 			if h, err = maintenance.Watch(ctx, kv, a.cfg.Site, a.cfg.Node, func() { a.eng.Trigger("hold changed") }); err == nil {
@@ -411,8 +415,10 @@ func (a *Agent) reportLoop(ctx context.Context, js jetstream.JetStream) {
 		ns.Reported = time.Now().UTC()
 		err := func() error {
 			if kv == nil {
+				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
 				var err error
-				if kv, err = js.KeyValue(ctx, streams.StatusBucket); err != nil {
+				if kv, err = js.KeyValue(actx, streams.StatusBucket); err != nil {
 					return err
 				}
 			}
@@ -435,7 +441,9 @@ func (a *Agent) reportLoop(ctx context.Context, js jetstream.JetStream) {
 // bucket once the leaf answers.
 func (a *Agent) connectCloud(ctx context.Context, js jetstream.JetStream) {
 	for ctx.Err() == nil {
-		kv, err := js.KeyValue(ctx, streams.CloudBucket)
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		kv, err := js.KeyValue(actx, streams.CloudBucket)
+		cancel()
 		if err == nil {
 			a.wiring.cloud.connect(cloudref.NewKV(kv, a.cfg.Site, a.cfg.Node))
 			a.eng.Trigger("cloud outputs reachable")

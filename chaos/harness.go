@@ -612,12 +612,14 @@ type Count struct {
 	Stored, Unique int
 }
 
-// CountTelemetry reads every message of a site in the hub's TELEMETRY
-// stream (js is the hub's domain) and counts them and their distinct ids.
+// CountTelemetry reads every message the scenarios published for a site
+// (TelemetrySubject, any node) in the hub's TELEMETRY stream (js is the
+// hub's domain) and counts them and their distinct ids. The agents' own
+// telemetry, on other subjects, is not counted.
 func CountTelemetry(ctx context.Context, js jetstream.JetStream, site string) (Count, error) {
 	var c Count
 	cons, err := js.OrderedConsumer(ctx, "TELEMETRY", jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"telemetry." + site + ".>"}, DeliverPolicy: jetstream.DeliverAllPolicy})
+		FilterSubjects: []string{TelemetrySubject(site, "*")}, DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
 		return c, err
 	}

@@ -115,6 +115,9 @@ func (h *Hub) LeafURL() string {
 	return fmt.Sprintf("nats-leaf://%s", net.JoinHostPort(host, strconv.Itoa(h.opts.LeafNode.Port)))
 }
 
+// Replicas is how many copies the hub keeps of its buckets and streams.
+func (h *Hub) Replicas() int { return max(h.cfg.Replicas, 1) }
+
 // Shutdown stops the server and waits for it.
 func (h *Hub) Shutdown() {
 	h.Server.Shutdown()

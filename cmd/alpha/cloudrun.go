@@ -41,7 +41,7 @@ func (f cloudFlags) start(ctx context.Context, h *hub.Hub, store string, log *sl
 		return err
 	}
 	r, err := cloud.New(cloud.Config{JS: js, Terraform: *f.terraform, ProviderMirror: *f.mirror,
-		WorkDir: filepath.Join(store, "..", filepath.Base(store)+"-cloud"), Log: log})
+		WorkDir: filepath.Join(store, "..", filepath.Base(store)+"-cloud"), Replicas: h.Replicas(), Log: log})
 	if err != nil {
 		return err
 	}

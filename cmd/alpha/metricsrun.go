@@ -32,7 +32,8 @@ func (f metricsFlags) start(ctx context.Context, h *hub.Hub, log *slog.Logger) e
 	if err != nil {
 		return err
 	}
-	exp, err := metrics.Start(ctx, metrics.Config{JS: js, Log: log})
+	// Each hub of a cluster reads through its own durable consumers.
+	exp, err := metrics.Start(ctx, metrics.Config{JS: js, Log: log, Durable: "metrics-" + h.Server.Name()})
 	if err != nil {
 		nc.Close()
 		return err
