@@ -8,12 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/alpha-edge/alpha/blueprint"
 	"github.com/alpha-edge/alpha/blueprint/sign"
-	"github.com/alpha-edge/alpha/internal/tlsfiles"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -66,26 +62,11 @@ func runBlueprintSign(ctx context.Context, args []string) error {
 		fmt.Println(string(env))
 		return nil
 	}
-	opts := []nats.Option{nats.Name("alpha-publish"), nats.Timeout(5 * time.Second)}
-	if *creds != "" {
-		opts = append(opts, nats.UserCredentials(*creds))
-	}
-	if *ca != "" {
-		o, err := tlsfiles.Files{CA: *ca}.NATS()
-		if err != nil {
-			return err
-		}
-		opts = append(opts, o)
-	}
-	nc, err := nats.Connect(*hubURL, opts...)
-	if err != nil {
-		return fmt.Errorf("connecting to hub %s: %w", *hubURL, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.NewWithDomain(nc, streams.HubDomain)
+	nc, js, err := dialHub("alpha-publish", *hubURL, *creds, *ca)
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, streams.BlueprintsBucket)

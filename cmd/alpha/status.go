@@ -11,11 +11,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/agent/events"
-	"github.com/alpha-edge/alpha/internal/tlsfiles"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -33,26 +31,11 @@ func runStatus(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	opts := []nats.Option{nats.Name("alpha-status"), nats.Timeout(3 * time.Second)}
-	if *creds != "" {
-		opts = append(opts, nats.UserCredentials(*creds))
-	}
-	if *ca != "" {
-		o, err := tlsfiles.Files{CA: *ca}.NATS()
-		if err != nil {
-			return err
-		}
-		opts = append(opts, o)
-	}
-	nc, err := nats.Connect(*url, opts...)
-	if err != nil {
-		return fmt.Errorf("connecting to hub %s: %w", *url, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.NewWithDomain(nc, streams.HubDomain)
+	nc, js, err := dialHub("alpha-status", *url, *creds, *ca)
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	rep, err := collect(ctx, js)
