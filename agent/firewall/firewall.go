@@ -19,7 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/oscmd"
@@ -322,30 +321,5 @@ func rule(i int, r blueprint.FirewallRule) string {
 // restarted after a wait growing from 1 s to 30 s, with a reconcile asked for
 // each time, so drift that happened meanwhile is still found.
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
-	wait := time.Second
-	for ctx.Err() == nil {
-		started := time.Now()
-		err := d.run.Stream(ctx, func(line string) {
-			if strings.TrimSpace(line) != "" {
-				notify("nft monitor: " + line)
-			}
-		}, "nft", "monitor")
-		if ctx.Err() != nil {
-			return nil
-		}
-		d.env.Log.Warn("nft monitor stopped; polling", "err", err)
-		notify("nft monitor restarted")
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-		// A monitor that cannot run at all should not wake the engine
-		// every second forever; one that ran a while starts over.
-		if time.Since(started) > time.Minute {
-			wait = time.Second
-		} else {
-			wait = min(2*wait, 30*time.Second)
-		}
-	}
-	return nil
+	return d.run.Monitor(ctx, d.env.Log, notify, "nft", "monitor")
 }

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/oscmd"
@@ -284,26 +283,5 @@ func diffRoutes(d *Driver, want []blueprint.Route, obs []Route) driver.Plan {
 // reconcile on every event; if the monitor dies it restarts after a wait
 // growing from 1 s to 30 s.
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
-	wait := time.Second
-	for ctx.Err() == nil {
-		started := time.Now()
-		err := d.run.Stream(ctx, func(line string) { notify("ip monitor: " + line) }, "ip", "monitor", "link", "address", "route")
-		if ctx.Err() != nil {
-			return nil
-		}
-		d.env.Log.Warn("ip monitor stopped; restarting", "err", err)
-		notify("ip monitor restarted")
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-		// A monitor that cannot run at all should not wake the engine
-		// every second forever; one that ran a while starts over.
-		if time.Since(started) > time.Minute {
-			wait = time.Second
-		} else {
-			wait = min(2*wait, 30*time.Second)
-		}
-	}
-	return nil
+	return d.run.Monitor(ctx, d.env.Log, notify, "ip", "monitor", "link", "address", "route")
 }

@@ -9,8 +9,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os/exec"
 	"strings"
+	"time"
 )
 
 // Runner runs commands. The zero value runs them directly on the node.
@@ -90,3 +92,36 @@ func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Cmd, e.Stderr) }
 
 // Unwrap returns the exec error.
 func (e *Error) Unwrap() error { return e.Err }
+
+// Monitor keeps a monitor command (nft monitor, ip monitor) running until ctx
+// is done, calling notify for each line it prints. When the command dies it
+// is restarted after a wait growing from 1 s to 30 s, with a notify each
+// time so drift that happened meanwhile is still found; a command that ran
+// for over a minute starts the wait over. It always returns nil.
+func (r Runner) Monitor(ctx context.Context, log *slog.Logger, notify func(reason string), name string, args ...string) error {
+	label := name + " " + args[0]
+	wait := time.Second
+	for ctx.Err() == nil {
+		started := time.Now()
+		err := r.Stream(ctx, func(line string) {
+			if strings.TrimSpace(line) != "" {
+				notify(label + ": " + line)
+			}
+		}, name, args...)
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn(label+" stopped; restarting", "err", err)
+		notify(label + " restarted")
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		if time.Since(started) > time.Minute {
+			wait = time.Second
+		} else {
+			wait = min(2*wait, 30*time.Second)
+		}
+	}
+	return nil
+}
