@@ -98,14 +98,38 @@ func TestStolenSiteCredentials(t *testing.T) {
 	nc, err := nats.Connect(rogue.ClientURL())
 	check.NoError(t, err)
 	defer nc.Close()
+	// The marker proves the rogue leaf is connected and its interest has
+	// reached the hub. It goes first: the rogue learns its permissions from
+	// the hub's INFO only after the link is up, and a forbidden subscription
+	// sent before that gets the link cut for 30 s (the hub's answer to a
+	// permission violation), which would hide a leak instead of showing one.
+	marker := make(chan struct{}, 1)
+	_, err = nc.Subscribe(streams.MirrorDeliver("a")+".marker", func(*nats.Msg) {
+		select {
+		case marker <- struct{}{}:
+		default:
+		}
+	})
+	check.NoError(t, err)
+	check.NoError(t, nc.Flush())
+	markerThrough := func(t *testing.T) {
+		t.Helper()
+		check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
+			check.NoError(t, adminNC.Publish(streams.MirrorDeliver("a")+".marker", nil))
+			select {
+			case <-marker:
+				return nil
+			case <-time.After(50 * time.Millisecond):
+				return fmt.Errorf("marker not through: the rogue leaf is not connected (%d leaf links)", rogue.NumLeafNodes())
+			}
+		})
+	}
+	markerThrough(t)
 	var leak counter
 	for _, s := range []string{"alpha.deliver.b.>", "$KV.blueprints.>", "$JS.b.API.>", "$JSC.R.>", "telemetry.>"} {
 		_, err := nc.Subscribe(s, leak.handler)
 		check.NoError(t, err)
 	}
-	marker := make(chan struct{}, 4)
-	_, err = nc.Subscribe(streams.MirrorDeliver("a")+".marker", func(*nats.Msg) { marker <- struct{}{} })
-	check.NoError(t, err)
 	check.NoError(t, nc.Flush())
 
 	t.Run("read B's blueprints", func(t *testing.T) {
@@ -121,12 +145,7 @@ func TestStolenSiteCredentials(t *testing.T) {
 		_, err = hbp.Put(ctx, "b.n1", []byte("b secret 2"))
 		check.NoError(t, err)
 		waitValue(t, agentB, "b", "b.n1", "b secret 2")
-		check.NoError(t, adminNC.Publish(streams.MirrorDeliver("a")+".marker", nil))
-		select {
-		case <-marker:
-		case <-time.After(5 * time.Second):
-			t.Fatal("marker never arrived: the rogue leaf is not connected")
-		}
+		markerThrough(t)
 		if n := leak.n.Load(); n > 0 {
 			t.Fatalf("attacker received %d messages, last on %v", n, leak.subj.Load())
 		}
