@@ -65,10 +65,11 @@ type Agent struct {
 	wiring  *wiring
 	eng     *engine.Engine
 
-	mu     sync.Mutex
-	status streams.NodeStatus
-	dirty  chan struct{}
-	events *events.Publisher
+	statusMu sync.Mutex // serializes buildStatus
+	mu       sync.Mutex
+	status   streams.NodeStatus
+	dirty    chan struct{}
+	events   *events.Publisher
 	// lastEngine is the engine's last status; appliedChanged says its
 	// applied blueprint changed, so telemetry and remediation follow it.
 	lastEngine     engine.Status
@@ -326,6 +327,21 @@ func (a *Agent) offerDeleted(rev uint64) {
 }
 
 func (a *Agent) onStatus(s engine.Status) {
+	a.statusMu.Lock()
+	defer a.statusMu.Unlock()
+	a.buildStatus(s)
+}
+
+// refreshHealth rebuilds the status from the engine's last one when health
+// changed between passes, so status carries it now rather than at the next
+// pass. statusMu keeps it from racing a newer engine status.
+func (a *Agent) refreshHealth() {
+	a.statusMu.Lock()
+	defer a.statusMu.Unlock()
+	a.buildStatus(a.engineStatus())
+}
+
+func (a *Agent) buildStatus(s engine.Status) {
 	ns := streams.NodeStatus{
 		Site: a.cfg.Site, Node: a.cfg.Node, Blueprint: s.Blueprint,
 		DesiredRevision: s.DesiredRevision, AppliedRevision: s.AppliedRevision,

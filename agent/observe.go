@@ -2,6 +2,9 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"path/filepath"
 	"time"
 
@@ -34,7 +37,7 @@ func (a *Agent) observeLoop(ctx context.Context, nc *nats.Conn) {
 	}()
 	for {
 		bp := a.appliedBlueprint()
-		if h := hashOf(bp); h != current {
+		if h := observeKey(bp); h != current {
 			current = h
 			for _, s := range stops {
 				s()
@@ -42,6 +45,10 @@ func (a *Agent) observeLoop(ctx context.Context, nc *nats.Conn) {
 			octx, stop := context.WithCancel(ctx)
 			stops = []context.CancelFunc{stop}
 			a.startObserving(octx, nc, pub, bp)
+		} else if mon := a.currentMonitor(); mon != nil {
+			// Same observers, new resources: health follows now rather
+			// than at the next sample.
+			mon.Update(ctx, nil)
 		}
 		select {
 		case <-ctx.Done():
@@ -51,11 +58,21 @@ func (a *Agent) observeLoop(ctx context.Context, nc *nats.Conn) {
 	}
 }
 
-func hashOf(bp *blueprint.Blueprint) string {
+// observeKey is what the observers are built from. A blueprint change that
+// leaves telemetry and remediation alone (most rollouts) keeps the running
+// collectors: rebuilding them on every change made every agent of a fleet
+// sample everything at once right after a fleet-wide put, which showed up as
+// a 3x slower put-to-applied at 100 sites on one box.
+func observeKey(bp *blueprint.Blueprint) string {
 	if bp == nil {
 		return "none"
 	}
-	return bp.Hash()
+	data, _ := json.Marshal(struct {
+		T *blueprint.Telemetry
+		R any
+	}{bp.Spec.Telemetry, bp.Spec.Remediation})
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }
 
 func (a *Agent) startObserving(ctx context.Context, nc *nats.Conn, pub *telemetry.Publisher, bp *blueprint.Blueprint) {
@@ -71,7 +88,14 @@ func (a *Agent) startObserving(ctx context.Context, nc *nats.Conn, pub *telemetr
 		StateFile: filepath.Join(a.cfg.StateDir, "remediation.json"),
 	})
 	mon := &health.Monitor{
-		Blueprint: func() *blueprint.Blueprint { return bp },
+		// Health follows the applied blueprint as it changes: resources
+		// and dependsOn change without a rebuild (see observeKey).
+		Blueprint: func() *blueprint.Blueprint {
+			if cur := a.appliedBlueprint(); cur != nil {
+				return cur
+			}
+			return blueprint.Empty()
+		},
 		Resources: a.resources,
 		Compliance: func() *float64 {
 			if s, n := a.wiring.compliance.Score(); n > 0 {
@@ -79,8 +103,9 @@ func (a *Agent) startObserving(ctx context.Context, nc *nats.Conn, pub *telemetr
 			}
 			return nil
 		},
-		Publish: pub.Publish,
-		Observe: rem.Observe,
+		Publish:  pub.Publish,
+		Observe:  rem.Observe,
+		OnChange: a.refreshHealth,
 	}
 	a.mu.Lock()
 	a.monitor = mon
@@ -97,6 +122,12 @@ func (a *Agent) startObserving(ctx context.Context, nc *nats.Conn, pub *telemetr
 		telemetry.Link{Conn: nc, Site: a.cfg.Site},
 		telemetry.Agent{Status: a.engineStatus},
 	)...)
+}
+
+func (a *Agent) currentMonitor() *health.Monitor {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.monitor
 }
 
 // resources is every driver's report.

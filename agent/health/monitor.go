@@ -19,6 +19,7 @@ type Monitor struct {
 	Compliance func() *float64                             // score, nil when unknown
 	Publish    func(streams.Metric)                        // the telemetry publisher
 	Observe    func(ctx context.Context, signals map[string]float64)
+	OnChange   func() // after an evaluation that changed some health
 
 	mu      sync.Mutex
 	signals map[string]float64
@@ -73,6 +74,9 @@ func (m *Monitor) Update(ctx context.Context, ms []streams.Metric) Report {
 		for _, c := range changes {
 			m.Publish(c)
 		}
+	}
+	if len(changes) > 0 && m.OnChange != nil {
+		m.OnChange()
 	}
 	if m.Observe != nil {
 		sig := in.Signals

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/agent/telemetry"
 	"github.com/alpha-edge/alpha/chaos"
 	"github.com/alpha-edge/alpha/internal/check"
 	"github.com/alpha-edge/alpha/streams"
@@ -92,4 +93,21 @@ func BenchmarkDrain(b *testing.B) {
 	b.ReportMetric(float64(b.N*outage)/total.Seconds(), "drain-msgs/s")
 	b.ReportMetric(total.Seconds()/float64(b.N), "s/outage")
 	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkHostCollectors is the cost of one pass of the host, sensors and
+// net collectors on this machine: what every agent pays per interval.
+func BenchmarkHostCollectors(b *testing.B) {
+	ctx := b.Context()
+	var n int
+	for i := 0; i < b.N; i++ {
+		for _, c := range []telemetry.Collector{telemetry.Host{}, telemetry.Sensors{}, telemetry.Net{}} {
+			ms, err := c.Collect(ctx)
+			if err != nil {
+				b.Fatalf("%s: %v", c.Name(), err)
+			}
+			n += len(ms)
+		}
+	}
+	b.ReportMetric(float64(n)/float64(b.N), "metrics/pass")
 }
