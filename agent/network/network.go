@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/oscmd"
@@ -32,7 +34,20 @@ var ErrNoLink = errors.New("no such link")
 type Driver struct {
 	env driver.Env
 	run oscmd.Runner
+	now func() time.Time
+
+	mu sync.Mutex
+	// noRoutesAt is when the driver last saw none of its own routes while
+	// none were wanted (zero: unknown). Until the route monitor reports
+	// anything or routesRecheck passes, a blueprint without routes plans
+	// without running ip: two fork/execs per pass made the network driver
+	// the slowest part of every reconcile on nodes that never use it.
+	noRoutesAt time.Time
 }
+
+// routesRecheck bounds how long "none of ours" is trusted without looking,
+// for changes the monitor missed (while it restarts).
+const routesRecheck = 5 * time.Minute
 
 var (
 	_ driver.Driver  = (*Driver)(nil)
@@ -45,7 +60,7 @@ func New(env driver.Env, run oscmd.Runner) *Driver {
 	if env.Log == nil {
 		env.Log = slog.Default()
 	}
-	return &Driver{env: env, run: run}
+	return &Driver{env: env, run: run, now: time.Now}
 }
 
 // Name is the blueprint section.
@@ -179,12 +194,34 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 		}
 		plan = append(plan, diffLink(d, it, obs)...)
 	}
+	if len(n.Routes) == 0 && d.knownNoRoutes() {
+		return plan, errors.Join(problems...)
+	}
 	obs, err := d.observeRoutes(ctx)
 	if err != nil {
 		return plan, errors.Join(append(problems, err)...)
 	}
+	d.mu.Lock()
+	d.noRoutesAt = time.Time{}
+	if len(n.Routes) == 0 && len(obs) == 0 {
+		d.noRoutesAt = d.now()
+	}
+	d.mu.Unlock()
 	plan = append(plan, diffRoutes(d, n.Routes, obs)...)
 	return plan, errors.Join(problems...)
+}
+
+func (d *Driver) knownNoRoutes() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return !d.noRoutesAt.IsZero() && d.now().Sub(d.noRoutesAt) < routesRecheck
+}
+
+// forgetRoutes makes the next Plan look at the routes again.
+func (d *Driver) forgetRoutes() {
+	d.mu.Lock()
+	d.noRoutesAt = time.Time{}
+	d.mu.Unlock()
 }
 
 func linkID(name string) string { return blueprint.ResourceID("interface", name) }
@@ -283,5 +320,8 @@ func diffRoutes(d *Driver, want []blueprint.Route, obs []Route) driver.Plan {
 // reconcile on every event; if the monitor dies it restarts after a wait
 // growing from 1 s to 30 s.
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
-	return d.run.Monitor(ctx, d.env.Log, notify, "ip", "monitor", "link", "address", "route")
+	return d.run.Monitor(ctx, d.env.Log, func(reason string) {
+		d.forgetRoutes()
+		notify(reason)
+	}, "ip", "monitor", "link", "address", "route")
 }

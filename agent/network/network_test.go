@@ -124,3 +124,66 @@ spec:
 	}
 	check.NoError(t, p[1].Apply(context.Background()))
 }
+
+// Routes that leave the blueprint are removed; afterwards a blueprint
+// without routes plans without running ip (the driver remembers it owns
+// none) until the route monitor reports a change, so a route added by hand
+// with the agent's mark is still removed.
+func TestRoutesRemovedAndNotReobservedUntilChange(t *testing.T) {
+	d, run := newNS(t)
+	eng, err := engine.New(engine.Config{Drivers: []driver.Driver{d}, StateDir: filepath.Join(t.TempDir(), "e"), Resync: time.Hour})
+	check.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); eng.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	eng.Offer(engine.Candidate{Revision: 1, Data: []byte(doc)})
+	check.For(t, 5*time.Second, 20*time.Millisecond, converged(t, run))
+
+	noRoutes := `apiVersion: alpha/v1
+kind: Blueprint
+metadata: {name: n}
+spec:
+  network:
+    interfaces: [{name: a0, up: true, addresses: [10.9.0.2/24]}]
+`
+	ours := func() string { return show(t, run, "route", "show", "proto", Proto) }
+	eng.Offer(engine.Candidate{Revision: 2, Data: []byte(noRoutes)})
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if r := ours(); r != "" {
+			return fmt.Errorf("alpha's routes still there:\n%s", r)
+		}
+		return nil
+	})
+
+	// Plan no longer runs ip for routes: a runner that cannot run anything
+	// plans the same blueprint without error once the driver knows.
+	bp := mustParse(t, noRoutes)
+	bp.Spec.Network.Interfaces = nil
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if !d.knownNoRoutes() {
+			return errors.New("driver has not settled on 'no routes of ours'")
+		}
+		return nil
+	})
+	broken := New(driver.Env{}, oscmd.Runner{Prefix: []string{"/nonexistent/alpha-ip"}})
+	broken.noRoutesAt = time.Now()
+	_, err = broken.Plan(ctx, bp)
+	check.NoError(t, err)
+	broken.forgetRoutes()
+	if _, err := broken.Plan(ctx, bp); err == nil {
+		t.Fatal("with the memory forgotten, Plan must look (and fail with this runner)")
+	}
+
+	// A route with the agent's mark added by hand: the monitor wakes the
+	// engine and makes the driver look again.
+	_, err = run.Run(ctx, nil, "ip", "route", "add", "198.51.100.0/24", "dev", "a0", "proto", Proto)
+	check.NoError(t, err)
+	check.For(t, 3*time.Second, 20*time.Millisecond, func() error {
+		if r := ours(); r != "" {
+			return fmt.Errorf("hand-added route with alpha's mark still there:\n%s", r)
+		}
+		return nil
+	})
+}
