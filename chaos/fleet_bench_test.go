@@ -149,7 +149,7 @@ func hubPerSite(b testing.TB, hub *Hub, before Footprint, n int) (rss, cpu []flo
 // BenchmarkFleetCatchUp45s is the time from the end of a 45 s outage (link cut)
 // to the blueprint put during it applied on the node. The 10-minute outage
 // is chaos-only (BenchmarkFleetCatchUp10m, -tags chaos).
-func BenchmarkFleetCatchUp45s(b *testing.B) { benchCatchUp(b, 45*time.Second, 3) }
+func BenchmarkFleetCatchUp45s(b *testing.B) { benchCatchUp(b, 45*time.Second, 5) }
 
 func benchCatchUp(b *testing.B, outage time.Duration, rounds int) {
 	f := newFleet(b, 1)
@@ -186,7 +186,7 @@ func BenchmarkSiteIdle(b *testing.B) {
 	f.put(ctx, s, 1, 1)
 	f.waitConverged(60 * time.Second)
 	time.Sleep(5 * time.Second) // let start-up work settle before sampling
-	var rss, cpu []float64
+	var rss, anon, cpu []float64
 	last, err := s.Leaf.Usage()
 	check.NoError(b, err)
 	lastAt := time.Now()
@@ -195,6 +195,7 @@ func BenchmarkSiteIdle(b *testing.B) {
 		u, err := s.Leaf.Usage()
 		check.NoError(b, err)
 		rss = append(rss, float64(u.RSS)/(1<<20))
+		anon = append(anon, float64(u.Anon)/(1<<20))
 		if i%5 == 0 {
 			now := time.Now()
 			cpu = append(cpu, 100*float64(u.CPU-last.CPU)/float64(now.Sub(lastAt)))
@@ -202,6 +203,7 @@ func BenchmarkSiteIdle(b *testing.B) {
 		}
 	}
 	report(b, "rssMiB", rss)
+	report(b, "anonMiB", anon)
 	report(b, "cpu%", cpu)
 }
 

@@ -291,8 +291,9 @@ func (p *Proc) Restart() {
 
 // Footprint is a process's resident memory and CPU time so far.
 type Footprint struct {
-	RSS int64         // bytes
-	CPU time.Duration // user + system
+	RSS  int64         // bytes
+	Anon int64         // bytes of RSS that are anonymous: heap and stacks, not the mapped binary
+	CPU  time.Duration // user + system
 }
 
 // Usage reads /proc for the current incarnation.
@@ -316,6 +317,16 @@ func ProcUsage(pid int) (Footprint, error) {
 	f.CPU = time.Duration(ut+sy) * time.Second / 100 // USER_HZ is 100 on Linux
 	pages, _ := strconv.ParseInt(fields[21], 10, 64)
 	f.RSS = pages * int64(os.Getpagesize())
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return f, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			f.Anon = kb << 10
+		}
+	}
 	return f, nil
 }
 

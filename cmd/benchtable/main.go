@@ -164,6 +164,7 @@ var figures = []figure{
 	{"BenchmarkFleetCatchUp45s", "ms", "catch-up after a 45 s outage (link restored → blueprint put during it applied)", "ms"},
 	{"BenchmarkFleetCatchUp10m", "ms", "catch-up after a 10 min outage (chaos-only: `make chaos`)", "ms"},
 	{"BenchmarkSiteIdle", "rssMiB", "idle `alpha site` (leaf + agent) RSS, sampled each second for 1 min", "MiB"},
+	{"BenchmarkSiteIdle", "anonMiB", "idle `alpha site`: of that RSS, anonymous memory (heap, stacks; the rest is the mapped binary)", "MiB"},
 	{"BenchmarkSiteIdle", "cpu%", "idle `alpha site` (leaf + agent) CPU, 5 s windows over 1 min", "% of a core"},
 	{"BenchmarkNoopReconcile", "alphaFirstMs", "first run, 120 files: Alpha files driver", "ms"},
 	{"BenchmarkNoopReconcile", "ansibleFirstMs", "first run, 120 files: ansible-playbook, local connection", "ms"},

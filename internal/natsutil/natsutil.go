@@ -13,7 +13,10 @@ import (
 )
 
 // Logger adapts slog to nats-server's logger interface.
-type Logger struct{ L *slog.Logger }
+type Logger struct {
+	L     *slog.Logger
+	fatal chan<- string // Start's: the first fatal message, if any
+}
 
 var _ server.Logger = Logger{}
 
@@ -23,8 +26,15 @@ func (l Logger) Noticef(format string, v ...any) { l.L.Info(fmt.Sprintf(format, 
 // Warnf logs at warn.
 func (l Logger) Warnf(format string, v ...any) { l.L.Warn(fmt.Sprintf(format, v...)) }
 
-// Fatalf logs at error; the server stops itself.
-func (l Logger) Fatalf(format string, v ...any) { l.L.Error(fmt.Sprintf(format, v...)) }
+// Fatalf logs at error; the server stops itself, and Start returns it.
+func (l Logger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.L.Error(msg)
+	select {
+	case l.fatal <- msg:
+	default:
+	}
+}
 
 // Errorf logs at error.
 func (l Logger) Errorf(format string, v ...any) { l.L.Error(fmt.Sprintf(format, v...)) }
@@ -48,13 +58,24 @@ func SplitAddr(what, addr string) (string, int, error) {
 	return host, port, nil
 }
 
-// Start runs the server and waits until it accepts clients.
+// Start runs the server and waits until it accepts clients. A fatal error
+// while starting (an address in use) is returned as it happens, rather
+// than as "not ready" 10 s later.
 func Start(s *server.Server, log *slog.Logger) error {
-	s.SetLoggerV2(Logger{L: log}, false, false, false)
+	fatal := make(chan string, 1)
+	s.SetLoggerV2(Logger{L: log, fatal: fatal}, false, false, false)
 	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
+	ready := make(chan bool, 1)
+	go func() { ready <- s.ReadyForConnections(10 * time.Second) }()
+	select {
+	case ok := <-ready:
+		if ok {
+			return nil
+		}
 		s.Shutdown()
 		return fmt.Errorf("nats server %s not ready after 10s", s.Name())
+	case msg := <-fatal:
+		s.Shutdown()
+		return fmt.Errorf("nats server %s: %s", s.Name(), msg)
 	}
-	return nil
 }
