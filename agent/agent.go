@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -133,14 +134,31 @@ func New(cfg Config) (*Agent, error) {
 // Run reconciles and talks to the site until ctx is done. The engine runs
 // from its persisted state at once; NATS is joined whenever it is reachable.
 func (a *Agent) Run(ctx context.Context) error {
+	a.log.Info("agent starting", "nats", a.cfg.NATSURL, "root", a.cfg.Root, "state", a.cfg.StateDir)
+	// An agent that cannot reach its leaf keeps the node on its last
+	// blueprint; say so once, then every 30 s, not at every 250 ms retry.
+	var lastUnreachable atomic.Int64
 	opts := append([]nats.Option{
+		nats.ConnectHandler(func(nc *nats.Conn) { a.log.Info("connected to the site leaf", "url", nc.ConnectedUrlRedacted()) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				a.log.Warn("lost the site leaf; the node stays on its applied blueprint", "err", err)
+			}
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			now := time.Now().UnixNano()
+			if last := lastUnreachable.Load(); now-last >= int64(30*time.Second) && lastUnreachable.CompareAndSwap(last, now) {
+				a.log.Warn("site leaf unreachable; retrying", "url", a.cfg.NATSURL, "err", err)
+			}
+		}),
 		nats.Name("alpha-agent-" + a.key),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.PingInterval(2 * time.Second),
 		nats.MaxPingsOutstanding(2),
-		nats.ReconnectHandler(func(*nats.Conn) {
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			a.log.Info("reconnected to the site leaf", "url", nc.ConnectedUrlRedacted())
 			select {
 			case a.reconnected <- struct{}{}:
 			default:
