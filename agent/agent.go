@@ -178,6 +178,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.wiring.artifacts.set(artifacts.NewObjectStore(nc, streams.HubDomain, streams.ArtifactsBucket))
 	pub := events.New(js, a.cfg.Site, a.cfg.Node, a.log, 0)
+	if err := pub.Spool(filepath.Join(a.cfg.StateDir, "events-spool.json")); err != nil {
+		a.log.Error("drift events spool unreadable; its events are lost", "err", err)
+	}
 	a.mu.Lock()
 	a.events = pub
 	a.mu.Unlock()

@@ -22,7 +22,8 @@ import (
 // the applied blueprint; when another blueprint is applied, collectors and
 // policies are rebuilt (remediation state carries over through its file).
 func (a *Agent) observeLoop(ctx context.Context, nc *nats.Conn) {
-	pub, err := telemetry.NewPublisher(telemetry.PublisherConfig{Conn: nc, Site: a.cfg.Site, Node: a.cfg.Node, Log: a.log})
+	pub, err := telemetry.NewPublisher(telemetry.PublisherConfig{Conn: nc, Site: a.cfg.Site, Node: a.cfg.Node, Log: a.log,
+		SpoolFile: filepath.Join(a.cfg.StateDir, "telemetry-spool.json")})
 	if err != nil {
 		a.log.Error("telemetry publisher", "err", err)
 		return

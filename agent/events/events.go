@@ -1,7 +1,7 @@
 // Package events publishes the agent's drift repairs to the site's EVENTS
 // stream (events.<site>.<node>.drift), which flows up to the hub, so people
-// can ask what drifted on a node this week. Events are buffered in memory,
-// bounded, while the site leaf is unreachable.
+// can ask what drifted on a node this week. Events are buffered, bounded,
+// while the site leaf is unreachable, in memory and in a spool file.
 package events
 
 import (
@@ -9,12 +9,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/agent/engine"
+	"github.com/alpha-edge/alpha/agent/spool"
 )
 
 // DefaultBuffer is how many events wait in memory for the leaf by default.
@@ -53,6 +55,38 @@ type Publisher struct {
 	dropped uint64
 	failing map[string]string // resource -> error of its last failed repair
 	wake    chan struct{}
+	spool   *spool.File[[]Event] // nil: memory only
+}
+
+// Spool keeps the events not acked yet in path, so an agent restarted or
+// crashed while the leaf is unreachable sends them afterwards (see
+// agent/spool); it loads what an earlier run left there. Call before Run.
+func (p *Publisher) Spool(path string) error {
+	p.spool = &spool.File[[]Event]{Path: path, Log: p.log, Snapshot: func(bool) ([]Event, bool) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return slices.Clone(p.queue), len(p.queue) == 0
+	}}
+	evs, ok, err := p.spool.Load()
+	if err != nil || !ok {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ev := range evs {
+		if ev.Site == p.site && ev.Node == p.node && ev.ID != "" {
+			p.queue = append(p.queue, ev)
+		}
+	}
+	p.queue = p.queue[max(0, len(p.queue)-p.max):]
+	p.log.Info("drift events spool loaded", "events", len(p.queue))
+	return nil
+}
+
+func (p *Publisher) changed() {
+	if p.spool != nil {
+		p.spool.Changed()
+	}
 }
 
 // New builds a publisher keeping at most max events (DefaultBuffer if <= 0)
@@ -96,6 +130,7 @@ func (p *Publisher) OnRepair(r engine.Repair) {
 		p.dropped++
 	}
 	p.queue = append(p.queue, ev)
+	p.changed()
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
@@ -112,6 +147,11 @@ func (p *Publisher) Dropped() uint64 { p.mu.Lock(); defer p.mu.Unlock(); return 
 // Run publishes until ctx is done. An event leaves the buffer only after the
 // stream acknowledged it.
 func (p *Publisher) Run(ctx context.Context) error {
+	if p.spool != nil {
+		done := make(chan struct{})
+		go func() { defer close(done); p.spool.Run(ctx) }()
+		defer func() { <-done; p.spool.Write(true) }()
+	}
 	backoff := time.Duration(0)
 	for {
 		p.mu.Lock()
@@ -143,6 +183,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		p.mu.Lock()
 		if len(p.queue) > 0 && p.queue[0].ID == ev.ID {
 			p.queue = p.queue[1:]
+			p.changed()
 		}
 		p.mu.Unlock()
 	}

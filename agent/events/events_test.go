@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -143,4 +145,76 @@ func TestRepeatedFailureOnce(t *testing.T) {
 	p.OnRepair(repair(1)) // fixed
 	p.OnRepair(bad)       // and failing again: a new event
 	check.Equal(t, p.Pending(), 3)
+}
+
+// Drift events queued while the leaf is down survive an agent crash: they
+// are in the spool within about a second, and the next run (a new
+// publisher on the same spool) delivers them once the leaf is back, then
+// removes the spool.
+func TestSpoolSurvivesCrash(t *testing.T) {
+	dir := t.TempDir()
+	s := startLeaf(t, -1, dir)
+	port := s.Addr().(*net.TCPAddr).Port
+	url := s.ClientURL()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	check.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	check.NoError(t, err)
+	ctx := context.Background()
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"events.s1.>"},
+		Storage: jetstream.FileStorage, Duplicates: time.Hour})
+	check.NoError(t, err)
+	s.Shutdown()
+	s.WaitForShutdown()
+
+	file := filepath.Join(t.TempDir(), "events-spool.json")
+	p1 := New(js, "s1", "n1", nil, 100)
+	check.NoError(t, p1.Spool(file))
+	ctx1, crash := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { p1.Run(ctx1); close(done) }()
+	for i := 1; i <= 4; i++ {
+		p1.OnRepair(repair(i))
+	}
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		var evs []Event
+		check.NoError(t, json.Unmarshal(data, &evs))
+		if len(evs) != 4 {
+			return fmt.Errorf("%d events spooled, want 4", len(evs))
+		}
+		return nil
+	})
+	// A crash: the process is gone, nothing more is written. (Stopping Run
+	// writes the same content again; what matters is that it was there.)
+	crash()
+	<-done
+
+	s = startLeaf(t, port, dir)
+	t.Cleanup(s.Shutdown)
+	p2 := New(js, "s1", "n1", nil, 100)
+	check.NoError(t, p2.Spool(file))
+	check.Equal(t, p2.Pending(), 4)
+	ctx2, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); p2.Run(ctx2) }()
+	t.Cleanup(func() { stop(); wg.Wait() })
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("spool still there: %v (pending %d)", err, p2.Pending())
+		}
+		return nil
+	})
+	recent, err := Recent(ctx, js, "EVENTS", "s1", "n1", time.Now().Add(-24*time.Hour), 0)
+	check.NoError(t, err)
+	var got []string
+	for _, ev := range recent {
+		got = append(got, ev.Resource)
+	}
+	check.Equal(t, fmt.Sprint(got), "[sysctl:k1 sysctl:k2 sysctl:k3 sysctl:k4]")
 }

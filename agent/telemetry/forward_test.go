@@ -94,11 +94,23 @@ func (s *site) restart() {
 
 // publisher connects a publisher to the leaf and runs it until the test ends.
 func (s *site) publisher(node string) *telemetry.Publisher {
+	return s.publisherWith(node, telemetry.PublisherConfig{BootID: "b1"})
+}
+
+// siteConn is a connection to the site leaf, closed when the test ends.
+func (s *site) siteConn() *nats.Conn {
 	s.t.Helper()
 	nc, err := nats.Connect("nats://"+s.listen, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	check.NoError(s.t, err)
 	s.t.Cleanup(nc.Close)
-	p, err := telemetry.NewPublisher(telemetry.PublisherConfig{Conn: nc, Site: "s1", Node: node, Log: quiet, BootID: "b1"})
+	return nc
+}
+
+// publisherWith is publisher with cfg's other fields (boot id, spool).
+func (s *site) publisherWith(node string, cfg telemetry.PublisherConfig) *telemetry.Publisher {
+	s.t.Helper()
+	cfg.Conn, cfg.Site, cfg.Node, cfg.Log = s.siteConn(), "s1", node, quiet
+	p, err := telemetry.NewPublisher(cfg)
 	check.NoError(s.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/agent/spool"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -38,6 +39,14 @@ type PublisherConfig struct {
 	// BootID distinguishes this process's ids from an earlier run's
 	// (default: random).
 	BootID string
+	// SpoolFile keeps what the site has not acked across agent restarts.
+	// Health changes and events are written within a second of being
+	// queued, so a crash while the leaf is unreachable loses none of them
+	// (at most that second); metrics are written when Run stops (a clean
+	// stop, an upgrade). The next run sends them again under their old ids,
+	// which the streams' 10 min duplicate window drops if they had arrived.
+	// Empty: memory only.
+	SpoolFile string
 }
 
 // Publisher sends messages to the site's streams. Each message gets a stable
@@ -55,6 +64,9 @@ type Publisher struct {
 	metrics  []streams.Metric // FIFO, oldest first
 	kept     []streams.Metric // health and events, FIFO
 	inflight int
+	flight   []streams.Metric // the batch being sent (spooled with the queues)
+
+	spool *spool.File[spooled] // nil without SpoolFile
 
 	published atomic.Uint64
 	dropped   atomic.Uint64
@@ -95,7 +107,70 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Publisher{cfg: cfg, js: js, log: cfg.Log.With("component", "telemetry"), wake: make(chan struct{}, 1)}, nil
+	p := &Publisher{cfg: cfg, js: js, log: cfg.Log.With("component", "telemetry"), wake: make(chan struct{}, 1)}
+	if err := p.loadSpool(); err != nil {
+		// A damaged spool must not stop telemetry; say what was lost.
+		p.log.Error("telemetry spool unreadable; its messages are lost", "file", cfg.SpoolFile, "err", err)
+	}
+	return p, nil
+}
+
+// spooled is the spool file's content.
+type spooled struct {
+	Kept    []streams.Metric `json:"kept,omitempty"`
+	Metrics []streams.Metric `json:"metrics,omitempty"`
+}
+
+func (p *Publisher) loadSpool() error {
+	if p.cfg.SpoolFile == "" {
+		return nil
+	}
+	p.spool = &spool.File[spooled]{Path: p.cfg.SpoolFile, Snapshot: p.snapshot, Log: p.log}
+	sp, ok, err := p.spool.Load()
+	if err != nil || !ok {
+		return err
+	}
+	// Only this node's messages: a spool copied from another node must not
+	// speak for it.
+	own := func(ms []streams.Metric, limit int) []streams.Metric {
+		out := ms[:0]
+		for _, m := range ms {
+			if m.Site == p.cfg.Site && m.Node == p.cfg.Node && m.ID != "" {
+				out = append(out, m)
+			}
+		}
+		return out[max(0, len(out)-limit):]
+	}
+	p.kept = own(sp.Kept, p.cfg.MaxKept)
+	p.metrics = own(sp.Metrics, p.cfg.MaxMetrics)
+	p.log.Info("telemetry spool loaded", "kept", len(p.kept), "metrics", len(p.metrics))
+	return nil
+}
+
+// snapshot is what is not acked yet: health changes and events, and once
+// the publisher stopped (final) the metrics too.
+func (p *Publisher) snapshot(final bool) (spooled, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var sp spooled
+	for _, m := range p.flight {
+		if m.Kind != streams.KindMetric {
+			sp.Kept = append(sp.Kept, m)
+		} else if final {
+			sp.Metrics = append(sp.Metrics, m)
+		}
+	}
+	sp.Kept = append(sp.Kept, p.kept...)
+	if final {
+		sp.Metrics = append(sp.Metrics, p.metrics...)
+	}
+	return sp, len(sp.Kept) == 0 && len(sp.Metrics) == 0
+}
+
+func (p *Publisher) spoolChanged() {
+	if p.spool != nil {
+		p.spool.Changed()
+	}
 }
 
 // Publish stamps m (site, node, id, time, kind) and queues it. It never
@@ -123,6 +198,7 @@ func (p *Publisher) Publish(m streams.Metric) {
 			p.dropped.Add(1)
 		}
 		p.kept = append(p.kept, m)
+		p.spoolChanged()
 	}
 	p.mu.Unlock()
 	select {
@@ -164,6 +240,11 @@ func (p *Publisher) Flush(ctx context.Context) error {
 // Run sends queued messages until ctx is done, retrying failures with
 // backoff. Health changes and events go before metrics.
 func (p *Publisher) Run(ctx context.Context) {
+	if p.spool != nil {
+		done := make(chan struct{})
+		go func() { defer close(done); p.spool.Run(ctx) }()
+		defer func() { <-done; p.spool.Write(true) }()
+	}
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
 		batch := p.take()
@@ -203,6 +284,7 @@ func (p *Publisher) take() []streams.Metric {
 		p.metrics = p.metrics[m:]
 	}
 	p.inflight = len(batch)
+	p.flight = batch
 	return batch
 }
 
@@ -212,6 +294,13 @@ func (p *Publisher) giveBack(batch []streams.Metric, failed []int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.inflight = 0
+	p.flight = nil
+	for _, m := range batch {
+		if m.Kind != streams.KindMetric {
+			p.spoolChanged() // acked or back in the queue
+			break
+		}
+	}
 	var metrics, kept []streams.Metric
 	for _, i := range failed {
 		if batch[i].Kind == streams.KindMetric {
