@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/hub/cloud"
 )
@@ -25,31 +26,48 @@ func addCloudFlags(fs *flag.FlagSet) cloudFlags {
 	}
 }
 
-// start runs the cloud reconciler beside the hub. A missing Terraform is
-// reported by the reconciler once and marks cloud configurations failed; the
-// rest of the hub runs regardless.
-func (f cloudFlags) start(ctx context.Context, h *hub.Hub, store string, log *slog.Logger) error {
+// start runs the cloud reconciler beside the hub, one per tenant under
+// operator mode (each in its own account, with its own working directory).
+// A missing Terraform is reported by the reconciler once and marks cloud
+// configurations failed; the rest of the hub runs regardless.
+func (f cloudFlags) start(ctx context.Context, h *hub.Hub, store string, op *accounts.Operator, log *slog.Logger) error {
 	if *f.off {
 		return nil
 	}
-	nc, err := h.Connect()
+	tenants, err := tenantConns(h, op)
 	if err != nil {
 		return err
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	r, err := cloud.New(cloud.Config{JS: js, Terraform: *f.terraform, ProviderMirror: *f.mirror,
-		WorkDir: filepath.Join(store, "..", filepath.Base(store)+"-cloud"), Replicas: h.Replicas(), Log: log})
-	if err != nil {
-		return err
-	}
-	go func() {
-		defer nc.Close()
-		if err := r.Run(ctx); err != nil && ctx.Err() == nil {
-			log.Error("cloud reconciler stopped; the rest of the hub keeps running", "err", err)
+	for i, t := range tenants {
+		js, err := jetstream.New(t.nc)
+		if err != nil {
+			closeAll(tenants[i:])
+			return err
 		}
-	}()
+		work := filepath.Join(store, "..", filepath.Base(store)+"-cloud")
+		tlog := log
+		if t.name != "" {
+			work = filepath.Join(work, t.name)
+			tlog = log.With("tenant", t.name)
+		}
+		r, err := cloud.New(cloud.Config{JS: js, Terraform: *f.terraform, ProviderMirror: *f.mirror,
+			WorkDir: work, Replicas: h.Replicas(), Log: tlog})
+		if err != nil {
+			closeAll(tenants[i:])
+			return err
+		}
+		go func() {
+			defer t.nc.Close()
+			if err := r.Run(ctx); err != nil && ctx.Err() == nil {
+				tlog.Error("cloud reconciler stopped; the rest of the hub keeps running", "err", err)
+			}
+		}()
+	}
 	return nil
+}
+
+func closeAll(ts []hubTenant) {
+	for _, t := range ts {
+		t.nc.Close()
+	}
 }

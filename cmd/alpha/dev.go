@@ -34,10 +34,10 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	defer h.Shutdown()
-	if err := cf.start(ctx, h, filepath.Join(abs, "hub"), log); err != nil {
+	if err := cf.start(ctx, h, filepath.Join(abs, "hub"), nil, log); err != nil {
 		return err
 	}
-	if err := mf.start(ctx, h, log); err != nil {
+	if err := mf.start(ctx, h, nil, log); err != nil {
 		return err
 	}
 	root := filepath.Join(abs, "root")

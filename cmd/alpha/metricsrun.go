@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/hub/metrics"
 )
@@ -19,27 +20,32 @@ func addMetricsFlags(fs *flag.FlagSet) metricsFlags {
 }
 
 // start serves the hub's telemetry in Prometheus text format, so existing
-// dashboards can scrape it.
-func (f metricsFlags) start(ctx context.Context, h *hub.Hub, log *slog.Logger) error {
+// dashboards can scrape it; under operator mode it reads every tenant's
+// account and labels each series with its tenant.
+func (f metricsFlags) start(ctx context.Context, h *hub.Hub, op *accounts.Operator, log *slog.Logger) error {
 	if *f.listen == "" {
 		return nil
 	}
-	nc, err := h.Connect()
+	tenants, err := tenantConns(h, op)
 	if err != nil {
 		return err
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
+	cfg := metrics.Config{Log: log, Durable: "metrics-" + h.Server.Name()} // one durable per hub of a cluster
+	for _, t := range tenants {
+		js, err := jetstream.New(t.nc)
+		if err != nil {
+			closeAll(tenants)
+			return err
+		}
+		cfg.Tenants = append(cfg.Tenants, metrics.Tenant{Name: t.name, JS: js})
 	}
-	// Each hub of a cluster reads through its own durable consumers.
-	exp, err := metrics.Start(ctx, metrics.Config{JS: js, Log: log, Durable: "metrics-" + h.Server.Name()})
+	exp, err := metrics.Start(ctx, cfg)
 	if err != nil {
-		nc.Close()
+		closeAll(tenants)
 		return err
 	}
 	go func() {
-		defer nc.Close()
+		defer closeAll(tenants)
 		defer exp.Stop()
 		if err := exp.ListenAndServe(ctx, *f.listen); err != nil && ctx.Err() == nil {
 			log.Error("metrics endpoint stopped", "err", err)

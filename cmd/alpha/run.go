@@ -59,11 +59,11 @@ func runHub(ctx context.Context, args []string) error {
 	}
 	log.Info("hub security", "operator mode", op != nil, "tls", !sec.insecure)
 	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL(), "cluster", *clf.cluster)
-	if err := cf.start(ctx, h, *store, log); err != nil {
+	if err := cf.start(ctx, h, *store, op, log); err != nil {
 		h.Shutdown()
 		return err
 	}
-	if err := mf.start(ctx, h, log); err != nil {
+	if err := mf.start(ctx, h, op, log); err != nil {
 		h.Shutdown()
 		return err
 	}

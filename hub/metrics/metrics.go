@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,8 +25,12 @@ import (
 
 // Config builds an Exporter.
 type Config struct {
-	JS  jetstream.JetStream // the hub's domain
-	Log *slog.Logger
+	JS jetstream.JetStream // the hub's domain
+	// Tenants, when set, replaces JS: under operator mode each tenant's
+	// streams live in its own account, read through that tenant's
+	// connection, and every series gets a tenant label.
+	Tenants []Tenant
+	Log     *slog.Logger
 	// Durable names the exporter's consumers (default "metrics"): one on
 	// TELEMETRY, one on EVENTS, visible to `nats consumer ls`.
 	Durable string
@@ -33,6 +38,12 @@ type Config struct {
 	// unreachable site's values do not look current.
 	Stale time.Duration
 	Now   func() time.Time
+}
+
+// Tenant is one account's streams.
+type Tenant struct {
+	Name string
+	JS   jetstream.JetStream
 }
 
 // Exporter keeps the latest value of each series.
@@ -58,8 +69,14 @@ type series struct {
 // seed the latest value of every subject (DeliverLastPerSubject) and follow
 // from there; the stream itself is never changed.
 func Start(ctx context.Context, cfg Config) (*Exporter, error) {
-	if cfg.JS == nil {
-		return nil, errors.New("metrics: needs the hub's JetStream")
+	sources := cfg.Tenants
+	if len(sources) == 0 {
+		sources = []Tenant{{JS: cfg.JS}}
+	}
+	for _, src := range sources {
+		if src.JS == nil {
+			return nil, fmt.Errorf("metrics: tenant %q: needs the hub's JetStream", src.Name)
+		}
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -74,12 +91,24 @@ func Start(ctx context.Context, cfg Config) (*Exporter, error) {
 		cfg.Now = time.Now
 	}
 	e := &Exporter{cfg: cfg, log: cfg.Log.With("component", "metrics"), last: map[string]*series{}}
+	for _, src := range sources {
+		if err := e.follow(ctx, src); err != nil {
+			e.Stop()
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// follow consumes one tenant's TELEMETRY and EVENTS.
+func (e *Exporter) follow(ctx context.Context, src Tenant) error {
+	cfg := e.cfg
 	for _, sc := range []struct{ stream, filter string }{
 		{streams.TelemetryStream, ">"},
 		{streams.EventsStream, streams.TelemetryFilter("events", "", "")},
 	} {
-		_ = cfg.JS.DeleteConsumer(ctx, sc.stream, cfg.Durable)
-		c, err := cfg.JS.CreateOrUpdateConsumer(ctx, sc.stream, jetstream.ConsumerConfig{
+		_ = src.JS.DeleteConsumer(ctx, sc.stream, cfg.Durable)
+		c, err := src.JS.CreateOrUpdateConsumer(ctx, sc.stream, jetstream.ConsumerConfig{
 			Durable:       cfg.Durable,
 			Description:   "latest values for the Prometheus endpoint",
 			DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
@@ -87,17 +116,22 @@ func Start(ctx context.Context, cfg Config) (*Exporter, error) {
 			FilterSubject: sc.filter,
 		})
 		if err != nil {
-			e.Stop()
-			return nil, fmt.Errorf("metrics: consumer on %s: %w", sc.stream, err)
+			return fmt.Errorf("metrics: consumer on %s%s: %w", sc.stream, tenantNote(src.Name), err)
 		}
-		cc, err := c.Consume(func(m jetstream.Msg) { e.add(m.Data()) })
+		cc, err := c.Consume(func(m jetstream.Msg) { e.add(src.Name, m.Data()) })
 		if err != nil {
-			e.Stop()
-			return nil, fmt.Errorf("metrics: consume %s: %w", sc.stream, err)
+			return fmt.Errorf("metrics: consume %s%s: %w", sc.stream, tenantNote(src.Name), err)
 		}
 		e.ccs = append(e.ccs, cc)
 	}
-	return e, nil
+	return nil
+}
+
+func tenantNote(name string) string {
+	if name == "" {
+		return ""
+	}
+	return " of tenant " + name
 }
 
 // Stop ends the consumers.
@@ -107,20 +141,26 @@ func (e *Exporter) Stop() {
 	}
 }
 
-func (e *Exporter) add(data []byte) {
+func (e *Exporter) add(tenant string, data []byte) {
 	var m streams.Metric
 	if err := json.Unmarshal(data, &m); err != nil || m.Kind == "" || m.Name == "" {
 		return // other events (drift, holds) share the EVENTS stream
 	}
-	labels := [][2]string{{"site", m.Site}, {"node", m.Node}, {"layer", m.Layer}}
+	var base [][2]string
+	if tenant != "" {
+		base = append(base, [2]string{"tenant", tenant})
+	}
+	base = append(base, [2]string{"site", m.Site}, [2]string{"node", m.Node}, [2]string{"layer", m.Layer})
+	labels := slices.Clone(base)
 	for k, v := range m.Labels {
 		k = labelName(k)
-		if k == "site" || k == "node" || k == "layer" {
+		if k == "site" || k == "node" || k == "layer" || k == "tenant" {
 			k = "label_" + k
 		}
 		labels = append(labels, [2]string{k, v})
 	}
-	sort.Slice(labels[3:], func(i, j int) bool { return labels[3+i][0] < labels[3+j][0] })
+	n := len(base)
+	sort.Slice(labels[n:], func(i, j int) bool { return labels[n+i][0] < labels[n+j][0] })
 	s := &series{family: "alpha_" + metricName(m.Name), kind: "gauge", labels: labels, value: m.Value, seen: e.cfg.Now()}
 	s.help = "Alpha telemetry " + m.Name
 	if m.Unit != "" {
@@ -129,7 +169,7 @@ func (e *Exporter) add(data []byte) {
 	if m.Kind == streams.KindEvent {
 		// Events are counted: how many decisions of each kind were made.
 		s.family, s.kind, s.help = "alpha_events_total", "counter", "Alpha events by name"
-		s.labels = [][2]string{{"site", m.Site}, {"node", m.Node}, {"layer", m.Layer}, {"name", m.Name}}
+		s.labels = append(base, [2]string{"name", m.Name})
 	}
 	key := s.family + "{" + render(s.labels) + "}"
 	e.mu.Lock()
