@@ -15,6 +15,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/oscmd"
 	"github.com/alpha-edge/alpha/agent/oscmd/netnstest"
 	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testenv/enginetest"
 )
 
 // newNS makes a namespace with a veth pair a0/a1 (the kernel here has no
@@ -131,13 +132,8 @@ spec:
 // with the agent's mark is still removed.
 func TestRoutesRemovedAndNotReobservedUntilChange(t *testing.T) {
 	d, run := newNS(t)
-	eng, err := engine.New(engine.Config{Drivers: []driver.Driver{d}, StateDir: filepath.Join(t.TempDir(), "e"), Resync: time.Hour})
-	check.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); eng.Run(ctx) }()
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	eng := enginetest.Start(t, t.TempDir(), d).Engine
+	ctx := context.Background()
 	eng.Offer(engine.Candidate{Revision: 1, Data: []byte(doc)})
 	check.For(t, 5*time.Second, 20*time.Millisecond, converged(t, run))
 
@@ -169,7 +165,7 @@ spec:
 	})
 	broken := New(driver.Env{}, oscmd.Runner{Prefix: []string{"/nonexistent/alpha-ip"}})
 	broken.noRoutesAt = time.Now()
-	_, err = broken.Plan(ctx, bp)
+	_, err := broken.Plan(ctx, bp)
 	check.NoError(t, err)
 	broken.forgetRoutes()
 	if _, err := broken.Plan(ctx, bp); err == nil {
