@@ -19,8 +19,10 @@ import (
 )
 
 // observeLoop gathers telemetry, computes health and runs remediation for
-// the applied blueprint; when another blueprint is applied, collectors and
-// policies are rebuilt (remediation state carries over through its file).
+// the applied blueprint; when an applied blueprint changes its telemetry or
+// remediation, collectors and policies are rebuilt (remediation state
+// carries over through its file), and on any other change health is
+// re-evaluated against it.
 func (a *Agent) observeLoop(ctx context.Context, nc *nats.Conn) {
 	pub, err := telemetry.NewPublisher(telemetry.PublisherConfig{Conn: nc, Site: a.cfg.Site, Node: a.cfg.Node, Log: a.log,
 		SpoolFile: filepath.Join(a.cfg.StateDir, "telemetry-spool.json")})
