@@ -31,6 +31,20 @@ type File[T any] struct {
 
 	mu    sync.Mutex // one write at a time
 	dirty atomic.Bool
+	once  sync.Once
+	kick  chan struct{} // wakes Run: an idle spool costs no timer wakeups
+}
+
+func (f *File[T]) kicks() chan struct{} {
+	f.once.Do(func() { f.kick = make(chan struct{}, 1) })
+	return f.kick
+}
+
+func (f *File[T]) wake() {
+	select {
+	case f.kicks() <- struct{}{}:
+	default:
+	}
 }
 
 // Load reads the spool; ok is false when there is none.
@@ -45,26 +59,34 @@ func (f *File[T]) Load() (v T, ok bool, err error) {
 	if err := json.Unmarshal(data, &v); err != nil {
 		return v, false, fmt.Errorf("spool %s: %w", f.Path, err)
 	}
-	f.dirty.Store(true) // rewrite once what was loaded is acked
+	f.Changed() // rewrite once what was loaded is acked
 	return v, true, nil
 }
 
 // Changed marks the queue changed; Run writes it within Every.
-func (f *File[T]) Changed() { f.dirty.Store(true) }
+func (f *File[T]) Changed() {
+	f.dirty.Store(true)
+	f.wake()
+}
 
-// Run writes the spool whenever it changed, until ctx is done. The owner
-// calls Write(true) after its own send loop has stopped.
+// Run writes the spool within Every of a change (changes in that second
+// are written together), until ctx is done. The owner calls Write(true)
+// after its own send loop has stopped.
 func (f *File[T]) Run(ctx context.Context) {
-	t := time.NewTicker(Every)
-	defer t.Stop()
+	kick := f.kicks()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			if f.dirty.Swap(false) {
-				f.Write(false)
-			}
+		case <-kick:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(Every):
+		}
+		if f.dirty.Swap(false) {
+			f.Write(false)
 		}
 	}
 }
@@ -91,7 +113,7 @@ func (f *File[T]) Write(final bool) {
 }
 
 func (f *File[T]) fail(err error) {
-	f.dirty.Store(true) // try again at the next tick
+	f.Changed() // try again in a second
 	if f.Log != nil {
 		f.Log.Warn("spool not written", "file", f.Path, "err", err)
 	}
