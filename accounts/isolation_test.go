@@ -176,9 +176,16 @@ func TestStolenSiteCredentials(t *testing.T) {
 	})
 
 	t.Run("publish on B's telemetry or status subjects", func(t *testing.T) {
+		// B's real leaf is connected: its uplink heartbeats and API calls
+		// share these subjects, so what counts is the attacker's payload.
 		var got counter
+		forged := []byte(`{"phase":"Converged","by":"attacker"}`)
 		for _, s := range []string{"telemetry.b.>", "$KV.status.b.>", "events.b.>", streams.UplinkDeliver("b", ">"), "$JS.hub.API.>"} {
-			_, err := adminNC.Subscribe(s, got.handler)
+			_, err := adminNC.Subscribe(s, func(m *nats.Msg) {
+				if bytes.Contains(m.Data, []byte("attacker")) {
+					got.handler(m)
+				}
+			})
 			check.NoError(t, err)
 		}
 		done := make(chan struct{}, 1)
@@ -191,7 +198,7 @@ func TestStolenSiteCredentials(t *testing.T) {
 		for _, s := range []string{"telemetry.b.n1.cpu", "$KV.status.b.n1", "events.b.n1.drift",
 			streams.UplinkDeliver("b", streams.StatusStream), streams.UplinkDeliver("b", streams.TelemetryStream),
 			"$JS.hub.API.$KV.status.b.n1"} {
-			check.NoError(t, nc.Publish(s, []byte(`{"phase":"Converged"}`)))
+			check.NoError(t, nc.Publish(s, forged))
 		}
 		check.For(t, 5*time.Second, 50*time.Millisecond, func() error {
 			check.NoError(t, nc.Publish(streams.UplinkDeliver("a", "EVENTS"), nil))
