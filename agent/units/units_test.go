@@ -142,7 +142,13 @@ func TestDriftRepairedWithinTwoSeconds(t *testing.T) {
 		t.Run(tc.cmd, func(t *testing.T) {
 			r0, _ := e.agent.Resource("unit:meter.service")
 			if out, err := e.m.Systemctl(tc.cmd, "meter.service"); err != nil {
-				t.Fatalf("systemctl %s: %v: %s", tc.cmd, err, out)
+				// Under load the agent can see "deactivating" and queue its
+				// start before systemctl returns, which cancels the stop
+				// job: the repair won the race, which is the point.
+				if !strings.Contains(out, "canceled") {
+					t.Fatalf("systemctl %s: %v: %s", tc.cmd, err, out)
+				}
+				t.Logf("systemctl %s: %s (the repair was already under way)", tc.cmd, out)
 			}
 			// The engine resyncs hourly here: only D-Bus signals can bring it
 			// back this fast.
