@@ -69,10 +69,8 @@ type Driver struct {
 	repairs  map[string]uint64     // name -> drift repairs made
 	errs     map[string]string     // name -> last apply error
 	throttle *throttle.Throttle
-	retry    *throttle.Retry      // spaces restarts of a container that keeps exiting
-	wakes    map[string]time.Time // restart backoffs with a wake-up scheduled
-	notify   func(reason string)  // set by Watch, to wake the engine after a backoff
-	loaded   map[string]string    // artifact sha256 -> image reference it loaded
+	retry    *throttle.Retry   // spaces restarts of a container that keeps exiting
+	loaded   map[string]string // artifact sha256 -> image reference it loaded
 }
 
 var (
@@ -95,7 +93,7 @@ func New(cfg Config) *Driver {
 	}
 	return &Driver{cfg: cfg, log: cfg.Env.Log.With("driver", "containers"),
 		created: map[string]string{}, repairs: map[string]uint64{}, errs: map[string]string{}, loaded: map[string]string{}, throttle: newThrottle(),
-		retry: throttle.NewRetry(time.Second, 5*time.Minute, time.Minute), wakes: map[string]time.Time{}}
+		retry: throttle.NewRetry(time.Second, 5*time.Minute, time.Minute)}
 }
 
 // Root is the directory mount sources are relative to.
@@ -207,25 +205,13 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 			// A container that keeps exiting is restarted with growing
 			// pauses, not in a tight loop; Report calls it restarting.
 			if next := d.retry.Next(ch.name); now.Before(next) {
-				d.wakeAt(ch.name, next)
+				d.retry.WakeAt(ch.name, next, "containers: restart backoff of "+ch.name+" over")
 				continue
 			}
 		}
 		plan = append(plan, d.bind(ch, byName[ch.name]))
 	}
 	return plan, nil
-}
-
-// wakeAt asks the engine for a pass once a restart backoff is over.
-func (d *Driver) wakeAt(name string, at time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.notify == nil || d.wakes[name].Equal(at) {
-		return
-	}
-	d.wakes[name] = at
-	notify := d.notify
-	time.AfterFunc(time.Until(at), func() { notify("containers: restart backoff of " + name + " over") })
 }
 
 func (d *Driver) observe(ctx context.Context) (map[string]observed, error) {

@@ -31,9 +31,7 @@ func newThrottle() *throttle.Throttle {
 // reconnects with backoff and notifies once, since anything may have
 // changed meanwhile.
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
-	d.mu.Lock()
-	d.notify = notify
-	d.mu.Unlock()
+	d.retry.SetNotify(notify)
 	go d.healthLoop(ctx, notify)
 	backoff := 100 * time.Millisecond
 	for first := true; ctx.Err() == nil; first = false {

@@ -68,9 +68,7 @@ type Driver struct {
 	errs    map[string]string
 	exeSums map[string]exeSum // path -> sha256 by size and mtime, to avoid rehashing
 	changed chan struct{}
-	retry   *throttle.Retry      // spaces restarts of a unit that keeps failing
-	wakes   map[string]time.Time // restart backoffs with a wake-up scheduled
-	notify  func(reason string)  // set by Watch, to wake the engine after a backoff
+	retry   *throttle.Retry // spaces restarts of a unit that keeps failing
 }
 
 type owned struct {
@@ -110,7 +108,7 @@ func New(cfg Config) (*Driver, error) {
 	}
 	d := &Driver{cfg: cfg, log: cfg.Env.Log.With("driver", "units"), owned: map[string]owned{},
 		repairs: map[string]uint64{}, errs: map[string]string{}, exeSums: map[string]exeSum{}, changed: make(chan struct{}, 1),
-		retry: throttle.NewRetry(cmp.Or(cfg.RestartBackoff, time.Second), 5*time.Minute, time.Minute), wakes: map[string]time.Time{}}
+		retry: throttle.NewRetry(cmp.Or(cfg.RestartBackoff, time.Second), 5*time.Minute, time.Minute)}
 	b, err := os.ReadFile(d.ownedPath())
 	switch {
 	case err == nil:
@@ -240,7 +238,7 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 			// A unit that keeps failing is restarted with growing pauses,
 			// not in a tight loop.
 			if next := d.retry.Next(c.unit.Name); now.Before(next) {
-				d.wakeAt(c.unit.Name, next)
+				d.retry.WakeAt(c.unit.Name, next, "units: restart backoff of "+c.unit.Name+" over")
 				continue
 			}
 		}
@@ -263,18 +261,6 @@ func (d *Driver) failed(name string, err error) driver.Change {
 		d.mu.Unlock()
 		return err
 	})
-}
-
-// wakeAt asks the engine for a pass once a restart backoff is over.
-func (d *Driver) wakeAt(name string, at time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.notify == nil || d.wakes[name].Equal(at) {
-		return
-	}
-	d.wakes[name] = at
-	notify := d.notify
-	time.AfterFunc(time.Until(at), func() { notify("units: restart backoff of " + name + " over") })
 }
 
 func (d *Driver) observe(ctx context.Context, conn *sd.Conn, name string, exe *blueprint.Executable) (observed, error) {

@@ -28,9 +28,7 @@ func (d *Driver) notifyWatchSet() {
 // signals are paced per unit, so a crash loop is no tight loop here. When
 // the bus connection drops it reconnects with backoff.
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
-	d.mu.Lock()
-	d.notify = notify
-	d.mu.Unlock()
+	d.retry.SetNotify(notify)
 	th := throttle.New(8, 500*time.Millisecond)
 	backoff := 100 * time.Millisecond
 	for first := true; ctx.Err() == nil; first = false {

@@ -12,8 +12,10 @@ import (
 type Retry struct {
 	Min, Max, Reset time.Duration
 
-	mu sync.Mutex
-	m  map[string]*retry
+	mu     sync.Mutex
+	m      map[string]*retry
+	notify func(reason string)  // SetNotify's: wakes the engine after a backoff
+	wakes  map[string]time.Time // wake-ups scheduled, one per key and time
 }
 
 type retry struct {
@@ -23,7 +25,27 @@ type retry struct {
 
 // NewRetry returns a Retry with the given bounds.
 func NewRetry(min, max, reset time.Duration) *Retry {
-	return &Retry{Min: min, Max: max, Reset: reset, m: map[string]*retry{}}
+	return &Retry{Min: min, Max: max, Reset: reset, m: map[string]*retry{}, wakes: map[string]time.Time{}}
+}
+
+// SetNotify is how WakeAt wakes the engine (a driver's Watch hands it over).
+func (r *Retry) SetNotify(notify func(reason string)) {
+	r.mu.Lock()
+	r.notify = notify
+	r.mu.Unlock()
+}
+
+// WakeAt asks for one notify at `at`, when key's backoff is over, so the
+// engine makes a pass then; the same key and time are scheduled once.
+func (r *Retry) WakeAt(key string, at time.Time, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.notify == nil || r.wakes[key].Equal(at) {
+		return
+	}
+	r.wakes[key] = at
+	notify := r.notify
+	time.AfterFunc(time.Until(at), func() { notify(reason) })
 }
 
 // Next returns when key may be restarted; a zero time means now.

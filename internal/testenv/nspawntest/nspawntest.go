@@ -5,7 +5,6 @@
 package nspawntest
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -18,8 +17,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/godbus/dbus/v5"
 
 	"github.com/alpha-edge/alpha/internal/check"
 )
@@ -119,26 +116,4 @@ func (m *Machine) Systemctl(args ...string) (string, error) {
 	all := append([]string{"-t", strconv.Itoa(m.PID), "-m", "-u", "-i", "-n", "-p", "systemctl"}, args...)
 	out, err := exec.Command("nsenter", all...).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
-}
-
-// Bus dials the machine's system bus; it fits units.Config.Bus.
-func (m *Machine) Bus(ctx context.Context) (*dbus.Conn, error) {
-	return Dial(ctx, m.BusAddress)
-}
-
-// Dial connects to a D-Bus address and authenticates as this process's user.
-func Dial(ctx context.Context, address string) (*dbus.Conn, error) {
-	c, err := dbus.Dial(address, dbus.WithContext(ctx))
-	if err != nil {
-		return nil, err
-	}
-	if err := c.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
-		c.Close()
-		return nil, err
-	}
-	if err := c.Hello(); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return c, nil
 }
