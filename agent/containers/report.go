@@ -3,6 +3,8 @@ package containers
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings/containers"
@@ -16,15 +18,9 @@ import (
 // the agent brought it back.
 func (d *Driver) Report(ctx context.Context) []driver.Resource {
 	d.mu.Lock()
-	wanted := append([]blueprint.Container(nil), d.wanted...)
-	errs := make(map[string]string, len(d.errs))
-	for k, v := range d.errs {
-		errs[k] = v
-	}
-	repairs := make(map[string]uint64, len(d.repairs))
-	for k, v := range d.repairs {
-		repairs[k] = v
-	}
+	wanted := slices.Clone(d.wanted)
+	errs := maps.Clone(d.errs)
+	repairs := maps.Clone(d.repairs)
 	d.mu.Unlock()
 	if len(wanted) == 0 {
 		return nil

@@ -3,6 +3,8 @@ package units
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
@@ -13,15 +15,9 @@ import (
 // times the agent brought it back.
 func (d *Driver) Report(ctx context.Context) []driver.Resource {
 	d.mu.Lock()
-	wanted := append([]blueprint.Unit(nil), d.wanted...)
-	errs := make(map[string]string, len(d.errs))
-	for k, v := range d.errs {
-		errs[k] = v
-	}
-	repairs := make(map[string]uint64, len(d.repairs))
-	for k, v := range d.repairs {
-		repairs[k] = v
-	}
+	wanted := slices.Clone(d.wanted)
+	errs := maps.Clone(d.errs)
+	repairs := maps.Clone(d.repairs)
 	ran := map[string]string{}
 	for k, v := range d.owned {
 		ran[k] = v.Ran
