@@ -10,7 +10,7 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/cloudref"
 	"github.com/alpha-edge/alpha/agent/engine"
-	"github.com/alpha-edge/alpha/hub/cloud"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // cloudSource serves the node's cloud outputs from the site's mirror of the
@@ -53,7 +53,7 @@ func (c *cloudSource) live() *cloudref.KV {
 
 // Entry reads the site's copy, keeping the node's copy current; without the
 // site it answers from the node's copy.
-func (c *cloudSource) Entry(ctx context.Context, config string) (*cloud.Status, error) {
+func (c *cloudSource) Entry(ctx context.Context, config string) (*streams.CloudStatus, error) {
 	path := filepath.Join(c.dir, config+".json")
 	if kv := c.live(); kv != nil {
 		st, err := kv.Entry(ctx, config)
@@ -76,7 +76,7 @@ func (c *cloudSource) Entry(ctx context.Context, config string) (*cloud.Status, 
 	if err != nil {
 		return nil, err
 	}
-	var st cloud.Status
+	var st streams.CloudStatus
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, err
 	}

@@ -17,14 +17,14 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
-	"github.com/alpha-edge/alpha/hub/cloud"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // Source gives the hub's status of this node's cloud configurations.
 type Source interface {
 	// Entry returns the status of one configuration, nil when the hub has
 	// published none.
-	Entry(ctx context.Context, config string) (*cloud.Status, error)
+	Entry(ctx context.Context, config string) (*streams.CloudStatus, error)
 }
 
 // Notifier is implemented by sources that can tell when an entry changes.
@@ -47,15 +47,15 @@ var _ Notifier = (*KV)(nil)
 func NewKV(kv jetstream.KeyValue, site, node string) *KV { return &KV{kv: kv, site: site, node: node} }
 
 // Entry reads site.node.config.
-func (k *KV) Entry(ctx context.Context, config string) (*cloud.Status, error) {
-	e, err := k.kv.Get(ctx, cloud.Key(k.site, k.node, config))
+func (k *KV) Entry(ctx context.Context, config string) (*streams.CloudStatus, error) {
+	e, err := k.kv.Get(ctx, streams.CloudKey(k.site, k.node, config))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	var st cloud.Status
+	var st streams.CloudStatus
 	if err := json.Unmarshal(e.Value(), &st); err != nil {
 		return nil, fmt.Errorf("cloud status %s: %w", e.Key(), err)
 	}
@@ -64,7 +64,7 @@ func (k *KV) Entry(ctx context.Context, config string) (*cloud.Status, error) {
 
 // Watch calls notify on every change to this node's keys until ctx is done.
 func (k *KV) Watch(ctx context.Context, notify func()) error {
-	w, err := k.kv.Watch(ctx, cloud.Key(k.site, k.node, "*"), jetstream.UpdatesOnly())
+	w, err := k.kv.Watch(ctx, streams.CloudKey(k.site, k.node, "*"), jetstream.UpdatesOnly())
 	if err != nil {
 		return err
 	}
@@ -87,15 +87,15 @@ func (k *KV) Watch(ctx context.Context, notify func()) error {
 // Static is a Source held in memory, for tests and the dev stack.
 type Static struct {
 	mu      sync.Mutex
-	entries map[string]*cloud.Status
+	entries map[string]*streams.CloudStatus
 	notify  []chan struct{}
 }
 
 // Set publishes (or, with nil, removes) one configuration's status.
-func (s *Static) Set(config string, st *cloud.Status) {
+func (s *Static) Set(config string, st *streams.CloudStatus) {
 	s.mu.Lock()
 	if s.entries == nil {
-		s.entries = map[string]*cloud.Status{}
+		s.entries = map[string]*streams.CloudStatus{}
 	}
 	if st == nil {
 		delete(s.entries, config)
@@ -112,7 +112,7 @@ func (s *Static) Set(config string, st *cloud.Status) {
 }
 
 // Entry returns what Set stored.
-func (s *Static) Entry(_ context.Context, config string) (*cloud.Status, error) {
+func (s *Static) Entry(_ context.Context, config string) (*streams.CloudStatus, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.entries[config], nil
@@ -192,7 +192,7 @@ func (r *Resolver) Report(context.Context) []driver.Resource {
 // left out and reported (pending while the hub provisions, failed when the
 // output is gone or never existed).
 func (r *Resolver) Prepare(ctx context.Context, bp *blueprint.Blueprint) (*blueprint.Blueprint, error) {
-	entries := map[string]*cloud.Status{}
+	entries := map[string]*streams.CloudStatus{}
 	var report []driver.Resource
 	for _, c := range bp.Spec.Cloud {
 		e, err := r.src.Entry(ctx, c.Name)
@@ -279,14 +279,14 @@ func clone(bp *blueprint.Blueprint) (*blueprint.Blueprint, error) {
 
 // explain says why a reference is unresolved, and whether that is a wait
 // (the hub is still provisioning) rather than a failure.
-func explain(ref blueprint.CloudRef, e *cloud.Status) (string, bool) {
+func explain(ref blueprint.CloudRef, e *streams.CloudStatus) (string, bool) {
 	name := fmt.Sprintf("configuration %q", ref.Config)
 	switch {
 	case e == nil:
 		return name + " is not provisioned yet", true
-	case e.Phase == cloud.PhaseDestroyed:
+	case e.Phase == streams.CloudDestroyed:
 		return name + " was destroyed; its outputs are gone", false
-	case e.Phase == cloud.PhaseFailed && e.AppliedDigest == "":
+	case e.Phase == streams.CloudFailed && e.AppliedDigest == "":
 		return name + " failed: " + firstLine(e.Error), false
 	case e.AppliedDigest == "":
 		return fmt.Sprintf("%s is being provisioned (%s)", name, e.Phase), true
@@ -296,23 +296,23 @@ func explain(ref blueprint.CloudRef, e *cloud.Status) (string, bool) {
 }
 
 // configResource reports one cloud configuration as the hub last saw it.
-func configResource(c blueprint.CloudConfig, e *cloud.Status, err error) driver.Resource {
+func configResource(c blueprint.CloudConfig, e *streams.CloudStatus, err error) driver.Resource {
 	res := driver.Resource{ID: blueprint.ResourceID("cloud", c.Name)}
 	switch {
 	case err != nil:
 		res.State, res.Message = "pending", "cannot read the hub's status: "+err.Error()
 	case e == nil:
 		res.State, res.Message = "pending", "not provisioned yet"
-	case e.Phase == cloud.PhaseFailed:
+	case e.Phase == streams.CloudFailed:
 		res.State, res.Message = "failed", e.Error
-	case e.Phase == cloud.PhaseDestroyed:
+	case e.Phase == streams.CloudDestroyed:
 		res.State, res.Message = "failed", "destroyed by the hub; its outputs are gone"
-	case e.Phase == cloud.PhaseDrifted:
+	case e.Phase == streams.CloudDrifted:
 		res.State, res.Health, res.Message = "drifted", 0.5, e.Message
 	case e.AppliedDigest != c.Digest():
 		res.State, res.Health = "pending", 0.5
 		res.Message = fmt.Sprintf("the hub is provisioning this revision (%s); outputs are from an earlier one", e.Phase)
-	case e.Phase == cloud.PhaseApplied:
+	case e.Phase == streams.CloudApplied:
 		names := make([]string, 0, len(e.Outputs))
 		for n := range e.Outputs {
 			names = append(names, n)

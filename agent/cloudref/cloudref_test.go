@@ -11,8 +11,8 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/blueprint"
-	"github.com/alpha-edge/alpha/hub/cloud"
 	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 const doc = `apiVersion: alpha/v1
@@ -135,8 +135,8 @@ func TestEngineFollowsOutputs(t *testing.T) {
 
 	// Provisioned: the engine wakes and the container gets the value.
 	digest := bp.Spec.Cloud[0].Digest()
-	applied := func(v string) *cloud.Status {
-		return &cloud.Status{Phase: cloud.PhaseApplied, Digest: digest, AppliedDigest: digest, Outputs: map[string]string{"bucket_name": v}}
+	applied := func(v string) *streams.CloudStatus {
+		return &streams.CloudStatus{Phase: streams.CloudApplied, Digest: digest, AppliedDigest: digest, Outputs: map[string]string{"bucket_name": v}}
 	}
 	src.Set("logs", applied("alpha-a"))
 	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
@@ -158,7 +158,7 @@ func TestEngineFollowsOutputs(t *testing.T) {
 
 	// Destroyed at the hub while this node still runs the revision that
 	// needs it: the dependents are reported and not run with a literal.
-	src.Set("logs", &cloud.Status{Phase: cloud.PhaseDestroyed, Digest: digest})
+	src.Set("logs", &streams.CloudStatus{Phase: streams.CloudDestroyed, Digest: digest})
 	waitResource("container:web", "failed", `configuration "logs" was destroyed; its outputs are gone`)
 	waitResource("file:/etc/logs.conf", "failed", "was destroyed")
 	waitResource("cloud:logs", "failed", "destroyed by the hub")
@@ -171,7 +171,7 @@ func TestPrepareLeavesOthersAlone(t *testing.T) {
 	bp, err := blueprint.Parse([]byte(doc))
 	check.NoError(t, err)
 	src := &Static{}
-	src.Set("logs", &cloud.Status{Phase: cloud.PhaseApplying, Digest: "x"})
+	src.Set("logs", &streams.CloudStatus{Phase: streams.CloudApplying, Digest: "x"})
 	out, err := New(src, nil).Prepare(context.Background(), bp)
 	check.NoError(t, err)
 	if len(out.Spec.Files) != 1 || out.Spec.Files[0].Path != "/etc/plain.conf" || len(out.Spec.Containers) != 0 {
@@ -197,7 +197,7 @@ func TestStaleOutputsResolvePending(t *testing.T) {
 	bp, err := blueprint.Parse([]byte(doc))
 	check.NoError(t, err)
 	src := &Static{}
-	src.Set("logs", &cloud.Status{Phase: cloud.PhaseApplying, Digest: "new", AppliedDigest: "old", Outputs: map[string]string{"bucket_name": "alpha-old"}})
+	src.Set("logs", &streams.CloudStatus{Phase: streams.CloudApplying, Digest: "new", AppliedDigest: "old", Outputs: map[string]string{"bucket_name": "alpha-old"}})
 	r := New(src, nil)
 	out, err := r.Prepare(context.Background(), bp)
 	check.NoError(t, err)

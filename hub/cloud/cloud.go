@@ -23,79 +23,40 @@ import (
 	"github.com/alpha-edge/alpha/streams"
 )
 
-// Buckets this package uses in the hub's JetStream domain.
+// Names and types of the contract (package streams), under the names this
+// package has always used.
 const (
-	// StatusBucket holds one Status per configuration, key Key(site, node,
-	// config). Each site mirrors its own keys, so agents resolve outputs offline.
-	StatusBucket = "cloud"
-	// StateBucket is the object store holding Terraform state and the last
-	// applied configuration; it is replicated with the hub's JetStream.
-	StateBucket = "tfstate"
-	// LockBucket holds the leases that keep two hubs from running Terraform
-	// on the same configuration at once.
-	LockBucket = "cloudlocks"
+	StatusBucket = streams.CloudBucket
+	StateBucket  = streams.TFStateBucket
+	LockBucket   = streams.CloudLocksBucket
 )
 
 // Key is the key of one configuration in the status bucket, the lock bucket
 // and (as a prefix) the state store.
-func Key(site, node, config string) string { return site + "." + node + "." + config }
+func Key(site, node, config string) string { return streams.CloudKey(site, node, config) }
 
-// Phase is where a configuration stands.
-type Phase string
+type (
+	// Status is the value of a configuration's key in the status bucket.
+	Status = streams.CloudStatus
+	// Phase is where a configuration stands.
+	Phase = streams.CloudPhase
+	// PlanSummary counts what the last plan wanted.
+	PlanSummary = streams.PlanSummary
+)
 
 // Phases of a configuration, as published.
 const (
-	PhasePlanned    Phase = "planned"  // the plan has changes; apply follows
-	PhaseApplying   Phase = "applying" // terraform apply is running
-	PhaseApplied    Phase = "applied"  // the cloud matches the configuration
-	PhaseFailed     Phase = "failed"   // Error holds Terraform's own message
-	PhaseDrifted    Phase = "drifted"  // a re-plan found changes; policy report
-	PhaseDestroying Phase = "destroying"
-	PhaseDestroyed  Phase = "destroyed" // left the blueprint; outputs gone
+	PhasePlanned    = streams.CloudPlanned
+	PhaseApplying   = streams.CloudApplying
+	PhaseApplied    = streams.CloudApplied
+	PhaseFailed     = streams.CloudFailed
+	PhaseDrifted    = streams.CloudDrifted
+	PhaseDestroying = streams.CloudDestroying
+	PhaseDestroyed  = streams.CloudDestroyed
 )
 
-// PlanSummary counts what the last plan wanted, as Terraform prints it.
-type PlanSummary struct {
-	Add     int `json:"add"`
-	Change  int `json:"change"`
-	Destroy int `json:"destroy"`
-}
-
-// String reads like Terraform's own "Plan:" line.
-func (p PlanSummary) String() string {
-	return fmt.Sprintf("%d to add, %d to change, %d to destroy", p.Add, p.Change, p.Destroy)
-}
-
-// Status is the value of a configuration's key in the status bucket.
-type Status struct {
-	Site   string `json:"site"`
-	Node   string `json:"node"`
-	Config string `json:"config"`
-	Phase  Phase  `json:"phase"`
-	Error  string `json:"error,omitempty"`
-	// Message says what happened last, for people (drift found, waiting...).
-	Message string `json:"message,omitempty"`
-	// Digest is blueprint.CloudConfig.Digest of the revision last worked on;
-	// AppliedDigest that of the revision the outputs come from. An agent
-	// whose blueprint has another digest knows its outputs are not current.
-	Digest        string `json:"digest,omitempty"`
-	AppliedDigest string `json:"appliedDigest,omitempty"`
-	Drift         string `json:"drift,omitempty"`
-	// Plan is the last plan's summary (all zero once converged); Applied is
-	// what the last apply did.
-	Plan    PlanSummary `json:"plan"`
-	Applied PlanSummary `json:"applied"`
-	// Outputs holds only the outputs the configuration lists; strings as
-	// they are, other types as JSON text.
-	Outputs map[string]string `json:"outputs,omitempty"`
-	Applies uint64            `json:"applies"`
-	Repairs uint64            `json:"repairs,omitempty"`
-	Hub     string            `json:"hub,omitempty"`
-	Updated time.Time         `json:"updated"`
-}
-
 // same reports whether two statuses say the same thing, ignoring when.
-func (s Status) same(o Status) bool {
+func same(s, o Status) bool {
 	s.Updated, o.Updated = time.Time{}, time.Time{}
 	s.Hub, o.Hub = "", ""
 	return reflect.DeepEqual(s, o)

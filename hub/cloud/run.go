@@ -135,7 +135,7 @@ type publisher struct {
 }
 
 func (p *publisher) put(ctx context.Context, st Status) error {
-	if p.had && st.same(p.last) {
+	if p.had && same(st, p.last) {
 		return nil
 	}
 	st.Hub, st.Updated = p.r.cfg.Instance, time.Now().UTC()
