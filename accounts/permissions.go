@@ -11,7 +11,7 @@ import (
 // and its watch gets deliveries there, and its permission to receive is
 // limited to it (a shared _INBOX.> would let an agent receive what another
 // node's agent asked for).
-func AgentInbox(site, node string) string { return "alpha.inbox." + site + "." + node }
+func AgentInbox(site, node string) string { return streams.Inbox(site, node) }
 
 // LeafPermissions are those of a site leaf's user at the hub. For a leaf
 // connection they read from the leaf's side: Pub is what the leaf may send
@@ -21,9 +21,9 @@ func AgentInbox(site, node string) string { return "alpha.inbox." + site + "." +
 func LeafPermissions(site string) jwt.Permissions {
 	var p jwt.Permissions
 	hubAPI := "$JS." + streams.HubDomain + ".API."
-	for _, b := range streams.Mirrored() {
-		cc := streams.MirrorConsumerConfig(site, b)
-		stream := "KV_" + b
+	for _, st := range streams.Mirrored() {
+		cc := streams.MirrorConsumerConfig(site, st)
+		stream := st.Stream()
 		p.Pub.Allow.Add(
 			// The site's mirror resumes its pre-created durable consumer.
 			hubAPI+"CONSUMER.RESET."+stream+"."+cc.Durable,
@@ -58,50 +58,90 @@ func LeafPermissions(site string) jwt.Permissions {
 	return p
 }
 
-// AgentPermissions are those of a node's agent at its site leaf: read its
-// own blueprint key, write its own status key, nothing else.
+// AgentPermissions are those of a node's agent at its site leaf, derived
+// from streams.AgentOps.
 func AgentPermissions(site, node string) *server.Permissions {
-	key := streams.Key(site, node)
-	bp := "KV_" + streams.BlueprintsBucket
+	return SitePermissions(site, streams.Inbox(site, node), streams.AgentOps(site, node))
+}
+
+// SiteOperatorPermissions are those of the site operator credential: holds
+// and status of the site, from streams.SiteOperatorOps.
+func SiteOperatorPermissions(site string) *server.Permissions {
+	return SitePermissions(site, streams.Inbox(site, streams.SiteOperator), streams.SiteOperatorOps(site))
+}
+
+// SitePermissions grant a client of a site leaf exactly ops, receiving only
+// on its inbox. The leaf maps its domain's API ($JS.<site>.API.>) onto
+// $JS.API.> before it checks permissions; both spellings are granted so
+// clients with and without the domain work the same.
+func SitePermissions(site, inbox string, ops []streams.Op) *server.Permissions {
 	var pub []string
-	// The leaf maps its domain's API ($JS.<site>.API.>) onto $JS.API.>
-	// before it checks permissions; both spellings are allowed so clients
-	// with and without the domain work the same.
-	for _, api := range []string{"$JS.API.", "$JS." + site + ".API."} {
-		pub = append(pub,
-			// Bucket lookups (js.KeyValue) read the stream's info: names,
-			// counts, never values.
-			api+"STREAM.INFO."+bp,
-			api+"STREAM.INFO."+streams.StatusStream,
-			// Watch: an ordered consumer whose filter is this node's key;
-			// the filter is part of the subject, so no other filter passes.
-			api+"CONSUMER.CREATE."+bp+".*.$KV."+streams.BlueprintsBucket+"."+key,
-			// Level check: direct get of the last value of this key only.
-			api+"DIRECT.GET."+bp+".$KV."+streams.BlueprintsBucket+"."+key,
-			// Cloud outputs of this node (keys <site>.<node>.<config>):
-			// bucket info, a watch filtered to them, direct gets.
-			api+"STREAM.INFO.KV_"+streams.CloudBucket,
-			api+"CONSUMER.CREATE.KV_"+streams.CloudBucket+".*.$KV."+streams.CloudBucket+"."+key+".*",
-			api+"DIRECT.GET.KV_"+streams.CloudBucket+".$KV."+streams.CloudBucket+"."+key+".*",
-			// Status: with a domain nats.go puts through the API prefix.
-			api+"$KV."+streams.StatusBucket+"."+key,
-		)
+	apis := []string{"$JS.API.", "$JS." + site + ".API."}
+	// Consumers of ours (the uplinks' durables) live on these streams; a
+	// client may never delete consumers there. Elsewhere it may delete the
+	// ephemeral consumers its watches and reads made (their names are
+	// random and no client may list consumers, so it cannot name another's;
+	// without the grant every stopped watch is a refused request).
+	durables := map[string]bool{}
+	for _, s := range streams.Uplinks() {
+		durables[s] = true
 	}
-	pub = append(pub,
-		// Status: only this node's key.
-		"$KV."+streams.StatusBucket+"."+key,
-		// Flow control of the watch's consumer.
-		"$JS.FC."+site+".*."+bp+".*.*",
-		// The node's own telemetry and events (the site streams capture
-		// them; the publish acks come back on the inbox).
-		"telemetry."+key+".>",
-		"events."+key+".>",
-	)
+	read := func(stream, filter string) {
+		for _, api := range apis {
+			pub = append(pub,
+				// Opening a bucket reads its stream info: config and
+				// counts, never values.
+				api+"STREAM.INFO."+stream,
+				// Watches and lists: consumers whose filter is part of
+				// the subject, so no other filter passes.
+				api+"CONSUMER.CREATE."+stream+".*."+filter,
+				// Gets of the last value of matching keys only.
+				api+"DIRECT.GET."+stream+"."+filter,
+			)
+			if !durables[stream] {
+				pub = append(pub, api+"CONSUMER.DELETE."+stream+".*")
+			}
+		}
+		// Flow control of those consumers.
+		pub = append(pub, "$JS.FC."+site+".*."+stream+".*.*")
+	}
+	for _, op := range ops {
+		switch op.Kind {
+		case streams.KVRead:
+			read("KV_"+op.Name, "$KV."+op.Name+"."+op.Filter)
+		case streams.KVWrite:
+			read("KV_"+op.Name, "$KV."+op.Name+"."+op.Filter)
+			pub = append(pub, "$KV."+op.Name+"."+op.Filter)
+			for _, api := range apis {
+				// With a domain, nats.go puts through the API prefix.
+				pub = append(pub, api+"$KV."+op.Name+"."+op.Filter)
+			}
+		case streams.ObjectRead:
+			stream := "OBJ_" + op.Name
+			// Chunks are read by a consumer filtered to the object's
+			// chunk subject; the metadata by a get of its meta subject.
+			read(stream, "$O."+op.Name+".C.*")
+			for _, api := range apis {
+				pub = append(pub, api+"DIRECT.GET."+stream+".$O."+op.Name+".M.*")
+			}
+		case streams.Publish, streams.Request:
+			pub = append(pub, op.Filter)
+		}
+	}
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: pub},
-		Subscribe: &server.SubjectPermission{Allow: []string{
-			// Replies and the watch's deliveries, on its own inbox.
-			AgentInbox(site, node) + ".>",
-		}},
+		Publish:   &server.SubjectPermission{Allow: dedupe(pub)},
+		Subscribe: &server.SubjectPermission{Allow: []string{inbox + ".>"}},
 	}
+}
+
+func dedupe(in []string) []string {
+	seen := make(map[string]bool, len(in))
+	out := in[:0]
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -26,6 +26,11 @@ const (
 	SiteFile        = "site.json"
 	LeafCredsFile   = "leaf.creds"
 	TrustedKeysFile = "trusted-keys"
+	// SiteOperatorSeedFile is the nkey of people working at the site: it
+	// may set and release holds and read the site's status at the leaf,
+	// nothing else (SiteOperatorPermissions), and works with the uplink
+	// down (alpha hold --creds).
+	SiteOperatorSeedFile = "site-operator.nk"
 )
 
 // AgentSeedFile is the file of a node's agent nkey seed in a site bundle.
@@ -37,6 +42,8 @@ type SiteConfig struct {
 	Site   string       `json:"site"`
 	Tenant string       `json:"tenant"`
 	Agents []AgentEntry `json:"agents"`
+	// Operator is the site operator's public nkey.
+	Operator string `json:"operator,omitempty"`
 }
 
 // AgentEntry is one node's agent: its public nkey.
@@ -80,16 +87,14 @@ func (o *Operator) AddSite(site, tenant string, nodes []string, outDir string) (
 		if err := streams.ValidID("node", n); err != nil {
 			return nil, err
 		}
-		kp, err := nkeys.CreateUser()
+		pub, err := writeUserSeed(filepath.Join(outDir, AgentSeedFile(n)))
 		if err != nil {
 			return nil, err
 		}
-		seed, _ := kp.Seed()
-		pub, _ := kp.PublicKey()
-		if err := writeFile(filepath.Join(outDir, AgentSeedFile(n)), append(seed, '\n'), 0o600); err != nil {
-			return nil, err
-		}
 		cfg.Agents = append(cfg.Agents, AgentEntry{Node: n, Key: pub})
+	}
+	if cfg.Operator, err = writeUserSeed(filepath.Join(outDir, SiteOperatorSeedFile)); err != nil {
+		return nil, err
 	}
 	pk, err := o.PublisherKey(tenant)
 	if err != nil {
@@ -108,6 +113,18 @@ func (o *Operator) AddSite(site, tenant string, nodes []string, outDir string) (
 	}
 	rec.Tenants[tenant] = append(rec.Tenants[tenant], upub)
 	return cfg, o.saveSiteRecord(rec)
+}
+
+// writeUserSeed makes a user nkey, writes its seed to path (0600) and
+// returns its public key.
+func writeUserSeed(path string) (string, error) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return "", err
+	}
+	seed, _ := kp.Seed()
+	pub, _ := kp.PublicKey()
+	return pub, writeFile(path, append(seed, '\n'), 0o600)
 }
 
 // RevokeSite revokes every leaf user ever issued to the site, in every
@@ -155,10 +172,10 @@ func (o *Operator) saveSiteRecord(rec *siteRecord) error {
 // consumers on the hub's buckets (filtered to the site's keys) and the
 // sources of the hub's uplink streams. Idempotent.
 func RegisterSite(ctx context.Context, hub jetstream.JetStream, site string) error {
-	for _, b := range streams.Mirrored() {
-		cc := streams.MirrorConsumerConfig(site, b)
-		if _, err := hub.CreateOrUpdateConsumer(ctx, "KV_"+b, cc); err != nil {
-			return fmt.Errorf("accounts: mirror consumer %s on hub bucket %s: %w", cc.Durable, b, err)
+	for _, st := range streams.Mirrored() {
+		cc := streams.MirrorConsumerConfig(site, st)
+		if _, err := hub.CreateOrUpdateConsumer(ctx, st.Stream(), cc); err != nil {
+			return fmt.Errorf("accounts: mirror consumer %s on hub bucket %s: %w", cc.Durable, st.Bucket, err)
 		}
 	}
 	for _, name := range streams.Uplinks() {
@@ -172,9 +189,9 @@ func RegisterSite(ctx context.Context, hub jetstream.JetStream, site string) err
 // UnregisterSite removes what RegisterSite made; revocation calls it so the
 // hub stops asking a cut-off site for data. Idempotent.
 func UnregisterSite(ctx context.Context, hub jetstream.JetStream, site string) error {
-	for _, b := range streams.Mirrored() {
-		cc := streams.MirrorConsumerConfig(site, b)
-		if err := hub.DeleteConsumer(ctx, "KV_"+b, cc.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	for _, st := range streams.Mirrored() {
+		cc := streams.MirrorConsumerConfig(site, st)
+		if err := hub.DeleteConsumer(ctx, st.Stream(), cc.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return fmt.Errorf("accounts: deleting %s: %w", cc.Durable, err)
 		}
 	}
@@ -255,6 +272,13 @@ func Leaf(bundleDir string) (*LeafSetup, error) {
 			return nil, fmt.Errorf("accounts: %s: agent %s key %q is not a user public key", bundleDir, a.Node, a.Key)
 		}
 		users = append(users, &server.NkeyUser{Nkey: a.Key, Permissions: AgentPermissions(cfg.Site, a.Node),
+			AllowedConnectionTypes: map[string]struct{}{jwt.ConnectionTypeStandard: {}}})
+	}
+	if cfg.Operator != "" { // bundles issued before site operators have none
+		if !nkeys.IsValidPublicUserKey(cfg.Operator) {
+			return nil, fmt.Errorf("accounts: %s: operator key %q is not a user public key", bundleDir, cfg.Operator)
+		}
+		users = append(users, &server.NkeyUser{Nkey: cfg.Operator, Permissions: SiteOperatorPermissions(cfg.Site),
 			AllowedConnectionTypes: map[string]struct{}{jwt.ConnectionTypeStandard: {}}})
 	}
 	setup := &LeafSetup{

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/events"
 	"github.com/alpha-edge/alpha/agent/health"
 	"github.com/alpha-edge/alpha/agent/maintenance"
+	"github.com/alpha-edge/alpha/internal/natsutil"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -81,6 +83,9 @@ type Agent struct {
 	// reconnected restarts the watch: a watch's consumer lived on the
 	// server we lost and can stay deaf after a leaf restart.
 	reconnected chan struct{}
+	// denied are the operations the leaf refused lately: logged at WARN
+	// and shown in status, never retried quietly.
+	denied natsutil.Denials
 }
 
 // New builds an agent and its drivers.
@@ -106,6 +111,7 @@ func New(cfg Config) (*Agent, error) {
 	log := cfg.Log.With("site", cfg.Site, "node", cfg.Node)
 	a := &Agent{cfg: cfg, log: log, key: streams.Key(cfg.Site, cfg.Node), dirty: make(chan struct{}, 1),
 		reconnected: make(chan struct{}, 1), appliedChanged: make(chan struct{}, 1)}
+	a.denied = natsutil.Denials{Log: log, OnNew: a.refreshHealth}
 	var err error
 	a.drivers, a.wiring, err = buildDrivers(cfg, log)
 	if err != nil {
@@ -152,6 +158,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}),
 		nats.Name("alpha-agent-" + a.key),
+		nats.ErrorHandler(a.denied.Handler(nil)),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
@@ -176,7 +183,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.wiring.artifacts.set(artifacts.NewObjectStore(nc, streams.HubDomain, streams.ArtifactsBucket))
+	// Artifacts come from the site's mirror of the hub's store: no site
+	// credential reaches the hub's API, and the mirror serves offline.
+	a.wiring.artifacts.set(artifacts.NewObjectStore(nc, a.cfg.Site, streams.ArtifactsBucket))
 	pub := events.New(js, a.cfg.Site, a.cfg.Node, a.log, 0)
 	if err := pub.Spool(filepath.Join(a.cfg.StateDir, "events-spool.json")); err != nil {
 		a.log.Error("drift events spool unreadable; its events are lost", "err", err)
@@ -220,7 +229,7 @@ func (a *Agent) connectHolds(ctx context.Context, js jetstream.JetStream) {
 		// Every request has a deadline: one the leaf refuses (permissions)
 		// is never answered.
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		kv, err := maintenance.EnsureBucket(actx, js)
+		kv, err := js.KeyValue(actx, streams.HoldsBucket) // the leaf makes it
 		cancel()
 		if err == nil {
 			var h *maintenance.Holds
@@ -380,6 +389,17 @@ func (a *Agent) buildStatus(s engine.Status) {
 	}
 	if score, n := a.wiring.compliance.Score(); n > 0 {
 		ns.Compliance = &score
+	}
+	if denied := a.denied.Recent(time.Now()); len(denied) > 0 {
+		// A node whose credential lacks a grant is missing a feature
+		// (holds, artifacts, link telemetry...): not Converged.
+		if ns.Phase == string(engine.PhaseConverged) || ns.Phase == string(engine.PhaseApplying) {
+			ns.Phase = string(engine.PhaseDegraded)
+		}
+		ns.Errors = slices.Clone(ns.Errors) // the engine's own slice stays as it is
+		for _, d := range denied {
+			ns.Errors = append(ns.Errors, "permission denied: "+d)
+		}
 	}
 	a.mu.Lock()
 	appliedMoved := a.lastEngine.Applied != s.Applied

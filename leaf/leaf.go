@@ -6,6 +6,7 @@ package leaf
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -145,9 +146,34 @@ func Start(ctx context.Context, cfg Config) (*Leaf, error) {
 		s.Shutdown()
 		return nil, err
 	}
+	if _, err := l.nc.Subscribe(streams.LinkSubject(cfg.Site), l.answerLink); err != nil {
+		l.nc.Close()
+		s.Shutdown()
+		return nil, fmt.Errorf("leaf: link service: %w", err)
+	}
 	ctx, l.cancel = context.WithCancel(context.Background())
 	go l.uplink(ctx, log)
 	return l, nil
+}
+
+// answerLink tells a client (an agent's link telemetry) the uplink's state
+// and what waits at the site, read from the leaf's own consumers, so no
+// site credential needs the hub's API or the uplink consumers' info.
+func (l *Leaf) answerLink(m *nats.Msg) {
+	info := streams.LinkInfo{Connected: l.Connected(), Synced: l.Synced(), At: time.Now().UTC(), Pending: map[string]uint64{}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, name := range []string{streams.TelemetryStream, streams.EventsStream} {
+		c, err := l.js.Consumer(ctx, name, streams.UplinkConsumer(name))
+		if err != nil {
+			continue
+		}
+		if ci, err := c.Info(ctx); err == nil {
+			info.Pending[name] = ci.NumPending + uint64(ci.NumAckPending)
+		}
+	}
+	b, _ := json.Marshal(info)
+	m.Respond(b)
 }
 
 // ClientURL is where agents connect.
@@ -196,24 +222,54 @@ func (l *Leaf) ensureLocal(ctx context.Context) error {
 			return fmt.Errorf("leaf: uplink consumer on %s: %w", name, err)
 		}
 	}
-	for _, bucket := range streams.Mirrored() {
-		if _, err := l.js.KeyValue(ctx, bucket); err == nil {
+	// Holds are written at the site by its operators and read by its
+	// agents; neither may create buckets.
+	if _, err := l.js.KeyValue(ctx, streams.HoldsBucket); err != nil {
+		if _, err := l.js.CreateKeyValue(ctx, streams.HoldsConfig); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("leaf: holds bucket: %w", err)
+		}
+	}
+	for _, st := range streams.Mirrored() {
+		if _, err := l.js.Stream(ctx, st.Stream()); err == nil {
 			continue // already on disk: served offline as it is
 		}
-		cc := streams.MirrorConsumerConfig(site, bucket)
-		_, err := l.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      bucket,
-			History:     streams.BlueprintHistory,
-			Storage:     jetstream.FileStorage,
-			Description: "mirror of this site's keys of the hub's " + bucket,
-			Mirror: &jetstream.StreamSource{
-				Name:     bucket,
-				Domain:   streams.HubDomain,
-				Consumer: &jetstream.StreamConsumerSource{Name: cc.Durable, DeliverSubject: cc.DeliverSubject},
-			},
-		})
-		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
-			return fmt.Errorf("leaf: mirror of %s: %w", bucket, err)
+		cc := streams.MirrorConsumerConfig(site, st)
+		mirror := &jetstream.StreamSource{
+			Name:     st.Stream(),
+			Domain:   streams.HubDomain,
+			Consumer: &jetstream.StreamConsumerSource{Name: cc.Durable, DeliverSubject: cc.DeliverSubject},
+		}
+		var err error
+		if st.Object {
+			// nats.go makes no object store mirrors; the stream is shaped
+			// as its object stores are (rollups replace an object's meta).
+			_, err = l.js.CreateStream(ctx, jetstream.StreamConfig{
+				Name:        st.Stream(),
+				Description: "mirror of the hub's " + st.Bucket + " object store",
+				Storage:     jetstream.FileStorage,
+				Discard:     jetstream.DiscardNew,
+				AllowRollup: true,
+				AllowDirect: true,
+				Mirror:      mirror,
+			})
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				err = nil
+			}
+		} else {
+			mirror.Name = st.Bucket // the KV API names the bucket
+			_, err = l.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket:      st.Bucket,
+				History:     streams.BlueprintHistory,
+				Storage:     jetstream.FileStorage,
+				Description: "mirror of this site's keys of the hub's " + st.Bucket,
+				Mirror:      mirror,
+			})
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				err = nil
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("leaf: mirror of %s: %w", st.Bucket, err)
 		}
 	}
 	return nil
@@ -282,13 +338,13 @@ func (l *Leaf) ensureHub(ctx context.Context) error {
 		// users that may send to all of $JS.hub.API.CONSUMER.>).
 		return nil
 	}
-	for _, bucket := range streams.Mirrored() {
-		cc := streams.MirrorConsumerConfig(site, bucket)
-		if _, err := l.hub.Consumer(ctx, "KV_"+bucket, cc.Durable); err == nil {
+	for _, st := range streams.Mirrored() {
+		cc := streams.MirrorConsumerConfig(site, st)
+		if _, err := l.hub.Consumer(ctx, st.Stream(), cc.Durable); err == nil {
 			continue
 		}
-		if _, err := l.hub.CreateOrUpdateConsumer(ctx, "KV_"+bucket, cc); err != nil {
-			return fmt.Errorf("mirror consumer on hub %s: %w", bucket, err)
+		if _, err := l.hub.CreateOrUpdateConsumer(ctx, st.Stream(), cc); err != nil {
+			return fmt.Errorf("mirror consumer on hub %s: %w", st.Bucket, err)
 		}
 	}
 	for _, name := range streams.Uplinks() {

@@ -107,17 +107,21 @@ func UplinkConsumerConfig(site, stream string) jetstream.ConsumerConfig {
 	}
 }
 
-// MirrorConsumerConfig is the durable push consumer on a hub bucket that a
-// site's mirror of that bucket binds to, filtered to the site's keys so other
-// sites' blueprints never leave the hub.
-func MirrorConsumerConfig(site, bucket string) jetstream.ConsumerConfig {
+// MirrorConsumerConfig is the durable push consumer on a hub store that a
+// site's mirror of it binds to; for a KV bucket filtered to the site's keys
+// so other sites' blueprints never leave the hub.
+func MirrorConsumerConfig(site string, st Store) jetstream.ConsumerConfig {
+	filter := KVSubjects(st.Bucket, site)
+	if st.Object {
+		filter = ""
+	}
 	return jetstream.ConsumerConfig{
-		Durable:        MirrorConsumer(site) + "-" + bucket,
-		DeliverSubject: MirrorDeliver(site) + "." + bucket,
+		Durable:        MirrorConsumer(site) + "-" + st.Bucket,
+		DeliverSubject: MirrorDeliver(site) + "." + st.Bucket,
 		AckPolicy:      jetstream.AckFlowControlPolicy,
 		FlowControl:    true,
 		IdleHeartbeat:  time.Second,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		FilterSubject:  KVSubjects(bucket, site),
+		FilterSubject:  filter,
 	}
 }

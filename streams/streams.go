@@ -47,8 +47,27 @@ func MirrorConsumer(site string) string { return "mirror-" + site }
 // MirrorDeliver prefixes where those consumers push.
 func MirrorDeliver(site string) string { return "alpha.deliver." + site + ".mirror" }
 
-// Mirrored are the hub buckets each site mirrors its own keys of.
-func Mirrored() []string { return []string{BlueprintsBucket, CloudBucket} }
+// Store is a hub bucket or object store that every site mirrors.
+type Store struct {
+	Bucket string
+	// Object says it is an object store; a site mirrors all of it. Of a KV
+	// bucket a site mirrors only its own keys (<site>.>).
+	Object bool
+}
+
+// Stream is the JetStream stream behind the store.
+func (s Store) Stream() string {
+	if s.Object {
+		return "OBJ_" + s.Bucket
+	}
+	return "KV_" + s.Bucket
+}
+
+// Mirrored are the hub stores each site mirrors: its own keys of the
+// blueprints and cloud buckets, and the tenant's artifacts.
+func Mirrored() []Store {
+	return []Store{{Bucket: BlueprintsBucket}, {Bucket: CloudBucket}, {Bucket: ArtifactsBucket, Object: true}}
+}
 
 // UplinkConsumer is the durable consumer, on a site's stream, that the hub's
 // stream sources from (status or telemetry).

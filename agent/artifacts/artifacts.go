@@ -24,13 +24,8 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/streams"
 )
-
-// Bucket is the hub's object store bucket holding artifacts.
-const Bucket = "artifacts"
-
-// HubDomain is the JetStream domain of the hub.
-const HubDomain = "hub"
 
 // ErrChecksum is wrapped (with driver.ErrTerminal) when an artifact's content
 // does not match the sha256 the blueprint names. Retrying cannot fix that.
@@ -61,13 +56,14 @@ type ObjectStore struct {
 }
 
 // NewObjectStore reads bucket in JetStream domain through nc; empty domain and
-// bucket mean HubDomain and Bucket.
+// bucket mean the hub's streams.ArtifactsBucket. Agents read their site's
+// mirror of it (domain = the site).
 func NewObjectStore(nc *nats.Conn, domain, bucket string) *ObjectStore {
 	if domain == "" {
-		domain = HubDomain
+		domain = streams.HubDomain
 	}
 	if bucket == "" {
-		bucket = Bucket
+		bucket = streams.ArtifactsBucket
 	}
 	return &ObjectStore{nc: nc, domain: domain, bucket: bucket}
 }
@@ -256,24 +252,24 @@ func FileSHA256(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// Put stores r as name in the artifacts bucket of domain (empty: HubDomain),
+// Put stores r as name in the artifacts bucket of domain (empty: streams.HubDomain),
 // creating the bucket if needed, and returns the sha256 a blueprint must
 // name. It is what an operator (alpha artifact put) or the hub runs.
 func Put(ctx context.Context, nc *nats.Conn, domain, name string, r io.Reader) (string, error) {
 	if domain == "" {
-		domain = HubDomain
+		domain = streams.HubDomain
 	}
 	js, err := jetstream.NewWithDomain(nc, domain)
 	if err != nil {
 		return "", err
 	}
-	obs, err := js.ObjectStore(ctx, Bucket)
+	obs, err := js.ObjectStore(ctx, streams.ArtifactsBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: Bucket,
+		obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: streams.ArtifactsBucket,
 			Description: "artifacts named by sha256 in blueprints", Storage: jetstream.FileStorage})
 	}
 	if err != nil {
-		return "", fmt.Errorf("object store %q in domain %q: %w", Bucket, domain, err)
+		return "", fmt.Errorf("object store %q in domain %q: %w", streams.ArtifactsBucket, domain, err)
 	}
 	h := sha256.New()
 	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: name}, io.TeeReader(r, h)); err != nil {

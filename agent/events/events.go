@@ -17,6 +17,7 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/agent/spool"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // DefaultBuffer is how many events wait in memory for the leaf by default.
@@ -38,7 +39,7 @@ type Event struct {
 }
 
 // Subject is where a node's drift events go.
-func Subject(site, node string) string { return "events." + site + "." + node + ".drift" }
+func Subject(site, node string) string { return streams.DriftSubject(site, node) }
 
 // Publisher turns engine repairs into events. OnRepair never blocks the
 // engine; Run delivers in order, retrying with the same message id, so the

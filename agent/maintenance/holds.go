@@ -11,11 +11,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-)
 
-// Bucket is the KV bucket, in the site's JetStream domain, that holds the
-// operators' holds, one key per node: SITE.NODE.
-const Bucket = "holds"
+	"github.com/alpha-edge/alpha/streams"
+)
 
 // MaxHold is the longest a hold can last, so a forgotten hold never pins a
 // node forever. The node enforces it on its own clock, even offline.
@@ -102,18 +100,15 @@ func NewHold(site, node string, now time.Time, d time.Duration, reason, by strin
 	return Hold{Site: site, Node: node, Reason: reason, By: by, Created: now.UTC(), Until: now.Add(d).UTC(), Resources: resources}, nil
 }
 
-// EnsureBucket opens the holds bucket, creating it if it is missing.
+// EnsureBucket opens the holds bucket (streams.HoldsBucket), creating it if
+// it is missing; site leaves create it, so this is for tests and tools with
+// the rights to.
 func EnsureBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, Bucket)
+	kv, err := js.KeyValue(ctx, streams.HoldsBucket)
 	if err == nil {
 		return kv, nil
 	}
-	kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      Bucket,
-		Description: "operator holds per node (SITE.NODE)",
-		History:     5,
-		Storage:     jetstream.FileStorage,
-	})
+	kv, err = js.CreateOrUpdateKeyValue(ctx, streams.HoldsConfig)
 	if err != nil {
 		return nil, fmt.Errorf("holds bucket: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // leaf starts an embedded JetStream server standing in for a site leaf.
@@ -40,7 +41,7 @@ func TestHoldsThroughKV(t *testing.T) {
 	check.NoError(t, err)
 	kv2, err := EnsureBucket(ctx, js) // idempotent
 	check.NoError(t, err)
-	check.Equal(t, kv2.Bucket(), Bucket)
+	check.Equal(t, kv2.Bucket(), streams.HoldsBucket)
 
 	now := time.Now()
 	early, err := NewHold("s1", "n1", now, time.Hour, "already held", "", nil)

@@ -2,64 +2,54 @@ package telemetry
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/streams"
 )
 
-// Link reports the site's uplink: whether the hub answers through the leaf,
-// and how many telemetry and event messages wait at the site (the uplink
-// consumers' pending counts).
+// Link reports the site's uplink as the site leaf tells it (streams.LinkSubject):
+// whether the link to the hub is up, and how many telemetry and event
+// messages wait at the site. The leaf answers offline too.
 type Link struct {
 	Conn *nats.Conn // to the site leaf
 	Site string
-	// Timeout bounds the probe of the hub (default 1s).
+	// Timeout bounds the request (default 1s).
 	Timeout time.Duration
 }
 
 // Name is the layer.
 func (Link) Name() string { return "link" }
 
-// Collect probes the hub's JetStream API across the leaf link and reads the
-// uplink consumers' state from the site's own domain (which answers offline).
+// Collect asks the leaf.
 func (l Link) Collect(ctx context.Context) ([]streams.Metric, error) {
 	to := l.Timeout
 	if to <= 0 {
 		to = time.Second
 	}
-	site, err := jetstream.NewWithDomain(l.Conn, l.Site)
+	ctx, cancel := context.WithTimeout(ctx, to)
+	defer cancel()
+	m, err := l.Conn.RequestWithContext(ctx, streams.LinkSubject(l.Site), nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("link state from the site leaf: %w", err)
 	}
-	hub, err := jetstream.NewWithDomain(l.Conn, streams.HubDomain)
-	if err != nil {
-		return nil, err
+	var info streams.LinkInfo
+	if err := json.Unmarshal(m.Data, &info); err != nil {
+		return nil, fmt.Errorf("link state from the site leaf: %w", err)
 	}
 	connected := 0.0
-	pctx, cancel := context.WithTimeout(ctx, to)
-	if _, err := hub.AccountInfo(pctx); err == nil {
+	if info.Connected {
 		connected = 1
 	}
-	cancel()
 	out := []streams.Metric{{Name: "uplink.connected", Value: connected}}
-	var firstErr error
-	for _, name := range []string{streams.TelemetryStream, streams.EventsStream} {
-		cctx, cancel := context.WithTimeout(ctx, to)
-		c, err := site.PushConsumer(cctx, name, streams.UplinkConsumer(name))
-		if err == nil {
-			var info *jetstream.ConsumerInfo
-			if info, err = c.Info(cctx); err == nil {
-				out = append(out, streams.Metric{Name: "uplink.pending", Value: float64(info.NumPending + uint64(info.NumAckPending)),
-					Labels: map[string]string{"stream": name}})
-			}
-		}
-		cancel()
-		if err != nil && firstErr == nil {
-			firstErr = err
-		}
+	for _, name := range slices.Sorted(maps.Keys(info.Pending)) {
+		out = append(out, streams.Metric{Name: "uplink.pending", Value: float64(info.Pending[name]),
+			Labels: map[string]string{"stream": name}})
 	}
-	return out, firstErr
+	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/alpha-edge/alpha/agent/artifacts"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 func init() {
@@ -38,7 +39,7 @@ func runArtifact(ctx context.Context, args []string) error {
 	fs := newFlags("artifact put")
 	server := fs.String("server", nats.DefaultURL, "NATS URL of the hub (or of a site leaf connected to it)")
 	creds := fs.String("creds", "", "NATS credentials file")
-	domain := fs.String("domain", artifacts.HubDomain, "JetStream domain of the hub")
+	domain := fs.String("domain", streams.HubDomain, "JetStream domain of the hub")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}

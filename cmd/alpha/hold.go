@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/agent/maintenance"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 func init() {
@@ -31,6 +32,8 @@ func runHold(ctx context.Context, args []string) error {
 	node := fs.String("node", "", "node to hold (required)")
 	site := fs.String("site", "", "site of the node: its JetStream domain (required)")
 	url := fs.String("nats", "nats://127.0.0.1:4222", "NATS URL of the site leaf")
+	creds := fs.String("creds", "", "site operator nkey seed from the site bundle (site-operator.nk)")
+	ca := fs.String("tls-ca", "", "CA of the site leaf's certificate (a tls:// leaf)")
 	dur := fs.Duration("for", 0, fmt.Sprintf("how long the hold lasts (at most %v)", maintenance.MaxHold))
 	reason := fs.String("reason", "", "why, shown in status (required with --for)")
 	release := fs.Bool("release", false, "end the node's hold now")
@@ -66,7 +69,13 @@ func runHold(ctx context.Context, args []string) error {
 		}
 	}
 
-	nc, err := nats.Connect(*url, nats.Name("alpha hold"), nats.Timeout(5*time.Second))
+	opts, err := dialOptions("alpha hold", *creds, *ca)
+	if err != nil {
+		return err
+	}
+	// A site operator may receive only on its own inbox.
+	opts = append(opts, nats.CustomInboxPrefix(streams.Inbox(*site, streams.SiteOperator)))
+	nc, err := nats.Connect(*url, opts...)
 	if err != nil {
 		return fmt.Errorf("connecting to %s: %w", *url, err)
 	}
@@ -79,13 +88,13 @@ func runHold(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	kv, err := maintenance.EnsureBucket(ctx, js)
+	kv, err := js.KeyValue(ctx, streams.HoldsBucket) // the site leaf makes it
 	if err != nil {
-		return fmt.Errorf("site %s: %w", *site, err)
+		return fmt.Errorf("site %s: holds bucket %q: %w", *site, streams.HoldsBucket, err)
 	}
 	switch {
 	case *list:
-		return listHolds(ctx, kv)
+		return listHolds(ctx, kv, *site)
 	case *release:
 		if err := maintenance.Release(ctx, kv, *site, *node); err != nil {
 			return err
@@ -100,8 +109,9 @@ func runHold(ctx context.Context, args []string) error {
 	return nil
 }
 
-func listHolds(ctx context.Context, kv jetstream.KeyValue) error {
-	keys, err := kv.ListKeys(ctx)
+func listHolds(ctx context.Context, kv jetstream.KeyValue, site string) error {
+	// Only the site's keys: all a site operator may list.
+	keys, err := kv.ListKeysFiltered(ctx, site+".*")
 	if err != nil {
 		return err
 	}

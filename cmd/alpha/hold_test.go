@@ -12,6 +12,7 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/maintenance"
 	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 func TestHoldCommand(t *testing.T) {
@@ -25,6 +26,13 @@ func TestHoldCommand(t *testing.T) {
 	t.Cleanup(s.Shutdown)
 	ctx := context.Background()
 	url := s.ClientURL()
+	// A site leaf makes the bucket (leaf.ensureLocal); this server stands in.
+	nc, err := nats.Connect(url)
+	check.NoError(t, err)
+	defer nc.Close()
+	js, _ := jetstream.NewWithDomain(nc, "site1")
+	_, err = maintenance.EnsureBucket(ctx, js)
+	check.NoError(t, err)
 
 	err = runHold(ctx, []string{"--nats", url, "--site", "site1", "--node", "n1", "--for", "200h", "--reason", "x"})
 	if err == nil || !strings.Contains(err.Error(), "--for 200h0m0s") {
@@ -33,11 +41,7 @@ func TestHoldCommand(t *testing.T) {
 	check.NoError(t, runHold(ctx, []string{"--nats", url, "--site", "site1", "--node", "n1", "--for", "2h",
 		"--reason", "debugging", "--resource", "unit:meter.service"}))
 
-	nc, err := nats.Connect(url)
-	check.NoError(t, err)
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	kv, err := js.KeyValue(ctx, maintenance.Bucket)
+	kv, err := js.KeyValue(ctx, streams.HoldsBucket)
 	check.NoError(t, err)
 	holds, err := maintenance.Watch(ctx, kv, "site1", "n1", nil)
 	check.NoError(t, err)
