@@ -94,7 +94,7 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 		switch {
 		case k.State == "blacklisted" && loaded:
 			c := driver.NewChange(ResourceID(k.Name), driver.Delete, k.Name+" is loaded, want blacklisted", func(ctx context.Context) error {
-				if _, err := d.run.Run(ctx, nil, "modprobe", "-r", k.Name); err != nil {
+				if _, err := d.run.Run(ctx, nil, "modprobe", "-r", "--", k.Name); err != nil {
 					return fmt.Errorf("kmod: unloading %s (built into the kernel, or in use?): %w", k.Name, err)
 				}
 				return nil
@@ -102,7 +102,11 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 			c.Found, c.Want = "loaded", "blacklisted"
 			plan = append(plan, c)
 		case k.State != "blacklisted" && !loaded:
-			args := append([]string{k.Name}, strings.Fields(k.Options)...)
+			// "--" ends modprobe's flags: whatever the name and options
+			// hold, they are a module and its parameters. Without it a
+			// name or option like "-C FILE" made modprobe read the
+			// attacker's config and run its install command as root.
+			args := append([]string{"--", k.Name}, strings.Fields(k.Options)...)
 			c := driver.NewChange(ResourceID(k.Name), driver.Create, k.Name+" is not loaded", func(ctx context.Context) error {
 				if _, err := d.run.Run(ctx, nil, "modprobe", args...); err != nil {
 					return fmt.Errorf("kmod: loading %s: %w", k.Name, err)
