@@ -317,6 +317,33 @@ func WriteAtomic(root *os.Root, p string, data []byte, mode fs.FileMode, uid, gi
 	return err
 }
 
+// Put makes the file at the absolute path p under the directory rootDir
+// hold content, creating missing parents 0755, or removes it when content is
+// empty. Everything goes through os.Root as in WriteAtomic. It is for
+// drivers that own one fixed file under the agent's root (the modprobe.d
+// and sysctl.d drop-ins), so a symlink planted there leads no write out.
+func Put(rootDir, p string, content []byte, mode fs.FileMode) error {
+	root, err := os.OpenRoot(rootDir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if len(content) == 0 {
+		if err := root.Remove(rel(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	err = root.MkdirAll(rel(path.Dir(p)), 0o755)
+	if err == nil {
+		err = WriteAtomic(root, p, content, mode, -1, -1)
+	}
+	if err != nil {
+		return fmt.Errorf("files: %s under %s: %w", p, rootDir, err)
+	}
+	return nil
+}
+
 func (d *Driver) mkdirs(dir string) error {
 	var missing []string
 	for p := dir; p != "/" && p != "."; p = path.Dir(p) {

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/alpha-edge/alpha/agent/driver"
+	"github.com/alpha-edge/alpha/agent/files"
 	"github.com/alpha-edge/alpha/agent/oscmd"
 	"github.com/alpha-edge/alpha/blueprint"
 )
@@ -133,25 +134,8 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 			op = driver.Delete
 		}
 		plan = append(plan, driver.NewChange(blueprint.ResourceID("file", f.path), op, f.path+" differs", func(ctx context.Context) error {
-			return writeOrRemove(full, f.content)
+			return files.Put(d.env.Root, f.path, []byte(f.content), 0o644)
 		}))
 	}
 	return plan, nil
-}
-
-func writeOrRemove(p, content string) error {
-	if content == "" {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
 }
