@@ -18,7 +18,7 @@ type KernelModule struct {
 
 // Firewall is an nftables rule set in a table the agent owns.
 type Firewall struct {
-	Table  string         `json:"table,omitempty" doc:"nftables table name (default alpha)."`
+	Table  string         `json:"table,omitempty" doc:"nftables table name, starting with alpha (default alpha)."`
 	Policy FirewallPolicy `json:"policy,omitempty"`
 	Rules  []FirewallRule `json:"rules,omitempty"`
 }
@@ -108,7 +108,14 @@ func (c *checker) sysctl(m map[string]string) {
 	}
 }
 
-var moduleRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,55}$`)
+// moduleRE is a module name as modprobe takes it; the first character is
+// never '-', so modprobe cannot read the name as one of its own flags.
+var moduleRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9_-]{0,54}$`)
+
+// moduleOptionRE is one module parameter, key=value, as in modprobe.d. A
+// token that starts with a parameter name cannot be a modprobe flag, and no
+// space, quote or # can end the options line in modprobe.d early.
+var moduleOptionRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9_-]*=[a-zA-Z0-9_.,:/+=@-]+$`)
 
 func (c *checker) modules(ms []KernelModule) {
 	seen := map[string]string{}
@@ -117,15 +124,22 @@ func (c *checker) modules(ms []KernelModule) {
 		if m.Name == "" {
 			c.add(p+".name", "is required")
 		} else if !moduleRE.MatchString(m.Name) {
-			c.add(p+".name", "%q is not a module name (letters, digits, _ -)", m.Name)
+			c.add(p+".name", "%q is not a module name (letters, digits, _ -; not starting with -)", m.Name)
 		}
 		if prev, ok := seen[m.Name]; ok {
 			c.add(p+".name", "%q is declared twice (also at %s)", m.Name, prev)
 		}
 		seen[m.Name] = p
 		c.oneOf(p+".state", m.State, "loaded", "blacklisted")
-		if strings.ContainsAny(m.Options, "\n\r#") {
+		if strings.ContainsAny(m.Options, "\n\r") {
 			c.add(p+".options", "%q must be one line of key=value options", m.Options)
+		} else {
+			for _, tok := range strings.Fields(m.Options) {
+				if !moduleOptionRE.MatchString(tok) {
+					c.add(p+".options", "%q is not module options: %q is not a key=value parameter like debug=1", m.Options, tok)
+					break
+				}
+			}
 		}
 		if m.Options != "" && m.State == "blacklisted" {
 			c.add(p+".options", "a blacklisted module takes no options")
@@ -145,12 +159,34 @@ func (c *checker) ifname(p, v string) {
 	}
 }
 
+// FirewallTablePrefix starts the name of every nftables table Alpha owns.
+// Another program's table (firewalld, ufw's, Docker's) can never be named,
+// so the agent never replaces or deletes one.
+const FirewallTablePrefix = "alpha"
+
+var firewallTableRE = regexp.MustCompile(`^` + FirewallTablePrefix + `[a-zA-Z0-9_-]{0,58}$`)
+
+// CheckFirewallTable says why t cannot be the table of spec.firewall, or
+// nil. Validation and the firewall driver both ask it: the driver must
+// refuse even a spec that reached it without validation.
+func CheckFirewallTable(t string) error {
+	switch {
+	case !strings.HasPrefix(t, FirewallTablePrefix):
+		return fmt.Errorf("%q must start with %q: Alpha manages only its own tables", t, FirewallTablePrefix)
+	case !firewallTableRE.MatchString(t):
+		return fmt.Errorf("%q is not a table name (%s followed by at most 58 of letters, digits, _ -)", t, FirewallTablePrefix)
+	}
+	return nil
+}
+
 func (c *checker) firewall(f *Firewall) {
 	if f == nil {
 		return
 	}
 	if f.Table != "" {
-		c.name("spec.firewall.table", f.Table)
+		if err := CheckFirewallTable(f.Table); err != nil {
+			c.add("spec.firewall.table", "%v", err)
+		}
 	}
 	c.oneOf("spec.firewall.policy.input", f.Policy.Input, "accept", "drop")
 	c.oneOf("spec.firewall.policy.forward", f.Policy.Forward, "accept", "drop")

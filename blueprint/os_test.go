@@ -32,6 +32,14 @@ func TestOSSectionErrorsNameTheField(t *testing.T) {
 		{"unknown zone", "  maintenance:\n    timeZone: Mars/Olympus\n", []string{`spec.maintenance.timeZone: "Mars/Olympus" is not a known time zone`}},
 		{"module options injection", "  kernelModules: [{name: wireguard, options: \"a=1\\ninstall x /bin/sh\"}]\n", []string{"spec.kernelModules[0].options:", "one line"}},
 		{"module name", "  kernelModules: [{name: \"../x\"}]\n", []string{`spec.kernelModules[0].name: "../x" is not a module name`}},
+		{"module name is a flag", "  kernelModules: [{name: \"--config\"}]\n", []string{`spec.kernelModules[0].name: "--config" is not a module name`}},
+		{"module short flag", "  kernelModules: [{name: \"-C\"}]\n", []string{`spec.kernelModules[0].name: "-C" is not a module name`}},
+		{"module options are flags", "  kernelModules: [{name: wireguard, options: \"-C /tmp/evil.conf\"}]\n", []string{`spec.kernelModules[0].options: "-C /tmp/evil.conf" is not module options: "-C" is not a key=value parameter`}},
+		{"module option flag after a good one", "  kernelModules: [{name: wireguard, options: \"debug=1 --dry-run\"}]\n", []string{`spec.kernelModules[0].options: "debug=1 --dry-run" is not module options: "--dry-run"`}},
+		{"module option without value", "  kernelModules: [{name: wireguard, options: \"debug\"}]\n", []string{`spec.kernelModules[0].options: "debug" is not module options`}},
+		{"module option quote", "  kernelModules: [{name: wireguard, options: \"a='x\"}]\n", []string{`spec.kernelModules[0].options: "a='x" is not module options`}},
+		{"another program's table", "  firewall:\n    table: firewalld\n", []string{`spec.firewall.table: "firewalld" must start with "alpha"`}},
+		{"table after alpha", "  firewall:\n    table: \"alpha x\"\n", []string{`spec.firewall.table: "alpha x" is not a table name`}},
 		{"policy needs mounts", "  compliance:\n    policies: [{name: luks, type: diskEncryption}]\n", []string{"spec.compliance.policies[0].mounts: is required for diskEncryption"}},
 		{"duplicate policy", "  compliance:\n    policies: [{name: a, type: secureBoot}, {name: a, type: secureBoot}]\n", []string{`spec.compliance.policies[1].name: "a" is declared twice`}},
 		{"selinux state", "  compliance:\n    policies: [{name: s, type: selinux, state: on}]\n", []string{`spec.compliance.policies[0].state: "on" is not one of enforcing, permissive`}},
@@ -53,8 +61,9 @@ func TestOSSectionErrorsNameTheField(t *testing.T) {
 
 func TestOSSectionValid(t *testing.T) {
 	doc := osBase + `  sysctl: {net.ipv4.ip_forward: "1", net.ipv4.ip_local_port_range: "20000 30000"}
-  kernelModules: [{name: br_netfilter}, {name: wireguard, options: "debug=1"}, {name: usb-storage, state: blacklisted}]
+  kernelModules: [{name: br_netfilter}, {name: wireguard, options: "debug=1"}, {name: usb-storage, state: blacklisted}, {name: nvme_core, options: "default_ps_max_latency_us=0 io_timeout=4294967295 x=a,b:c/d"}]
   firewall:
+    table: alpha_edge
     policy: {input: drop}
     rules:
       - {name: ssh, action: accept, protocol: tcp, port: 22, source: 10.0.0.0/8}

@@ -11,17 +11,24 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/alpha-edge/alpha/agent/driver"
+	"github.com/alpha-edge/alpha/agent/files"
 	"github.com/alpha-edge/alpha/blueprint"
 )
 
 // SecureBootVar is the EFI variable that holds the Secure Boot state.
 const SecureBootVar = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+
+// ErrOutsideRoot means a fileContent path leads out of the agent's root (a
+// symlink inside the root points out of it): the file is neither read nor
+// written.
+var ErrOutsideRoot = errors.New("compliance: path leads outside the root")
 
 // Result is one policy's outcome.
 type Result struct {
@@ -75,6 +82,33 @@ func (d *Driver) Name() string { return "compliance" }
 func ResourceID(name string) string { return blueprint.ResourceID("compliance", name) }
 
 func (d *Driver) path(p string) string { return filepath.Join(d.env.Root, p) }
+
+// openRoot opens the agent's root for one fileContent check or write. Those
+// paths come from the blueprint and the files they name may be replaced by
+// anyone who can write inside the root, so, as in the files driver, every
+// access goes through os.Root: a symlink that leads out of the root is
+// refused, not followed, and no file outside is written or quoted in status.
+func (d *Driver) openRoot() (*os.Root, error) { return os.OpenRoot(d.env.Root) }
+
+// outside turns os.Root's refusal of an escaping path into ErrOutsideRoot,
+// naming the policy's path; other errors pass unchanged. os has no exported
+// error for it, so its message is what identifies it.
+func outside(p string, err error) error {
+	if err != nil && strings.Contains(err.Error(), "path escapes from parent") {
+		return fmt.Errorf("%w: %s (a symlink inside the root points out of it); not read, not enforced", ErrOutsideRoot, p)
+	}
+	return err
+}
+
+func (d *Driver) readFile(p string) ([]byte, error) {
+	root, err := d.openRoot()
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	b, err := root.ReadFile(strings.TrimPrefix(p, "/"))
+	return b, outside(p, err)
+}
 
 // Plan checks every policy and returns a change for each failing fileContent
 // policy in enforce mode. Checking only reads.
@@ -260,7 +294,10 @@ func (d *Driver) luks(dev string, crypttab map[string]bool) bool {
 // comments, only with the wanted value. sshd and most daemons take the first
 // occurrence, so a later correct line after a wrong one is not enough.
 func (d *Driver) fileContent(pol blueprint.Policy) (bool, string) {
-	b, err := os.ReadFile(d.path(pol.Path))
+	b, err := d.readFile(pol.Path)
+	if errors.Is(err, ErrOutsideRoot) {
+		return false, err.Error()
+	}
 	if err != nil {
 		return false, fmt.Sprintf("%s: %v", pol.Path, err)
 	}
@@ -297,20 +334,25 @@ func lineKey(l string) string {
 // wanted line, later ones are dropped, and the line is appended if absent.
 // Comments and everything else stay as they were. Idempotent.
 func (d *Driver) enforceLine(pol blueprint.Policy) error {
-	p := d.path(pol.Path)
-	b, err := os.ReadFile(p)
+	root, err := d.openRoot()
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	name := strings.TrimPrefix(pol.Path, "/")
+	b, err := root.ReadFile(name)
 	mode := os.FileMode(0o644)
 	switch {
 	case err == nil:
-		if fi, err := os.Stat(p); err == nil {
+		if fi, err := root.Stat(name); err == nil {
 			mode = fi.Mode().Perm()
 		}
 	case errors.Is(err, os.ErrNotExist):
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
+		if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
+			return outside(pol.Path, err)
 		}
 	default:
-		return err
+		return outside(pol.Path, err)
 	}
 	key, want := lineKey(pol.Line), normLine(pol.Line)
 	var out []string
@@ -336,12 +378,8 @@ func (d *Driver) enforceLine(pol blueprint.Policy) error {
 	if bytes.Equal(data, b) {
 		return nil
 	}
-	tmp := p + ".alpha-tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		return err
+	if err := files.WriteAtomic(root, pol.Path, data, mode, -1, -1); err != nil {
+		return outside(pol.Path, err)
 	}
 	d.mu.Lock()
 	d.passed[pol.Name] = true

@@ -269,17 +269,38 @@ func (d *Driver) write(w want) error {
 	}
 	_, statErr := d.root.Lstat(rel(p))
 	existed := statErr == nil
-	tmp := path.Join(dir, ".alpha-"+path.Base(p)+".tmp")
-	f, err := d.root.OpenFile(rel(tmp), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err := WriteAtomic(d.root, p, []byte(w.spec.Content), fs.FileMode(w.mode), w.uid, w.gid); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !existed && !d.owned.Files[p] {
+		d.owned.Files[p] = true
+		return d.saveOwned()
+	}
+	return nil
+}
+
+// WriteAtomic puts data at the absolute path p inside root: a temporary
+// file beside it, synced, then renamed over it, so readers see the old or
+// the new content, never half. Every step goes through root, so a symlink
+// planted inside it cannot lead the write outside (os.Root refuses with
+// "path escapes from parent"); a symlink at p itself is replaced, not
+// followed. uid or gid below 0 leaves that id as the writer's. The parent
+// directory must exist. Other drivers that write files under the agent's
+// root (compliance) use this too.
+func WriteAtomic(root *os.Root, p string, data []byte, mode fs.FileMode, uid, gid int) error {
+	tmp := path.Join(path.Dir(p), ".alpha-"+path.Base(p)+".tmp")
+	f, err := root.OpenFile(rel(tmp), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
-	_, err = f.Write([]byte(w.spec.Content))
+	_, err = f.Write(data)
 	if err == nil {
-		err = f.Chmod(fs.FileMode(w.mode))
+		err = f.Chmod(mode)
 	}
-	if err == nil && (w.uid >= 0 || w.gid >= 0) {
-		err = f.Chown(w.uid, w.gid)
+	if err == nil && (uid >= 0 || gid >= 0) {
+		err = f.Chown(uid, gid)
 	}
 	if err == nil {
 		err = f.Sync()
@@ -288,17 +309,37 @@ func (d *Driver) write(w want) error {
 		err = cerr
 	}
 	if err == nil {
-		err = d.root.Rename(rel(tmp), rel(p))
+		err = root.Rename(rel(tmp), rel(p))
 	}
 	if err != nil {
-		d.root.Remove(rel(tmp))
+		root.Remove(rel(tmp))
+	}
+	return err
+}
+
+// Put makes the file at the absolute path p under the directory rootDir
+// hold content, creating missing parents 0755, or removes it when content is
+// empty. Everything goes through os.Root as in WriteAtomic. It is for
+// drivers that own one fixed file under the agent's root (the modprobe.d
+// and sysctl.d drop-ins), so a symlink planted there leads no write out.
+func Put(rootDir, p string, content []byte, mode fs.FileMode) error {
+	root, err := os.OpenRoot(rootDir)
+	if err != nil {
 		return err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !existed && !d.owned.Files[p] {
-		d.owned.Files[p] = true
-		return d.saveOwned()
+	defer root.Close()
+	if len(content) == 0 {
+		if err := root.Remove(rel(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	err = root.MkdirAll(rel(path.Dir(p)), 0o755)
+	if err == nil {
+		err = WriteAtomic(root, p, content, mode, -1, -1)
+	}
+	if err != nil {
+		return fmt.Errorf("files: %s under %s: %w", p, rootDir, err)
 	}
 	return nil
 }

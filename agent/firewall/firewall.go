@@ -31,6 +31,11 @@ const DefaultTable = "alpha"
 // ErrRejected means nft refused the new rule set; the old one stays in force.
 var ErrRejected = errors.New("firewall: nft rejected the rule set")
 
+// ErrForeignTable means a spec named a table that is not Alpha's (see
+// blueprint.CheckFirewallTable); nothing is applied and the table is left
+// alone.
+var ErrForeignTable = errors.New("firewall: not a table of Alpha's")
+
 // Driver manages spec.firewall. Plan may be called any number of times; its
 // change replaces the whole table at once, so applying it twice is harmless.
 type Driver struct {
@@ -77,6 +82,15 @@ func New(env driver.Env, run oscmd.Runner) (*Driver, error) {
 		if d.state.Tables == nil {
 			d.state.Tables = map[string]applied{}
 		}
+		// An agent from before the alpha prefix was required may have
+		// recorded another program's table as its own: forget it rather
+		// than delete it, since nothing says the agent created it.
+		for name := range d.state.Tables {
+			if err := blueprint.CheckFirewallTable(name); err != nil {
+				env.Log.Warn("firewall: forgetting a recorded table that is not Alpha's; it is left in place", "table", name, "err", err)
+				delete(d.state.Tables, name)
+			}
+		}
 	case !errors.Is(err, os.ErrNotExist):
 		return nil, err
 	}
@@ -101,6 +115,12 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 	want := ""
 	if fw := bp.Spec.Firewall; fw != nil {
 		want = tableName(fw)
+		// Validation refuses this already; the driver refuses too, so a
+		// spec that skipped validation cannot replace another program's
+		// table. Alpha's own table stays as it was.
+		if err := blueprint.CheckFirewallTable(want); err != nil {
+			return nil, fmt.Errorf("%w: spec.firewall.table: %w", ErrForeignTable, err)
+		}
 	}
 	var stale []string
 	for name := range st.Tables {

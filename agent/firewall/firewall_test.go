@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -263,12 +264,32 @@ func TestRestartKeepsTable(t *testing.T) {
 	check.Equal(t, len(p), 0)
 
 	renamed := fw(ssh)
-	renamed.Spec.Firewall.Table = "edge"
+	renamed.Spec.Firewall.Table = "alpha_edge"
 	p, err = apply(t, d2, renamed)
 	check.NoError(t, err)
-	check.Equal(t, p.String(), "create firewall:edge (table missing; replaces table alpha)")
+	check.Equal(t, p.String(), "create firewall:alpha_edge (table missing; replaces table alpha)")
 	got := list(t, run)
-	if strings.Contains(got, "table inet alpha") || !strings.Contains(got, "table inet edge") {
+	if strings.Contains(got, "table inet alpha {") || !strings.Contains(got, "table inet alpha_edge {") {
 		t.Fatalf("ruleset after rename:\n%s", got)
+	}
+}
+
+// An agent from before the alpha prefix was required may have recorded
+// another program's table as its own. A new agent forgets it instead of
+// deleting it when the firewall section is gone.
+func TestRecordedForeignTableIsLeftInPlace(t *testing.T) {
+	_, run := netnstest.New(t)
+	check.NeedCommand(t, "nft", "run .ci/setup-os.sh (apt-get install -y nftables)")
+	_, err := run.Run(context.Background(), []byte("table inet firewalld {\n\tchain c {\n\t\ttcp dport 9090 accept\n\t}\n}\n"), "nft", "-f", "-")
+	check.NoError(t, err)
+	state := t.TempDir()
+	check.NoError(t, os.WriteFile(filepath.Join(state, "firewall.json"), []byte(`{"tables":{"firewalld":{"script":"x","seen":"y"}}}`), 0o600))
+	d, err := New(driver.Env{StateDir: state}, run)
+	check.NoError(t, err)
+	p, err := apply(t, d, blueprint.Empty())
+	check.NoError(t, err)
+	check.Equal(t, len(p), 0)
+	if got := list(t, run); !strings.Contains(got, "tcp dport 9090 accept") {
+		t.Fatalf("firewalld's table was touched:\n%s", got)
 	}
 }

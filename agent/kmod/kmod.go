@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/alpha-edge/alpha/agent/driver"
+	"github.com/alpha-edge/alpha/agent/files"
 	"github.com/alpha-edge/alpha/agent/oscmd"
 	"github.com/alpha-edge/alpha/blueprint"
 )
@@ -94,7 +95,7 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 		switch {
 		case k.State == "blacklisted" && loaded:
 			c := driver.NewChange(ResourceID(k.Name), driver.Delete, k.Name+" is loaded, want blacklisted", func(ctx context.Context) error {
-				if _, err := d.run.Run(ctx, nil, "modprobe", "-r", k.Name); err != nil {
+				if _, err := d.run.Run(ctx, nil, "modprobe", "-r", "--", k.Name); err != nil {
 					return fmt.Errorf("kmod: unloading %s (built into the kernel, or in use?): %w", k.Name, err)
 				}
 				return nil
@@ -102,7 +103,11 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 			c.Found, c.Want = "loaded", "blacklisted"
 			plan = append(plan, c)
 		case k.State != "blacklisted" && !loaded:
-			args := append([]string{k.Name}, strings.Fields(k.Options)...)
+			// "--" ends modprobe's flags: whatever the name and options
+			// hold, they are a module and its parameters. Without it a
+			// name or option like "-C FILE" made modprobe read the
+			// attacker's config and run its install command as root.
+			args := append([]string{"--", k.Name}, strings.Fields(k.Options)...)
 			c := driver.NewChange(ResourceID(k.Name), driver.Create, k.Name+" is not loaded", func(ctx context.Context) error {
 				if _, err := d.run.Run(ctx, nil, "modprobe", args...); err != nil {
 					return fmt.Errorf("kmod: loading %s: %w", k.Name, err)
@@ -129,25 +134,8 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 			op = driver.Delete
 		}
 		plan = append(plan, driver.NewChange(blueprint.ResourceID("file", f.path), op, f.path+" differs", func(ctx context.Context) error {
-			return writeOrRemove(full, f.content)
+			return files.Put(d.env.Root, f.path, []byte(f.content), 0o644)
 		}))
 	}
 	return plan, nil
-}
-
-func writeOrRemove(p, content string) error {
-	if content == "" {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
 }

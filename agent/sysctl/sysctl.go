@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/alpha-edge/alpha/agent/driver"
+	"github.com/alpha-edge/alpha/agent/files"
 	"github.com/alpha-edge/alpha/agent/oscmd"
 	"github.com/alpha-edge/alpha/blueprint"
 )
@@ -234,21 +235,10 @@ func (d *Driver) remember(fn func(map[string]string)) error {
 	return os.Rename(tmp, d.statePath())
 }
 
+// persist writes (or, empty, removes) the drop-in through os.Root, so a
+// symlink planted under the agent's root leads no write out of it.
 func (d *Driver) persist(content string) error {
-	if content == "" {
-		if err := os.Remove(d.dropIn()); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(d.dropIn()), 0o755); err != nil {
-		return err
-	}
-	tmp := d.dropIn() + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, d.dropIn())
+	return files.Put(d.env.Root, DropIn, []byte(content), 0o644)
 }
 
 // Watch polls the managed keys every PollInterval and asks for a reconcile
