@@ -75,16 +75,17 @@ func SiteOperatorPermissions(site string) *server.Permissions {
 // $JS.API.> before it checks permissions; both spellings are granted so
 // clients with and without the domain work the same.
 func SitePermissions(site, inbox string, ops []streams.Op) *server.Permissions {
-	var pub []string
+	var pub, deny []string
 	apis := []string{"$JS.API.", "$JS." + site + ".API."}
-	// Consumers of ours (the uplinks' durables) live on these streams; a
-	// client may never delete consumers there. Elsewhere it may delete the
-	// ephemeral consumers its watches and reads made (their names are
-	// random and no client may list consumers, so it cannot name another's;
-	// without the grant every stopped watch is a refused request).
-	durables := map[string]bool{}
+	// A client may delete the ephemeral consumers its watches and reads
+	// made (without the grant every stopped watch is a refused request);
+	// their names are random and no client may list consumers, so it
+	// cannot name another client's. The uplinks' durables it may never
+	// delete.
 	for _, s := range streams.Uplinks() {
-		durables[s] = true
+		for _, api := range apis {
+			deny = append(deny, api+"CONSUMER.DELETE."+s+"."+streams.UplinkConsumer(s))
+		}
 	}
 	read := func(stream, filter string) {
 		for _, api := range apis {
@@ -97,10 +98,8 @@ func SitePermissions(site, inbox string, ops []streams.Op) *server.Permissions {
 				api+"CONSUMER.CREATE."+stream+".*."+filter,
 				// Gets of the last value of matching keys only.
 				api+"DIRECT.GET."+stream+"."+filter,
+				api+"CONSUMER.DELETE."+stream+".*",
 			)
-			if !durables[stream] {
-				pub = append(pub, api+"CONSUMER.DELETE."+stream+".*")
-			}
 		}
 		// Flow control of those consumers.
 		pub = append(pub, "$JS.FC."+site+".*."+stream+".*.*")
@@ -129,7 +128,7 @@ func SitePermissions(site, inbox string, ops []streams.Op) *server.Permissions {
 		}
 	}
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: dedupe(pub)},
+		Publish:   &server.SubjectPermission{Allow: dedupe(pub), Deny: deny},
 		Subscribe: &server.SubjectPermission{Allow: []string{inbox + ".>"}},
 	}
 }
