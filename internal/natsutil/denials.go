@@ -74,7 +74,7 @@ func (d *Denials) Note(what string, now time.Time) {
 	}
 	d.mu.Unlock()
 	if logN > 0 && d.Log != nil {
-		d.Log.Warn("NATS refused an operation: the credential lacks a grant (see accounts/PERMISSIONS.md)",
+		d.Log.Warn("Permissions Violation: NATS refused an operation the credential has no grant for (see accounts/PERMISSIONS.md)",
 			"denied", what, "times", logN)
 	}
 	if isNew && d.OnNew != nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -16,6 +17,9 @@ import (
 type Logger struct {
 	L     *slog.Logger
 	fatal chan<- string // Start's: the first fatal message, if any
+	// denied rate-limits the server's permission violation lines (one per
+	// refused message): WARN once per subject, then once a minute.
+	denied *Denials
 }
 
 var _ server.Logger = Logger{}
@@ -36,8 +40,15 @@ func (l Logger) Fatalf(format string, v ...any) {
 	}
 }
 
-// Errorf logs at error.
-func (l Logger) Errorf(format string, v ...any) { l.L.Error(fmt.Sprintf(format, v...)) }
+// Errorf logs at error, except permission violations (see Logger.denied).
+func (l Logger) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if l.denied != nil && strings.Contains(msg, "Violation") {
+		l.denied.Note(msg, time.Now())
+		return
+	}
+	l.L.Error(msg)
+}
 
 // Debugf logs at debug.
 func (l Logger) Debugf(format string, v ...any) { l.L.Debug(fmt.Sprintf(format, v...)) }
@@ -63,7 +74,7 @@ func SplitAddr(what, addr string) (string, int, error) {
 // than as "not ready" 10 s later.
 func Start(s *server.Server, log *slog.Logger) error {
 	fatal := make(chan string, 1)
-	s.SetLoggerV2(Logger{L: log, fatal: fatal}, false, false, false)
+	s.SetLoggerV2(Logger{L: log, fatal: fatal, denied: &Denials{Log: log}}, false, false, false)
 	s.Start()
 	ready := make(chan bool, 1)
 	go func() { ready <- s.ReadyForConnections(10 * time.Second) }()
