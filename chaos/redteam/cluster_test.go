@@ -2,6 +2,7 @@ package redteam
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
@@ -158,9 +159,14 @@ func clSpy(t *testing.T, rogue *server.Server, window time.Duration, marker stri
 }
 
 // A stock nats-server that reaches a hub member's route port must learn
-// nothing of any tenant: neither what is stored nor what is put while it
-// listens. Finding 9 of issue 12: the routes had neither TLS nor
-// authentication, and such a server read the tenant's blueprints.
+// nothing of any tenant. Finding 9 of issue 12: the routes had neither TLS
+// nor authentication, and such a server, knowing only the cluster's name
+// and the tenant's account public key, joined the cluster and received
+// the tenant's blueprints as they were put. Members now require mutual TLS
+// against the CA and the operator directory's cluster secret; a server
+// holding only one of the two (a site's certificate from the same CA, a
+// leaked secret) is refused too. The last case, a server configured like a
+// member, shows the spy does receive what reaches it.
 func TestRogueRouteLearnsNothing(t *testing.T) {
 	dir := t.TempDir()
 	pki, err := tlsfiles.WriteTestPKI(dir)
@@ -169,6 +175,8 @@ func TestRogueRouteLearnsNothing(t *testing.T) {
 	check.NoError(t, err)
 	members := clStartCluster(t, dir, pki, op.Dir)
 	ac, err := op.Account("acme")
+	check.NoError(t, err)
+	secret, err := op.ReadClusterSecret()
 	check.NoError(t, err)
 
 	nc, err := nats.Connect(members[0].clientURL, nats.UserCredentials(op.AdminCreds("acme")), nats.RootCAs(pki.CA))
@@ -187,10 +195,53 @@ func TestRogueRouteLearnsNothing(t *testing.T) {
 			t.Errorf("tenant admin's put: %v", err)
 		}
 	}
-
-	loot := clSpy(t, clRogue(t, members[1].routeAddr, ac.Subject, nil), 10*time.Second, "MARKER-PLAIN", put)
-	t.Logf("stock server, no TLS, no credentials: routes=%d marker received=%v", loot.routes, loot.marker)
-	if loot.marker || loot.routes > 0 {
-		t.Errorf("a stock nats-server without credentials joined the cluster (routes %d), acme's blueprint reached it: %v", loot.routes, loot.marker)
+	memberTLS, err := pki.Route()
+	check.NoError(t, err)
+	client, err := tlsfiles.Files{CA: pki.CA}.Client()
+	check.NoError(t, err)
+	withTLS := func(c *tls.Config) func(*server.Options) {
+		return func(o *server.Options) { o.Cluster.TLSConfig, o.Cluster.TLSTimeout = c, 5 }
+	}
+	withSecret := func(o *server.Options) {
+		for _, u := range o.Routes {
+			u.User = url.UserPassword(accounts.RouteUser, secret)
+		}
+	}
+	for _, c := range []struct {
+		name    string
+		opts    []func(*server.Options)
+		allowed bool
+	}{
+		{name: "plain, no credentials"},
+		{name: "a certificate from the members' CA, no secret", opts: []func(*server.Options){withTLS(memberTLS)}},
+		{name: "the secret, TLS without a certificate", opts: []func(*server.Options){withTLS(client), withSecret}},
+		{name: "plain with the secret", opts: []func(*server.Options){withSecret}},
+		{name: "configured like a member", opts: []func(*server.Options){withTLS(memberTLS), withSecret}, allowed: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rogue := clRogue(t, members[1].routeAddr, ac.Subject, func(o *server.Options) {
+				for _, f := range c.opts {
+					f(o)
+				}
+			})
+			marker := fmt.Sprintf("MARKER-%d", rand.Int64())
+			window := 5 * time.Second
+			if c.allowed {
+				window = 30 * time.Second
+			}
+			loot := clSpy(t, rogue, window, marker, put)
+			t.Logf("routes=%d marker received=%v", loot.routes, loot.marker)
+			if !c.allowed && (loot.marker || loot.routes > 0) {
+				t.Errorf("the rogue server joined the cluster (routes %d), acme's blueprint reached it: %v", loot.routes, loot.marker)
+			}
+			if c.allowed && !loot.marker {
+				t.Errorf("a server configured like a member got no blueprint in %v (routes %d): the spy cannot see what it should", window, loot.routes)
+			}
+		})
+	}
+	for _, m := range members {
+		if n := m.CountLog(secret); n > 0 {
+			t.Errorf("%s logged the cluster secret %d times", m.Name, n)
+		}
 	}
 }

@@ -8,8 +8,10 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/internal/natsutil"
+	"github.com/alpha-edge/alpha/internal/tlsfiles"
 )
 
 // clusterFlags make `alpha hub` one member of a NATS cluster: routes between
@@ -76,6 +78,38 @@ func (f clusterFlags) apply(cfg *hub.Config) error {
 			NoAdvertise: true,
 		}
 		o.Routes = routes
+		return nil
+	})
+	return nil
+}
+
+// secure closes the routes to everyone but members in operator mode: mutual
+// TLS verified against --tls-ca, and the operator directory's cluster
+// secret as the route password. A server that reaches a route port without
+// both is refused before it learns any subject or message. Without it any
+// process that reached the port joined the cluster and received every
+// tenant's messages. op is nil with --insecure: routes stay plain there.
+func (f clusterFlags) secure(cfg *hub.Config, files tlsfiles.Files, op *accounts.Operator) error {
+	if *f.cluster == "" || op == nil {
+		return nil
+	}
+	tc, err := files.Route()
+	if err != nil {
+		return err
+	}
+	secret, err := op.ReadClusterSecret()
+	if err != nil {
+		return err
+	}
+	cfg.Options = chain(cfg.Options, func(o *server.Options) error {
+		o.Cluster.TLSConfig = tc
+		o.Cluster.TLSTimeout = 5
+		o.Cluster.Username = accounts.RouteUser
+		o.Cluster.Password = secret
+		// A dialled route presents what its URL carries.
+		for _, u := range o.Routes {
+			u.User = url.UserPassword(accounts.RouteUser, secret)
+		}
 		return nil
 	})
 	return nil
