@@ -24,7 +24,7 @@ type clusterFlags struct {
 
 func addClusterFlags(fs *flag.FlagSet) clusterFlags {
 	return clusterFlags{
-		cluster:  fs.String("cluster", "", "cluster (route) listener HOST:PORT; set to run as a cluster member"),
+		cluster:  fs.String("cluster", "", "cluster (route) listener HOST:PORT; set to run as a cluster member (operator mode: mutual TLS with --tls-ca, route password from creds/cluster.secret)"),
 		routes:   fs.String("routes", "", "routes to the other members, comma-separated: nats-route://HOST:6222"),
 		name:     fs.String("name", "hub", "this member's server name, unique in the cluster"),
 		replicas: fs.Int("replicas", 0, "replicas of buckets and streams (default 3 in a cluster, 1 alone)"),
@@ -86,9 +86,10 @@ func (f clusterFlags) apply(cfg *hub.Config) error {
 // secure closes the routes to everyone but members in operator mode: mutual
 // TLS verified against --tls-ca, and the operator directory's cluster
 // secret as the route password. A server that reaches a route port without
-// both is refused before it learns any subject or message. Without it any
-// process that reached the port joined the cluster and received every
-// tenant's messages. op is nil with --insecure: routes stay plain there.
+// both is refused before it learns any subject or message; without this,
+// any process that reaches the port joins the cluster and receives every
+// tenant's messages (chaos/redteam TestRogueRouteLearnsNothing). op is nil
+// with --insecure: routes stay plain there.
 func (f clusterFlags) secure(cfg *hub.Config, files tlsfiles.Files, op *accounts.Operator) error {
 	if *f.cluster == "" || op == nil {
 		return nil
