@@ -11,6 +11,7 @@
 //	creds/sys.creds           system user: pushes account updates (revocations)
 //	creds/<tenant>-admin.creds  the tenant's administrator (site add, publishing)
 //	sites/<site>.json         which users a site was issued, for revocation
+//	creds/cluster.secret      route password of the hub cluster's members
 //
 // The hub uses the full directory resolver (accounts stored in its store
 // directory), so account JWTs pushed over $SYS.REQ.CLAIMS.UPDATE take effect
@@ -114,6 +115,9 @@ func Init(dir, name string, tenants []string) (*Operator, error) {
 		return nil, err
 	}
 	if err := o.issue(SystemAccount, "sys", jwt.Permissions{}, filepath.Join(dir, "creds", "sys.creds")); err != nil {
+		return nil, err
+	}
+	if err := writeClusterSecret(o); err != nil {
 		return nil, err
 	}
 	for _, t := range tenants {

@@ -9,6 +9,7 @@
 #
 # --bundle DIR        site bundle from `alpha site add` -> /etc/alpha/bundle
 # --operator-dir DIR  operator directory (hub only)      -> /etc/alpha/operator
+#                     (its public part and the secrets the hub uses at run time)
 # --tls-dir DIR       CA, certificates and keys (PEM)     -> /etc/alpha/tls
 # --args "FLAGS"      ALPHA_ARGS written to /etc/alpha/ROLE.env when it does not exist yet
 # --destdir DIR       install under DIR (packaging, tests); implies --no-start
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
 	--tls-dir) tlsdir="$2"; shift 2 ;;
 	--destdir) destdir="$2"; start=0; shift 2 ;;
 	--no-start) start=0; shift ;;
-	-h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,15p' "$0"; exit 0 ;;
 	*) echo "install.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -51,48 +52,78 @@ put() {
 	[ -e "$2" ] || verb=created
 	mkdir -p "$(dirname "$2")"
 	tmp="$2.tmp.$$"
-	cp "$1" "$tmp"
+	# Created owner-only: a secret is never readable by others, not even
+	# between the copy and the chmod.
+	(umask 077 && cp "$1" "$tmp")
 	chmod "$3" "$tmp"
 	mv -f "$tmp" "$2"
 	echo "$verb $2"
 	echo 1 >"$flag"
 }
 
-# secret FILE: whether a file holds private material.
+# secret FILE: whether FILE holds private material, by content first (a
+# seed or key under any name, say notes.txt, is still one): an nkey seed
+# (S + role letter + 56 base32 characters, alone or in a .creds file), a PEM
+# private key; then by the names Alpha gives its secrets.
 secret() {
+	grep -Eq -e '-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----' -e 'NKEY SEED-----' \
+		-e '(^|[^A-Z2-7])S[OAUNCXP][A-Z2-7]{56}([^A-Z2-7]|$)' "$1" && return 0
 	case "$1" in
-	*.nk | *.creds | *key*.pem | *.key) return 0 ;;
+	*.nk | *.creds | *.secret | *key*.pem | *.key) return 0 ;;
 	esac
 	return 1
 }
 
-# mirror SRC DST [PRUNE...]: DST holds exactly SRC's files, without the
-# top-level directories named PRUNE (0700 dir, secrets 0600).
+# hub_secret REL: whether the hub reads the operator directory's secret REL
+# at run time: the tenants' admin creds (bootstrap, cloud reconciler,
+# metrics), the cloud outputs signing seed and the cluster's route secret.
+# Not creds/sys.creds: only `site revoke` and `tenant-add` push account
+# changes, from the operator's machine, which keeps it.
+hub_secret() {
+	case "$1" in
+	creds/*-admin.creds | creds/hub-outputs.nk | creds/cluster.secret) return 0 ;;
+	esac
+	return 1
+}
+
+# all_secrets REL: a bundle's or TLS directory's secrets are all used.
+all_secrets() { return 0; }
+
+# mirror SRC DST USES [PRUNE...]: DST holds exactly SRC's files, without
+# the top-level directories named PRUNE and without the secrets the
+# function USES refuses (0700 dir, secrets 0600, public files 0644).
 mirror() {
 	[ -d "$1" ] || { echo "install.sh: $1: not a directory" >&2; exit 2; }
-	src="$1" dst="$2"
-	shift 2
+	src="$1" dst="$2" uses="$3"
+	shift 3
 	prune=""
 	for p in "$@"; do
 		prune="$prune -path ./$p -prune -o"
 	done
-	list=$(mktemp)
+	found=$(mktemp) list=$(mktemp)
 	# shellcheck disable=SC2086 # prune is a list of find operators
-	(cd "$src" && find . $prune -type f -print | sed 's|^\./||') >"$list"
+	(cd "$src" && find . $prune -type f -print | sed 's|^\./||') >"$found"
 	mkdir -p "$dst"
 	chmod 0700 "$dst"
 	while read -r f; do
 		mode=644
-		secret "$f" && mode=600
+		if secret "$src/$f"; then
+			if ! "$uses" "$f"; then
+				echo "skipped $src/$f: a secret alpha-$role does not use"
+				continue
+			fi
+			mode=600
+		fi
+		echo "$f" >>"$list"
 		put "$src/$f" "$dst/$f" "$mode"
-	done <"$list"
+	done <"$found"
 	(cd "$dst" && find . -type f | sed 's|^\./||') | while read -r f; do
 		if ! grep -qxF "$f" "$list"; then
 			rm -f "$dst/$f"
 			echo "removed $dst/$f"
 		fi
 	done
-	rm -f "$list"
+	rm -f "$found" "$list"
 }
 
 put "$binary" "$destdir/usr/local/bin/alpha" 755
@@ -102,11 +133,12 @@ done
 mkdir -p "$etc" "$destdir/var/lib/alpha"
 chmod 0755 "$etc"
 chmod 0700 "$destdir/var/lib/alpha"
-[ -n "$bundle" ] && mirror "$bundle" "$etc/bundle"
-# The hub gets the operator directory's public part and the admins' creds:
-# never the keys (the root of trust) nor the sites' bundles.
-[ -n "$operator" ] && mirror "$operator" "$etc/operator" keys bundles sites
-[ -n "$tlsdir" ] && mirror "$tlsdir" "$etc/tls"
+[ -n "$bundle" ] && mirror "$bundle" "$etc/bundle" all_secrets
+# The hub gets the operator directory's public part and the secrets it
+# uses at run time: never the keys (the root of trust), the system user,
+# nor the sites' bundles.
+[ -n "$operator" ] && mirror "$operator" "$etc/operator" hub_secret keys bundles sites
+[ -n "$tlsdir" ] && mirror "$tlsdir" "$etc/tls" all_secrets
 
 env="$etc/$role.env"
 if [ -e "$env" ]; then

@@ -8,11 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 
 	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/hub"
@@ -64,17 +66,44 @@ func mode(t *testing.T, p string) os.FileMode {
 	return info.Mode().Perm()
 }
 
+// siteFiles is what an operator hands install.sh: an operator directory
+// with tenant acme, site s1's bundle (node n1) and a TLS directory.
+type siteFiles struct {
+	work, bundle, tlsDir string
+	op                   *accounts.Operator
+	pki                  tlsfiles.Files
+}
+
+func newSiteFiles(t *testing.T) siteFiles {
+	t.Helper()
+	f := siteFiles{work: t.TempDir()}
+	var err error
+	f.op, err = accounts.Init(filepath.Join(f.work, "operator"), "test", []string{"acme"})
+	check.NoError(t, err)
+	f.bundle = filepath.Join(f.work, "bundle")
+	_, err = f.op.AddSite("s1", "acme", []string{"n1"}, f.bundle)
+	check.NoError(t, err)
+	f.tlsDir = filepath.Join(f.work, "tls")
+	check.NoError(t, os.MkdirAll(f.tlsDir, 0o700))
+	f.pki, err = tlsfiles.WriteTestPKI(f.tlsDir)
+	check.NoError(t, err)
+	return f
+}
+
+// modes checks the permission bits of files under root.
+func modes(t *testing.T, root string, want map[string]os.FileMode) {
+	t.Helper()
+	for p, w := range want {
+		if got := mode(t, filepath.Join(root, p)); got != w {
+			t.Errorf("%s: mode %v, want %v", p, got, w)
+		}
+	}
+}
+
 func TestInstallSiteIsIdempotentAndUpgrades(t *testing.T) {
-	work := t.TempDir()
-	op, err := accounts.Init(filepath.Join(work, "operator"), "test", []string{"acme"})
-	check.NoError(t, err)
-	bundle := filepath.Join(work, "bundle")
-	_, err = op.AddSite("s1", "acme", []string{"n1"}, bundle)
-	check.NoError(t, err)
-	tlsDir := filepath.Join(work, "tls")
-	check.NoError(t, os.MkdirAll(tlsDir, 0o700))
-	_, err = tlsfiles.WriteTestPKI(tlsDir)
-	check.NoError(t, err)
+	f := newSiteFiles(t)
+	work, op, bundle, tlsDir := f.work, f.op, f.bundle, f.tlsDir
+	var err error
 	bin := filepath.Join(work, "alpha")
 	check.NoError(t, os.WriteFile(bin, []byte("#!/bin/sh\necho v1\n"), 0o755))
 
@@ -87,7 +116,7 @@ func TestInstallSiteIsIdempotentAndUpgrades(t *testing.T) {
 	}
 
 	// Everything in place, secrets readable by root only.
-	for p, want := range map[string]os.FileMode{
+	modes(t, root, map[string]os.FileMode{
 		"usr/local/bin/alpha":                    0o755,
 		"etc/systemd/system/alpha-hub.service":   0o644,
 		"etc/systemd/system/alpha-leaf.service":  0o644,
@@ -102,11 +131,7 @@ func TestInstallSiteIsIdempotentAndUpgrades(t *testing.T) {
 		"etc/alpha/tls/server-key.pem":           0o600,
 		"etc/alpha/tls/ca.pem":                   0o644,
 		"var/lib/alpha":                          0o700,
-	} {
-		if got := mode(t, filepath.Join(root, p)); got != want {
-			t.Errorf("%s: mode %v, want %v", p, got, want)
-		}
-	}
+	})
 	env, err := os.ReadFile(filepath.Join(root, "etc/alpha/site.env"))
 	check.NoError(t, err)
 	if !strings.Contains(string(env), "ALPHA_ARGS=--bundle /etc/alpha/bundle --node n1 --hub nats-leaf://hub.example:7422") {
@@ -215,34 +240,141 @@ func diff(a, b map[string]string) string {
 	return strings.Join(d, ", ")
 }
 
-// The hub's copy of the operator directory has no private keys, and a hub
-// starts from it in operator mode.
+// The hub's copy of the operator directory has no private keys and only the
+// secrets the hub uses at run time (not the system user's creds, also when
+// an older install left them there), and a hub starts from it in operator
+// mode.
 func TestInstallHubGetsPublicOperatorPart(t *testing.T) {
 	work := t.TempDir()
 	op, err := accounts.Init(filepath.Join(work, "operator"), "test", []string{"acme"})
 	check.NoError(t, err)
 	_, err = op.AddSite("s1", "acme", []string{"n1"}, filepath.Join(op.Dir, "bundles", "s1-acme"))
 	check.NoError(t, err)
+	// The cloud outputs signing seed, shipped when the operator directory has it.
+	check.NoError(t, os.WriteFile(filepath.Join(op.Dir, "creds", "hub-outputs.nk"), []byte(seed(t)+"\n"), 0o600))
 	bin := filepath.Join(work, "alpha")
 	check.NoError(t, os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755))
 	root := filepath.Join(work, "root")
-	install(t, "--role", "hub", "--destdir", root, "--binary", bin, "--operator-dir", op.Dir)
 	installed := filepath.Join(root, "etc/alpha/operator")
-	for _, gone := range []string{"keys", "bundles", "sites"} {
+	stale := filepath.Join(installed, "creds/sys.creds")
+	check.NoError(t, os.MkdirAll(filepath.Dir(stale), 0o700))
+	check.NoError(t, os.WriteFile(stale, []byte("from an older install.sh"), 0o600))
+
+	install(t, "--role", "hub", "--destdir", root, "--binary", bin, "--operator-dir", op.Dir)
+	for _, gone := range []string{"keys", "bundles", "sites", "creds/sys.creds"} {
 		if _, err := os.Stat(filepath.Join(installed, gone)); !os.IsNotExist(err) {
 			t.Errorf("hub copy holds %s: %v", gone, err)
 		}
 	}
-	check.Equal(t, mode(t, filepath.Join(installed, "creds/acme-admin.creds")), 0o600)
+	modes(t, installed, map[string]os.FileMode{
+		"operator.jwt":           0o644,
+		"accounts/acme.jwt":      0o644,
+		"creds/acme-admin.creds": 0o600,
+		"creds/cluster.secret":   0o600,
+		"creds/hub-outputs.nk":   0o600,
+	})
 	pub, err := accounts.Load(installed)
 	check.NoError(t, err)
 	if err := pub.Revoke("acme", "UABC"); err == nil {
 		t.Error("the hub's copy could change accounts without the operator key")
 	}
+	_, err = pub.ReadClusterSecret()
+	check.NoError(t, err)
 	h, err := hub.Start(context.Background(), hub.Config{StoreDir: filepath.Join(work, "store"), Listen: "127.0.0.1:-1",
 		LeafListen: "127.0.0.1:-1", Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Options:       pub.HubOptions(filepath.Join(work, "store", "resolver")),
 		ClientOptions: []nats.Option{nats.UserCredentials(pub.AdminCreds("acme"))}})
 	check.NoError(t, err)
 	h.Shutdown()
+}
+
+// seed is a fresh nkey user seed.
+func seed(t *testing.T) string {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	check.NoError(t, err)
+	s, err := kp.Seed()
+	check.NoError(t, err)
+	return string(s)
+}
+
+// privateRE finds private material the way an attacker reading the files
+// would, independently of install.sh's own rules: an nkey seed or a PEM
+// private key.
+var privateRE = regexp.MustCompile(`(^|[^A-Z2-7])S[OAUNCXP][A-Z2-7]{56}([^A-Z2-7]|$)|PRIVATE KEY-----`)
+
+// Red team: secrets hidden under innocuous names (a seed in notes.txt, a
+// key appended to a certificate's file) are installed readable by root
+// only, public files stay readable, and the hub never gets a secret it
+// does not use, whatever its name.
+func TestInstallSecretsByContent(t *testing.T) {
+	f := newSiteFiles(t)
+	work, op, bundle, tlsDir := f.work, f.op, f.bundle, f.tlsDir
+	cert, err := os.ReadFile(f.pki.Cert)
+	check.NoError(t, err)
+	key, err := os.ReadFile(f.pki.Key)
+	check.NoError(t, err)
+	siteSeed, opSeed := seed(t), seed(t)
+	sys, err := nkeys.ParseDecoratedNKey([]byte(readFile(t, op.SysCreds())))
+	check.NoError(t, err)
+	sysSeed, err := sys.Seed()
+	check.NoError(t, err)
+	for p, content := range map[string]string{
+		filepath.Join(bundle, "notes.txt"):        "backup of the agent key: " + siteSeed + "\n",
+		filepath.Join(tlsDir, "combined.pem"):     string(cert) + string(key),
+		filepath.Join(tlsDir, "README"):           "the CA is ca.pem\n",
+		filepath.Join(op.Dir, "notes.txt"):        opSeed + "\n",
+		filepath.Join(op.Dir, "accounts/old.txt"): "the system user: " + readFile(t, op.SysCreds()),
+	} {
+		check.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+	}
+	bin := filepath.Join(work, "alpha")
+	check.NoError(t, os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755))
+	root := filepath.Join(work, "root")
+	install(t, "--role", "site", "--destdir", root, "--binary", bin, "--bundle", bundle, "--tls-dir", tlsDir, "--args", "--insecure")
+	install(t, "--role", "hub", "--destdir", root, "--binary", bin, "--operator-dir", op.Dir, "--args", "--insecure")
+
+	etc := filepath.Join(root, "etc/alpha")
+	modes(t, etc, map[string]os.FileMode{
+		"bundle/notes.txt":    0o600,
+		"tls/combined.pem":    0o600,
+		"tls/README":          0o644,
+		"tls/ca.pem":          0o644,
+		"tls/server.pem":      0o644,
+		"bundle/trusted-keys": 0o644,
+		"bundle/site.json":    0o644,
+	})
+	// Every installed file with private material in it, planted or not.
+	secrets := 0
+	check.NoError(t, filepath.WalkDir(etc, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		content := readFile(t, p)
+		if strings.Contains(content, opSeed) || strings.Contains(content, string(sysSeed)) {
+			t.Errorf("the hub got a secret it does not use: %s", p)
+		}
+		if privateRE.MatchString(content) {
+			secrets++
+			if m := mode(t, p); m != 0o600 {
+				t.Errorf("%s holds private material with mode %v, want 0600", p, m)
+			}
+		}
+		return nil
+	}))
+	// leaf.creds, agent-n1.nk, notes.txt, server-key.pem, combined.pem,
+	// acme-admin.creds (the hex cluster.secret is known by name only).
+	if secrets < 6 {
+		t.Errorf("found only %d installed files with private material, want 6: the walk checks too little", secrets)
+	}
+	if _, err := os.Stat(filepath.Join(etc, "operator/notes.txt")); !os.IsNotExist(err) {
+		t.Errorf("the operator directory's notes.txt (a seed) reached the hub: %v", err)
+	}
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	check.NoError(t, err)
+	return string(b)
 }

@@ -8,8 +8,10 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/internal/natsutil"
+	"github.com/alpha-edge/alpha/internal/tlsfiles"
 )
 
 // clusterFlags make `alpha hub` one member of a NATS cluster: routes between
@@ -22,7 +24,7 @@ type clusterFlags struct {
 
 func addClusterFlags(fs *flag.FlagSet) clusterFlags {
 	return clusterFlags{
-		cluster:  fs.String("cluster", "", "cluster (route) listener HOST:PORT; set to run as a cluster member"),
+		cluster:  fs.String("cluster", "", "cluster (route) listener HOST:PORT; set to run as a cluster member (operator mode: mutual TLS with --tls-ca, route password from creds/cluster.secret)"),
 		routes:   fs.String("routes", "", "routes to the other members, comma-separated: nats-route://HOST:6222"),
 		name:     fs.String("name", "hub", "this member's server name, unique in the cluster"),
 		replicas: fs.Int("replicas", 0, "replicas of buckets and streams (default 3 in a cluster, 1 alone)"),
@@ -76,6 +78,39 @@ func (f clusterFlags) apply(cfg *hub.Config) error {
 			NoAdvertise: true,
 		}
 		o.Routes = routes
+		return nil
+	})
+	return nil
+}
+
+// secure closes the routes to everyone but members in operator mode: mutual
+// TLS verified against --tls-ca, and the operator directory's cluster
+// secret as the route password. A server that reaches a route port without
+// both is refused before it learns any subject or message; without this,
+// any process that reaches the port joins the cluster and receives every
+// tenant's messages (chaos/redteam TestRogueRouteLearnsNothing). op is nil
+// with --insecure: routes stay plain there.
+func (f clusterFlags) secure(cfg *hub.Config, files tlsfiles.Files, op *accounts.Operator) error {
+	if *f.cluster == "" || op == nil {
+		return nil
+	}
+	tc, err := files.Route()
+	if err != nil {
+		return err
+	}
+	secret, err := op.ReadClusterSecret()
+	if err != nil {
+		return err
+	}
+	cfg.Options = chain(cfg.Options, func(o *server.Options) error {
+		o.Cluster.TLSConfig = tc
+		o.Cluster.TLSTimeout = 5
+		o.Cluster.Username = accounts.RouteUser
+		o.Cluster.Password = secret
+		// A dialled route presents what its URL carries.
+		for _, u := range o.Routes {
+			u.User = url.UserPassword(accounts.RouteUser, secret)
+		}
 		return nil
 	})
 	return nil

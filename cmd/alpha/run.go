@@ -49,6 +49,9 @@ func runHub(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := clf.secure(&hc, sec.tls, op); err != nil {
+		return err
+	}
 	h, err := hub.Start(ctx, hc)
 	if err != nil {
 		return err

@@ -16,8 +16,14 @@ import (
 
 // WriteTestPKI writes a throwaway CA and a server certificate for
 // 127.0.0.1 and localhost into dir, for tests and trying TLS on one
-// machine. Never use it for a real deployment.
+// machine. Never use it for a real deployment. The certificate serves
+// (serverAuth) and, as hub cluster members do on their routes, dials with
+// mutual TLS (clientAuth).
 func WriteTestPKI(dir string) (Files, error) {
+	return writeTestPKI(dir, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+}
+
+func writeTestPKI(dir string, usage ...x509.ExtKeyUsage) (Files, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return Files{}, err
@@ -41,7 +47,7 @@ func WriteTestPKI(dir string) (Files, error) {
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "alpha test server"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
 		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage: usage,
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)

@@ -83,6 +83,49 @@ func (f Files) Hub(opts *server.Options) error {
 	return nil
 }
 
+// Route is the TLS of a hub cluster member's routes: mutual, both ways.
+// A member presents its certificate when it accepts a route and when it
+// dials one, and accepts only peers whose certificate the CA signed, so
+// the certificate needs the clientAuth extended key usage besides
+// serverAuth, and must name the address the other members dial.
+func (f Files) Route() (*tls.Config, error) {
+	if f.CA == "" {
+		return nil, errors.New("--tls-ca is required with --cluster: routes accept only members whose certificate it signed (or --insecure)")
+	}
+	c, err := f.Server()
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(c.Certificates[0].Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert %q: %w", f.Cert, err)
+	}
+	if !clientAuth(leaf) {
+		return nil, fmt.Errorf("--tls-cert %q: extended key usage has no clientAuth: cluster members present it when they dial a route (add extendedKeyUsage=serverAuth,clientAuth)", f.Cert)
+	}
+	p, err := pool("--tls-ca", f.CA)
+	if err != nil {
+		return nil, err
+	}
+	c.RootCAs, c.ClientCAs = p, p
+	c.ClientAuth = tls.RequireAndVerifyClientCert
+	return c, nil
+}
+
+// clientAuth reports whether a certificate may authenticate a client (no
+// extended key usage at all means any).
+func clientAuth(c *x509.Certificate) bool {
+	if len(c.ExtKeyUsage) == 0 {
+		return true
+	}
+	for _, u := range c.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny {
+			return true
+		}
+	}
+	return false
+}
+
 // Leaf puts TLS on a leaf's uplinks (verifying the hub with the CA) and, if
 // a certificate is given, on its client listener for agents.
 func (f Files) Leaf(opts *server.Options) error {
