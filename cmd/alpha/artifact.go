@@ -17,7 +17,7 @@ func init() {
 }
 
 func runArtifact(ctx context.Context, args []string) error {
-	const usage = "usage: alpha artifact put [-server URL] [-creds FILE] NAME FILE | sha256 FILE"
+	const usage = "usage: alpha artifact put [-server URL] [-creds FILE] [-tls-ca CA] NAME FILE | sha256 FILE"
 	if len(args) == 0 {
 		return errors.New(usage)
 	}
@@ -38,7 +38,8 @@ func runArtifact(ctx context.Context, args []string) error {
 	}
 	fs := newFlags("artifact put")
 	server := fs.String("server", nats.DefaultURL, "NATS URL of the hub (or of a site leaf connected to it)")
-	creds := fs.String("creds", "", "NATS credentials file")
+	creds := fs.String("creds", "", "NATS credentials file (the tenant admin's)")
+	ca := fs.String("tls-ca", "", "CA of the server's certificate (a tls:// URL)")
 	domain := fs.String("domain", streams.HubDomain, "JetStream domain of the hub")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -52,9 +53,9 @@ func runArtifact(ctx context.Context, args []string) error {
 		return err
 	}
 	defer f.Close()
-	var opts []nats.Option
-	if *creds != "" {
-		opts = append(opts, nats.UserCredentials(*creds))
+	opts, err := dialOptions("alpha artifact", *creds, *ca)
+	if err != nil {
+		return err
 	}
 	nc, err := nats.Connect(*server, opts...)
 	if err != nil {

@@ -27,7 +27,8 @@ func init() {
 func runCloud(ctx context.Context, args []string) error {
 	fs := newFlags("cloud")
 	server := fs.String("server", nats.DefaultURL, "NATS URL of the hub (or of a site, with -domain SITE)")
-	creds := fs.String("creds", "", "NATS credentials file")
+	creds := fs.String("creds", "", "NATS credentials file (the tenant admin's)")
+	ca := fs.String("tls-ca", "", "CA of the server's certificate (a tls:// URL)")
 	domain := fs.String("domain", streams.HubDomain, "JetStream domain holding the cloud bucket")
 	asJSON := fs.Bool("json", false, "print the statuses as JSON")
 	fs.Usage = func() {
@@ -45,9 +46,9 @@ func runCloud(ctx context.Context, args []string) error {
 	if len(rest) > 0 {
 		prefix = rest[0]
 	}
-	var opts []nats.Option
-	if *creds != "" {
-		opts = append(opts, nats.UserCredentials(*creds))
+	opts, err := dialOptions("alpha cloud", *creds, *ca)
+	if err != nil {
+		return err
 	}
 	nc, err := nats.Connect(*server, opts...)
 	if err != nil {
