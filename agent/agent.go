@@ -102,6 +102,12 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Root == "" {
 		cfg.Root = "/"
 	}
+	// Paths under the root leave this process (container mounts go to
+	// podman, whose working directory is not ours): make them absolute.
+	var err error
+	if cfg.Root, err = filepath.Abs(cfg.Root); err != nil {
+		return nil, fmt.Errorf("agent: --root %q: %w", cfg.Root, err)
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -112,7 +118,6 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log, key: streams.Key(cfg.Site, cfg.Node), dirty: make(chan struct{}, 1),
 		reconnected: make(chan struct{}, 1), appliedChanged: make(chan struct{}, 1)}
 	a.denied = natsutil.Denials{Log: log, OnNew: a.refreshHealth}
-	var err error
 	a.drivers, a.wiring, err = buildDrivers(cfg, log)
 	if err != nil {
 		return nil, err

@@ -8,11 +8,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testenv/podmantest"
 )
 
 // freePort picks a free loopback port.
@@ -24,10 +26,13 @@ func freePort(t *testing.T) string {
 	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
 }
 
-// TestProductionWalkthrough runs PRODUCTION.md's commands as written, with
-// the binary from `make build`, on free loopback ports instead of the
-// documented ones: a hub and a site as two processes, a signed blueprint
-// applied, an unsigned one refused, the site revoked and cut off.
+// TestProductionWalkthrough runs the README's "Going to production" section
+// as written, with the binary from `make build`, on free loopback ports
+// instead of the documented ones and with a private podman service: a hub
+// and a site as two processes, a signed blueprint applied and an unsigned
+// one refused, a hold set and released at the site while the hub is down,
+// a container from an artifact, the site's telemetry read at the hub with
+// the tenant admin's credentials, and the site revoked and cut off.
 func TestProductionWalkthrough(t *testing.T) {
 	bin, err := filepath.Abs("../bin/alpha")
 	check.NoError(t, err)
@@ -35,11 +40,28 @@ func TestProductionWalkthrough(t *testing.T) {
 	check.Need(t, err == nil, "bin/alpha", "run make build (make test does)")
 	check.NeedCommand(t, "openssl", "install openssl (.ci/setup-deploy.sh)")
 	check.NeedCommand(t, "nats", "go install github.com/nats-io/natscli/nats@v0.5.1")
-	doc, err := os.ReadFile("PRODUCTION.md")
+	pm := podmantest.Start(t)
+	readme, err := os.ReadFile("../README.md")
 	check.NoError(t, err)
-	blocks := regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(string(doc), -1)
-	if len(blocks) < 7 {
-		t.Fatalf("PRODUCTION.md has %d sh blocks, want the 7 steps", len(blocks))
+	section, _, _ := strings.Cut(string(readme[strings.Index(string(readme), "## Going to production"):]), "\n## Tests")
+	blocks := regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(section, -1)
+	const (
+		tlsStep = iota
+		initStep
+		hubStep
+		siteAddStep
+		siteStep
+		publishStep
+		holdStep
+		heldStep
+		releaseStep
+		artifactStep
+		telemetryStep
+		revokeStep
+		installStep
+	)
+	if len(blocks) != installStep+1 {
+		t.Fatalf("the README's production section has %d sh blocks, want %d (the steps this test runs)", len(blocks), installStep+1)
 	}
 
 	// The documented layout: the repository's bin/ and examples/ one level
@@ -50,75 +72,155 @@ func TestProductionWalkthrough(t *testing.T) {
 	examples, err := filepath.Abs("../examples")
 	check.NoError(t, err)
 	check.NoError(t, os.Symlink(examples, filepath.Join(work, "examples")))
-	ports := strings.NewReplacer("4222", freePort(t), "7422", freePort(t), "4223", freePort(t))
+	ports := strings.NewReplacer("4222", freePort(t), "7422", freePort(t), "4223", freePort(t),
+		"unix:///run/podman/podman.sock", pm.URI)
 	prod := filepath.Join(work, "prod")
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, name := range []string{"hub.log", "site.log"} {
+			b, _ := os.ReadFile(filepath.Join(work, name))
+			lines := strings.Split(string(b), "\n")
+			t.Logf("%s (last 40 lines):\n%s", name, strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
+	})
 
-	run := func(i int, dir string) string {
-		t.Helper()
+	try := func(i int, dir string) (string, error) {
 		script := ports.Replace(strings.Replace(blocks[i][1], "make build\n", "", 1))
 		cmd := exec.Command("bash", "-e", "-c", script)
 		cmd.Dir = dir
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Fatalf("step block %d failed: %v\n%s\n%s", i, err, script, out)
+			return string(out), fmt.Errorf("step block %d failed: %v\n%s\n%s", i, err, script, out)
 		}
-		return string(out)
+		return string(out), nil
 	}
-	// start runs a long-lived block in its own process group, stopped by
-	// its id at the end of the test.
-	start := func(i int, log string) *os.File {
+	run := func(i int, dir string) string {
 		t.Helper()
-		f, err := os.Create(filepath.Join(work, log))
+		out, err := try(i, dir)
+		check.NoError(t, err)
+		return out
+	}
+	// runUntil runs a block again until its output holds want (or, with
+	// absent, until it no longer does).
+	runUntil := func(i int, want string, absent bool) {
+		t.Helper()
+		check.For(t, 60*time.Second, 250*time.Millisecond, func() error {
+			out, err := try(i, prod)
+			if err != nil {
+				return err
+			}
+			if strings.Contains(out, want) == absent {
+				return fmt.Errorf("step block %d: want %q (absent: %v) in:\n%s", i, want, absent, out)
+			}
+			return nil
+		})
+	}
+	// start runs a long-lived block in its own process group and returns
+	// the function that stops it by its id (also at the end of the test).
+	start := func(i int, log string) func() {
+		t.Helper()
+		f, err := os.OpenFile(filepath.Join(work, log), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		check.NoError(t, err)
 		cmd := exec.Command("bash", "-e", "-c", ports.Replace(blocks[i][1]))
 		cmd.Dir, cmd.Stdout, cmd.Stderr = prod, f, f
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		check.NoError(t, cmd.Start())
-		t.Cleanup(func() {
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-			cmd.Wait()
-		})
-		return f
+		var once sync.Once
+		stop := func() {
+			once.Do(func() {
+				syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+				cmd.Wait()
+				f.Close()
+			})
+		}
+		t.Cleanup(stop)
+		return stop
 	}
-	waitLog := func(name, want string) {
+	// waitLog waits until the log holds want at least n times.
+	waitLog := func(name, want string, n int) {
 		t.Helper()
-		check.For(t, 15*time.Second, 50*time.Millisecond, func() error {
+		check.For(t, 30*time.Second, 50*time.Millisecond, func() error {
 			b, _ := os.ReadFile(filepath.Join(work, name))
-			if !strings.Contains(string(b), want) {
-				return fmt.Errorf("%s: no %q yet:\n%s", name, want, b)
+			if strings.Count(string(b), want) < n {
+				return fmt.Errorf("%s: %q not %d times yet:\n%s", name, want, n, b)
 			}
 			return nil
 		})
 	}
 
-	run(0, work)                         // TLS
-	run(1, prod)                         // accounts init
-	start(2, "hub.log")                  // hub
-	waitLog("hub.log", "hub ready")      //
-	run(3, prod)                         // site add, copy bundle
-	start(4, "site.log")                 // site
-	waitLog("site.log", "uplink synced") //
-	out := run(5, prod)                  // sign, put, cat, status
+	run(tlsStep, work)
+	run(initStep, prod)
+	stopHub := start(hubStep, "hub.log")
+	waitLog("hub.log", "hub ready", 1)
+	run(siteAddStep, prod)
+	start(siteStep, "site.log")
+	waitLog("site.log", "uplink synced", 1)
+	out := run(publishStep, prod)
 	for _, want := range []string{"signed and put as revision 1", "greeting=hi", `"phase":"Converged"`} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("publishing step: no %q in:\n%s", want, out)
 		}
 	}
 	// An unsigned value is refused and the file stays.
-	cmd := exec.Command("nats", "--server", "tls://127.0.0.1:"+ports.Replace("4222"), "--creds", "operator/creds/acme-admin.creds",
-		"--tlsca", "tls/ca.pem", "--js-domain", "hub", "kv", "put", "blueprints", "s1.n1", "not signed")
-	cmd.Dir = prod
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nats kv put: %v\n%s", err, b)
+	hubURL := "tls://127.0.0.1:" + ports.Replace("4222")
+	// natsAdmin runs the nats CLI at the hub as the tenant admin.
+	natsAdmin := func(args ...string) (string, error) {
+		cmd := exec.Command("nats", append([]string{"--server", hubURL, "--creds", "operator/creds/acme-admin.creds",
+			"--tlsca", "tls/ca.pem", "--js-domain", "hub"}, args...)...)
+		cmd.Dir = prod
+		b, err := cmd.CombinedOutput()
+		return string(b), err
 	}
-	waitLog("site.log", "not a signed blueprint")
+	if out, err := natsAdmin("kv", "put", "blueprints", "s1.n1", "not signed"); err != nil {
+		t.Fatalf("nats kv put: %v\n%s", err, out)
+	}
+	waitLog("site.log", "not a signed blueprint", 1)
 	b, err := os.ReadFile(filepath.Join(prod, "site/root/etc/hello.conf"))
 	check.NoError(t, err)
 	check.Equal(t, string(b), "greeting=hi\n")
+
+	// A hold at the site, with the hub gone.
+	stopHub()
+	waitLog("site.log", "uplink lost", 1)
+	run(holdStep, prod)
+	runUntil(heldStep, `"phase":"Held"`, false)
+	run(releaseStep, prod)
+	runUntil(heldStep, `"hold":`, true)
+	start(hubStep, "hub.log")
+	waitLog("hub.log", "hub ready", 2)
+
+	// A container whose image only the artifact has.
+	pm.Busybox(t, "localhost/ticker:1")
+	pm.Podman(t, "save", "-o", filepath.Join(prod, "ticker.tar"), "localhost/ticker:1")
+	pm.Podman(t, "rmi", "localhost/ticker:1")
+	run(artifactStep, prod)
+	check.For(t, 60*time.Second, 250*time.Millisecond, func() error {
+		out, err := pm.TryPodman("ps", "--filter", "label=alpha.name=ticker", "--format", "{{.State}}")
+		if err != nil || !strings.HasPrefix(out, "Up") { // podman 4.3 says "Up 2 seconds ago"
+			return fmt.Errorf("container ticker: %q %v", out, err)
+		}
+		return nil
+	})
+	check.For(t, 30*time.Second, 250*time.Millisecond, func() error {
+		out, err := natsAdmin("kv", "get", "status", "s1.n1", "--raw")
+		if err != nil || !strings.Contains(out, `"id":"container:ticker","state":"running"`) {
+			return fmt.Errorf("hub status: %v %s", err, out)
+		}
+		return nil
+	})
+
+	// The site's telemetry, read at the hub by the tenant admin.
+	out = run(telemetryStep, prod)
+	if !strings.Contains(out, "telemetry.s1.n1.host.") {
+		t.Fatalf("telemetry step: no host metrics of s1.n1 in:\n%s", out)
+	}
+
 	// Revoke: cut off at once and refused from then on.
-	out = run(6, prod)
+	out = run(revokeStep, prod)
 	if !strings.Contains(out, "cut off") {
 		t.Fatalf("revoke: %s", out)
 	}
-	waitLog("site.log", "Authorization Violation")
+	waitLog("site.log", "Authorization Violation", 1)
 }

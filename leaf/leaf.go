@@ -289,6 +289,9 @@ func (l *Leaf) uplink(ctx context.Context, log *slog.Logger) {
 	for {
 		connected := l.Connected()
 		if !connected {
+			if l.Synced() {
+				log.Warn("uplink lost; the site runs on from its own store")
+			}
 			l.setSynced(false)
 		} else if l.Synced() && time.Now().After(recheck) {
 			recheck = time.Now().Add(jitter(RecheckEvery))
