@@ -118,9 +118,11 @@ func (r *Reconciler) readStatus(ctx context.Context, key string) (Status, bool, 
 	if err != nil {
 		return Status{}, false, err
 	}
-	var st Status
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return Status{}, false, nil // rewritten below
+	st, err := r.decodeStatus(key, e.Value())
+	if err != nil {
+		// Not ours (forged, or from before signing): rewritten below.
+		r.log.Warn("cloud status not published by this hub; it will be rewritten", "key", key, "revision", e.Revision(), "err", err)
+		return Status{}, false, nil
 	}
 	return st, true, nil
 }
@@ -139,7 +141,7 @@ func (p *publisher) put(ctx context.Context, st Status) error {
 		return nil
 	}
 	st.Hub, st.Updated = p.r.cfg.Instance, time.Now().UTC()
-	data, err := json.Marshal(st)
+	data, err := p.r.encodeStatus(p.key, st)
 	if err != nil {
 		return err
 	}
