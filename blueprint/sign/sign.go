@@ -118,7 +118,10 @@ func Open(trusted map[string]bool, key string, value []byte) (*Payload, error) {
 func OpenAs(format string, trusted map[string]bool, key string, value []byte) (*Payload, error) {
 	var env Envelope
 	if err := json.Unmarshal(value, &env); err != nil || env.Format != format {
-		return nil, fmt.Errorf("%w (want format %s)", ErrUnsigned, format)
+		if format == Format {
+			return nil, ErrUnsigned
+		}
+		return nil, unsignedError(format)
 	}
 	if !trusted[env.Signer] {
 		return nil, fmt.Errorf("%w: %q", ErrUntrusted, env.Signer)
@@ -154,6 +157,13 @@ func Content(format string, value []byte) (content []byte, ok bool) {
 	}
 	return p.Blueprint, true
 }
+
+// unsignedError is ErrUnsigned for formats other than blueprints, with a
+// message that does not call the content a blueprint.
+type unsignedError string
+
+func (e unsignedError) Error() string        { return "not signed as " + string(e) }
+func (e unsignedError) Is(target error) bool { return target == ErrUnsigned }
 
 // Verifier checks envelopes at an agent and remembers, on disk, the highest
 // sequence accepted per key, so a replay is refused across restarts too.
