@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -128,24 +129,35 @@ func TestTenantAdminForgesCloudOutputs(t *testing.T) {
 	t.Cleanup(l.Shutdown)
 
 	state := filepath.Join(dir, "agent")
-	trusted, err := accounts.ReadTrustedKeys(filepath.Join(bundle, accounts.TrustedKeysFile))
-	check.NoError(t, err)
-	bv, err := sign.NewVerifier(trusted, state)
-	check.NoError(t, err)
-	hubKeys, err := accounts.ReadTrustedKeys(filepath.Join(bundle, accounts.HubOutputsKeyFile))
-	check.NoError(t, err)
-	ov, err := sign.NewOutputsVerifier(hubKeys, state)
-	check.NoError(t, err)
-	aopts, err := accounts.AgentOptions("s1", "n1", filepath.Join(bundle, accounts.AgentSeedFile("n1")))
-	check.NoError(t, err)
 	root := filepath.Join(dir, "root")
-	a, err := agent.New(agent.Config{Site: "s1", Node: "n1", NATSURL: l.ClientURL(), Root: root, StateDir: state,
-		Log: stack.Log(), NATSOptions: append(aopts, tlsOpt), Resync: time.Second, Sandbox: true,
-		Verify: bv.Verify, VerifyCloud: ov.Verify})
-	check.NoError(t, err)
-	agentDone := make(chan struct{})
-	go func() { defer close(agentDone); a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-agentDone })
+	// startAgent runs n1's agent as `alpha agent` does in production:
+	// blueprints checked against trusted-keys, outputs against
+	// hub-outputs.pub, both from the bundle.
+	startAgent := func() (stop func()) {
+		t.Helper()
+		trusted, err := accounts.ReadTrustedKeys(filepath.Join(bundle, accounts.TrustedKeysFile))
+		check.NoError(t, err)
+		bv, err := sign.NewVerifier(trusted, state)
+		check.NoError(t, err)
+		hubKeys, err := accounts.ReadTrustedKeys(filepath.Join(bundle, accounts.HubOutputsKeyFile))
+		check.NoError(t, err)
+		ov, err := sign.NewOutputsVerifier(hubKeys, state)
+		check.NoError(t, err)
+		aopts, err := accounts.AgentOptions("s1", "n1", filepath.Join(bundle, accounts.AgentSeedFile("n1")))
+		check.NoError(t, err)
+		a, err := agent.New(agent.Config{Site: "s1", Node: "n1", NATSURL: l.ClientURL(), Root: root, StateDir: state,
+			Log: stack.Log(), NATSOptions: append(aopts, tlsOpt), Resync: time.Second, Sandbox: true,
+			Verify: bv.Verify, VerifyCloud: ov.Verify})
+		check.NoError(t, err)
+		actx, acancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); a.Run(actx) }()
+		var once sync.Once
+		stop = func() { once.Do(func() { acancel(); <-done }) }
+		t.Cleanup(stop)
+		return stop
+	}
+	stopAgent := startAgent()
 
 	// Signed blueprints for n1 and n2: the hub provisions both and
 	// publishes each node's outputs, signed.
@@ -166,11 +178,16 @@ func TestTenantAdminForgesCloudOutputs(t *testing.T) {
 	check.NoError(t, err)
 	cloudKV, err := admin.KeyValue(ctx, cloud.StatusBucket)
 	check.NoError(t, err)
-	// cloudLogs is cloud:logs as the hub sees node n1's status.
+	// cloudLogs is cloud:logs as the hub sees node n1's status, from a
+	// reconcile after since.
+	var since time.Time
 	cloudLogs := func() (streams.Resource, error) {
 		ns, err := stack.NodeStatus(hubStatus, "s1", "n1")
 		if err != nil {
 			return streams.Resource{}, err
+		}
+		if ns.LastReconcile.Before(since) {
+			return streams.Resource{}, fmt.Errorf("n1's status is from a reconcile at %s, before %s", ns.LastReconcile, since)
 		}
 		for _, r := range ns.Resources {
 			if r.ID == "cloud:logs" {
@@ -259,6 +276,13 @@ func TestTenantAdminForgesCloudOutputs(t *testing.T) {
 	_, err = cloudKV.Put(ctx, "s1.n1.logs", n2.Value())
 	check.NoError(t, err)
 	refused("n2's signed output copied to n1", "signed for another node")
+
+	// A restarted agent still refuses it and keeps the last good outputs,
+	// now from its own copy on the node (it has accepted nothing since).
+	stopAgent()
+	since = time.Now() // only the new agent's reconciles count
+	startAgent()
+	refused("after a restart of the agent", "signed for another node")
 
 	// (c) The hub publishes n1's next revision: signed, bound, substituted.
 	publish("s1.n1", "logs-of-n1-b")
