@@ -101,10 +101,10 @@ func (c *cloudSource) readCopy(config string) (*streams.CloudStatus, error) {
 // Entry reads the site's copy, keeping the node's copy current; without the
 // site it answers from the node's copy. A refused value is answered with
 // the last good status and the refusal, and never reaches the node's copy.
-func (c *cloudSource) Entry(ctx context.Context, config string) (*streams.CloudStatus, error) {
+func (c *cloudSource) Entry(ctx context.Context, config, digest string) (*streams.CloudStatus, error) {
 	path := c.path(config)
 	if kv := c.live(); kv != nil {
-		st, err := kv.Entry(ctx, config)
+		st, err := kv.Entry(ctx, config, digest)
 		if errors.Is(err, cloudref.ErrRefused) {
 			return st, err
 		}

@@ -24,8 +24,9 @@ import (
 // Source gives the hub's status of this node's cloud configurations.
 type Source interface {
 	// Entry returns the status of one configuration, nil when the hub has
-	// published none.
-	Entry(ctx context.Context, config string) (*streams.CloudStatus, error)
+	// published none. digest is the configuration's digest in the node's
+	// blueprint: a verifying source refuses outputs made for another one.
+	Entry(ctx context.Context, config, digest string) (*streams.CloudStatus, error)
 }
 
 // Notifier is implemented by sources that can tell when an entry changes.
@@ -38,6 +39,14 @@ type Notifier interface {
 // site, node or configuration. Entry then returns the last good status, if
 // any, with the error, and the Resolver keeps using it and reports why.
 var ErrRefused = errors.New("cloud outputs refused")
+
+// ErrOtherRevision is the ErrRefused of genuine outputs made for another
+// revision of the configuration than the node's blueprint holds (neither it
+// nor the revision of the last good outputs): a node whose blueprint is
+// signed takes outputs only of that very configuration, not of one someone
+// else had the hub provision under the same name. It is a wait, too: the
+// hub or the blueprint may be a moment ahead of the other.
+var ErrOtherRevision = fmt.Errorf("%w: they are outputs of another revision of the configuration", ErrRefused)
 
 // Verify checks a value of the cloud bucket for key (<site>.<node>.<config>)
 // and returns the status JSON inside it; an error refuses the value. A
@@ -81,7 +90,7 @@ func (k *KV) Verified(verify Verify, stored func(config string) *streams.CloudSt
 // Entry reads site.node.config. When verifying, a refused value (or a
 // deleted key: the hub never deletes one, it publishes "destroyed") yields
 // the last accepted status, if any, and an error wrapping ErrRefused.
-func (k *KV) Entry(ctx context.Context, config string) (*streams.CloudStatus, error) {
+func (k *KV) Entry(ctx context.Context, config, digest string) (*streams.CloudStatus, error) {
 	key := streams.CloudKey(k.site, k.node, config)
 	e, err := k.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -112,6 +121,10 @@ func (k *KV) Entry(ctx context.Context, config string) (*streams.CloudStatus, er
 	if err := json.Unmarshal(data, &st); err != nil {
 		return k.lastGood(config), fmt.Errorf("%w: %s revision %d: signed content: %w", ErrRefused, key, e.Revision(), err)
 	}
+	if last := k.lastGood(config); !forRevision(&st, digest, last) {
+		return last, fmt.Errorf("%w (%s revision %d: outputs of digest %s, the blueprint's configuration is %s)",
+			ErrOtherRevision, key, e.Revision(), short(st.AppliedDigest), short(digest))
+	}
 	k.mu.Lock()
 	if k.last == nil {
 		k.last = map[string]*streams.CloudStatus{}
@@ -119,6 +132,25 @@ func (k *KV) Entry(ctx context.Context, config string) (*streams.CloudStatus, er
 	k.last[config] = &st
 	k.mu.Unlock()
 	return &st, nil
+}
+
+// forRevision reports whether st's outputs may fill in a blueprint whose
+// configuration has digest: they were applied from that configuration, or
+// from the one the last good outputs came from (the hub has not caught up
+// with a new revision yet), or there are none.
+func forRevision(st *streams.CloudStatus, digest string, last *streams.CloudStatus) bool {
+	return len(st.Outputs) == 0 || digest == "" || st.AppliedDigest == digest ||
+		(last != nil && last.AppliedDigest != "" && st.AppliedDigest == last.AppliedDigest)
+}
+
+func short(digest string) string {
+	if len(digest) > 12 {
+		return digest[:12]
+	}
+	if digest == "" {
+		return "(none)"
+	}
+	return digest
 }
 
 func (k *KV) lastGood(config string) *streams.CloudStatus {
@@ -184,7 +216,7 @@ func (s *Static) Set(config string, st *streams.CloudStatus) {
 }
 
 // Entry returns what Set stored.
-func (s *Static) Entry(_ context.Context, config string) (*streams.CloudStatus, error) {
+func (s *Static) Entry(_ context.Context, config, _ string) (*streams.CloudStatus, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.entries[config], nil
@@ -268,7 +300,7 @@ func (r *Resolver) Prepare(ctx context.Context, bp *blueprint.Blueprint) (*bluep
 	refused := map[string]error{}
 	var report []driver.Resource
 	for _, c := range bp.Spec.Cloud {
-		e, err := r.src.Entry(ctx, c.Name)
+		e, err := r.src.Entry(ctx, c.Name, c.Digest())
 		switch {
 		case errors.Is(err, ErrRefused):
 			// e, if any, is the last good status: keep using it.
@@ -360,6 +392,8 @@ func clone(bp *blueprint.Blueprint) (*blueprint.Blueprint, error) {
 func explain(ref blueprint.CloudRef, e *streams.CloudStatus, refused error) (string, bool) {
 	name := fmt.Sprintf("configuration %q", ref.Config)
 	switch {
+	case e == nil && errors.Is(refused, ErrOtherRevision):
+		return name + " has no outputs of this revision yet: " + refused.Error(), true
 	case e == nil && refused != nil:
 		return name + " has no accepted outputs: " + refused.Error(), false
 	case e == nil:
@@ -379,6 +413,11 @@ func explain(ref blueprint.CloudRef, e *streams.CloudStatus, refused error) (str
 func configResource(c blueprint.CloudConfig, e *streams.CloudStatus, err error) driver.Resource {
 	res := driver.Resource{ID: blueprint.ResourceID("cloud", c.Name)}
 	switch {
+	case errors.Is(err, ErrOtherRevision) && e != nil:
+		res.State, res.Health = "pending", 0.5
+		res.Message = err.Error() + "; keeping the last good outputs"
+	case errors.Is(err, ErrOtherRevision):
+		res.State, res.Message = "pending", err.Error()+"; waiting for the hub"
 	case errors.Is(err, ErrRefused) && e != nil:
 		res.State, res.Health = "failed", 0.5
 		res.Message = err.Error() + "; keeping the last good outputs"

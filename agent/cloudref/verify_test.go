@@ -181,3 +181,63 @@ func TestUnverifiedKVReadsPlainAndSigned(t *testing.T) {
 		}
 	}
 }
+
+// Genuine hub-signed outputs bind to the configuration's revision too: a
+// status whose outputs were applied from another configuration under the
+// same name (one a tenant admin had the hub provision) is not used; the
+// outputs of the revision the node last used still are while the hub
+// catches up with a new one.
+func TestVerifiedKVBindsConfigurationRevision(t *testing.T) {
+	ctx := context.Background()
+	parse := func(doc string) *blueprint.Blueprint {
+		bp, err := blueprint.Parse([]byte(doc))
+		check.NoError(t, err)
+		return bp
+	}
+	bp1 := parse(outDoc)
+	bp2 := parse(strings.Replace(outDoc, `"b" {}`, `"b" { input = 2 }`, 1))
+	d1, d2 := bp1.Spec.Cloud[0].Digest(), bp2.Spec.Cloud[0].Digest()
+	if d1 == d2 {
+		t.Fatal("the two revisions have one digest")
+	}
+	hubSeed, hubPub, err := sign.NewPublisher()
+	check.NoError(t, err)
+	v, err := sign.NewOutputsVerifier([]string{hubPub}, t.TempDir())
+	check.NoError(t, err)
+	bucket := cloudBucket(t)
+	seq := uint64(0)
+	publish := func(digest, applied, value string) {
+		t.Helper()
+		seq++
+		b, _ := json.Marshal(streams.CloudStatus{Site: "s1", Node: "n1", Config: "logs", Phase: streams.CloudApplied,
+			Digest: digest, AppliedDigest: applied, Outputs: map[string]string{"bucket_name": value}})
+		env, err := sign.SignAs(sign.OutputsFormat, hubSeed, "s1.n1.logs", seq, b)
+		check.NoError(t, err)
+		_, err = bucket.Put(ctx, "s1.n1.logs", env)
+		check.NoError(t, err)
+	}
+	r := cloudref.New(cloudref.NewKV(bucket, "s1", "n1").Verified(v.Verify, nil), nil)
+	want := func(bp *blueprint.Blueprint, content, state, msg string) {
+		t.Helper()
+		got, rep := resolved(t, r, bp)
+		check.Equal(t, got, content)
+		if c := rep["cloud:logs"]; c.State != state || !strings.Contains(c.Message, msg) {
+			t.Fatalf("cloud:logs %s %q, want %s %q", c.State, c.Message, state, msg)
+		}
+	}
+
+	// Another configuration's outputs and nothing good yet: wait.
+	publish("evil", "evil", "evil\ninjected=1")
+	want(bp1, "", "pending", "outputs of another revision")
+	publish(d1, d1, "alpha-1")
+	want(bp1, "bucket=alpha-1", "ok", "outputs: bucket_name")
+	// Another configuration again: the last good outputs stay.
+	publish("evil", "evil", "evil\ninjected=1")
+	want(bp1, "bucket=alpha-1", "pending", "keeping the last good outputs")
+	// The node moves to revision 2; the hub still holds revision 1's
+	// outputs while it provisions: they fill in, reported pending.
+	publish(d2, d1, "alpha-1")
+	want(bp2, "bucket=alpha-1", "pending", "the hub is provisioning this revision")
+	publish(d2, d2, "alpha-2")
+	want(bp2, "bucket=alpha-2", "ok", "outputs: bucket_name")
+}

@@ -3,6 +3,7 @@ package redteam
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -98,8 +99,14 @@ func TestTenantAdminForgesCloudOutputs(t *testing.T) {
 	check.NoError(t, err)
 	rec, err := cloud.New(cloud.Config{JS: rjs, Terraform: tf, WorkDir: filepath.Join(dir, "cloud"), Replan: time.Hour,
 		OutputsSeed: hubSeed, Log: stack.Log(),
+		// Signed blueprints are provisioned; so are unsigned ones, as a hub
+		// without the fix of finding 1 does: the outputs must hold on their
+		// own (attack d).
 		Decode: func(key string, data []byte) (*blueprint.Blueprint, error) {
 			p, err := sign.Open(map[string]bool{pubKey: true}, key, data)
+			if errors.Is(err, sign.ErrUnsigned) {
+				return blueprint.Parse(data)
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -212,9 +219,11 @@ func TestTenantAdminForgesCloudOutputs(t *testing.T) {
 			return nil
 		})
 	}
+	var refusedAs func(what, state, why string)
 	// refused waits until n1's status at the hub says the value was refused
 	// for why; the injected line must never reach the file meanwhile.
-	refused := func(what, why string) {
+	refused := func(what, why string) { refusedAs(what, "failed", why) }
+	refusedAs = func(what, state, why string) {
 		t.Helper()
 		check.For(t, 30*time.Second, 20*time.Millisecond, func() error {
 			if b, _ := os.ReadFile(file); strings.Contains(string(b), "injected") || !strings.Contains(string(b), "bucket=logs-of-n1\n") {
@@ -224,8 +233,8 @@ func TestTenantAdminForgesCloudOutputs(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if r.State != "failed" || !strings.Contains(r.Message, "cloud outputs refused") || !strings.Contains(r.Message, why) {
-				return fmt.Errorf("%s: cloud:logs %s %q, want failed: refused (%s)", what, r.State, r.Message, why)
+			if r.State != state || !strings.Contains(r.Message, "cloud outputs refused") || !strings.Contains(r.Message, why) {
+				return fmt.Errorf("%s: cloud:logs %s %q, want %s: refused (%s)", what, r.State, r.Message, state, why)
 			}
 			if !strings.Contains(r.Message, "keeping the last good outputs") {
 				return fmt.Errorf("%s: cloud:logs %q does not keep the last good outputs", what, r.Message)
@@ -283,6 +292,26 @@ func TestTenantAdminForgesCloudOutputs(t *testing.T) {
 	since = time.Now() // only the new agent's reconciles count
 	startAgent()
 	refused("after a restart of the agent", "signed for another node")
+
+	// (d) The attacker puts an unsigned blueprint on n1's key whose
+	// configuration of the same name outputs the injected line; a hub that
+	// provisions it signs those outputs for s1.n1.logs. The agent refuses
+	// the blueprint, keeps its signed one, and its configuration's revision
+	// is not the one these outputs come from.
+	_, err = bps.Put(ctx, "s1.n1", outDoc(`logs-of-n1\ninjected=1`))
+	check.NoError(t, err)
+	check.For(t, 60*time.Second, 50*time.Millisecond, func() error {
+		e, err := cloudKV.Get(ctx, "s1.n1.logs")
+		if err != nil {
+			return err
+		}
+		st, signed, err := cloud.ParseStatus(e.Value())
+		if err != nil || !signed || !strings.Contains(st.Outputs["bucket_name"], "\ninjected=1") {
+			return fmt.Errorf("the hub has not signed the attacker's outputs yet: %+v signed=%v %v", st.Outputs, signed, err)
+		}
+		return nil
+	})
+	refusedAs("hub-signed outputs of the attacker's configuration", "pending", "outputs of another revision")
 
 	// (c) The hub publishes n1's next revision: signed, bound, substituted.
 	publish("s1.n1", "logs-of-n1-b")

@@ -2,12 +2,14 @@ package cloud
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/alpha-edge/alpha/blueprint/sign"
@@ -94,6 +96,26 @@ func (r *Reconciler) decodeStatus(key string, value []byte) (Status, error) {
 	}
 	r.signer.saw(key, p.Seq)
 	return st, nil
+}
+
+// lastOwnStatus is the newest status in key's history this hub can read as
+// its own, zero when there is none; never "found", so the next put writes
+// over the forged value on top. Without it, that value would make the hub
+// publish its next phases without the outputs it applied.
+func (r *Reconciler) lastOwnStatus(ctx context.Context, key string) (Status, bool, error) {
+	hist, err := r.status.History(ctx, key)
+	if err != nil {
+		return Status{}, false, nil
+	}
+	for i := len(hist) - 1; i >= 0; i-- {
+		if hist[i].Operation() != jetstream.KeyValuePut {
+			continue
+		}
+		if st, err := r.decodeStatus(key, hist[i].Value()); err == nil {
+			return st, false, nil
+		}
+	}
+	return Status{}, false, nil
 }
 
 // ParseStatus reads a status bucket value, signed or not, for display: it

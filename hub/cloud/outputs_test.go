@@ -78,6 +78,10 @@ func TestOutputsSigned(t *testing.T) {
 		return nil
 	})
 	applied("alpha-a")
+	// Rewritten from the hub's own last value in the history, not from zero.
+	st, err := signedStatus()
+	check.NoError(t, err)
+	check.Equal(t, st.Applies, uint64(1))
 
 	// An agent's verifying KV takes it.
 	v, err := sign.NewOutputsVerifier([]string{pub}, t.TempDir())

@@ -120,9 +120,10 @@ func (r *Reconciler) readStatus(ctx context.Context, key string) (Status, bool, 
 	}
 	st, err := r.decodeStatus(key, e.Value())
 	if err != nil {
-		// Not ours (forged, or from before signing): rewritten below.
+		// Not ours (forged, or from before signing): rewritten below, from
+		// the newest value that is.
 		r.log.Warn("cloud status not published by this hub; it will be rewritten", "key", key, "revision", e.Revision(), "err", err)
-		return Status{}, false, nil
+		return r.lastOwnStatus(ctx, key)
 	}
 	return st, true, nil
 }
