@@ -54,9 +54,12 @@ spec:
 // Finding 2 (hostile tenant admin): the agent substituted whatever the
 // cloud bucket held into a signed blueprint; an output with a newline
 // injected a line into a node's file. Now only outputs the hub signed for
-// that very site.node.config are used: forged, wrongly signed and
-// misbound values are refused, the last good outputs stay on the node and
-// the node's status says why.
+// that very site.node.config, applied from the configuration in the node's
+// signed blueprint, are used: forged (a), wrongly signed and misbound (b)
+// values, and genuine outputs of a configuration the attacker had the hub
+// provision (d) are refused; the last good outputs stay on the node, also
+// across an agent restart, and the node's status says why; the hub's own
+// outputs are substituted (c).
 func TestTenantAdminForgesCloudOutputs(t *testing.T) {
 	tf := check.NeedCommand(t, "terraform", "install terraform >= 1.5 (.ci/setup-terraform.sh)")
 	ctx, cancel := context.WithCancel(context.Background())
