@@ -10,6 +10,7 @@
 //	keys/                     private seeds (0700 dir, 0600 files): operator, accounts, publishers
 //	creds/sys.creds           system user: pushes account updates (revocations)
 //	creds/<tenant>-admin.creds  the tenant's administrator (site add, publishing)
+//	creds/hub-outputs.nk      the hub's seed that signs cloud outputs (the hub reads it)
 //	sites/<site>.json         which users a site was issued, for revocation
 //	creds/cluster.secret      route password of the hub cluster's members
 //
@@ -125,6 +126,9 @@ func Init(dir, name string, tenants []string) (*Operator, error) {
 			return nil, err
 		}
 	}
+	if _, err := o.HubOutputsKey(); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
@@ -236,6 +240,38 @@ func (o *Operator) PublisherKey(tenant string) (string, error) {
 	kp, err := readSeed(o.Dir, tenant+"-publisher")
 	if err != nil {
 		return "", err
+	}
+	return kp.PublicKey()
+}
+
+// HubOutputsSeed is the path of the seed the hub signs cloud outputs with.
+// It sits under creds/, beside what the hub uses at run time, not under
+// keys/ with the seeds that only issue credentials.
+func (o *Operator) HubOutputsSeed() string { return filepath.Join(o.Dir, "creds", "hub-outputs.nk") }
+
+// HubOutputsKey is the public key agents trust for cloud outputs. The seed
+// is made on first need, so an operator directory from before signed
+// outputs gets one at its next `site add`.
+func (o *Operator) HubOutputsKey() (string, error) {
+	path := o.HubOutputsSeed()
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return "", err
+		}
+		seed, _ := kp.Seed()
+		if err := writeFile(path, append(seed, '\n'), 0o600); err != nil {
+			return "", err
+		}
+		return kp.PublicKey()
+	}
+	if err != nil {
+		return "", err
+	}
+	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(raw))))
+	if err != nil {
+		return "", fmt.Errorf("accounts: %s: %w", path, err)
 	}
 	return kp.PublicKey()
 }

@@ -31,6 +31,9 @@ const (
 	// nothing else (SiteOperatorPermissions), and works with the uplink
 	// down (alpha hold --creds).
 	SiteOperatorSeedFile = "site-operator.nk"
+	// HubOutputsKeyFile holds the public key of the hub's outputs key:
+	// agents accept cloud outputs signed with it only.
+	HubOutputsKeyFile = "hub-outputs.pub"
 )
 
 // AgentSeedFile is the file of a node's agent nkey seed in a site bundle.
@@ -101,6 +104,13 @@ func (o *Operator) AddSite(site, tenant string, nodes []string, outDir string) (
 		return nil, err
 	}
 	if err := writeFile(filepath.Join(outDir, TrustedKeysFile), []byte(pk+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	hk, err := o.HubOutputsKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFile(filepath.Join(outDir, HubOutputsKeyFile), []byte(hk+"\n"), 0o644); err != nil {
 		return nil, err
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")

@@ -46,6 +46,11 @@ type Config struct {
 	// blueprint bytes inside; an error refuses the revision. A delete is
 	// offered with a nil value; an error refuses it too.
 	Verify func(key string, revision uint64, value []byte) ([]byte, error)
+	// VerifyCloud, if set, checks a value of the cloud bucket (the hub's
+	// signed envelope, key <site>.<node>.<config>) and returns the status
+	// inside; an error refuses it and the last good outputs stay in use.
+	// With Verify set and VerifyCloud nil, every cloud output is refused.
+	VerifyCloud func(key string, revision uint64, value []byte) ([]byte, error)
 	// Gate, if set, replaces the agent's own maintenance gate (windows from
 	// the blueprint, holds from the site's holds bucket).
 	Gate engine.Gate

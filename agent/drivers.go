@@ -50,7 +50,7 @@ func buildDrivers(cfg Config, log *slog.Logger) ([]driver.Driver, *wiring, error
 	// Cloud outputs resolve before any driver plans; the resolver is also a
 	// driver so its report and watch are used.
 	var err error
-	if w.cloud, err = newCloudSource(filepath.Join(cfg.StateDir, "cloud")); err != nil {
+	if w.cloud, err = newCloudSource(filepath.Join(cfg.StateDir, "cloud"), cloudVerify(cfg)); err != nil {
 		return nil, nil, err
 	}
 	cr := cloudref.New(w.cloud, log.With("driver", "cloud"))

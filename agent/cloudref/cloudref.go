@@ -17,14 +17,16 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/blueprint/sign"
 	"github.com/alpha-edge/alpha/streams"
 )
 
 // Source gives the hub's status of this node's cloud configurations.
 type Source interface {
 	// Entry returns the status of one configuration, nil when the hub has
-	// published none.
-	Entry(ctx context.Context, config string) (*streams.CloudStatus, error)
+	// published none. digest is the configuration's digest in the node's
+	// blueprint: a verifying source refuses outputs made for another one.
+	Entry(ctx context.Context, config, digest string) (*streams.CloudStatus, error)
 }
 
 // Notifier is implemented by sources that can tell when an entry changes.
@@ -32,34 +34,136 @@ type Notifier interface {
 	Watch(ctx context.Context, notify func()) error
 }
 
+// ErrRefused is wrapped by Entry when the bucket's value fails the
+// integrity check: unsigned, signed by another key, or signed for another
+// site, node or configuration. Entry then returns the last good status, if
+// any, with the error, and the Resolver keeps using it and reports why.
+var ErrRefused = errors.New("cloud outputs refused")
+
+// ErrOtherRevision is the ErrRefused of genuine outputs made for another
+// revision of the configuration than the node's blueprint holds (neither it
+// nor the revision of the last good outputs): a node whose blueprint is
+// signed takes outputs only of that very configuration, not of one someone
+// else had the hub provision under the same name. It is a wait, too: the
+// hub or the blueprint may be a moment ahead of the other.
+var ErrOtherRevision = fmt.Errorf("%w: they are outputs of another revision of the configuration", ErrRefused)
+
+// Verify checks a value of the cloud bucket for key (<site>.<node>.<config>)
+// and returns the status JSON inside it; an error refuses the value. A
+// sign.Verifier from sign.NewOutputsVerifier has this shape.
+type Verify func(key string, revision uint64, value []byte) ([]byte, error)
+
 // KV reads the site's mirror of the hub's cloud bucket (or the hub's bucket
 // itself). A mirror serves reads offline, so references keep resolving
 // after the first provisioning even with the uplink down.
+//
+// The bucket is writable by the tenant's administrator, not only by the
+// hub; with Verified, only values the hub signed for this very key count.
 type KV struct {
 	kv         jetstream.KeyValue
 	site, node string
+	verify     Verify
+
+	// stored, if set, gives the last accepted status kept elsewhere (the
+	// node's disk), for after a restart.
+	stored func(config string) *streams.CloudStatus
+
+	mu   sync.Mutex
+	last map[string]*streams.CloudStatus // last accepted per configuration, when verifying
 }
 
 var _ Source = (*KV)(nil)
 var _ Notifier = (*KV)(nil)
 
-// NewKV reads this node's keys of kv.
+// NewKV reads this node's keys of kv, trusting what they hold (no
+// signatures: --insecure and the dev stack).
 func NewKV(kv jetstream.KeyValue, site, node string) *KV { return &KV{kv: kv, site: site, node: node} }
 
-// Entry reads site.node.config.
-func (k *KV) Entry(ctx context.Context, config string) (*streams.CloudStatus, error) {
-	e, err := k.kv.Get(ctx, streams.CloudKey(k.site, k.node, config))
+// Verified makes k accept only the values verify passes, and returns k.
+// stored, if not nil, answers for the last accepted status when this KV has
+// accepted none yet (the node's copy from before a restart).
+func (k *KV) Verified(verify Verify, stored func(config string) *streams.CloudStatus) *KV {
+	k.verify, k.stored = verify, stored
+	return k
+}
+
+// Entry reads site.node.config. When verifying, a refused value (or a
+// deleted key: the hub never deletes one, it publishes "destroyed") yields
+// the last accepted status, if any, and an error wrapping ErrRefused.
+func (k *KV) Entry(ctx context.Context, config, digest string) (*streams.CloudStatus, error) {
+	key := streams.CloudKey(k.site, k.node, config)
+	e, err := k.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if last := k.lastGood(config); last != nil {
+			return last, fmt.Errorf("%w: %s was deleted from the cloud bucket, but the hub never deletes a status", ErrRefused, key)
+		}
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	var st streams.CloudStatus
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return nil, fmt.Errorf("cloud status %s: %w", e.Key(), err)
+	if k.verify == nil {
+		data := e.Value()
+		if c, ok := sign.Content(sign.OutputsFormat, data); ok {
+			data = c // a hub that signs, an agent that does not check
+		}
+		var st streams.CloudStatus
+		if err := json.Unmarshal(data, &st); err != nil {
+			return nil, fmt.Errorf("cloud status %s: %w", key, err)
+		}
+		return &st, nil
 	}
+	data, err := k.verify(key, e.Revision(), e.Value())
+	if err != nil {
+		return k.lastGood(config), fmt.Errorf("%w: %s revision %d: %w", ErrRefused, key, e.Revision(), err)
+	}
+	var st streams.CloudStatus
+	if err := json.Unmarshal(data, &st); err != nil {
+		return k.lastGood(config), fmt.Errorf("%w: %s revision %d: signed content: %w", ErrRefused, key, e.Revision(), err)
+	}
+	if last := k.lastGood(config); !forRevision(&st, digest, last) {
+		return last, fmt.Errorf("%w (%s revision %d: outputs of digest %s, the blueprint's configuration is %s)",
+			ErrOtherRevision, key, e.Revision(), short(st.AppliedDigest), short(digest))
+	}
+	k.mu.Lock()
+	if k.last == nil {
+		k.last = map[string]*streams.CloudStatus{}
+	}
+	k.last[config] = &st
+	k.mu.Unlock()
 	return &st, nil
+}
+
+// forRevision reports whether st's outputs may fill in a blueprint whose
+// configuration has digest: they were applied from that configuration, or
+// from the one the last good outputs came from (the hub has not caught up
+// with a new revision yet), or there are none.
+func forRevision(st *streams.CloudStatus, digest string, last *streams.CloudStatus) bool {
+	return len(st.Outputs) == 0 || digest == "" || st.AppliedDigest == digest ||
+		(last != nil && last.AppliedDigest != "" && st.AppliedDigest == last.AppliedDigest)
+}
+
+func short(digest string) string {
+	if len(digest) > 12 {
+		return digest[:12]
+	}
+	if digest == "" {
+		return "(none)"
+	}
+	return digest
+}
+
+func (k *KV) lastGood(config string) *streams.CloudStatus {
+	if k.verify == nil {
+		return nil
+	}
+	k.mu.Lock()
+	last := k.last[config]
+	k.mu.Unlock()
+	if last == nil && k.stored != nil {
+		last = k.stored(config)
+	}
+	return last
 }
 
 // Watch calls notify on every change to this node's keys until ctx is done.
@@ -112,7 +216,7 @@ func (s *Static) Set(config string, st *streams.CloudStatus) {
 }
 
 // Entry returns what Set stored.
-func (s *Static) Entry(_ context.Context, config string) (*streams.CloudStatus, error) {
+func (s *Static) Entry(_ context.Context, config, _ string) (*streams.CloudStatus, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.entries[config], nil
@@ -193,10 +297,16 @@ func (r *Resolver) Report(context.Context) []driver.Resource {
 // output is gone or never existed).
 func (r *Resolver) Prepare(ctx context.Context, bp *blueprint.Blueprint) (*blueprint.Blueprint, error) {
 	entries := map[string]*streams.CloudStatus{}
+	refused := map[string]error{}
 	var report []driver.Resource
 	for _, c := range bp.Spec.Cloud {
-		e, err := r.src.Entry(ctx, c.Name)
-		if err != nil {
+		e, err := r.src.Entry(ctx, c.Name, c.Digest())
+		switch {
+		case errors.Is(err, ErrRefused):
+			// e, if any, is the last good status: keep using it.
+			r.log.Warn("refusing cloud outputs", "config", c.Name, "keeping_last_good", e != nil, "err", err)
+			refused[c.Name] = err
+		case err != nil:
 			r.log.Warn("reading cloud status", "config", c.Name, "err", err)
 		}
 		entries[c.Name] = e
@@ -223,7 +333,7 @@ func (r *Resolver) Prepare(ctx context.Context, bp *blueprint.Blueprint) (*bluep
 		})
 		*v = s
 		for _, m := range missing {
-			why, wait := explain(m, entries[m.Config])
+			why, wait := explain(m, entries[m.Config], refused[m.Config])
 			problems[id] = append(problems[id], fmt.Sprintf("%s: needs %s: %s", path, m, why))
 			if _, seen := pending[id]; !seen || !wait {
 				pending[id] = wait
@@ -279,9 +389,13 @@ func clone(bp *blueprint.Blueprint) (*blueprint.Blueprint, error) {
 
 // explain says why a reference is unresolved, and whether that is a wait
 // (the hub is still provisioning) rather than a failure.
-func explain(ref blueprint.CloudRef, e *streams.CloudStatus) (string, bool) {
+func explain(ref blueprint.CloudRef, e *streams.CloudStatus, refused error) (string, bool) {
 	name := fmt.Sprintf("configuration %q", ref.Config)
 	switch {
+	case e == nil && errors.Is(refused, ErrOtherRevision):
+		return name + " has no outputs of this revision yet: " + refused.Error(), true
+	case e == nil && refused != nil:
+		return name + " has no accepted outputs: " + refused.Error(), false
 	case e == nil:
 		return name + " is not provisioned yet", true
 	case e.Phase == streams.CloudDestroyed:
@@ -299,6 +413,16 @@ func explain(ref blueprint.CloudRef, e *streams.CloudStatus) (string, bool) {
 func configResource(c blueprint.CloudConfig, e *streams.CloudStatus, err error) driver.Resource {
 	res := driver.Resource{ID: blueprint.ResourceID("cloud", c.Name)}
 	switch {
+	case errors.Is(err, ErrOtherRevision) && e != nil:
+		res.State, res.Health = "pending", 0.5
+		res.Message = err.Error() + "; keeping the last good outputs"
+	case errors.Is(err, ErrOtherRevision):
+		res.State, res.Message = "pending", err.Error()+"; waiting for the hub"
+	case errors.Is(err, ErrRefused) && e != nil:
+		res.State, res.Health = "failed", 0.5
+		res.Message = err.Error() + "; keeping the last good outputs"
+	case errors.Is(err, ErrRefused):
+		res.State, res.Message = "failed", err.Error()+"; no good outputs to use"
 	case err != nil:
 		res.State, res.Message = "pending", "cannot read the hub's status: "+err.Error()
 	case e == nil:

@@ -1,6 +1,19 @@
 // Package sign signs blueprints with a publisher's nkey and verifies them at
 // the agent: the exact bytes, the node they are for, and a sequence number
-// that only goes up, so a replayed older revision is refused.
+// that only goes up, so a replayed older revision is refused. The hub signs
+// the cloud outputs it publishes with the same envelope under another
+// format (OutputsFormat).
+//
+// Wire format, the KV value (JSON):
+//
+//	{"format": F, "payload": base64(P), "signer": "U...", "sig": base64(ed25519(F + "\n" + P))}
+//
+// where P is the JSON of Payload: {"key", "seq", "signed", "blueprint":
+// base64(content)}. F is Format for a blueprint (content: the blueprint's
+// bytes, key <site>.<node>) and OutputsFormat for a cloud configuration's
+// published status (content: the JSON of hub/cloud.Status, key
+// <site>.<node>.<config>). F is signed, so an envelope of one format never
+// opens as the other.
 package sign
 
 import (
@@ -21,6 +34,10 @@ import (
 // Format marks a signed envelope; it is also the signature's domain
 // separator, so a signature made for anything else never verifies here.
 const Format = "alpha-signed-blueprint/v1"
+
+// OutputsFormat marks a cloud configuration's status as published by the
+// hub, signed with the hub's outputs key; agents trust only that key for it.
+const OutputsFormat = "alpha-signed-cloud-outputs/v1"
 
 // Errors a Verifier returns, wrapped with the detail.
 var (
@@ -49,14 +66,21 @@ type Payload struct {
 	Key string `json:"key"`
 	// Seq only goes up per key; agents refuse a lower one. The default is
 	// the signing time in nanoseconds.
-	Seq       uint64    `json:"seq"`
-	Signed    time.Time `json:"signed"`
-	Blueprint []byte    `json:"blueprint"` // the exact bytes, base64 in JSON
+	Seq    uint64    `json:"seq"`
+	Signed time.Time `json:"signed"`
+	// Blueprint is the signed content, exact bytes (base64 in JSON): a
+	// blueprint, or under OutputsFormat a cloud status.
+	Blueprint []byte `json:"blueprint"`
 }
 
 // Sign wraps blueprint bytes for key in an envelope signed with the seed of
 // a publisher key. seq 0 means the current time in nanoseconds.
 func Sign(seed []byte, key string, seq uint64, blueprint []byte) ([]byte, error) {
+	return SignAs(Format, seed, key, seq, blueprint)
+}
+
+// SignAs is Sign for content of another format (OutputsFormat).
+func SignAs(format string, seed []byte, key string, seq uint64, content []byte) ([]byte, error) {
 	kp, err := nkeys.FromSeed(bytes.TrimSpace(seed))
 	if err != nil {
 		return nil, fmt.Errorf("sign: publisher seed: %w", err)
@@ -69,27 +93,35 @@ func Sign(seed []byte, key string, seq uint64, blueprint []byte) ([]byte, error)
 	if seq == 0 {
 		seq = uint64(now.UnixNano())
 	}
-	payload, err := json.Marshal(Payload{Key: key, Seq: seq, Signed: now, Blueprint: blueprint})
+	payload, err := json.Marshal(Payload{Key: key, Seq: seq, Signed: now, Blueprint: content})
 	if err != nil {
 		return nil, err
 	}
-	sig, err := kp.Sign(signed(payload))
+	sig, err := kp.Sign(signed(format, payload))
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(Envelope{Format: Format, Payload: payload, Signer: pub, Sig: sig})
+	return json.Marshal(Envelope{Format: format, Payload: payload, Signer: pub, Sig: sig})
 }
 
-func signed(payload []byte) []byte {
-	return append([]byte(Format+"\n"), payload...)
+func signed(format string, payload []byte) []byte {
+	return append([]byte(format+"\n"), payload...)
 }
 
 // Open checks an envelope's signature against the trusted keys and that it
 // was made for key, and returns its payload. It does not check freshness.
 func Open(trusted map[string]bool, key string, value []byte) (*Payload, error) {
+	return OpenAs(Format, trusted, key, value)
+}
+
+// OpenAs is Open for envelopes of another format (OutputsFormat).
+func OpenAs(format string, trusted map[string]bool, key string, value []byte) (*Payload, error) {
 	var env Envelope
-	if err := json.Unmarshal(value, &env); err != nil || env.Format != Format {
-		return nil, ErrUnsigned
+	if err := json.Unmarshal(value, &env); err != nil || env.Format != format {
+		if format == Format {
+			return nil, ErrUnsigned
+		}
+		return nil, unsignedError(format)
 	}
 	if !trusted[env.Signer] {
 		return nil, fmt.Errorf("%w: %q", ErrUntrusted, env.Signer)
@@ -98,7 +130,7 @@ func Open(trusted map[string]bool, key string, value []byte) (*Payload, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: signer %q: %v", ErrSignature, env.Signer, err)
 	}
-	if err := kp.Verify(signed(env.Payload), env.Sig); err != nil {
+	if err := kp.Verify(signed(format, env.Payload), env.Sig); err != nil {
 		return nil, fmt.Errorf("%w from %s: %v", ErrSignature, env.Signer, err)
 	}
 	var p Payload
@@ -111,9 +143,32 @@ func Open(trusted map[string]bool, key string, value []byte) (*Payload, error) {
 	return &p, nil
 }
 
+// Content returns the content of an envelope of format WITHOUT checking
+// its signature, for display and for readers that do not verify; ok is
+// false when value is not such an envelope.
+func Content(format string, value []byte) (content []byte, ok bool) {
+	var env Envelope
+	if json.Unmarshal(value, &env) != nil || env.Format != format {
+		return nil, false
+	}
+	var p Payload
+	if json.Unmarshal(env.Payload, &p) != nil {
+		return nil, false
+	}
+	return p.Blueprint, true
+}
+
+// unsignedError is ErrUnsigned for formats other than blueprints, with a
+// message that does not call the content a blueprint.
+type unsignedError string
+
+func (e unsignedError) Error() string        { return "not signed as " + string(e) }
+func (e unsignedError) Is(target error) bool { return target == ErrUnsigned }
+
 // Verifier checks envelopes at an agent and remembers, on disk, the highest
 // sequence accepted per key, so a replay is refused across restarts too.
 type Verifier struct {
+	format  string
 	trusted map[string]bool
 	path    string
 
@@ -129,13 +184,24 @@ type seen struct {
 // NewVerifier trusts the given publisher public keys and keeps its state in
 // stateDir/signatures.json.
 func NewVerifier(trusted []string, stateDir string) (*Verifier, error) {
+	return newVerifier(Format, trusted, filepath.Join(stateDir, "signatures.json"))
+}
+
+// NewOutputsVerifier checks the cloud outputs the hub signed with one of
+// the trusted keys (the site bundle's hub-outputs.pub) and keeps its state
+// in stateDir/cloud-signatures.json; Verify's key is <site>.<node>.<config>.
+func NewOutputsVerifier(trusted []string, stateDir string) (*Verifier, error) {
+	return newVerifier(OutputsFormat, trusted, filepath.Join(stateDir, "cloud-signatures.json"))
+}
+
+func newVerifier(format string, trusted []string, path string) (*Verifier, error) {
 	if len(trusted) == 0 {
-		return nil, errors.New("sign: no trusted publisher keys")
+		return nil, fmt.Errorf("sign: no trusted keys for %s", format)
 	}
-	v := &Verifier{trusted: map[string]bool{}, path: filepath.Join(stateDir, "signatures.json"), state: map[string]seen{}}
+	v := &Verifier{format: format, trusted: map[string]bool{}, path: path, state: map[string]seen{}}
 	for _, k := range trusted {
 		if !nkeys.IsValidPublicUserKey(k) {
-			return nil, fmt.Errorf("sign: trusted key %q is not a publisher public key (U...)", k)
+			return nil, fmt.Errorf("sign: trusted key %q is not a signing public key (U...)", k)
 		}
 		v.trusted[k] = true
 	}
@@ -162,7 +228,7 @@ func (v *Verifier) Verify(key string, revision uint64, value []byte) ([]byte, er
 	if value == nil {
 		return nil, fmt.Errorf("%w: revision %d", ErrUnsignedDelete, revision)
 	}
-	p, err := Open(v.trusted, key, value)
+	p, err := OpenAs(v.format, v.trusted, key, value)
 	if err != nil {
 		return nil, err
 	}

@@ -74,6 +74,47 @@ func TestVerify(t *testing.T) {
 	check.NoError(t, err)
 }
 
+// Cloud outputs use the same envelope under their own format: an outputs
+// verifier opens only outputs signed by the hub's key for that exact
+// site.node.config, and a blueprint envelope never passes as outputs (nor
+// the other way round), even signed by the same key.
+func TestOutputsFormatIsSeparate(t *testing.T) {
+	seed, pub, err := sign.NewPublisher()
+	check.NoError(t, err)
+	status := []byte(`{"phase":"applied","outputs":{"bucket_name":"alpha-a"}}`)
+	outs, err := sign.SignAs(sign.OutputsFormat, seed, "a.n1.logs", 1, status)
+	check.NoError(t, err)
+	asBlueprint, err := sign.Sign(seed, "a.n1.logs", 2, status)
+	check.NoError(t, err)
+	forN2, err := sign.SignAs(sign.OutputsFormat, seed, "a.n2.logs", 3, status)
+	check.NoError(t, err)
+
+	v, err := sign.NewOutputsVerifier([]string{pub}, t.TempDir())
+	check.NoError(t, err)
+	got, err := v.Verify("a.n1.logs", 1, outs)
+	check.NoError(t, err)
+	check.Equal(t, string(got), string(status))
+	for _, tc := range []struct {
+		name  string
+		value []byte
+		want  error
+	}{
+		{"blueprint envelope offered as outputs", asBlueprint, sign.ErrUnsigned},
+		{"outputs of another node", forN2, sign.ErrWrongKey},
+		{"plain status", status, sign.ErrUnsigned},
+	} {
+		if _, err := v.Verify("a.n1.logs", 5, tc.value); !errors.Is(err, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
+		}
+	}
+
+	bv, err := sign.NewVerifier([]string{pub}, t.TempDir())
+	check.NoError(t, err)
+	if _, err := bv.Verify("a.n1.logs", 1, outs); !errors.Is(err, sign.ErrUnsigned) {
+		t.Fatalf("outputs envelope offered as a blueprint: got %v", err)
+	}
+}
+
 // BenchmarkVerify measures what a signature check adds to each revision an
 // agent takes (a 4 KiB blueprint).
 func BenchmarkVerify(b *testing.B) {

@@ -77,6 +77,13 @@ func showOperator(op *accounts.Operator) error {
 		return err
 	}
 	fmt.Printf("operator directory %s\n  system user: %s\n", op.Dir, op.SysCreds())
+	if _, err := os.Stat(op.HubOutputsSeed()); err == nil {
+		hk, err := op.HubOutputsKey()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  hub outputs: %s (seed %s; the hub signs cloud outputs with it)\n", hk, op.HubOutputsSeed())
+	}
 	for _, t := range tenants {
 		pk, err := op.PublisherKey(t)
 		if err != nil {

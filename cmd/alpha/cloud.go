@@ -85,8 +85,9 @@ func runCloud(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		var st cloud.Status
-		if err := json.Unmarshal(e.Value(), &st); err != nil {
+		// Display only: the agents check the hub's signature.
+		st, _, err := cloud.ParseStatus(e.Value())
+		if err != nil {
 			return fmt.Errorf("%s: %w", k, err)
 		}
 		sts = append(sts, st)

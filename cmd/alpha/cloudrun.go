@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"log/slog"
+	"os"
 	"path/filepath"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -38,6 +39,7 @@ func (f cloudFlags) start(ctx context.Context, h *hub.Hub, store string, op *acc
 	if err != nil {
 		return err
 	}
+	seed := outputsSeed(op, log)
 	for i, t := range tenants {
 		js, err := jetstream.New(t.nc)
 		if err != nil {
@@ -51,7 +53,7 @@ func (f cloudFlags) start(ctx context.Context, h *hub.Hub, store string, op *acc
 			tlog = log.With("tenant", t.name)
 		}
 		r, err := cloud.New(cloud.Config{JS: js, Terraform: *f.terraform, ProviderMirror: *f.mirror,
-			WorkDir: work, Replicas: h.Replicas(), Log: tlog})
+			WorkDir: work, Replicas: h.Replicas(), OutputsSeed: seed, Log: tlog})
 		if err != nil {
 			closeAll(tenants[i:])
 			return err
@@ -64,6 +66,22 @@ func (f cloudFlags) start(ctx context.Context, h *hub.Hub, store string, op *acc
 		}()
 	}
 	return nil
+}
+
+// outputsSeed reads the seed the hub signs cloud outputs with under
+// operator mode. Without it the hub still runs and provisions, but
+// publishes unsigned outputs, which production agents refuse: say so loudly.
+func outputsSeed(op *accounts.Operator, log *slog.Logger) []byte {
+	if op == nil {
+		return nil
+	}
+	seed, err := os.ReadFile(op.HubOutputsSeed())
+	if err != nil {
+		log.Error("cannot sign cloud outputs: agents will refuse them until the hub has its outputs key (alpha site add makes it; install it on the hub)",
+			"file", op.HubOutputsSeed(), "err", err)
+		return nil
+	}
+	return seed
 }
 
 func closeAll(ts []hubTenant) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -80,10 +79,13 @@ func TestCloudReconcilerPerTenant(t *testing.T) {
 		if err != nil {
 			return fmt.Errorf("tenant y: no cloud status yet: %w", err)
 		}
-		var st cloud.Status
-		check.NoError(t, json.Unmarshal(e.Value(), &st))
+		st, signed, err := cloud.ParseStatus(e.Value())
+		check.NoError(t, err)
 		if st.Phase != cloud.PhaseApplied || st.Outputs["bucket_name"] != "logs-of-y" {
 			return fmt.Errorf("tenant y: %s %v %s", st.Phase, st.Outputs, st.Error)
+		}
+		if !signed {
+			t.Fatal("operator mode published the outputs unsigned")
 		}
 		return nil
 	})

@@ -33,8 +33,8 @@ type secureFlags struct {
 	// leaf and site
 	bundle string
 	// agent
-	creds, trustedKeys string
-	runtime            runtimeFlags
+	creds, trustedKeys, hubOutputsKey string
+	runtime                           runtimeFlags
 }
 
 const (
@@ -58,6 +58,7 @@ func addSecureFlags(fs *flag.FlagSet, roles int) *secureFlags {
 	if roles&roleAgent != 0 {
 		fs.StringVar(&s.creds, "creds", "", "agent nkey seed file from the site bundle (agent-NODE.nk)")
 		fs.StringVar(&s.trustedKeys, "trusted-keys", "", "file of trusted blueprint publisher keys, one a line")
+		fs.StringVar(&s.hubOutputsKey, "hub-outputs-key", "", "file of the hub's cloud outputs public key (default: "+accounts.HubOutputsKeyFile+" beside --trusted-keys)")
 	}
 	return s
 }
@@ -201,6 +202,28 @@ func (s *secureFlags) agent(c *agent.Config, sameProcess bool) error {
 	v, err := sign.NewVerifier(keys, c.StateDir)
 	if err != nil {
 		return err
+	}
+	// Cloud outputs come from a bucket the tenant's admin can write: only
+	// the hub's signature makes them safe to put into a signed blueprint.
+	// Without the key file the agent runs and refuses every output.
+	hubKey := s.hubOutputsKey
+	if hubKey == "" {
+		hubKey = filepath.Join(filepath.Dir(trusted), accounts.HubOutputsKeyFile)
+	}
+	if hk, err := accounts.ReadTrustedKeys(hubKey); err == nil {
+		ov, err := sign.NewOutputsVerifier(hk, c.StateDir)
+		if err != nil {
+			return err
+		}
+		c.VerifyCloud = ov.Verify
+	} else if s.hubOutputsKey != "" {
+		return fmt.Errorf("--hub-outputs-key: %w", err)
+	} else {
+		log := c.Log
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("no hub outputs key: cloud outputs will be refused", "file", hubKey, "err", err)
 	}
 	// A separate agent verifies its leaf with --tls-ca; in `alpha site` the
 	// leaf's listener has TLS only if it was given a certificate.

@@ -92,7 +92,11 @@ type Config struct {
 	// Decode turns a blueprints value into a blueprint (default
 	// blueprint.Parse); a hub that signs blueprints unwraps the envelope here.
 	Decode func(key string, data []byte) (*blueprint.Blueprint, error)
-	Log    *slog.Logger
+	// OutputsSeed, if set, is the hub's outputs nkey seed (SU...): every
+	// status is published signed with it, and only values it signed are read
+	// back (see outputs.go). Operator mode sets it; agents trust its public key.
+	OutputsSeed []byte
+	Log         *slog.Logger
 }
 
 // Stats counts what a Reconciler did, for tests and metrics.
@@ -118,6 +122,7 @@ type Reconciler struct {
 	locks      jetstream.KeyValue
 	state      jetstream.ObjectStore
 	cliConfig  string
+	signer     *outputsSigner // nil: statuses are published unsigned
 
 	mu          sync.Mutex
 	workers     map[string]*worker
@@ -167,7 +172,12 @@ func New(cfg Config) (*Reconciler, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	signer, err := newOutputsSigner(cfg.OutputsSeed)
+	if err != nil {
+		return nil, err
+	}
 	return &Reconciler{
+		signer:      signer,
 		cfg:         cfg,
 		log:         cfg.Log.With("component", "cloud", "hub", cfg.Instance),
 		sem:         make(chan struct{}, cfg.Parallel),

@@ -118,9 +118,12 @@ func (r *Reconciler) readStatus(ctx context.Context, key string) (Status, bool, 
 	if err != nil {
 		return Status{}, false, err
 	}
-	var st Status
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return Status{}, false, nil // rewritten below
+	st, err := r.decodeStatus(key, e.Value())
+	if err != nil {
+		// Not ours (forged, or from before signing): rewritten below, from
+		// the newest value that is.
+		r.log.Warn("cloud status not published by this hub; it will be rewritten", "key", key, "revision", e.Revision(), "err", err)
+		return r.lastOwnStatus(ctx, key)
 	}
 	return st, true, nil
 }
@@ -139,7 +142,7 @@ func (p *publisher) put(ctx context.Context, st Status) error {
 		return nil
 	}
 	st.Hub, st.Updated = p.r.cfg.Instance, time.Now().UTC()
-	data, err := json.Marshal(st)
+	data, err := p.r.encodeStatus(p.key, st)
 	if err != nil {
 		return err
 	}
