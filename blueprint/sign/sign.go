@@ -111,6 +111,22 @@ func Open(trusted map[string]bool, key string, value []byte) (*Payload, error) {
 	return &p, nil
 }
 
+// Trusted checks publisher public keys and returns them as the set Open
+// takes. An empty list is an error: it would refuse everything silently.
+func Trusted(keys []string) (map[string]bool, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("sign: no trusted publisher keys")
+	}
+	out := map[string]bool{}
+	for _, k := range keys {
+		if !nkeys.IsValidPublicUserKey(k) {
+			return nil, fmt.Errorf("sign: trusted key %q is not a publisher public key (U...)", k)
+		}
+		out[k] = true
+	}
+	return out, nil
+}
+
 // Verifier checks envelopes at an agent and remembers, on disk, the highest
 // sequence accepted per key, so a replay is refused across restarts too.
 type Verifier struct {
@@ -129,16 +145,11 @@ type seen struct {
 // NewVerifier trusts the given publisher public keys and keeps its state in
 // stateDir/signatures.json.
 func NewVerifier(trusted []string, stateDir string) (*Verifier, error) {
-	if len(trusted) == 0 {
-		return nil, errors.New("sign: no trusted publisher keys")
+	keys, err := Trusted(trusted)
+	if err != nil {
+		return nil, err
 	}
-	v := &Verifier{trusted: map[string]bool{}, path: filepath.Join(stateDir, "signatures.json"), state: map[string]seen{}}
-	for _, k := range trusted {
-		if !nkeys.IsValidPublicUserKey(k) {
-			return nil, fmt.Errorf("sign: trusted key %q is not a publisher public key (U...)", k)
-		}
-		v.trusted[k] = true
-	}
+	v := &Verifier{trusted: keys, path: filepath.Join(stateDir, "signatures.json"), state: map[string]seen{}}
 	raw, err := os.ReadFile(v.path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):

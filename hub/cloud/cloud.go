@@ -52,6 +52,9 @@ const (
 	PhaseDrifted    Phase = "drifted"  // a re-plan found changes; policy report
 	PhaseDestroying Phase = "destroying"
 	PhaseDestroyed  Phase = "destroyed" // left the blueprint; outputs gone
+	// PhaseInvalid is the phase of Key(site, node, RefusedConfig): the
+	// node's newest blueprint was refused (unsigned, undecodable, invalid).
+	PhaseInvalid Phase = "invalid"
 )
 
 // PlanSummary counts what the last plan wanted, as Terraform prints it.
@@ -129,8 +132,22 @@ type Config struct {
 	// Instance names this hub in leases and statuses (default host:pid).
 	Instance string
 	// Decode turns a blueprints value into a blueprint (default
-	// blueprint.Parse); a hub that signs blueprints unwraps the envelope here.
+	// blueprint.Parse); in operator mode SignedOnly, so only blueprints
+	// signed by the tenant's publisher key are provisioned.
 	Decode func(key string, data []byte) (*blueprint.Blueprint, error)
+	// Confine runs Terraform as an unprivileged user with resource limits;
+	// nil runs it as the hub's own user (a hub not running as root).
+	Confine *Confinement
+	// Timeout bounds one pass of Terraform steps (init to apply) of one
+	// configuration (default 1h); Terraform is interrupted past it.
+	Timeout time.Duration
+	// AllowExec lets configurations use provisioners (local-exec,
+	// remote-exec) and the external data source. Off, they are refused
+	// before any Terraform step runs.
+	AllowExec bool
+	// Env is added to Terraform's otherwise empty environment (cloud
+	// credentials for this tenant's providers).
+	Env map[string]string
 	Log    *slog.Logger
 }
 
@@ -165,6 +182,7 @@ type Reconciler struct {
 
 	tfMu      sync.Mutex
 	tfPath    string
+	tfExec    string // tfPath, or the confining wrapper around it
 	tfMissing bool // logged once; reset when it appears
 
 	plans, applies, destroys, waits atomic.Uint64
@@ -199,6 +217,16 @@ func New(cfg Config) (*Reconciler, error) {
 	if cfg.Instance == "" {
 		h, _ := os.Hostname()
 		cfg.Instance = fmt.Sprintf("%s:%d", h, os.Getpid())
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = time.Hour
+	}
+	if cfg.Confine != nil {
+		c := *cfg.Confine
+		if err := c.defaults(); err != nil {
+			return nil, err
+		}
+		cfg.Confine = &c
 	}
 	if cfg.Decode == nil {
 		cfg.Decode = func(_ string, data []byte) (*blueprint.Blueprint, error) { return blueprint.Parse(data) }
@@ -258,8 +286,17 @@ func (r *Reconciler) open(ctx context.Context) error {
 		// Only the mirror: an air-gapped hub must not try a registry.
 		rc = fmt.Sprintf("provider_installation {\n  filesystem_mirror {\n    path = %q\n  }\n}\n", r.cfg.ProviderMirror)
 	}
-	if err := os.WriteFile(r.cliConfig, []byte(rc), 0o600); err != nil {
+	// Readable by the confined user; it names at most the provider mirror.
+	if err := os.WriteFile(r.cliConfig, []byte(rc), 0o644); err != nil {
 		return fmt.Errorf("cloud: %w", err)
+	}
+	if err := os.Chmod(r.cliConfig, 0o644); err != nil {
+		return fmt.Errorf("cloud: %w", err)
+	}
+	if r.cfg.Confine != nil {
+		if err := r.openConfined(); err != nil {
+			return err
+		}
 	}
 	var err error
 	if r.status, err = r.cfg.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -337,16 +374,18 @@ func (r *Reconciler) onBlueprint(ctx context.Context, e jetstream.KeyValueEntry)
 		if err != nil {
 			// Never destroy because of a bad revision: the agent keeps running
 			// the last good one, and so does the cloud.
-			r.log.Warn("blueprint refused; keeping its cloud configurations as they are", "key", e.Key(), "revision", e.Revision(), "err", err)
+			r.log.Warn("blueprint refused; keeping its cloud configurations as they are", "key", e.Key(), "revision", e.Revision(), "err", firstLine(err.Error()))
 			r.mu.Lock()
 			r.undecodable[e.Key()] = true
 			r.mu.Unlock()
+			r.refused(ctx, site, node, e.Revision(), err)
 			return
 		}
 		for _, c := range bp.Spec.Cloud {
 			cfgs[c.Name] = c
 		}
 	}
+	r.accepted(ctx, site, node)
 	r.setDesired(ctx, e.Key(), site, node, cfgs)
 }
 
@@ -400,7 +439,7 @@ func (r *Reconciler) sweep(ctx context.Context) {
 			continue
 		}
 		bpKey := parts[0] + "." + parts[1]
-		if r.undecodable[bpKey] {
+		if parts[2] == RefusedConfig || r.undecodable[bpKey] {
 			continue
 		}
 		if _, ok := r.desired[bpKey][parts[2]]; ok {

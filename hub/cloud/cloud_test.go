@@ -98,8 +98,9 @@ type recon struct {
 
 func start(t testing.TB, js jetstream.JetStream, mod func(*cloud.Config)) recon {
 	t.Helper()
+	// AllowExec: local-exec stands in for a cloud in these tests (bucketHCL).
 	cfg := cloud.Config{
-		JS: js, WorkDir: t.TempDir(), Replan: time.Hour, RetryMin: time.Hour,
+		JS: js, WorkDir: t.TempDir(), Replan: time.Hour, RetryMin: time.Hour, AllowExec: true,
 		LeaseTTL: 5 * time.Second, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	}
 	if mod != nil {
