@@ -148,7 +148,7 @@ type Config struct {
 	// Env is added to Terraform's otherwise empty environment (cloud
 	// credentials for this tenant's providers).
 	Env map[string]string
-	Log    *slog.Logger
+	Log *slog.Logger
 }
 
 // Stats counts what a Reconciler did, for tests and metrics.
@@ -183,7 +183,7 @@ type Reconciler struct {
 	tfMu      sync.Mutex
 	tfPath    string
 	tfExec    string // tfPath, or the confining wrapper around it
-	tfMissing bool // logged once; reset when it appears
+	tfMissing bool   // logged once; reset when it appears
 
 	plans, applies, destroys, waits atomic.Uint64
 }
