@@ -544,23 +544,10 @@ func TestTerraformMissing(t *testing.T) {
 func TestModuleArtifact(t *testing.T) {
 	needTerraform(t)
 	js, bps := hub(t)
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
 	mainTF := "variable \"v\" { type = string }\nresource \"terraform_data\" \"x\" { input = var.v }\noutput \"out\" { value = terraform_data.x.output }\n"
-	check.NoError(t, tw.WriteHeader(&tar.Header{Name: "./main.tf", Mode: 0o644, Size: int64(len(mainTF)), Typeflag: tar.TypeReg}))
-	_, err := tw.Write([]byte(mainTF))
-	check.NoError(t, err)
-	check.NoError(t, tw.Close())
-	check.NoError(t, gz.Close())
-	ctx := context.Background()
-	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: streams.ArtifactsBucket})
-	check.NoError(t, err)
-	_, err = obs.PutBytes(ctx, "mod.tgz", buf.Bytes())
-	check.NoError(t, err)
-	sum := sha256.Sum256(buf.Bytes())
+	sum := putModule(t, js, "mod.tgz", map[string]string{"./main.tf": mainTF})
 	start(t, js, nil)
-	put(t, bps, "s1.n1", cloudDoc([]string{fmt.Sprintf("    - name: m\n      outputs: [out]\n      variables: {v: hello}\n      module: {name: mod.tgz, sha256: %s}\n", hex.EncodeToString(sum[:]))}, nil))
+	put(t, bps, "s1.n1", cloudDoc([]string{fmt.Sprintf("    - name: m\n      outputs: [out]\n      variables: {v: hello}\n      module: {name: mod.tgz, sha256: %s}\n", sum)}, nil))
 	st := waitPhase(t, js, "s1.n1.m", cloud.PhaseApplied, nil)
 	check.Equal(t, st.Outputs["out"], "hello")
 
@@ -622,4 +609,63 @@ func TestExampleFullProvisions(t *testing.T) {
 	env := prepared.Spec.Containers[0].Env
 	check.Equal(t, env["LOG_BUCKET"], "alpha-logs-plant-7")
 	check.Equal(t, env["LOG_RETENTION_DAYS"], "30")
+}
+
+// putModule stores a tar.gz of files in the artifacts bucket and returns its
+// sha256.
+func putModule(t *testing.T, js jetstream.JetStream, name string, files map[string]string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for path, content := range files {
+		check.NoError(t, tw.WriteHeader(&tar.Header{Name: path, Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg}))
+		_, err := tw.Write([]byte(content))
+		check.NoError(t, err)
+	}
+	check.NoError(t, tw.Close())
+	check.NoError(t, gz.Close())
+	ctx := context.Background()
+	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: streams.ArtifactsBucket})
+	check.NoError(t, err)
+	_, err = obs.PutBytes(ctx, name, buf.Bytes())
+	check.NoError(t, err)
+	sum := sha256.Sum256(buf.Bytes())
+	return hex.EncodeToString(sum[:])
+}
+
+// Unless the operator allows it, a provisioner is refused before any
+// Terraform step, also deep in a module archive and spelled in JSON with
+// escapes; nothing runs. The same inline configuration with exec allowed
+// runs.
+func TestExecRefusedUnlessAllowed(t *testing.T) {
+	needTerraform(t)
+	js, bps := hub(t)
+	dir := t.TempDir()
+	ran := filepath.Join(dir, "ran")
+	nested := fmt.Sprintf(`{"resource": {"terraform_data": {"x": {"provisioner": [{"local\u002dexec": {"command": "touch %s"}}]}}}}`, ran)
+	sum := putModule(t, js, "mod.tgz", map[string]string{
+		"main.tf":            "module \"sub\" { source = \"./sub\" }\n",
+		"sub/nested.tf.json": nested,
+	})
+	start(t, js, func(c *cloud.Config) { c.AllowExec = false })
+	inline := fmt.Sprintf("    - name: inline\n      main: |\n        resource \"terraform_data\" \"x\" {\n          provisioner \"local-exec\" { command = \"touch %s\" }\n        }\n", ran)
+	put(t, bps, "s1.n1", cloudDoc([]string{inline, fmt.Sprintf("    - name: mod\n      module: {name: mod.tgz, sha256: %s}\n", sum)}, nil))
+	for key, want := range map[string]string{"s1.n1.inline": "main.tf: local-exec (line 2)", "s1.n1.mod": "sub/nested.tf.json: local-exec (line 1)"} {
+		st := waitPhase(t, js, key, cloud.PhaseFailed, nil)
+		if !strings.Contains(st.Error, want) || !strings.Contains(st.Error, "--cloud-allow-exec") {
+			t.Errorf("%s: error %q does not say %q and how to allow it", key, st.Error, want)
+		}
+	}
+	if exists(ran) {
+		t.Fatal("a refused provisioner ran")
+	}
+
+	js2, bps2 := hub(t)
+	start(t, js2, nil) // AllowExec
+	put(t, bps2, "s1.n1", cloudDoc([]string{inline}, nil))
+	waitPhase(t, js2, "s1.n1.inline", cloud.PhaseApplied, nil)
+	if !exists(ran) {
+		t.Fatal("the allowed provisioner did not run")
+	}
 }

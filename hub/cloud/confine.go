@@ -194,7 +194,7 @@ func readLimited(root *os.Root, name string) ([]byte, error) {
 // or the external data source, unless the operator allowed them. It reads
 // what prepare laid out (inline main.tf or the module's files), before any
 // Terraform step runs.
-func (r *Reconciler) checkExec(root *os.Root, config string) error {
+func (r *Reconciler) checkExec(root *os.Root) error {
 	if r.cfg.AllowExec {
 		return nil
 	}
@@ -219,18 +219,20 @@ func (r *Reconciler) checkExec(root *os.Root, config string) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("configuration %q: checking for provisioners: %w", config, err)
+		return fmt.Errorf("checking for provisioners: %w", err)
 	}
-	return execRefused(config, found)
+	return execRefused(found)
 }
 
-func execRefused(config string, found []string) error {
+// execRefused is the refusal naming what was found; the caller adds the
+// configuration's name.
+func execRefused(found []string) error {
 	if len(found) == 0 {
 		return nil
 	}
 	sort.Strings(found)
-	return fmt.Errorf("configuration %q refused: it %w (%s); provisioners and the external data source need the hub's --cloud-allow-exec for this tenant",
-		config, ErrExecRefused, strings.Join(found, ", "))
+	return fmt.Errorf("refused: it %w (%s); provisioners and the external data source need the hub's --cloud-allow-exec for this tenant",
+		ErrExecRefused, strings.Join(found, ", "))
 }
 
 // checkInstalled is the second look, with Terraform's own reading after
@@ -248,7 +250,7 @@ func (r *Reconciler) checkInstalled(root *os.Root, config string) error {
 		return fmt.Errorf("configuration %q: %w", config, err)
 	}
 	if strings.Contains(string(data), "/hashicorp/external\"") {
-		return execRefused(config, []string{"provider hashicorp/external"})
+		return fmt.Errorf("configuration %q: %w", config, execRefused([]string{"provider hashicorp/external"}))
 	}
 	return nil
 }
@@ -301,5 +303,8 @@ func (r *Reconciler) checkPlan(p *tfjson.Plan, config string) error {
 		}
 	}
 	walk("", p.Config.RootModule)
-	return execRefused(config, found)
+	if err := execRefused(found); err != nil {
+		return fmt.Errorf("configuration %q: %w", config, err)
+	}
+	return nil
 }

@@ -451,7 +451,7 @@ func (r *Reconciler) layOut(ctx context.Context, root *os.Root, key string, cfg 
 	} else if err := root.WriteFile("main.tf", []byte(cfg.Main), 0o600); err != nil {
 		return err
 	}
-	if err := r.checkExec(root, cfg.Name); err != nil {
+	if err := r.checkExec(root); err != nil {
 		return err
 	}
 	vars := cfg.Variables
