@@ -30,12 +30,16 @@ import (
 // operator mode with TLS and two tenants, x (the attacker) and y (the
 // victim), and real Terraform.
 
-// csSetup is an operator directory with tenants x and y and a test PKI.
+// csSetup is an operator directory with tenants x and y, the hub's copy of
+// it and a test PKI.
 type csSetup struct {
 	dir string
 	op  *accounts.Operator
-	tls tlsfiles.Files
-	tf  string
+	// hubOp is what deploy/install.sh gives a hub: operator.jwt, accounts/
+	// and creds/, no private keys.
+	hubOp string
+	tls   tlsfiles.Files
+	tf    string
 }
 
 func csNew(t *testing.T) *csSetup {
@@ -48,7 +52,39 @@ func csNew(t *testing.T) *csSetup {
 	check.NoError(t, os.Mkdir(filepath.Join(dir, "tls"), 0o700))
 	files, err := tlsfiles.WriteTestPKI(filepath.Join(dir, "tls"))
 	check.NoError(t, err)
-	return &csSetup{dir: dir, op: op, tls: files, tf: tf}
+	hubOp := filepath.Join(dir, "hub-operator")
+	for _, p := range []string{"operator.jwt", "accounts", "creds"} {
+		csCopy(t, filepath.Join(op.Dir, p), filepath.Join(hubOp, p))
+	}
+	return &csSetup{dir: dir, op: op, hubOp: hubOp, tls: files, tf: tf}
+}
+
+// csCopy copies a file or a tree keeping each file's mode: the creds stay
+// 0600 as install.sh leaves them.
+func csCopy(t *testing.T, src, dst string) {
+	t.Helper()
+	check.NoError(t, filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		to := filepath.Join(dst, rel)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return os.MkdirAll(to, 0o700)
+		}
+		if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(to, data, fi.Mode().Perm())
+	}))
 }
 
 // csHub is one `alpha hub` process and the client URL it bound.
@@ -60,7 +96,7 @@ type csHub struct {
 // hub starts the hub; env is added to its environment, extra to its flags.
 func (s *csSetup) hub(t *testing.T, env []string, extra ...string) *csHub {
 	t.Helper()
-	args := append([]string{"hub", "--store", filepath.Join(s.dir, "hub"), "--operator-dir", s.op.Dir,
+	args := append([]string{"hub", "--store", filepath.Join(s.dir, "hub"), "--operator-dir", s.hubOp,
 		"--tls-cert", s.tls.Cert, "--tls-key", s.tls.Key,
 		"--listen", "127.0.0.1:-1", "--leaf-listen", "127.0.0.1:-1", "--terraform", s.tf}, extra...)
 	h := &csHub{Proc: chaos.StartWrapped(t, s.dir, "hub", nil, env, args...)}
@@ -103,26 +139,59 @@ func csPut(t *testing.T, js jetstream.JetStream, key string, value []byte) {
 	check.NoError(t, err)
 }
 
+// csStatus reads the cloud status under key.
+func csStatus(js jetstream.JetStream, key string) (cloud.Status, error) {
+	var st cloud.Status
+	kv, err := js.KeyValue(context.Background(), cloud.StatusBucket)
+	if err != nil {
+		return st, err
+	}
+	e, err := kv.Get(context.Background(), key)
+	if err != nil {
+		return st, fmt.Errorf("cloud status %s: %w", key, err)
+	}
+	return st, json.Unmarshal(e.Value(), &st)
+}
+
 // csWait waits until the cloud status under key satisfies ok.
 func csWait(t *testing.T, js jetstream.JetStream, key string, ok func(cloud.Status) error) cloud.Status {
 	t.Helper()
 	var st cloud.Status
 	check.For(t, 90*time.Second, 100*time.Millisecond, func() error {
-		kv, err := js.KeyValue(context.Background(), cloud.StatusBucket)
-		if err != nil {
-			return err
-		}
-		e, err := kv.Get(context.Background(), key)
-		if err != nil {
-			return fmt.Errorf("cloud status %s: %w", key, err)
-		}
-		st = cloud.Status{}
-		if err := json.Unmarshal(e.Value(), &st); err != nil {
+		var err error
+		if st, err = csStatus(js, key); err != nil {
 			return err
 		}
 		return ok(st)
 	})
 	return st
+}
+
+// csWaitOrLoot is csWait that also stops when the attack's output file
+// appears, so a successful attack is reported by what it stole.
+func csWaitOrLoot(t *testing.T, js jetstream.JetStream, key, loot string, ok func(cloud.Status) error) {
+	t.Helper()
+	check.For(t, 90*time.Second, 100*time.Millisecond, func() error {
+		if _, err := os.Stat(loot); err == nil {
+			return nil
+		}
+		st, err := csStatus(js, key)
+		if err != nil {
+			return err
+		}
+		return ok(st)
+	})
+}
+
+// csNoLoot fails with what the attack got if it left anything in dir.
+func csNoLoot(t *testing.T, dir string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	check.NoError(t, err)
+	for _, e := range ents {
+		data, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		t.Errorf("the attack ran: %s holds %d bytes:\n%s", e.Name(), len(data), data)
+	}
 }
 
 func csPhase(phase cloud.Phase, errHas ...string) func(cloud.Status) error {
@@ -194,23 +263,20 @@ func TestCSTenantAdminLocalExecRefused(t *testing.T) {
 	x := s.admin(t, h, "x")
 	loot := csLootDir(t, s)
 	steal := func(out string) string {
-		return fmt.Sprintf("cat %s/creds/*.creds %s > %s/%s 2>&1", s.op.Dir, s.op.AdminCreds("y"), loot, out)
+		return fmt.Sprintf("cat %[1]s/creds/*.creds %[1]s/creds/y-admin.creds > %[2]s/%[3]s 2>&1", s.hubOp, loot, out)
 	}
 
 	csPut(t, x, "s1.n1", csExecDoc("steal", steal("unsigned")))
-	st := csWait(t, x, cloud.Key("s1", "n1", cloud.RefusedConfig), csPhase(cloud.PhaseInvalid, "signed", sign.ErrUnsigned.Error()))
+	refusal := csPhase(cloud.PhaseInvalid, "signed", sign.ErrUnsigned.Error())
+	csWaitOrLoot(t, x, cloud.Key("s1", "n1", cloud.RefusedConfig), filepath.Join(loot, "unsigned"), refusal)
+	csNoLoot(t, loot)
+	st := csWait(t, x, cloud.Key("s1", "n1", cloud.RefusedConfig), refusal)
 	t.Logf("unsigned: %s: %s", st.Message, st.Error)
 
 	csPut(t, x, "s1.n2", s.signed(t, "x", "s1.n2", csExecDoc("steal", steal("signed"))))
 	st = csWait(t, x, cloud.Key("s1", "n2", "steal"), csPhase(cloud.PhaseFailed, "refused", "local-exec", "--cloud-allow-exec"))
 	t.Logf("signed: %s", st.Error)
-
-	ents, err := os.ReadDir(loot)
-	check.NoError(t, err)
-	for _, e := range ents {
-		data, _ := os.ReadFile(filepath.Join(loot, e.Name()))
-		t.Errorf("the attack ran: %s holds %d bytes:\n%s", e.Name(), len(data), data)
-	}
+	csNoLoot(t, loot)
 	if n := h.CountLog("blueprint refused"); n == 0 {
 		t.Error("the hub's log does not say the unsigned blueprint was refused")
 	}
@@ -227,8 +293,8 @@ func TestCSConfinedExecReadsNoSecrets(t *testing.T) {
 	x := s.admin(t, h, "x")
 	loot := csLootDir(t, s)
 	out := filepath.Join(loot, "loot")
-	cmd := fmt.Sprintf("{ id; cat %[1]s/creds/sys.creds %[1]s/creds/y-admin.creds %[1]s/creds/x-admin.creds %[1]s/keys/*.nk; ls %[2]s; env; } > %[3]s 2>&1; true",
-		s.op.Dir, filepath.Join(s.dir, "hub"), out)
+	cmd := fmt.Sprintf("{ id; cat %[1]s/creds/sys.creds %[1]s/creds/y-admin.creds %[1]s/creds/x-admin.creds %[4]s/keys/*.nk; ls %[2]s; env; } > %[3]s 2>&1; true",
+		s.hubOp, filepath.Join(s.dir, "hub"), out, s.op.Dir)
 	csPut(t, x, "s1.n1", s.signed(t, "x", "s1.n1", csExecDoc("steal", cmd)))
 	csWait(t, x, cloud.Key("s1", "n1", "steal"), csPhase(cloud.PhaseApplied))
 
