@@ -154,7 +154,7 @@ func (o *Operator) AddTenant(t string) error {
 		return err
 	}
 	if _, err := o.Account(t); err == nil {
-		return nil
+		return o.backfillPublisher(t)
 	}
 	akp, err := nkeys.CreateAccount()
 	if err != nil {
@@ -184,6 +184,21 @@ func (o *Operator) AddTenant(t string) error {
 	// Public, beside the account: a hub holds accounts/ but not keys/, and
 	// provisions only blueprints signed by this key.
 	return writeFile(o.publisherFile(t), []byte(ppub+"\n"), 0o644)
+}
+
+// backfillPublisher writes accounts/<tenant>.publisher for a tenant made
+// before that file existed, from its seed, so tenant-add on an older
+// directory prepares it for a hub without keys/.
+func (o *Operator) backfillPublisher(t string) error {
+	if _, err := os.Stat(o.publisherFile(t)); err == nil {
+		return nil
+	}
+	kp, err := readSeed(o.Dir, t+"-publisher")
+	if err != nil {
+		return nil // a hub's copy: nothing to backfill from
+	}
+	pub, _ := kp.PublicKey()
+	return writeFile(o.publisherFile(t), []byte(pub+"\n"), 0o644)
 }
 
 func (o *Operator) publisherFile(tenant string) string {
