@@ -93,7 +93,7 @@ func (f cloudFlags) start(ctx context.Context, h *hub.Hub, store string, op *acc
 
 // config is one tenant's reconciler configuration from the flags: in
 // operator mode only blueprints signed by the tenant's publisher key are
-// provisioned; Terraform runs confined whenever the hub runs as root.
+// provisioned, and Terraform runs confined when the hub runs as root.
 func (f cloudFlags) config(tenant string, op *accounts.Operator, log *slog.Logger) (cloud.Config, error) {
 	cfg := cloud.Config{Terraform: *f.terraform, ProviderMirror: *f.mirror, Timeout: *f.timeout}
 	allowed := strings.Split(*f.allowExec, ",")
@@ -112,8 +112,14 @@ func (f cloudFlags) config(tenant string, op *accounts.Operator, log *slog.Logge
 		return cfg, err
 	}
 	cfg.Env = env
-	if os.Geteuid() != 0 {
-		log.Warn("hub is not root: Terraform runs as the hub's own user, with a scrubbed environment and no resource limits")
+	switch {
+	case op == nil:
+		// Dev and --insecure: one trusted user trying things out; confining
+		// would change the permissions of the directories above the store.
+		log.Warn("not in operator mode: Terraform runs as the hub's own user (scrubbed environment, time limit only)")
+		return cfg, nil
+	case os.Geteuid() != 0:
+		log.Warn("hub is not root: Terraform runs as the hub's own user (scrubbed environment, time limit only)")
 		return cfg, nil
 	}
 	mem, err := blueprint.ParseBytes(*f.memory)

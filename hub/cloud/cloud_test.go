@@ -669,3 +669,43 @@ func TestExecRefusedUnlessAllowed(t *testing.T) {
 		t.Fatal("the allowed provisioner did not run")
 	}
 }
+
+// Confined, Terraform and what it starts run as the given user with the
+// limits set: a provisioner sees its uid and /proc/self/limits, and one that
+// runs past the time limit is stopped and reported.
+func TestConfinedRun(t *testing.T) {
+	needTerraform(t)
+	check.NeedRoot(t)
+	js, bps := hub(t)
+	loot := t.TempDir()
+	check.NoError(t, os.Chmod(loot, 0o777))
+	start(t, js, func(c *cloud.Config) {
+		c.Confine = &cloud.Confinement{UID: 65534, GID: 65534, Memory: 3 << 30, CPU: 7 * time.Minute, Procs: 99}
+		c.Timeout = 3 * time.Second
+	})
+	probe := fmt.Sprintf("    - name: probe\n      main: |\n        resource \"terraform_data\" \"x\" {\n          provisioner \"local-exec\" { command = \"{ id; cat /proc/self/limits; } > %s/probe\" }\n        }\n", loot)
+	slow := "    - name: slow\n      main: |\n        resource \"terraform_data\" \"x\" {\n          provisioner \"local-exec\" { command = \"sleep 60.4242\" }\n        }\n"
+	put(t, bps, "s1.n1", cloudDoc([]string{probe, slow}, nil))
+	waitPhase(t, js, "s1.n1.probe", cloud.PhaseApplied, nil)
+	got, err := os.ReadFile(filepath.Join(loot, "probe"))
+	check.NoError(t, err)
+	for _, want := range []string{"uid=65534", "Max cpu time              420", "Max processes             99", "Max address space         3221225472"} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("the provisioner's view lacks %q:\n%s", want, got)
+		}
+	}
+	st := waitPhase(t, js, "s1.n1.slow", cloud.PhaseFailed, nil)
+	if !strings.Contains(st.Error, "ran longer than the hub's limit") {
+		t.Errorf("slow: error %q", st.Error)
+	}
+	// What the provisioner started goes with the run.
+	check.For(t, 20*time.Second, 100*time.Millisecond, func() error {
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			if b, _ := os.ReadFile(p); strings.Contains(string(b), "60.4242") {
+				return fmt.Errorf("the slow provisioner's process %s outlived its run", filepath.Dir(p))
+			}
+		}
+		return nil
+	})
+}

@@ -78,9 +78,16 @@ func (r *Reconciler) wrapper(terraform string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("confining terraform needs setpriv (util-linux): %w", err)
 	}
+	timeout, err := exec.LookPath("timeout")
+	if err != nil {
+		return "", fmt.Errorf("confining terraform needs timeout (coreutils): %w", err)
+	}
+	// timeout leads its own process group and signals all of it, so what a
+	// provisioner started does not outlive an interrupted run (terraform-exec
+	// signals only the process it started).
 	script := fmt.Sprintf("#!/bin/sh\n# Written by the Alpha hub: Terraform runs confined (hub/cloud/confine.go).\n"+
-		"exec %s --as=%d --cpu=%d --nproc=%d --nofile=4096 --core=0 -- %s --reuid=%d --regid=%d --clear-groups --no-new-privs -- %s \"$@\"\n",
-		prlimit, c.Memory, int64(c.CPU/time.Second), c.Procs, setpriv, c.UID, c.GID, terraform)
+		"exec %s --kill-after=10 %d %s --as=%d --cpu=%d --nproc=%d --nofile=4096 --core=0 -- %s --reuid=%d --regid=%d --clear-groups --no-new-privs -- %s \"$@\"\n",
+		timeout, int64(r.cfg.Timeout/time.Second)+1, prlimit, c.Memory, int64(c.CPU/time.Second), c.Procs, setpriv, c.UID, c.GID, terraform)
 	path := filepath.Join(r.cfg.WorkDir, "terraform-confined")
 	if err := os.WriteFile(path+".tmp", []byte(script), 0o700); err != nil {
 		return "", err
