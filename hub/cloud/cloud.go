@@ -179,6 +179,7 @@ type Reconciler struct {
 	workers     map[string]*worker
 	desired     map[string]map[string]blueprint.CloudConfig // blueprint key -> config name
 	undecodable map[string]bool                             // blueprint keys whose newest value was refused
+	refusals    map[string]bool                             // status keys of published refusals
 
 	tfMu      sync.Mutex
 	tfPath    string
@@ -241,6 +242,7 @@ func New(cfg Config) (*Reconciler, error) {
 		workers:     map[string]*worker{},
 		desired:     map[string]map[string]blueprint.CloudConfig{},
 		undecodable: map[string]bool{},
+		refusals:    map[string]bool{},
 	}, nil
 }
 
@@ -316,6 +318,9 @@ func (r *Reconciler) open(ctx context.Context) error {
 		Description: "Alpha Terraform state and last applied configuration",
 	}); err != nil {
 		return fmt.Errorf("cloud: object store %s: %w", StateBucket, err)
+	}
+	if err := r.loadRefusals(ctx); err != nil {
+		return fmt.Errorf("cloud: bucket %s: %w", StatusBucket, err)
 	}
 	for logged := false; ; {
 		r.blueprints, err = r.cfg.JS.KeyValue(ctx, streams.BlueprintsBucket)

@@ -709,3 +709,47 @@ func TestConfinedRun(t *testing.T) {
 		return nil
 	})
 }
+
+// A value that fails to decode is decoded once, reported under
+// SITE.NODE._blueprint as invalid, and never retried; the next good
+// revision clears the report, also after a restart of the reconciler.
+func TestRefusedBlueprintReportedOnce(t *testing.T) {
+	needTerraform(t)
+	js, bps := hub(t)
+	var mu sync.Mutex
+	decodes := map[string]int{}
+	counting := func(c *cloud.Config) {
+		c.Decode = func(key string, data []byte) (*blueprint.Blueprint, error) {
+			mu.Lock()
+			decodes[key]++
+			mu.Unlock()
+			return blueprint.Parse(data)
+		}
+	}
+	r := start(t, js, counting)
+	_, err := bps.Put(context.Background(), "s1.bad", []byte("spec: [unclosed"))
+	check.NoError(t, err)
+	refused := cloud.Key("s1", "bad", cloud.RefusedConfig)
+	st := waitPhase(t, js, refused, cloud.PhaseInvalid, nil)
+	if !strings.Contains(st.Error, "malformed YAML") || !strings.Contains(st.Message, "revision") {
+		t.Errorf("refusal says %q / %q", st.Error, st.Message)
+	}
+	// A later blueprint goes through the same watch: once it is applied,
+	// the bad one would have been retried if anything retried it.
+	put(t, bps, "s1.good", cloudDoc([]string{"    - name: ok\n      main: 'resource \"terraform_data\" \"x\" {}'\n"}, nil))
+	waitPhase(t, js, "s1.good.ok", cloud.PhaseApplied, nil)
+	mu.Lock()
+	check.Equal(t, decodes["s1.bad"], 1)
+	mu.Unlock()
+
+	r.stop()
+	start(t, js, counting)
+	put(t, bps, "s1.bad", cloudDoc([]string{"    - name: ok\n      main: 'resource \"terraform_data\" \"x\" {}'\n"}, nil))
+	waitPhase(t, js, "s1.bad.ok", cloud.PhaseApplied, nil)
+	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if _, err := status(js, refused); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("refusal still published: %v", err)
+		}
+		return nil
+	})
+}

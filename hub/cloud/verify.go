@@ -52,18 +52,45 @@ func (r *Reconciler) refused(ctx context.Context, site, node string, revision ui
 		Message: fmt.Sprintf("blueprint revision %d not provisioned; this node's cloud configurations stay as they were", revision),
 		Hub:     r.cfg.Instance, Updated: time.Now().UTC(),
 	})
-	if _, err := r.status.Put(ctx, Key(site, node, RefusedConfig), data); err != nil {
+	k := Key(site, node, RefusedConfig)
+	if _, err := r.status.Put(ctx, k, data); err != nil {
 		r.log.Warn("publishing refused blueprint status", "key", site+"."+node, "err", err)
+		return
 	}
+	r.mu.Lock()
+	r.refusals[k] = true
+	r.mu.Unlock()
 }
 
 // accepted clears a refusal published for an older revision.
 func (r *Reconciler) accepted(ctx context.Context, site, node string) {
 	k := Key(site, node, RefusedConfig)
-	if _, err := r.status.Get(ctx, k); errors.Is(err, jetstream.ErrKeyNotFound) {
+	r.mu.Lock()
+	had := r.refusals[k]
+	delete(r.refusals, k)
+	r.mu.Unlock()
+	if !had {
 		return
 	}
 	if err := r.status.Delete(ctx, k); err != nil {
 		r.log.Warn("clearing refused blueprint status", "key", site+"."+node, "err", err)
 	}
+}
+
+// loadRefusals learns the refusals published before this start, so the
+// first good revision clears them without a lookup per blueprint.
+func (r *Reconciler) loadRefusals(ctx context.Context) error {
+	keys, err := r.status.ListKeysFiltered(ctx, Key("*", "*", RefusedConfig))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil
+		}
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range keys.Keys() {
+		r.refusals[k] = true
+	}
+	return nil
 }
