@@ -7,6 +7,7 @@
 //
 //	operator.jwt              the operator, trusted by the hub
 //	accounts/<name>.jwt       the system account (SYS) and every tenant's account
+//	accounts/<tenant>.publisher  the tenant's publisher public key (the hub checks signatures)
 //	keys/                     private seeds (0700 dir, 0600 files): operator, accounts, publishers
 //	creds/sys.creds           system user: pushes account updates (revocations)
 //	creds/<tenant>-admin.creds  the tenant's administrator (site add, publishing)
@@ -161,7 +162,7 @@ func (o *Operator) AddTenant(t string) error {
 		return err
 	}
 	if _, err := o.Account(t); err == nil {
-		return nil
+		return o.backfillPublisher(t)
 	}
 	akp, err := nkeys.CreateAccount()
 	if err != nil {
@@ -184,7 +185,32 @@ func (o *Operator) AddTenant(t string) error {
 	if err != nil {
 		return err
 	}
-	return writeSeed(o.Dir, t+"-publisher", pkp)
+	if err := writeSeed(o.Dir, t+"-publisher", pkp); err != nil {
+		return err
+	}
+	ppub, _ := pkp.PublicKey()
+	// Public, beside the account: a hub holds accounts/ but not keys/, and
+	// provisions only blueprints signed by this key.
+	return writeFile(o.publisherFile(t), []byte(ppub+"\n"), 0o644)
+}
+
+// backfillPublisher writes accounts/<tenant>.publisher for a tenant made
+// before that file existed, from its seed, so tenant-add on an older
+// directory prepares it for a hub without keys/.
+func (o *Operator) backfillPublisher(t string) error {
+	if _, err := os.Stat(o.publisherFile(t)); err == nil {
+		return nil
+	}
+	kp, err := readSeed(o.Dir, t+"-publisher")
+	if err != nil {
+		return nil // a hub's copy: nothing to backfill from
+	}
+	pub, _ := kp.PublicKey()
+	return writeFile(o.publisherFile(t), []byte(pub+"\n"), 0o644)
+}
+
+func (o *Operator) publisherFile(tenant string) string {
+	return filepath.Join(o.Dir, "accounts", tenant+".publisher")
 }
 
 // Tenants lists the tenants, sorted.
@@ -235,11 +261,24 @@ func (o *Operator) PublisherSeed(tenant string) string {
 	return filepath.Join(o.Dir, "keys", tenant+"-publisher.nk")
 }
 
-// PublisherKey is the public key agents of the tenant trust.
+// PublisherKey is the public key agents of the tenant trust. It is read
+// from accounts/<tenant>.publisher, which a hub's copy of the directory
+// holds, or, in a directory made before that file existed, from the seed.
 func (o *Operator) PublisherKey(tenant string) (string, error) {
+	raw, err := os.ReadFile(o.publisherFile(tenant))
+	if err == nil {
+		k := strings.TrimSpace(string(raw))
+		if !nkeys.IsValidPublicUserKey(k) {
+			return "", fmt.Errorf("accounts: %s: %q is not a publisher public key (U...)", o.publisherFile(tenant), k)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
 	kp, err := readSeed(o.Dir, tenant+"-publisher")
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("accounts: tenant %s: neither %s nor the publisher seed: %w", tenant, o.publisherFile(tenant), err)
 	}
 	return kp.PublicKey()
 }

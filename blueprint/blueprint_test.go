@@ -3,6 +3,7 @@ package blueprint
 import (
 	"encoding/json"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -136,5 +137,56 @@ func TestSchemaIsJSON(t *testing.T) {
 	}
 	if spec["additionalProperties"] != false {
 		t.Error("schema allows unknown spec fields")
+	}
+}
+
+// aliasBomb is the document of issue 12 finding 5: 490 KB that repeats one
+// 250 KB string 80,000 times through aliases, under the node-count cap.
+func aliasBomb() []byte {
+	var b strings.Builder
+	b.WriteString("apiVersion: alpha/v1\nkind: Blueprint\nmetadata:\n  name: bomb\n  labels:\n    big: &a ")
+	b.WriteString(strings.Repeat("x", 250_000))
+	b.WriteString("\nspec:\n  containers:\n    - name: c\n      image: busybox\n      args: [")
+	for i := 0; i < 80_000; i++ {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString("*a")
+	}
+	b.WriteString("]\n")
+	return []byte(b.String())
+}
+
+func TestAliasExpansionBounded(t *testing.T) {
+	doc := aliasBomb()
+	if len(doc) > MaxSize {
+		t.Fatalf("the bomb is %d bytes, above the document limit: it would not test the expansion cap", len(doc))
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := Parse(doc)
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Fatal("alias bomb parsed")
+	}
+	for _, want := range []string{"expands to more than 2097152 bytes", "250000-byte value", "spec.containers[0].args["} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	// Allocation, not wall time: deterministic on a busy machine. Before the
+	// cap this decode allocated gigabytes (and was killed).
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<20 {
+		t.Errorf("decoding the bomb allocated %d MiB; want under 64", alloc>>20)
+	}
+	t.Logf("refused after allocating %d KiB: %v", (after.TotalAlloc-before.TotalAlloc)>>10, err)
+}
+
+// A document near the limit that repeats text a few times is still fine.
+func TestAliasesWithinBoundAccepted(t *testing.T) {
+	doc := "apiVersion: alpha/v1\nkind: Blueprint\nmetadata:\n  name: ok\n  labels:\n    big: &big " + strings.Repeat("x", 100_000) +
+		"\nspec:\n  containers:\n    - name: c\n      image: busybox\n      args: [*big, *big, *big]\n"
+	if _, err := Parse([]byte(doc)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -204,4 +205,50 @@ func (c *checker) cloudRefs(s *Spec) {
 			}
 		}
 	})
+}
+
+// Exec features a Terraform configuration may use to run programs on the
+// machine that runs Terraform. The hub refuses them unless its operator
+// allows them for the tenant.
+const (
+	ExecLocal    = "local-exec"
+	ExecRemote   = "remote-exec"
+	ExecExternal = "external"
+)
+
+// execRE finds the exec features in Terraform source (HCL or JSON) once its
+// escapes are decoded. Provisioner types and data source types are literal
+// block labels in both syntaxes, so they cannot be computed at run time;
+// matching any mention is deliberately broad (a comment naming local-exec is
+// refused too) because a miss is worse than a false alarm. The hub checks
+// again after init and plan with Terraform's own parser.
+var execRE = regexp.MustCompile(`(?:local|remote)-exec|\bdata\s+"?external\b|"external"\s*:|\bprovider\s+"?external\b`)
+
+// hclEscapeRE matches the escapes of HCL and JSON strings that could spell
+// a name without its letters (local\u002dexec).
+var hclEscapeRE = regexp.MustCompile(`\\u[0-9a-fA-F]{4}|\\U[0-9a-fA-F]{8}`)
+
+// ExecUses lists the exec features src uses, each with its line, e.g.
+// `local-exec (line 4)`. src is one Terraform file, HCL or JSON.
+func ExecUses(src string) []string {
+	text := hclEscapeRE.ReplaceAllStringFunc(src, func(m string) string {
+		r, err := strconv.ParseUint(m[2:], 16, 32)
+		if err != nil {
+			return m
+		}
+		return string(rune(r))
+	})
+	var out []string
+	for _, loc := range execRE.FindAllStringIndex(text, -1) {
+		m := text[loc[0]:loc[1]]
+		what := ExecExternal
+		switch {
+		case strings.Contains(m, ExecLocal):
+			what = ExecLocal
+		case strings.Contains(m, ExecRemote):
+			what = ExecRemote
+		}
+		out = append(out, fmt.Sprintf("%s (line %d)", what, strings.Count(text[:loc[0]], "\n")+1))
+	}
+	return out
 }

@@ -96,3 +96,26 @@ func TestExampleFullValidates(t *testing.T) {
 		t.Fatalf("example lost a section: %+v", bp.Spec)
 	}
 }
+
+func TestExecUses(t *testing.T) {
+	for _, tc := range []struct {
+		name, src string
+		want      []string
+	}{
+		{"benign", "resource \"terraform_data\" \"x\" {\n  input = \"external-ip\"\n}\n", nil},
+		{"local-exec", "resource \"terraform_data\" \"x\" {\n  provisioner \"local-exec\" {\n    command = \"id\"\n  }\n}\n", []string{"local-exec (line 2)"}},
+		{"bare label", "resource \"terraform_data\" \"x\" {\n  provisioner local-exec {\n  }\n}\n", []string{"local-exec (line 2)"}},
+		{"escaped", "resource \"terraform_data\" \"x\" {\n  provisioner \"local\\u002dexec\" {}\n}\n", []string{"local-exec (line 2)"}},
+		{"remote", "provisioner \"remote-exec\" {}", []string{"remote-exec (line 1)"}},
+		{"external data", "data \"external\" \"x\" {\n  program = [\"sh\"]\n}\n", []string{"external (line 1)"}},
+		{"external json", `{"data": {"external": {"x": {"program": ["sh"]}}}}`, []string{"external (line 1)"}},
+		{"json escaped", `{"resource": {"terraform_data": {"x": {"provisioner": [{"\u006cocal-exec": {"command": "id"}}]}}}}`, []string{"local-exec (line 1)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ExecUses(tc.src)
+			if strings.Join(got, ";") != strings.Join(tc.want, ";") {
+				t.Fatalf("ExecUses = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -16,6 +16,13 @@ import (
 // bombs ("billion laughs") are refused instead of eating the node's memory.
 const maxNodes = 200_000
 
+// MaxExpanded bounds the text one document may expand to: the bytes of every
+// scalar, counted each time an alias repeats it. Counting nodes alone let
+// 80,000 aliases of one 250 KB string through (20 GB once re-encoded), which
+// took the hub down; no honest blueprint repeats more than a few times its
+// own size.
+const MaxExpanded = 4 * MaxSize
+
 // Parse decodes a YAML or JSON blueprint strictly and validates it. Unknown
 // fields, wrong types and invalid values are all reported together, each with
 // its field path and line. The returned error wraps ErrInvalid.
@@ -70,6 +77,7 @@ type decoder struct {
 	errs  Errors
 	lines map[string]int
 	nodes int
+	text  int // scalar bytes reached so far, aliases counted each time
 }
 
 var jsonUnmarshaler = reflect.TypeOf((*json.Unmarshaler)(nil)).Elem()
@@ -101,6 +109,16 @@ func (d *decoder) value(n *yaml.Node, t reflect.Type, path string) any {
 	if n.Kind == yaml.AliasNode {
 		return d.value(n.Alias, t, path)
 	}
+	if d.text > MaxExpanded {
+		return nil
+	}
+	if n.Kind == yaml.ScalarNode {
+		d.text += len(n.Value)
+		if d.text > MaxExpanded {
+			d.fail(n, path, "document expands to more than %d bytes of text (4x the %d-byte document limit); aliases repeat this %d-byte value", MaxExpanded, MaxSize, len(n.Value))
+			return nil
+		}
+	}
 	d.lines[path] = n.Line
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return nil
@@ -126,6 +144,7 @@ func (d *decoder) value(n *yaml.Node, t reflect.Type, path string) any {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			p := join(path, k.Value)
+			d.text += len(k.Value)
 			f, ok := fields[k.Value]
 			if !ok {
 				d.fail(k, p, "unknown field %q", k.Value)
@@ -147,6 +166,7 @@ func (d *decoder) value(n *yaml.Node, t reflect.Type, path string) any {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			p := join(path, k.Value)
+			d.text += len(k.Value)
 			if k.Kind != yaml.ScalarNode {
 				d.fail(k, p, "keys must be text")
 				continue

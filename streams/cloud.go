@@ -33,6 +33,7 @@ const (
 	CloudDrifted    CloudPhase = "drifted"  // a re-plan found changes; policy report
 	CloudDestroying CloudPhase = "destroying"
 	CloudDestroyed  CloudPhase = "destroyed" // left the blueprint; outputs gone
+	CloudInvalid    CloudPhase = "invalid"   // the node's newest blueprint was refused
 )
 
 // PlanSummary counts what the last plan wanted, as Terraform prints it.

@@ -165,6 +165,22 @@ type unsignedError string
 func (e unsignedError) Error() string        { return "not signed as " + string(e) }
 func (e unsignedError) Is(target error) bool { return target == ErrUnsigned }
 
+// Trusted checks publisher public keys and returns them as the set Open
+// takes. An empty list is an error: it would refuse everything silently.
+func Trusted(keys []string) (map[string]bool, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("sign: no trusted publisher keys")
+	}
+	out := map[string]bool{}
+	for _, k := range keys {
+		if !nkeys.IsValidPublicUserKey(k) {
+			return nil, fmt.Errorf("sign: trusted key %q is not a publisher public key (U...)", k)
+		}
+		out[k] = true
+	}
+	return out, nil
+}
+
 // Verifier checks envelopes at an agent and remembers, on disk, the highest
 // sequence accepted per key, so a replay is refused across restarts too.
 type Verifier struct {
@@ -195,16 +211,11 @@ func NewOutputsVerifier(trusted []string, stateDir string) (*Verifier, error) {
 }
 
 func newVerifier(format string, trusted []string, path string) (*Verifier, error) {
-	if len(trusted) == 0 {
-		return nil, fmt.Errorf("sign: no trusted keys for %s", format)
+	keys, err := Trusted(trusted)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%s)", err, format)
 	}
-	v := &Verifier{format: format, trusted: map[string]bool{}, path: path, state: map[string]seen{}}
-	for _, k := range trusted {
-		if !nkeys.IsValidPublicUserKey(k) {
-			return nil, fmt.Errorf("sign: trusted key %q is not a signing public key (U...)", k)
-		}
-		v.trusted[k] = true
-	}
+	v := &Verifier{format: format, trusted: keys, path: path, state: map[string]seen{}}
 	raw, err := os.ReadFile(v.path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):

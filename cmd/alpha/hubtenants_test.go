@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/accounts"
+	"github.com/alpha-edge/alpha/blueprint/sign"
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/hub/cloud"
 	"github.com/alpha-edge/alpha/internal/check"
@@ -52,9 +55,10 @@ func TestCloudReconcilerPerTenant(t *testing.T) {
 	check.NoError(t, err)
 	t.Cleanup(h.Shutdown)
 	check.NoError(t, bootstrapTenants(ctx, h, op, log))
-	no := false
-	mirror := ""
-	check.NoError(t, cloudFlags{terraform: &tf, mirror: &mirror, off: &no}.start(ctx, h, store, op, log))
+	fs := flag.NewFlagSet("hub", flag.ContinueOnError)
+	cf := addCloudFlags(fs)
+	check.NoError(t, fs.Parse([]string{"--terraform", tf}))
+	check.NoError(t, cf.start(ctx, h, store, op, log))
 
 	admin := func(tenant string) jetstream.JetStream {
 		nc, err := h.Connect(nats.UserCredentials(op.AdminCreds(tenant)))
@@ -67,7 +71,12 @@ func TestCloudReconcilerPerTenant(t *testing.T) {
 	yjs, xjs := admin("y"), admin("x")
 	bp, err := yjs.KeyValue(ctx, streams.BlueprintsBucket)
 	check.NoError(t, err)
-	_, err = bp.Put(ctx, "s1.n1", []byte(tenantCloudDoc))
+	// Operator mode provisions only what the tenant's publisher signed.
+	seed, err := os.ReadFile(op.PublisherSeed("y"))
+	check.NoError(t, err)
+	signed, err := sign.Sign(seed, "s1.n1", 0, []byte(tenantCloudDoc))
+	check.NoError(t, err)
+	_, err = bp.Put(ctx, "s1.n1", signed)
 	check.NoError(t, err)
 
 	check.For(t, 90*time.Second, 100*time.Millisecond, func() error {

@@ -53,6 +53,9 @@ const (
 	PhaseDrifted    = streams.CloudDrifted
 	PhaseDestroying = streams.CloudDestroying
 	PhaseDestroyed  = streams.CloudDestroyed
+	// PhaseInvalid is the phase of Key(site, node, RefusedConfig): the
+	// node's newest blueprint was refused (unsigned, undecodable, invalid).
+	PhaseInvalid = streams.CloudInvalid
 )
 
 // same reports whether two statuses say the same thing, ignoring when.
@@ -90,13 +93,27 @@ type Config struct {
 	// Instance names this hub in leases and statuses (default host:pid).
 	Instance string
 	// Decode turns a blueprints value into a blueprint (default
-	// blueprint.Parse); a hub that signs blueprints unwraps the envelope here.
+	// blueprint.Parse); in operator mode SignedOnly, so only blueprints
+	// signed by the tenant's publisher key are provisioned.
 	Decode func(key string, data []byte) (*blueprint.Blueprint, error)
 	// OutputsSeed, if set, is the hub's outputs nkey seed (SU...): every
 	// status is published signed with it, and only values it signed are read
 	// back (see outputs.go). Operator mode sets it; agents trust its public key.
 	OutputsSeed []byte
-	Log         *slog.Logger
+	// Confine runs Terraform as an unprivileged user with resource limits;
+	// nil runs it as the hub's own user (a hub not running as root).
+	Confine *Confinement
+	// Timeout bounds one pass of Terraform steps (init to apply) of one
+	// configuration (default 1h); Terraform is interrupted past it.
+	Timeout time.Duration
+	// AllowExec lets configurations use provisioners (local-exec,
+	// remote-exec) and the external data source. Off, they are refused
+	// before any Terraform step runs.
+	AllowExec bool
+	// Env is added to Terraform's otherwise empty environment (cloud
+	// credentials for this tenant's providers).
+	Env map[string]string
+	Log *slog.Logger
 }
 
 // Stats counts what a Reconciler did, for tests and metrics.
@@ -128,10 +145,12 @@ type Reconciler struct {
 	workers     map[string]*worker
 	desired     map[string]map[string]blueprint.CloudConfig // blueprint key -> config name
 	undecodable map[string]bool                             // blueprint keys whose newest value was refused
+	refusals    map[string]bool                             // status keys of published refusals
 
 	tfMu      sync.Mutex
 	tfPath    string
-	tfMissing bool // logged once; reset when it appears
+	tfExec    string // tfPath, or the confining wrapper around it
+	tfMissing bool   // logged once; reset when it appears
 
 	plans, applies, destroys, waits atomic.Uint64
 }
@@ -166,6 +185,16 @@ func New(cfg Config) (*Reconciler, error) {
 		h, _ := os.Hostname()
 		cfg.Instance = fmt.Sprintf("%s:%d", h, os.Getpid())
 	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = time.Hour
+	}
+	if cfg.Confine != nil {
+		c := *cfg.Confine
+		if err := c.defaults(); err != nil {
+			return nil, err
+		}
+		cfg.Confine = &c
+	}
 	if cfg.Decode == nil {
 		cfg.Decode = func(_ string, data []byte) (*blueprint.Blueprint, error) { return blueprint.Parse(data) }
 	}
@@ -184,6 +213,7 @@ func New(cfg Config) (*Reconciler, error) {
 		workers:     map[string]*worker{},
 		desired:     map[string]map[string]blueprint.CloudConfig{},
 		undecodable: map[string]bool{},
+		refusals:    map[string]bool{},
 	}, nil
 }
 
@@ -229,8 +259,17 @@ func (r *Reconciler) open(ctx context.Context) error {
 		// Only the mirror: an air-gapped hub must not try a registry.
 		rc = fmt.Sprintf("provider_installation {\n  filesystem_mirror {\n    path = %q\n  }\n}\n", r.cfg.ProviderMirror)
 	}
-	if err := os.WriteFile(r.cliConfig, []byte(rc), 0o600); err != nil {
+	// Readable by the confined user; it names at most the provider mirror.
+	if err := os.WriteFile(r.cliConfig, []byte(rc), 0o644); err != nil {
 		return fmt.Errorf("cloud: %w", err)
+	}
+	if err := os.Chmod(r.cliConfig, 0o644); err != nil {
+		return fmt.Errorf("cloud: %w", err)
+	}
+	if r.cfg.Confine != nil {
+		if err := r.openConfined(); err != nil {
+			return err
+		}
 	}
 	var err error
 	if r.status, err = r.cfg.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -250,6 +289,9 @@ func (r *Reconciler) open(ctx context.Context) error {
 		Description: "Alpha Terraform state and last applied configuration",
 	}); err != nil {
 		return fmt.Errorf("cloud: object store %s: %w", StateBucket, err)
+	}
+	if err := r.loadRefusals(ctx); err != nil {
+		return fmt.Errorf("cloud: bucket %s: %w", StatusBucket, err)
 	}
 	for logged := false; ; {
 		r.blueprints, err = r.cfg.JS.KeyValue(ctx, streams.BlueprintsBucket)
@@ -308,16 +350,18 @@ func (r *Reconciler) onBlueprint(ctx context.Context, e jetstream.KeyValueEntry)
 		if err != nil {
 			// Never destroy because of a bad revision: the agent keeps running
 			// the last good one, and so does the cloud.
-			r.log.Warn("blueprint refused; keeping its cloud configurations as they are", "key", e.Key(), "revision", e.Revision(), "err", err)
+			r.log.Warn("blueprint refused; keeping its cloud configurations as they are", "key", e.Key(), "revision", e.Revision(), "err", firstLine(err.Error()))
 			r.mu.Lock()
 			r.undecodable[e.Key()] = true
 			r.mu.Unlock()
+			r.refused(ctx, site, node, e.Revision(), err)
 			return
 		}
 		for _, c := range bp.Spec.Cloud {
 			cfgs[c.Name] = c
 		}
 	}
+	r.accepted(ctx, site, node)
 	r.setDesired(ctx, e.Key(), site, node, cfgs)
 }
 
@@ -371,7 +415,7 @@ func (r *Reconciler) sweep(ctx context.Context) {
 			continue
 		}
 		bpKey := parts[0] + "." + parts[1]
-		if r.undecodable[bpKey] {
+		if parts[2] == RefusedConfig || r.undecodable[bpKey] {
 			continue
 		}
 		if _, ok := r.desired[bpKey][parts[2]]; ok {

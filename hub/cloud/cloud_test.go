@@ -98,8 +98,9 @@ type recon struct {
 
 func start(t testing.TB, js jetstream.JetStream, mod func(*cloud.Config)) recon {
 	t.Helper()
+	// AllowExec: local-exec stands in for a cloud in these tests (bucketHCL).
 	cfg := cloud.Config{
-		JS: js, WorkDir: t.TempDir(), Replan: time.Hour, RetryMin: time.Hour,
+		JS: js, WorkDir: t.TempDir(), Replan: time.Hour, RetryMin: time.Hour, AllowExec: true,
 		LeaseTTL: 5 * time.Second, Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	}
 	if mod != nil {
@@ -543,23 +544,10 @@ func TestTerraformMissing(t *testing.T) {
 func TestModuleArtifact(t *testing.T) {
 	needTerraform(t)
 	js, bps := hub(t)
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
 	mainTF := "variable \"v\" { type = string }\nresource \"terraform_data\" \"x\" { input = var.v }\noutput \"out\" { value = terraform_data.x.output }\n"
-	check.NoError(t, tw.WriteHeader(&tar.Header{Name: "./main.tf", Mode: 0o644, Size: int64(len(mainTF)), Typeflag: tar.TypeReg}))
-	_, err := tw.Write([]byte(mainTF))
-	check.NoError(t, err)
-	check.NoError(t, tw.Close())
-	check.NoError(t, gz.Close())
-	ctx := context.Background()
-	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: streams.ArtifactsBucket})
-	check.NoError(t, err)
-	_, err = obs.PutBytes(ctx, "mod.tgz", buf.Bytes())
-	check.NoError(t, err)
-	sum := sha256.Sum256(buf.Bytes())
+	sum := putModule(t, js, "mod.tgz", map[string]string{"./main.tf": mainTF})
 	start(t, js, nil)
-	put(t, bps, "s1.n1", cloudDoc([]string{fmt.Sprintf("    - name: m\n      outputs: [out]\n      variables: {v: hello}\n      module: {name: mod.tgz, sha256: %s}\n", hex.EncodeToString(sum[:]))}, nil))
+	put(t, bps, "s1.n1", cloudDoc([]string{fmt.Sprintf("    - name: m\n      outputs: [out]\n      variables: {v: hello}\n      module: {name: mod.tgz, sha256: %s}\n", sum)}, nil))
 	st := waitPhase(t, js, "s1.n1.m", cloud.PhaseApplied, nil)
 	check.Equal(t, st.Outputs["out"], "hello")
 
@@ -621,4 +609,147 @@ func TestExampleFullProvisions(t *testing.T) {
 	env := prepared.Spec.Containers[0].Env
 	check.Equal(t, env["LOG_BUCKET"], "alpha-logs-plant-7")
 	check.Equal(t, env["LOG_RETENTION_DAYS"], "30")
+}
+
+// putModule stores a tar.gz of files in the artifacts bucket and returns its
+// sha256.
+func putModule(t *testing.T, js jetstream.JetStream, name string, files map[string]string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for path, content := range files {
+		check.NoError(t, tw.WriteHeader(&tar.Header{Name: path, Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg}))
+		_, err := tw.Write([]byte(content))
+		check.NoError(t, err)
+	}
+	check.NoError(t, tw.Close())
+	check.NoError(t, gz.Close())
+	ctx := context.Background()
+	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: streams.ArtifactsBucket})
+	check.NoError(t, err)
+	_, err = obs.PutBytes(ctx, name, buf.Bytes())
+	check.NoError(t, err)
+	sum := sha256.Sum256(buf.Bytes())
+	return hex.EncodeToString(sum[:])
+}
+
+// Unless the operator allows it, a provisioner is refused before any
+// Terraform step, also deep in a module archive and spelled in JSON with
+// escapes; nothing runs. The same inline configuration with exec allowed
+// runs.
+func TestExecRefusedUnlessAllowed(t *testing.T) {
+	needTerraform(t)
+	js, bps := hub(t)
+	dir := t.TempDir()
+	ran := filepath.Join(dir, "ran")
+	nested := fmt.Sprintf(`{"resource": {"terraform_data": {"x": {"provisioner": [{"local\u002dexec": {"command": "touch %s"}}]}}}}`, ran)
+	sum := putModule(t, js, "mod.tgz", map[string]string{
+		"main.tf":            "module \"sub\" { source = \"./sub\" }\n",
+		"sub/nested.tf.json": nested,
+	})
+	start(t, js, func(c *cloud.Config) { c.AllowExec = false })
+	inline := fmt.Sprintf("    - name: inline\n      main: |\n        resource \"terraform_data\" \"x\" {\n          provisioner \"local-exec\" { command = \"touch %s\" }\n        }\n", ran)
+	put(t, bps, "s1.n1", cloudDoc([]string{inline, fmt.Sprintf("    - name: mod\n      module: {name: mod.tgz, sha256: %s}\n", sum)}, nil))
+	for key, want := range map[string]string{"s1.n1.inline": "main.tf: local-exec (line 2)", "s1.n1.mod": "sub/nested.tf.json: local-exec (line 1)"} {
+		st := waitPhase(t, js, key, cloud.PhaseFailed, nil)
+		if !strings.Contains(st.Error, want) || !strings.Contains(st.Error, "--cloud-allow-exec") {
+			t.Errorf("%s: error %q does not say %q and how to allow it", key, st.Error, want)
+		}
+	}
+	if exists(ran) {
+		t.Fatal("a refused provisioner ran")
+	}
+
+	js2, bps2 := hub(t)
+	start(t, js2, nil) // AllowExec
+	put(t, bps2, "s1.n1", cloudDoc([]string{inline}, nil))
+	waitPhase(t, js2, "s1.n1.inline", cloud.PhaseApplied, nil)
+	if !exists(ran) {
+		t.Fatal("the allowed provisioner did not run")
+	}
+}
+
+// Confined, Terraform and what it starts run as the given user with the
+// limits set: a provisioner sees its uid and /proc/self/limits, and one that
+// runs past the time limit is stopped and reported.
+func TestConfinedRun(t *testing.T) {
+	needTerraform(t)
+	check.NeedRoot(t)
+	js, bps := hub(t)
+	loot := t.TempDir()
+	check.NoError(t, os.Chmod(loot, 0o777))
+	start(t, js, func(c *cloud.Config) {
+		c.Confine = &cloud.Confinement{UID: 65534, GID: 65534, Memory: 3 << 30, CPU: 7 * time.Minute, Procs: 99}
+		c.Timeout = 3 * time.Second
+	})
+	probe := fmt.Sprintf("    - name: probe\n      main: |\n        resource \"terraform_data\" \"x\" {\n          provisioner \"local-exec\" { command = \"{ id; cat /proc/self/limits; } > %s/probe\" }\n        }\n", loot)
+	slow := "    - name: slow\n      main: |\n        resource \"terraform_data\" \"x\" {\n          provisioner \"local-exec\" { command = \"sleep 60.4242\" }\n        }\n"
+	put(t, bps, "s1.n1", cloudDoc([]string{probe, slow}, nil))
+	waitPhase(t, js, "s1.n1.probe", cloud.PhaseApplied, nil)
+	got, err := os.ReadFile(filepath.Join(loot, "probe"))
+	check.NoError(t, err)
+	for _, want := range []string{"uid=65534", "Max cpu time              420", "Max processes             99", "Max address space         3221225472"} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("the provisioner's view lacks %q:\n%s", want, got)
+		}
+	}
+	st := waitPhase(t, js, "s1.n1.slow", cloud.PhaseFailed, nil)
+	if !strings.Contains(st.Error, "ran longer than the hub's limit") {
+		t.Errorf("slow: error %q", st.Error)
+	}
+	// What the provisioner started goes with the run.
+	check.For(t, 20*time.Second, 100*time.Millisecond, func() error {
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			if b, _ := os.ReadFile(p); strings.Contains(string(b), "60.4242") {
+				return fmt.Errorf("the slow provisioner's process %s outlived its run", filepath.Dir(p))
+			}
+		}
+		return nil
+	})
+}
+
+// A value that fails to decode is decoded once, reported under
+// SITE.NODE._blueprint as invalid, and never retried; the next good
+// revision clears the report, also after a restart of the reconciler.
+func TestRefusedBlueprintReportedOnce(t *testing.T) {
+	needTerraform(t)
+	js, bps := hub(t)
+	var mu sync.Mutex
+	decodes := map[string]int{}
+	counting := func(c *cloud.Config) {
+		c.Decode = func(key string, data []byte) (*blueprint.Blueprint, error) {
+			mu.Lock()
+			decodes[key]++
+			mu.Unlock()
+			return blueprint.Parse(data)
+		}
+	}
+	r := start(t, js, counting)
+	_, err := bps.Put(context.Background(), "s1.bad", []byte("spec: [unclosed"))
+	check.NoError(t, err)
+	refused := cloud.Key("s1", "bad", cloud.RefusedConfig)
+	st := waitPhase(t, js, refused, cloud.PhaseInvalid, nil)
+	if !strings.Contains(st.Error, "malformed YAML") || !strings.Contains(st.Message, "revision") {
+		t.Errorf("refusal says %q / %q", st.Error, st.Message)
+	}
+	// A later blueprint goes through the same watch: once it is applied,
+	// the bad one would have been retried if anything retried it.
+	put(t, bps, "s1.good", cloudDoc([]string{"    - name: ok\n      main: 'resource \"terraform_data\" \"x\" {}'\n"}, nil))
+	waitPhase(t, js, "s1.good.ok", cloud.PhaseApplied, nil)
+	mu.Lock()
+	check.Equal(t, decodes["s1.bad"], 1)
+	mu.Unlock()
+
+	r.stop()
+	start(t, js, counting)
+	put(t, bps, "s1.bad", cloudDoc([]string{"    - name: ok\n      main: 'resource \"terraform_data\" \"x\" {}'\n"}, nil))
+	waitPhase(t, js, "s1.bad.ok", cloud.PhaseApplied, nil)
+	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if _, err := status(js, refused); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("refusal still published: %v", err)
+		}
+		return nil
+	})
 }

@@ -23,7 +23,7 @@ const maxModule = 64 << 20
 
 // fetchModule loads a module archive from the hub's artifacts object store,
 // checks its sha256 and unpacks it into dir.
-func (r *Reconciler) fetchModule(ctx context.Context, a *blueprint.Artifact, dir string) error {
+func (r *Reconciler) fetchModule(ctx context.Context, a *blueprint.Artifact, dir *os.Root) error {
 	obs, err := r.cfg.JS.ObjectStore(ctx, streams.ArtifactsBucket)
 	if err != nil {
 		return fmt.Errorf("module %q: artifacts bucket: %w", a.Name, err)
@@ -50,8 +50,9 @@ func (r *Reconciler) fetchModule(ctx context.Context, a *blueprint.Artifact, dir
 }
 
 // untar unpacks a tar or tar.gz archive of regular files and directories
-// into dir. Anything that could point outside dir is refused.
-func untar(data []byte, dir string) error {
+// into dir. Anything that could point outside dir is refused; dir being an
+// os.Root, so is a symlink left in it by an earlier run.
+func untar(data []byte, dir *os.Root) error {
 	var rd io.Reader = bytes.NewReader(data)
 	if len(data) > 2 && data[0] == 0x1f && data[1] == 0x8b {
 		gz, err := gzip.NewReader(rd)
@@ -77,10 +78,10 @@ func untar(data []byte, dir string) error {
 		if !filepath.IsLocal(name) {
 			return fmt.Errorf("archive entry %q points outside the module", h.Name)
 		}
-		p := filepath.Join(dir, name)
+		p := name
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if err := os.MkdirAll(p, 0o700); err != nil {
+			if err := dir.MkdirAll(p, 0o700); err != nil {
 				return err
 			}
 		case tar.TypeReg:
@@ -88,10 +89,10 @@ func untar(data []byte, dir string) error {
 			if total > maxModule {
 				return fmt.Errorf("archive expands to more than %d bytes", maxModule)
 			}
-			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			if err := dir.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 				return err
 			}
-			f, err := os.OpenFile(p, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+			f, err := dir.OpenFile(p, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 			if err != nil {
 				return err
 			}

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -53,6 +52,11 @@ func (r *Reconciler) terraformReady(ctx context.Context) error {
 	path, err := exec.LookPath(r.cfg.Terraform)
 	if err == nil && path != r.tfPath {
 		err = checkVersion(ctx, r.cfg.WorkDir, path)
+		if err == nil && r.cfg.Confine != nil {
+			r.tfExec, err = r.wrapper(path)
+		} else {
+			r.tfExec = path
+		}
 	}
 	if err != nil {
 		err = fmt.Errorf("%w: %q: %v; cloud configurations are not provisioned until it is installed (on the hub: .ci/setup-terraform.sh, or set the terraform path)", ErrTerraformMissing, r.cfg.Terraform, err)
@@ -89,21 +93,13 @@ func checkVersion(ctx context.Context, dir, path string) error {
 
 func (r *Reconciler) terraform(dir string) (*tfexec.Terraform, error) {
 	r.tfMu.Lock()
-	path := r.tfPath
+	path := r.tfExec
 	r.tfMu.Unlock()
 	tf, err := tfexec.NewTerraform(dir, path)
 	if err != nil {
 		return nil, err
 	}
-	env := map[string]string{}
-	for _, kv := range os.Environ() {
-		k, v, _ := strings.Cut(kv, "=")
-		env[k] = v
-	}
-	env = tfexec.CleanEnv(env)
-	env["TF_CLI_CONFIG_FILE"] = r.cliConfig
-	env["CHECKPOINT_DISABLE"] = "1" // never phone home from the hub
-	if err := tf.SetEnv(env); err != nil {
+	if err := tf.SetEnv(tfexec.CleanEnv(r.scrubbedEnv(dir))); err != nil {
 		return nil, err
 	}
 	return tf, nil
@@ -208,26 +204,36 @@ func (r *Reconciler) reconcile(ctx context.Context, w *worker, want blueprint.Cl
 	if err != nil {
 		return fail(fmt.Errorf("configuration %q: reading applied configuration: %w", w.name, err))
 	}
-	dir, err := r.prepare(ctx, w.key, want)
+	dir, root, err := r.prepare(ctx, w.key, want)
 	if err != nil {
 		return fail(fmt.Errorf("configuration %q: %w", w.name, err))
 	}
+	defer root.Close()
 	tf, err := r.terraform(dir)
 	if err != nil {
 		return fail(fmt.Errorf("configuration %q: %w", w.name, err))
 	}
-	if err := tf.Init(ctx, tfexec.Upgrade(false)); err != nil {
+	tctx, cancel := r.runContext(ctx)
+	defer cancel()
+	if err := tf.Init(tctx, tfexec.Upgrade(false)); err != nil {
 		return fail(tfError(w.name, "init", err))
 	}
+	if err := r.checkInstalled(root, w.name); err != nil {
+		return fail(err)
+	}
 	r.plans.Add(1)
-	changes, err := tf.Plan(ctx, tfexec.Out(planFile), tfexec.VarFile(varsFile))
+	changes, err := tf.Plan(tctx, tfexec.Out(planFile), tfexec.VarFile(varsFile))
 	if err != nil {
 		return fail(tfError(w.name, "plan", err))
 	}
-	sum, err := summarize(ctx, tf)
+	plan, err := tf.ShowPlanFile(tctx, planFile)
 	if err != nil {
 		return fail(tfError(w.name, "show", err))
 	}
+	if err := r.checkPlan(plan, w.name); err != nil {
+		return fail(err)
+	}
+	sum := countActions(plan)
 	st.Plan, st.Digest = sum, digest
 	if !changes {
 		if last == nil || last.Digest != digest {
@@ -262,9 +268,9 @@ func (r *Reconciler) reconcile(ctx context.Context, w *worker, want blueprint.Cl
 		return err
 	}
 	r.applies.Add(1)
-	aerr := tf.Apply(ctx, tfexec.DirOrPlan(planFile))
+	aerr := tf.Apply(tctx, tfexec.DirOrPlan(planFile))
 	// Save state whatever apply said: a partial apply created real things.
-	if err := r.saveState(ctx, w.key, dir); err != nil {
+	if err := r.saveState(ctx, w.key, root); err != nil {
 		return fail(fmt.Errorf("configuration %q: saving terraform state: %w", w.name, errors.Join(err, aerr)))
 	}
 	if aerr != nil {
@@ -373,19 +379,25 @@ func (r *Reconciler) destroy(ctx context.Context, w *worker) error {
 	if err := pub.put(ctx, st); err != nil {
 		return err
 	}
-	dir, err := r.prepare(ctx, w.key, cfg)
+	dir, root, err := r.prepare(ctx, w.key, cfg)
 	if err != nil {
 		return fail(fmt.Errorf("configuration %q: %w", w.name, err))
 	}
+	defer root.Close()
 	tf, err := r.terraform(dir)
 	if err != nil {
 		return fail(err)
 	}
-	if err := tf.Init(ctx, tfexec.Upgrade(false)); err != nil {
+	tctx, cancel := r.runContext(ctx)
+	defer cancel()
+	if err := tf.Init(tctx, tfexec.Upgrade(false)); err != nil {
 		return fail(tfError(w.name, "init", err))
 	}
-	derr := tf.Destroy(ctx, tfexec.VarFile(varsFile))
-	if err := r.saveState(ctx, w.key, dir); err != nil {
+	if err := r.checkInstalled(root, w.name); err != nil {
+		return fail(err)
+	}
+	derr := tf.Destroy(tctx, tfexec.VarFile(varsFile))
+	if err := r.saveState(ctx, w.key, root); err != nil {
 		return fail(fmt.Errorf("configuration %q: saving terraform state: %w", w.name, errors.Join(err, derr)))
 	}
 	if derr != nil {
@@ -405,58 +417,74 @@ func (r *Reconciler) destroy(ctx context.Context, w *worker) error {
 
 // prepare lays out the working directory for cfg and restores its state
 // from the store. .terraform (providers, modules) is kept between runs.
-func (r *Reconciler) prepare(ctx context.Context, key string, cfg blueprint.CloudConfig) (string, error) {
-	dir := filepath.Join(r.cfg.WorkDir, "runs", key)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
-	}
-	ents, err := os.ReadDir(dir)
+//
+// Every file operation goes through the directory's os.Root: under
+// confinement the directory belongs to Terraform's user, and the hub runs as
+// root. The caller closes the root. Provisioners and the external data
+// source are refused here, before Terraform runs, unless allowed.
+func (r *Reconciler) prepare(ctx context.Context, key string, cfg blueprint.CloudConfig) (string, *os.Root, error) {
+	dir, root, err := r.runDir(key)
 	if err != nil {
-		return "", err
+		return "", nil, err
+	}
+	if err := r.layOut(ctx, root, key, cfg); err != nil {
+		root.Close()
+		return "", nil, err
+	}
+	return dir, root, nil
+}
+
+func (r *Reconciler) layOut(ctx context.Context, root *os.Root, key string, cfg blueprint.CloudConfig) error {
+	ents, err := fs.ReadDir(root.FS(), ".")
+	if err != nil {
+		return err
 	}
 	for _, e := range ents {
 		if e.Name() == ".terraform" || e.Name() == ".terraform.lock.hcl" {
 			continue
 		}
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-			return "", err
+		if err := root.RemoveAll(e.Name()); err != nil {
+			return err
 		}
 	}
 	if cfg.Module != nil {
-		if err := r.fetchModule(ctx, cfg.Module, dir); err != nil {
-			return "", err
+		if err := r.fetchModule(ctx, cfg.Module, root); err != nil {
+			return err
 		}
-	} else if err := os.WriteFile(filepath.Join(dir, "main.tf"), []byte(cfg.Main), 0o600); err != nil {
-		return "", err
+	} else if err := root.WriteFile("main.tf", []byte(cfg.Main), 0o600); err != nil {
+		return err
+	}
+	if err := r.checkExec(root); err != nil {
+		return err
 	}
 	vars := cfg.Variables
 	if vars == nil {
 		vars = map[string]string{}
 	}
 	data, _ := json.Marshal(vars)
-	if err := os.WriteFile(filepath.Join(dir, varsFile), data, 0o600); err != nil {
-		return "", err
+	if err := root.WriteFile(varsFile, data, 0o600); err != nil {
+		return err
 	}
 	state, err := r.state.GetBytes(ctx, key+"/"+stateFile)
 	switch {
 	case errors.Is(err, jetstream.ErrObjectNotFound):
 	case err != nil:
-		return "", fmt.Errorf("restoring terraform state: %w", err)
+		return fmt.Errorf("restoring terraform state: %w", err)
 	default:
-		if err := os.WriteFile(filepath.Join(dir, stateFile), state, 0o600); err != nil {
-			return "", err
+		if err := root.WriteFile(stateFile, state, 0o600); err != nil {
+			return err
 		}
 	}
-	return dir, nil
+	return r.handOver(root)
 }
 
 // saveState stores the working dir's state. It runs even when ctx is done:
 // a run interrupted by shutdown still created real things, and losing their
 // state would make the next run create them twice.
-func (r *Reconciler) saveState(ctx context.Context, key, dir string) error {
+func (r *Reconciler) saveState(ctx context.Context, key string, root *os.Root) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+	data, err := readLimited(root, stateFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -501,16 +529,8 @@ func (r *Reconciler) hasObject(ctx context.Context, name string) (bool, error) {
 	return err == nil, err
 }
 
-// summarize counts the saved plan's actions the way Terraform's "Plan: N to
-// add, N to change, N to destroy" line does.
-func summarize(ctx context.Context, tf *tfexec.Terraform) (PlanSummary, error) {
-	p, err := tf.ShowPlanFile(ctx, planFile)
-	if err != nil {
-		return PlanSummary{}, err
-	}
-	return countActions(p), nil
-}
-
+// countActions counts the saved plan's actions the way Terraform's "Plan: N
+// to add, N to change, N to destroy" line does.
 func countActions(p *tfjson.Plan) PlanSummary {
 	var s PlanSummary
 	for _, rc := range p.ResourceChanges {
@@ -540,7 +560,10 @@ var blankLines = regexp.MustCompile(`\n{3,}`)
 func tfError(config, step string, err error) error {
 	// terraform-exec's error for a cancelled run may hold a nil error whose
 	// Error() panics; it answers errors.Is for the context errors.
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("configuration %q: terraform %s stopped: it ran longer than the hub's limit for one run (--cloud-timeout)", config, step)
+	}
+	if errors.Is(err, context.Canceled) {
 		return fmt.Errorf("configuration %q: terraform %s interrupted: %w", config, step, context.Canceled)
 	}
 	msg := err.Error()
