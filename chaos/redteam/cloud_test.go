@@ -3,7 +3,6 @@ package redteam
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -141,16 +140,16 @@ func csPut(t *testing.T, js jetstream.JetStream, key string, value []byte) {
 
 // csStatus reads the cloud status under key.
 func csStatus(js jetstream.JetStream, key string) (cloud.Status, error) {
-	var st cloud.Status
 	kv, err := js.KeyValue(context.Background(), cloud.StatusBucket)
 	if err != nil {
-		return st, err
+		return cloud.Status{}, err
 	}
 	e, err := kv.Get(context.Background(), key)
 	if err != nil {
-		return st, fmt.Errorf("cloud status %s: %w", key, err)
+		return cloud.Status{}, fmt.Errorf("cloud status %s: %w", key, err)
 	}
-	return st, json.Unmarshal(e.Value(), &st)
+	st, _, err := cloud.ParseStatus(e.Value()) // signed by the hub in operator mode
+	return st, err
 }
 
 // csWait waits until the cloud status under key satisfies ok.
