@@ -7,15 +7,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -235,6 +238,13 @@ func (p *Proc) SetArg(flag, value string) {
 	p.args = append(p.args, flag, value)
 }
 
+// Lines is a copy of this incarnation's log lines.
+func (p *Proc) Lines() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.lines)
+}
+
 // CountLog counts this incarnation's log lines containing substr.
 func (p *Proc) CountLog(substr string) int {
 	p.mu.Lock()
@@ -391,7 +401,7 @@ type Hub struct {
 	*Proc
 	ClientURL string // tls://127.0.0.1:PORT (nats:// when Insecure)
 	LeafAddr  string // 127.0.0.1:PORT
-	RouteAddr string // 127.0.0.1:PORT, cluster members only
+	RouteAddr string // 127.0.0.1:PORT, cluster members only (the bound one)
 	Prod      *Prod  // nil when Insecure
 }
 
@@ -399,7 +409,7 @@ type Hub struct {
 type HubSpec struct {
 	Name    string
 	Cluster bool     // run as a cluster member
-	Routes  []string // the other members' RouteAddr
+	Routes  []string // where the other members' routes answer, HOST:PORT
 	// Insecure runs the hub with --insecure (no TLS, accounts or
 	// signatures), as the dev stack does. The default is production mode.
 	Insecure bool
@@ -477,28 +487,45 @@ func (h *Hub) ConnOptions() []nats.Option {
 	return h.Prod.HubOptions(h.t)
 }
 
-// StartHubCluster runs n members in production mode, each routed to the
-// ones started before it, and waits until all are ready (the buckets are
-// created R3 once a meta leader exists). Restarted members route to all.
+// StartHubCluster runs n members in production mode and waits until all
+// are ready (the buckets are created R3 once a meta leader exists). A
+// member must be given its routes when it starts, before the others have
+// bound their route ports: so each member is reached through an in-process
+// proxy that listens from the start and forwards to the member's port once
+// the member reports it.
 func StartHubCluster(t testing.TB, dir string, n int) []*Hub {
 	t.Helper()
 	prod := NewProd(t, dir)
-	var hubs []*Hub
-	var routes []string
+	targets := make([]atomic.Pointer[string], n)
+	proxies := make([]*Proxy, n)
 	for i := range n {
+		p, err := NewProxyDialer("127.0.0.1:0", func() (net.Conn, error) {
+			addr := targets[i].Load()
+			if addr == nil {
+				return nil, fmt.Errorf("hub%d has no route port yet", i+1)
+			}
+			return net.DialTimeout("tcp", *addr, 2*time.Second)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		proxies[i] = p
+	}
+	var hubs []*Hub
+	for i := range n {
+		var routes []string
+		for j, p := range proxies {
+			if j != i {
+				routes = append(routes, p.Addr())
+			}
+		}
 		h := StartHub(t, dir, HubSpec{Name: fmt.Sprintf("hub%d", i+1), Cluster: true, Routes: routes, Prod: prod})
+		targets[i].Store(&h.RouteAddr)
 		hubs = append(hubs, h)
-		routes = append(routes, h.RouteAddr)
 	}
 	for _, h := range hubs {
 		h.WaitReady(90 * time.Second)
-		var others []string
-		for _, o := range hubs {
-			if o != h {
-				others = append(others, "nats-route://"+o.RouteAddr)
-			}
-		}
-		h.SetArg("--routes", strings.Join(others, ","))
 	}
 	return hubs
 }
