@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alpha-edge/alpha/blueprint/sign"
 	"github.com/alpha-edge/alpha/chaos"
 	"github.com/alpha-edge/alpha/internal/check"
 	"github.com/alpha-edge/alpha/internal/stack"
-	"github.com/alpha-edge/alpha/blueprint/sign"
 	"github.com/alpha-edge/alpha/leaf"
 )
 
