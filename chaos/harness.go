@@ -554,6 +554,9 @@ type SiteSpec struct {
 	// Insecure runs leaf and agents with --insecure; the hubs must be
 	// Insecure too.
 	Insecure bool
+	// Bundle is a bundle already issued and registered (AddSite); empty:
+	// StartSite runs `alpha site add` itself.
+	Bundle string
 }
 
 // StartSite runs a site against hubs. In production mode (the default) it
@@ -579,9 +582,8 @@ func StartSite(t testing.TB, dir string, hubs []*Hub, spec SiteSpec) *Site {
 		s.Roots[n] = filepath.Join(dir, spec.ID, n, "root")
 	}
 	s.Root = s.Roots[s.Node]
-	var urls, clientURLs []string
+	var urls []string
 	for _, h := range hubs {
-		clientURLs = append(clientURLs, h.ClientURL)
 		addr := h.LeafAddr
 		if !spec.Direct {
 			p, err := NewProxy("127.0.0.1:0", h.LeafAddr)
@@ -596,9 +598,11 @@ func StartSite(t testing.TB, dir string, hubs []*Hub, spec SiteSpec) *Site {
 	}
 	sec := []string{"--insecure"}
 	if prod != nil {
-		s.Bundle = filepath.Join(dir, spec.ID, "bundle")
-		Run(t, "site", "add", spec.ID, "--operator-dir", prod.Op.Dir, "--tenant", Tenant, "--nodes", strings.Join(nodes, ","),
-			"--hub", strings.Join(clientURLs, ","), "--tls-ca", prod.TLS.CA, "--out", s.Bundle)
+		s.Bundle = spec.Bundle
+		if s.Bundle == "" {
+			s.Bundle = filepath.Join(dir, spec.ID, "bundle")
+			Run(t, AddSiteArgs(dir, hubs, spec.ID, nodes...)...)
+		}
 		sec = []string{"--bundle", s.Bundle, "--tls-ca", prod.TLS.CA}
 	}
 	store := filepath.Join(dir, spec.ID, "leaf")
@@ -637,6 +641,19 @@ func StartSite(t testing.TB, dir string, hubs []*Hub, spec SiteSpec) *Site {
 	}
 	s.Agent = s.Agents[s.Node]
 	return s
+}
+
+// AddSiteArgs are the arguments of `alpha site add` that issue a site's
+// bundle into DIR/SITE/bundle and register the site at the hubs, as the
+// tenant's administrator over TLS.
+func AddSiteArgs(dir string, hubs []*Hub, site string, nodes ...string) []string {
+	var urls []string
+	for _, h := range hubs {
+		urls = append(urls, h.ClientURL)
+	}
+	p := hubs[0].Prod
+	return []string{"site", "add", site, "--operator-dir", p.Op.Dir, "--tenant", Tenant, "--nodes", strings.Join(nodes, ","),
+		"--hub", strings.Join(urls, ","), "--tls-ca", p.TLS.CA, "--out", filepath.Join(dir, site, "bundle")}
 }
 
 // SetLinks sets every uplink proxy of the site to m.
