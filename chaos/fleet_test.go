@@ -34,11 +34,19 @@ type want struct {
 	rev        uint64
 }
 
-func newFleet(t testing.TB, members int) *fleet {
+// newFleet starts a fleet in production mode: operator mode, TLS, signed
+// blueprints.
+func newFleet(t testing.TB, members int) *fleet { return startFleet(t, members, false) }
+
+// newInsecureFleet starts a fleet with --insecure everywhere, as the dev
+// stack runs: the one open-mode partition scenario uses it.
+func newInsecureFleet(t testing.TB) *fleet { return startFleet(t, 1, true) }
+
+func startFleet(t testing.TB, members int, insecure bool) *fleet {
 	t.Helper()
 	f := &fleet{t: t, dir: testDir(t), want: map[string]want{}}
 	if members <= 1 {
-		f.hubs = []*Hub{StartHub(t, f.dir, HubSpec{})}
+		f.hubs = []*Hub{StartHub(t, f.dir, HubSpec{Insecure: insecure})}
 	} else {
 		f.hubs = StartHubCluster(t, f.dir, members)
 	}
@@ -52,7 +60,7 @@ func (f *fleet) connect() {
 	for _, h := range f.hubs {
 		urls = append(urls, h.ClientURL)
 	}
-	nc := Conn(f.t, joinURLs(urls))
+	nc := Conn(f.t, joinURLs(urls), f.hubs[0].ConnOptions()...)
 	var err error
 	f.js, err = jetstream.NewWithDomain(nc, "hub")
 	check.NoError(f.t, err)
@@ -69,7 +77,9 @@ func joinURLs(u []string) string {
 	return s
 }
 
+// addSite starts a site in the fleet's mode.
 func (f *fleet) addSite(spec SiteSpec) *Site {
+	spec.Insecure = f.hubs[0].Prod == nil
 	s := StartSite(f.t, f.dir, f.hubs, spec)
 	f.sites = append(f.sites, s)
 	return s
@@ -79,12 +89,21 @@ func (f *fleet) addSite(spec SiteSpec) *Site {
 // the level every check expects.
 func (f *fleet) put(ctx context.Context, s *Site, gen, n int) uint64 {
 	f.t.Helper()
-	rev, err := Put(ctx, f.js, s.Key(), Blueprint(gen, n))
+	rev, err := Put(ctx, f.js, s.Key(), Blueprint(gen, n), f.signer())
 	check.NoError(f.t, err)
 	f.mu.Lock()
 	f.want[s.Key()] = want{gen: gen, files: n, rev: rev}
 	f.mu.Unlock()
 	return rev
+}
+
+// signer signs blueprints with the tenant's publisher key (nil when
+// insecure).
+func (f *fleet) signer() Signer {
+	if p := f.hubs[0].Prod; p != nil {
+		return p.Sign
+	}
+	return nil
 }
 
 // converged says whether a site runs the last blueprint put for it: every
@@ -154,10 +173,11 @@ func (f *fleet) waitConverged(timeout time.Duration) time.Duration {
 	return time.Since(start)
 }
 
-// siteJS is a client of a site's own JetStream domain.
+// siteJS is a client of a site's own JetStream domain, at its leaf, with
+// the first node's agent credentials: what a process on the node may do.
 func (f *fleet) siteJS(s *Site) jetstream.JetStream {
 	f.t.Helper()
-	js, err := jetstream.NewWithDomain(Conn(f.t, s.ClientURL), s.ID)
+	js, err := jetstream.NewWithDomain(Conn(f.t, s.ClientURL, s.NodeOptions(f.t, s.Node)...), s.ID)
 	check.NoError(f.t, err)
 	return js
 }
@@ -207,7 +227,11 @@ func testDir(t testing.TB) string {
 // operator's view agrees with the buckets.
 func (f *fleet) checkStatusCommand() {
 	f.t.Helper()
-	out, err := exec.Command(Binary(f.t), "status", "--json", "--nats", f.hubs[0].ClientURL).Output()
+	args := []string{"status", "--json", "--nats", f.hubs[0].ClientURL}
+	if p := f.hubs[0].Prod; p != nil {
+		args = append(args, "--creds", p.AdminCreds(), "--tls-ca", p.TLS.CA)
+	}
+	out, err := exec.Command(Binary(f.t), args...).Output()
 	check.NoError(f.t, err)
 	var nodes []struct {
 		Site, Node      string

@@ -2,25 +2,31 @@ package chaos
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/accounts"
 )
 
 // BuildTags are the tags every build of the module needs (the podman
@@ -70,19 +76,6 @@ func CleanupBinary() {
 	}
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago. Servers
-// that restart keep their port, so the harness picks ports instead of
-// passing -1.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // Proc is one process of the real binary that the test started. Only these
 // are ever signalled, by PID.
 type Proc struct {
@@ -93,6 +86,9 @@ type Proc struct {
 	env  []string
 	wrap []string // command prefix, e.g. ip netns exec NS
 	log  string
+	// ready is the line an incarnation logs once it listens; Restart
+	// waits for it to retry a port another process took meanwhile.
+	ready string
 
 	mu    sync.Mutex
 	cmd   *exec.Cmd
@@ -181,27 +177,72 @@ func (p *Proc) Running() bool {
 // returns it.
 func (p *Proc) WaitLog(substr string, timeout time.Duration) string {
 	p.t.Helper()
+	line, err := p.waitLine(substr, timeout)
+	if err != nil {
+		p.t.Fatalf("%v; log %s:\n%s", err, p.log, p.tail())
+	}
+	return line
+}
+
+// waitLine is WaitLog returning an error: the process exited or the time
+// ran out before the line came.
+func (p *Proc) waitLine(substr string, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		p.mu.Lock()
 		for _, l := range p.lines {
 			if strings.Contains(l, substr) {
 				p.mu.Unlock()
-				return l
+				return l, nil
 			}
 		}
 		done := p.done
 		p.mu.Unlock()
 		select {
 		case <-done:
-			p.t.Fatalf("%s exited before logging %q; log %s:\n%s", p.Name, substr, p.log, p.tail())
+			// The scanner may still hold the last lines: look once more.
+			time.Sleep(50 * time.Millisecond)
+			if l := p.lastLine(substr); l != "" {
+				return l, nil
+			}
+			return "", fmt.Errorf("%s exited before logging %q", p.Name, substr)
 		default:
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("%s did not log %q within %v; log %s:\n%s", p.Name, substr, timeout, p.log, p.tail())
+			return "", fmt.Errorf("%s did not log %q within %v", p.Name, substr, timeout)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func (p *Proc) lastLine(substr string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.lines {
+		if strings.Contains(l, substr) {
+			return l
+		}
+	}
+	return ""
+}
+
+// SetArg replaces the value that follows flag in the arguments of the next
+// incarnation: a restarted server keeps the port its first one bound.
+func (p *Proc) SetArg(flag, value string) {
+	for i, a := range p.args {
+		if a == flag && i+1 < len(p.args) {
+			p.args[i+1] = value
+			return
+		}
+	}
+	p.args = append(p.args, flag, value)
+}
+
+// Lines is a copy of this incarnation's log lines.
+func (p *Proc) Lines() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.lines)
 }
 
 // CountLog counts this incarnation's log lines containing substr.
@@ -282,11 +323,24 @@ func (p *Proc) Stop() {
 }
 
 // Restart starts the process again with the same arguments (after Stop or
-// Kill).
+// Kill), so on the ports its first incarnation bound. Should another
+// process have taken one in between ("address already in use"), it tries
+// again for a while; any other failure is left to the caller's WaitLog.
 func (p *Proc) Restart() {
 	p.t.Helper()
 	p.Stop()
-	p.start()
+	for attempt := 1; ; attempt++ {
+		p.start()
+		if p.ready == "" {
+			return
+		}
+		_, err := p.waitLine(p.ready, 90*time.Second)
+		if err == nil || attempt == 20 || p.Running() || !strings.Contains(p.tail(), "address already in use") {
+			return
+		}
+		p.t.Logf("%s: a port is taken, restarting again (attempt %d)", p.Name, attempt)
+		time.Sleep(250 * time.Millisecond)
+	}
 }
 
 // Footprint is a process's resident memory and CPU time so far.
@@ -345,102 +399,189 @@ func LogField(line, key string) string {
 // Hub is one `alpha hub` process (a standalone hub or a cluster member).
 type Hub struct {
 	*Proc
-	ClientURL string // nats://127.0.0.1:PORT
+	ClientURL string // tls://127.0.0.1:PORT (nats:// when Insecure)
 	LeafAddr  string // 127.0.0.1:PORT
-	RouteAddr string // 127.0.0.1:PORT, cluster members only
+	RouteAddr string // 127.0.0.1:PORT, cluster members only (the bound one)
+	Prod      *Prod  // nil when Insecure
 }
 
 // HubSpec says how to start a hub.
 type HubSpec struct {
 	Name    string
 	Cluster bool     // run as a cluster member
-	Routes  []string // the other members' RouteAddr
-	Route   int      // route port (cluster)
+	Routes  []string // where the other members' routes answer, HOST:PORT
+	// Insecure runs the hub with --insecure (no TLS, accounts or
+	// signatures), as the dev stack does. The default is production mode.
+	Insecure bool
+	// Prod is the operator and PKI to use; cluster members share one.
+	// StartHub makes one when it is nil (and not Insecure).
+	Prod *Prod
 }
 
-// StartHub runs `alpha hub` on fixed free loopback ports and waits for
-// "hub ready". The harness runs hub, leaves and agents with --insecure (no
-// TLS, accounts or signatures): the chaos suite is about links and crashes;
-// the secure setup has its own tests.
+// StartHub runs `alpha hub` and waits for "hub ready" (a cluster member:
+// only until its route listener is up; call WaitReady once every member
+// runs). By default the hub runs in production mode: operator mode with the
+// tenant Tenant, TLS on the client and leafnode listeners. Every listener
+// binds a port of its own choosing (-1); the harness reads the bound
+// addresses from the log and pins them for restarts.
 func StartHub(t testing.TB, dir string, spec HubSpec) *Hub {
 	t.Helper()
 	if spec.Name == "" {
 		spec.Name = "hub"
 	}
-	h := &Hub{
-		ClientURL: fmt.Sprintf("nats://127.0.0.1:%d", FreePort(t)),
-		LeafAddr:  fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
-	}
-	args := []string{"hub", "--insecure", "--name", spec.Name, "--store", filepath.Join(dir, spec.Name),
-		"--listen", strings.TrimPrefix(h.ClientURL, "nats://"), "--leaf-listen", h.LeafAddr}
-	if spec.Cluster {
-		if spec.Route == 0 {
-			spec.Route = FreePort(t)
+	args := []string{"hub", "--name", spec.Name, "--store", filepath.Join(dir, spec.Name),
+		"--listen", "127.0.0.1:-1", "--leaf-listen", "127.0.0.1:-1"}
+	h := &Hub{}
+	if spec.Insecure {
+		args = append(args, "--insecure")
+	} else {
+		if spec.Prod == nil {
+			spec.Prod = NewProd(t, dir)
 		}
-		h.RouteAddr = fmt.Sprintf("127.0.0.1:%d", spec.Route)
+		h.Prod = spec.Prod
+		args = append(args, "--operator-dir", h.Prod.Op.Dir, "--tls-cert", h.Prod.TLS.Cert, "--tls-key", h.Prod.TLS.Key)
+	}
+	if spec.Cluster {
 		var routes []string
 		for _, r := range spec.Routes {
 			routes = append(routes, "nats-route://"+r)
 		}
-		args = append(args, "--cluster", h.RouteAddr, "--routes", strings.Join(routes, ","))
+		args = append(args, "--cluster", "127.0.0.1:-1", "--routes", strings.Join(routes, ","))
 	}
 	h.Proc = Start(t, dir, spec.Name, args...)
-	if !spec.Cluster {
-		h.WaitLog("hub ready", 60*time.Second)
+	h.ready = "hub ready"
+	if spec.Cluster {
+		// A member is ready only once the cluster has a meta leader, so
+		// the next member needs this one's route port before that: the
+		// server's own listening line has it.
+		line := h.WaitLog("Listening for route connections on ", 60*time.Second)
+		h.RouteAddr = LogField(line, "msg")[strings.LastIndex(LogField(line, "msg"), " ")+1:]
+		h.SetArg("--cluster", h.RouteAddr)
+		return h
 	}
+	h.WaitReady(60 * time.Second)
 	return h
 }
 
-// StartHubCluster runs n members routed to each other and waits until all
-// are ready (the buckets are created R3 once a meta leader exists).
+// WaitReady waits for "hub ready", reads the bound addresses from it and
+// keeps them for the next incarnation.
+func (h *Hub) WaitReady(timeout time.Duration) {
+	h.t.Helper()
+	line := h.WaitLog("hub ready", timeout)
+	h.ClientURL = LogField(line, "clients")
+	h.LeafAddr = strings.TrimPrefix(LogField(line, "leafnodes"), "nats-leaf://")
+	u, err := url.Parse(h.ClientURL)
+	if err != nil || u.Port() == "" || h.LeafAddr == "" {
+		h.t.Fatalf("%s: no bound addresses in %q", h.Name, line)
+	}
+	h.SetArg("--listen", u.Host)
+	h.SetArg("--leaf-listen", h.LeafAddr)
+}
+
+// ConnOptions authenticate a client of the hub: the tenant administrator
+// over TLS (none when Insecure).
+func (h *Hub) ConnOptions() []nats.Option {
+	if h.Prod == nil {
+		return nil
+	}
+	return h.Prod.HubOptions(h.t)
+}
+
+// StartHubCluster runs n members in production mode and waits until all
+// are ready (the buckets are created R3 once a meta leader exists). A
+// member must be given its routes when it starts, before the others have
+// bound their route ports: so each member is reached through an in-process
+// proxy that listens from the start and forwards to the member's port once
+// the member reports it.
 func StartHubCluster(t testing.TB, dir string, n int) []*Hub {
 	t.Helper()
-	ports := make([]int, n)
-	for i := range ports {
-		ports[i] = FreePort(t)
+	prod := NewProd(t, dir)
+	targets := make([]atomic.Pointer[string], n)
+	proxies := make([]*Proxy, n)
+	for i := range n {
+		p, err := NewProxyDialer("127.0.0.1:0", func() (net.Conn, error) {
+			addr := targets[i].Load()
+			if addr == nil {
+				return nil, fmt.Errorf("hub%d has no route port yet", i+1)
+			}
+			return net.DialTimeout("tcp", *addr, 2*time.Second)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		proxies[i] = p
 	}
 	var hubs []*Hub
 	for i := range n {
 		var routes []string
-		for j, p := range ports {
+		for j, p := range proxies {
 			if j != i {
-				routes = append(routes, fmt.Sprintf("127.0.0.1:%d", p))
+				routes = append(routes, p.Addr())
 			}
 		}
-		hubs = append(hubs, StartHub(t, dir, HubSpec{Name: fmt.Sprintf("hub%d", i+1), Cluster: true, Routes: routes, Route: ports[i]}))
+		h := StartHub(t, dir, HubSpec{Name: fmt.Sprintf("hub%d", i+1), Cluster: true, Routes: routes, Prod: prod})
+		targets[i].Store(&h.RouteAddr)
+		hubs = append(hubs, h)
 	}
 	for _, h := range hubs {
-		h.WaitLog("hub ready", 90*time.Second)
+		h.WaitReady(90 * time.Second)
 	}
 	return hubs
 }
 
-// Site is a site leaf and its agent, each its own process unless OneProcess,
-// with its uplink to every hub member through its own Proxy.
+// Site is a site leaf and its agents, each its own process unless
+// OneProcess, with its uplink to every hub member through its own Proxy.
 type Site struct {
-	ID, Node  string
-	Root      string // the agent's --root
+	ID, Node  string // Node is the first of Nodes
+	Nodes     []string
+	Root      string // the first node's agent --root
+	Roots     map[string]string
 	ClientURL string // the leaf's client URL (agents, telemetry publishers)
 	Links     []*Proxy
-	Leaf      *Proc // the leaf, or the single `alpha site` process
-	Agent     *Proc // nil when OneProcess
+	Leaf      *Proc            // the leaf, or the single `alpha site` process
+	Agent     *Proc            // the first node's agent; nil when OneProcess
+	Agents    map[string]*Proc // every node's agent; empty when OneProcess
+	Bundle    string           // the site bundle from `alpha site add`; "" when Insecure
 }
 
 // SiteSpec says how to start a site.
 type SiteSpec struct {
 	ID, Node   string
-	OneProcess bool // `alpha site` (leaf and agent in one process)
-	Direct     bool // no proxies: connect straight to the hubs
-	NoWait     bool // do not wait for the leaf to be ready
+	Nodes      []string // several nodes, one agent process each (default: Node)
+	OneProcess bool     // `alpha site` (leaf and agent in one process)
+	Direct     bool     // no proxies: connect straight to the hubs
+	// Insecure runs leaf and agents with --insecure; the hubs must be
+	// Insecure too.
+	Insecure bool
+	// Bundle is a bundle already issued and registered (AddSite); empty:
+	// StartSite runs `alpha site add` itself.
+	Bundle string
 }
 
-// StartSite runs a site against hubs.
+// StartSite runs a site against hubs. In production mode (the default) it
+// first issues and registers the site's bundle with `alpha site add`, then
+// runs the leaf with the bundle and the hub's CA and each agent with its
+// node's key and the trusted publisher keys, as the README's "Going to
+// production" does. It waits until the leaf listens.
 func StartSite(t testing.TB, dir string, hubs []*Hub, spec SiteSpec) *Site {
 	t.Helper()
-	if spec.Node == "" {
-		spec.Node = "n1"
+	prod := hubs[0].Prod
+	if spec.Insecure != (prod == nil) {
+		t.Fatalf("site %s: Insecure=%v but the hub's Insecure=%v", spec.ID, spec.Insecure, prod == nil)
 	}
-	s := &Site{ID: spec.ID, Node: spec.Node, Root: filepath.Join(dir, spec.ID, "root")}
+	nodes := spec.Nodes
+	if len(nodes) == 0 {
+		nodes = []string{cmp.Or(spec.Node, "n1")}
+	}
+	if spec.OneProcess && len(nodes) > 1 {
+		t.Fatalf("site %s: OneProcess runs one node, not %v", spec.ID, nodes)
+	}
+	s := &Site{ID: spec.ID, Node: nodes[0], Nodes: nodes, Roots: map[string]string{}, Agents: map[string]*Proc{}}
+	for _, n := range nodes {
+		s.Roots[n] = filepath.Join(dir, spec.ID, n, "root")
+	}
+	s.Root = s.Roots[s.Node]
 	var urls []string
 	for _, h := range hubs {
 		addr := h.LeafAddr
@@ -455,23 +596,64 @@ func StartSite(t testing.TB, dir string, hubs []*Hub, spec SiteSpec) *Site {
 		}
 		urls = append(urls, "nats-leaf://"+addr)
 	}
-	listen := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	s.ClientURL = "nats://" + listen
-	store := filepath.Join(dir, spec.ID, "leaf")
-	state := filepath.Join(dir, spec.ID, "agent")
-	hubArg := strings.Join(urls, ",")
-	if spec.OneProcess {
-		s.Leaf = Start(t, dir, spec.ID, "site", "--insecure", "--site", spec.ID, "--node", spec.Node, "--hub", hubArg,
-			"--store", store, "--listen", listen, "--root", s.Root, "--state", state)
-	} else {
-		s.Leaf = Start(t, dir, spec.ID+"-leaf", "leaf", "--insecure", "--site", spec.ID, "--hub", hubArg, "--store", store, "--listen", listen)
-		if !spec.NoWait {
-			s.Leaf.WaitLog("leaf ready", 60*time.Second)
+	sec := []string{"--insecure"}
+	if prod != nil {
+		s.Bundle = spec.Bundle
+		if s.Bundle == "" {
+			s.Bundle = filepath.Join(dir, spec.ID, "bundle")
+			Run(t, AddSiteArgs(dir, hubs, spec.ID, nodes...)...)
 		}
-		s.Agent = Start(t, dir, spec.ID+"-"+spec.Node, "agent", "--insecure", "--site", spec.ID, "--node", spec.Node,
-			"--nats", s.ClientURL, "--root", s.Root, "--state", state)
+		sec = []string{"--bundle", s.Bundle, "--tls-ca", prod.TLS.CA}
 	}
+	store := filepath.Join(dir, spec.ID, "leaf")
+	hubArg := strings.Join(urls, ",")
+	state := func(n string) string { return filepath.Join(dir, spec.ID, n, "agent") }
+	if spec.OneProcess {
+		s.Leaf = Start(t, dir, spec.ID, append([]string{"site", "--site", spec.ID, "--node", s.Node, "--hub", hubArg,
+			"--store", store, "--listen", "127.0.0.1:-1", "--root", s.Root, "--state", state(s.Node)}, sec...)...)
+	} else {
+		s.Leaf = Start(t, dir, spec.ID+"-leaf", append([]string{"leaf", "--site", spec.ID, "--hub", hubArg,
+			"--store", store, "--listen", "127.0.0.1:-1"}, sec...)...)
+	}
+	s.Leaf.ready = "leaf ready"
+	line := s.Leaf.WaitLog("leaf ready", 60*time.Second)
+	s.ClientURL = LogField(line, "clients")
+	u, err := url.Parse(s.ClientURL)
+	if err != nil || u.Port() == "" {
+		t.Fatalf("site %s: no bound client address in %q", spec.ID, line)
+	}
+	// A restarted leaf keeps its port: its agents reconnect to it.
+	s.Leaf.SetArg("--listen", u.Host)
+	if spec.OneProcess {
+		return s
+	}
+	for _, n := range nodes {
+		args := []string{"agent", "--site", spec.ID, "--node", n, "--nats", s.ClientURL, "--root", s.Roots[n], "--state", state(n)}
+		if prod == nil {
+			args = append(args, "--insecure")
+		} else {
+			// The leaf's client listener is loopback only, without TLS,
+			// as in the README's single-machine walkthrough.
+			args = append(args, "--creds", filepath.Join(s.Bundle, accounts.AgentSeedFile(n)),
+				"--trusted-keys", filepath.Join(s.Bundle, accounts.TrustedKeysFile))
+		}
+		s.Agents[n] = Start(t, dir, spec.ID+"-"+n, args...)
+	}
+	s.Agent = s.Agents[s.Node]
 	return s
+}
+
+// AddSiteArgs are the arguments of `alpha site add` that issue a site's
+// bundle into DIR/SITE/bundle and register the site at the hubs, as the
+// tenant's administrator over TLS.
+func AddSiteArgs(dir string, hubs []*Hub, site string, nodes ...string) []string {
+	var urls []string
+	for _, h := range hubs {
+		urls = append(urls, h.ClientURL)
+	}
+	p := hubs[0].Prod
+	return []string{"site", "add", site, "--operator-dir", p.Op.Dir, "--tenant", Tenant, "--nodes", strings.Join(nodes, ","),
+		"--hub", strings.Join(urls, ","), "--tls-ca", p.TLS.CA, "--out", filepath.Join(dir, site, "bundle")}
 }
 
 // SetLinks sets every uplink proxy of the site to m.
@@ -481,14 +663,29 @@ func (s *Site) SetLinks(m Mode) {
 	}
 }
 
-// Key is the site's node key in the blueprints and status buckets.
+// Key is the site's first node key in the blueprints and status buckets.
 func (s *Site) Key() string { return s.ID + "." + s.Node }
 
-// Conn connects to url with retries suited to a test that restarts servers.
-func Conn(t testing.TB, url string) *nats.Conn {
+// NodeOptions authenticate a client at the site's leaf as a node's agent
+// (its nkey from the bundle, its inbox prefix): what a process on the node
+// may do there. None when Insecure.
+func (s *Site) NodeOptions(t testing.TB, node string) []nats.Option {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
-		nats.RetryOnFailedConnect(true), nats.Timeout(3*time.Second))
+	if s.Bundle == "" {
+		return nil
+	}
+	opts, err := accounts.AgentOptions(s.ID, node, filepath.Join(s.Bundle, accounts.AgentSeedFile(node)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return opts
+}
+
+// Conn connects to url with retries suited to a test that restarts servers.
+func Conn(t testing.TB, url string, extra ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond),
+		nats.RetryOnFailedConnect(true), nats.Timeout(3 * time.Second)}, extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -525,18 +722,31 @@ type NodeStatus struct {
 	Phase           string `json:"phase"`
 }
 
-// Put writes a blueprint at the hub, retrying while the hub (or its meta
-// leader) is not there, and returns the revision.
-func Put(ctx context.Context, js jetstream.JetStream, key string, data []byte) (uint64, error) {
+// Signer wraps a blueprint for a node key as agents accept it; nil stores
+// it as it is (insecure).
+type Signer func(key string, blueprint []byte) ([]byte, error)
+
+// Put writes a blueprint at the hub, signed by sign, retrying while the hub
+// (or its meta leader) is not there, and returns the revision. Every
+// attempt is signed afresh: should a lost reply hide a stored attempt, the
+// next one still carries a higher sequence.
+func Put(ctx context.Context, js jetstream.JetStream, key string, data []byte, sign Signer) (uint64, error) {
 	var last error
 	for ctx.Err() == nil {
+		value := data
+		if sign != nil {
+			var err error
+			if value, err = sign(key, data); err != nil {
+				return 0, err
+			}
+		}
 		// Short attempts: a request sent while the client reconnects, or
 		// before a new stream leader is elected, may never be answered.
 		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		kv, err := js.KeyValue(actx, "blueprints")
 		if err == nil {
 			var rev uint64
-			if rev, err = kv.Put(actx, key, data); err == nil {
+			if rev, err = kv.Put(actx, key, value); err == nil {
 				cancel()
 				return rev, nil
 			}

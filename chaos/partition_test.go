@@ -10,21 +10,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alpha-edge/alpha/blueprint/sign"
 	"github.com/alpha-edge/alpha/chaos"
 	"github.com/alpha-edge/alpha/internal/check"
 	"github.com/alpha-edge/alpha/internal/stack"
 	"github.com/alpha-edge/alpha/leaf"
-	"github.com/alpha-edge/alpha/streams"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // site is a hub, a proxy standing for the WAN, a site leaf behind it and
-// one agent.
+// one agent, in process and in production mode (prodEnv).
 type site struct {
 	t      testing.TB
+	env    *prodEnv
 	proxy  *chaos.Proxy
 	hubURL string
-	hubBP  jetstream.KeyValue
 	leaf   *leaf.Leaf
 	stopL  func()
 	store  string
@@ -34,16 +33,15 @@ type site struct {
 }
 
 func newSite(t testing.TB) *site {
-	h := stack.Hub(t)
-	u, err := url.Parse(h.LeafURL())
+	e := newProdEnv(t, "s1", "n1")
+	u, err := url.Parse(e.hub.LeafURL())
 	check.NoError(t, err)
 	p, err := chaos.NewProxy("127.0.0.1:0", u.Host)
 	check.NoError(t, err)
 	t.Cleanup(func() { p.Close() })
-	s := &site{t: t, proxy: p, hubURL: "nats-leaf://" + p.Addr(), store: t.TempDir(), root: t.TempDir(), state: t.TempDir()}
-	s.hubBP = stack.KV(t, h.ClientURL(), "hub", streams.BlueprintsBucket)
-	s.leaf, s.stopL = stack.Leaf(t, "s1", s.hubURL, s.store)
-	_, s.stopA = stack.Agent(t, "s1", "n1", s.leaf.ClientURL(), s.root, s.state)
+	s := &site{t: t, env: e, proxy: p, hubURL: "nats-leaf://" + p.Addr(), store: t.TempDir(), root: t.TempDir(), state: t.TempDir()}
+	s.leaf, s.stopL = e.leafAt(s.hubURL, s.store, "127.0.0.1:-1")
+	s.stopA = e.agent("n1", s.leaf.ClientURL(), s.root, s.state)
 	return s
 }
 
@@ -51,8 +49,7 @@ func (s *site) file() string { return filepath.Join(s.root, "etc/app.conf") }
 
 func (s *site) put(content string) {
 	s.t.Helper()
-	_, err := s.hubBP.PutString(context.Background(), "s1.n1", stack.Doc("app", "/etc/app.conf", content))
-	check.NoError(s.t, err)
+	s.env.put("s1.n1", stack.Doc("app", "/etc/app.conf", content))
 }
 
 func (s *site) waitLink(up bool) {
@@ -130,12 +127,16 @@ func TestLeafRestartedOffline(t *testing.T) {
 	addr, err := url.Parse(s.leaf.ClientURL())
 	check.NoError(t, err)
 	s.stopL()
-	s.leaf, s.stopL = stack.LeafAt(t, "s1", s.hubURL, s.store, addr.Host)
-	siteBP := stack.KV(t, s.leaf.ClientURL(), "s1", streams.BlueprintsBucket)
+	s.leaf, s.stopL = s.env.leafAt(s.hubURL, s.store, addr.Host)
+	siteBP := s.env.siteBlueprints(s.leaf, "n1")
 	e, err := siteBP.Get(context.Background(), "s1.n1")
 	check.NoError(t, err) // served at once, from disk, with no hub
-	if string(e.Value()) != stack.Doc("app", "/etc/app.conf", "v=1\n") {
-		t.Fatalf("restarted leaf serves %q", e.Value())
+	pub, err := s.env.op.PublisherKey(chaos.Tenant)
+	check.NoError(t, err)
+	bp, err := sign.Open(map[string]bool{pub: true}, "s1.n1", e.Value())
+	check.NoError(t, err)
+	if string(bp.Blueprint) != stack.Doc("app", "/etc/app.conf", "v=1\n") {
+		t.Fatalf("restarted leaf serves %q", bp.Blueprint)
 	}
 	// The agent keeps repairing through the restarted leaf.
 	check.NoError(t, os.WriteFile(s.file(), []byte("hand edit\n"), 0o644))
@@ -161,7 +162,7 @@ func TestAgentRestartedOfflineReapplies(t *testing.T) {
 	s.stopA()
 	s.stopL()
 	check.NoError(t, os.Remove(s.file()))
-	_, s.stopA = stack.Agent(t, "s1", "n1", s.leaf.ClientURL(), s.root, s.state)
+	s.stopA = s.env.agent("n1", s.leaf.ClientURL(), s.root, s.state)
 	stack.WaitFile(t, 5*time.Second, s.file(), "v=1\n")
 	if _, err := os.Stat(s.file()); errors.Is(err, os.ErrNotExist) {
 		t.Fatal("not re-applied")

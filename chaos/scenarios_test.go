@@ -10,7 +10,8 @@ import (
 )
 
 // The default (CI) subset: each scenario runs hub, leaves and agents as
-// processes of the real binary, breaks something, and ends in exact counts.
+// processes of the real binary in production mode (operator mode, TLS,
+// signed blueprints), breaks something, and ends in exact counts.
 // The long ones are in scenarios_chaos_test.go behind the chaos tag.
 
 func bg(t testing.TB, d time.Duration) context.Context {
@@ -21,9 +22,11 @@ func bg(t testing.TB, d time.Duration) context.Context {
 
 // A stream of blueprint updates to two sites, one cut (clean close) and one
 // blackholed (silent drop) in the middle of it: both end on the last
-// revision, and the time from restore to converged is printed.
+// revision, and the time from restore to converged is printed. It is the
+// one scenario that runs with --insecure (as the dev stack does), so the
+// open mode stays covered; every other one runs in production mode.
 func TestPartitionDuringBlueprintUpdates(t *testing.T) {
-	f := newFleet(t, 1)
+	f := newInsecureFleet(t)
 	a := f.addSite(SiteSpec{ID: "cut"})
 	b := f.addSite(SiteSpec{ID: "hole"})
 	ctx := bg(t, 3*time.Minute)

@@ -384,7 +384,11 @@ func Register(ctx context.Context, hub jetstream.JetStream, site, name string) e
 		}
 		cfg := info.Config
 		cfg.Sources = append(cfg.Sources, src)
-		if _, err := hub.UpdateStream(ctx, cfg); err != nil {
+		// nats.go reports a reply whose source count differs from the
+		// request as "sourcing not supported": with several registrations
+		// at once that is another site's update landing beside ours, so
+		// read again and verify rather than fail.
+		if _, err := hub.UpdateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamSourceNotSupported) {
 			return fmt.Errorf("adding site %s to hub stream %s: %w", site, name, err)
 		}
 		select {

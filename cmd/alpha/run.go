@@ -61,7 +61,9 @@ func runHub(ctx context.Context, args []string) error {
 		return err
 	}
 	log.Info("hub security", "operator mode", op != nil, "tls", !sec.insecure)
-	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL(), "cluster", *clf.cluster)
+	// The bound addresses, also when a listener was given port -1: tests
+	// read them from this line instead of guessing a free port.
+	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL(), "cluster", clusterAddr(h))
 	if err := cf.start(ctx, h, *store, op, log); err != nil {
 		h.Shutdown()
 		return err
@@ -73,6 +75,15 @@ func runHub(ctx context.Context, args []string) error {
 	<-ctx.Done()
 	h.Shutdown()
 	return nil
+}
+
+// clusterAddr is the route listener's bound address, empty without
+// --cluster.
+func clusterAddr(h *hub.Hub) string {
+	if a := h.Server.ClusterAddr(); a != nil {
+		return a.String()
+	}
+	return ""
 }
 
 type leafFlags struct {
@@ -191,6 +202,7 @@ func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, stat
 		return err
 	}
 	defer l.Shutdown()
+	lc.Log.Info("leaf ready", "site", lc.Site, "clients", l.ClientURL())
 	// The dev stack (sec == nil) must not touch its host's kernel.
 	ac := agent.Config{Site: lc.Site, Node: node, NATSURL: l.ClientURL(), Root: root, StateDir: state, Log: lc.Log, Sandbox: sec == nil}
 	if sec != nil {
