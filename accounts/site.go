@@ -153,8 +153,15 @@ func (o *Operator) saveSiteRecord(rec *siteRecord) error {
 // RegisterSite puts the site's plumbing in place at the hub, with the
 // tenant administrator's rights the leaf does not have: the durable mirror
 // consumers on the hub's buckets (filtered to the site's keys) and the
-// sources of the hub's uplink streams. Idempotent.
+// sources of the hub's uplink streams, through the site's landing streams
+// (leaf.Register). Idempotent.
 func RegisterSite(ctx context.Context, hub jetstream.JetStream, site string) error {
+	return RegisterSiteQuota(ctx, hub, site, nil)
+}
+
+// RegisterSiteQuota is RegisterSite that also sets the site's quota at the
+// hub (nil: the defaults for a new site, an existing one keeps its own).
+func RegisterSiteQuota(ctx context.Context, hub jetstream.JetStream, site string, quota *streams.SiteQuota) error {
 	for _, b := range streams.Mirrored() {
 		cc := streams.MirrorConsumerConfig(site, b)
 		if _, err := hub.CreateOrUpdateConsumer(ctx, "KV_"+b, cc); err != nil {
@@ -162,7 +169,7 @@ func RegisterSite(ctx context.Context, hub jetstream.JetStream, site string) err
 		}
 	}
 	for _, name := range streams.Uplinks() {
-		if err := leaf.Register(ctx, hub, site, name); err != nil {
+		if err := leaf.RegisterQuota(ctx, hub, site, name, quota); err != nil {
 			return err
 		}
 	}
