@@ -117,6 +117,9 @@ func (h *Hub) LeafURL() string {
 	return fmt.Sprintf("nats-leaf://%s", net.JoinHostPort(host, strconv.Itoa(h.opts.LeafNode.Port)))
 }
 
+// Limits are the uplink streams' limits the hub applies at start.
+func (h *Hub) Limits() *streams.HubLimits { return &h.cfg.Limits }
+
 // Replicas is how many copies the hub keeps of its buckets and streams.
 func (h *Hub) Replicas() int { return max(h.cfg.Replicas, 1) }
 

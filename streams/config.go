@@ -1,6 +1,10 @@
 package streams
 
 import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -72,9 +76,28 @@ type HubLimits struct {
 	StatusBytes    int64
 }
 
-// DefaultHubLimits keep 2 GiB of telemetry, 512 MiB of events and 256 MiB
+// DefaultHubLimits keep 1 GiB of telemetry, 256 MiB of events and 64 MiB
 // of status per tenant at the hub.
-var DefaultHubLimits = HubLimits{TelemetryBytes: 2 << 30, EventsBytes: 512 << 20, StatusBytes: 256 << 20}
+var DefaultHubLimits = HubLimits{TelemetryBytes: 1 << 30, EventsBytes: 256 << 20, StatusBytes: 64 << 20}
+
+// Validate names the first limit that is not positive.
+func (l HubLimits) Validate() error {
+	return positive("hub limit", map[string]int64{"telemetry": l.TelemetryBytes, "events": l.EventsBytes, "status": l.StatusBytes})
+}
+
+func positive(what string, fields map[string]int64) error {
+	var bad []string
+	for name, v := range fields {
+		if v <= 0 {
+			bad = append(bad, fmt.Sprintf("%s %s %d must be positive", what, name, v))
+		}
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		return errors.New(strings.Join(bad, "; "))
+	}
+	return nil
+}
 
 func (l HubLimits) withDefaults() HubLimits {
 	d := DefaultHubLimits
@@ -120,11 +143,17 @@ type SiteQuota struct {
 	Window         time.Duration
 }
 
-// DefaultSiteQuota: 64 MiB of telemetry and 16 MiB of events per 10
-// minutes (about 110 KB/s of telemetry, some 100 nodes at the default
-// interval), 4096 status keys in 16 MiB.
-var DefaultSiteQuota = SiteQuota{TelemetryBytes: 64 << 20, EventsBytes: 16 << 20, StatusKeys: 4096, StatusBytes: 16 << 20,
+// DefaultSiteQuota: 32 MiB of telemetry and 8 MiB of events per 10
+// minutes (about 55 KB/s of telemetry), 4096 status keys in 4 MiB; 44 MiB
+// reserved at the hub per site.
+var DefaultSiteQuota = SiteQuota{TelemetryBytes: 32 << 20, EventsBytes: 8 << 20, StatusKeys: 4096, StatusBytes: 4 << 20,
 	Window: 10 * time.Minute}
+
+// Validate names every quota that is not positive.
+func (q SiteQuota) Validate() error {
+	return positive("site quota", map[string]int64{"telemetry": q.TelemetryBytes, "events": q.EventsBytes,
+		"status keys": q.StatusKeys, "status": q.StatusBytes, "window (ns)": int64(q.Window)})
+}
 
 // HubLandingConfig is the hub stream that receives one site's uplink of
 // stream name. It accepts any subject (a source cannot refuse what the

@@ -112,8 +112,11 @@ func bootstrapTenants(ctx context.Context, h *hub.Hub, op *accounts.Operator, lo
 			return fmt.Errorf("tenant %s: %w", t, err)
 		}
 		js, _ := jetstream.New(nc)
-		err = hub.Bootstrap(ctx, js, 1)
+		err = hub.BootstrapLimits(ctx, js, 1, h.Limits())
 		nc.Close()
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+			return fmt.Errorf("tenant %s: %w: the tenants' JetStream limits together exceed the hub's store (alpha accounts tenant-add %s --max-storage)", t, err, t)
+		}
 		if err != nil {
 			return fmt.Errorf("tenant %s: %w", t, err)
 		}
