@@ -456,3 +456,37 @@ func UplinkSource(site, name string) *jetstream.StreamSource {
 		Consumer: &jetstream.StreamConsumerSource{Name: cc.Durable, DeliverSubject: cc.DeliverSubject},
 	}
 }
+
+// Upgrade converts every site the hub's uplink streams source directly
+// (registrations made before landing streams) with Register, and returns
+// the sites it converted. Idempotent.
+func Upgrade(ctx context.Context, hub jetstream.JetStream) ([]string, error) {
+	var sites []string
+	for _, name := range streams.Uplinks() {
+		s, err := hub.Stream(ctx, name)
+		if err != nil {
+			return sites, fmt.Errorf("hub stream %s: %w", name, err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return sites, err
+		}
+		for _, src := range info.Config.Sources {
+			if src.External == nil {
+				continue
+			}
+			site, ok := strings.CutPrefix(src.External.APIPrefix, "$JS.")
+			site, ok2 := strings.CutSuffix(site, ".API")
+			if !ok || !ok2 || streams.ValidID("site", site) != nil {
+				continue // not one of ours
+			}
+			if err := Register(ctx, hub, site, name); err != nil {
+				return sites, err
+			}
+			if !slices.Contains(sites, site) {
+				sites = append(sites, site)
+			}
+		}
+	}
+	return sites, nil
+}

@@ -2,6 +2,7 @@ package leaf_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -57,4 +58,42 @@ func TestRegisterConvertsDirectSource(t *testing.T) {
 		check.Equal(t, linfo.Config.Sources[0].External.APIPrefix, "$JS.s.API")
 		check.Equal(t, linfo.Config.Discard, jetstream.DiscardNew)
 	}
+}
+
+// Upgrade converts every direct registration the hub holds, as `alpha hub`
+// does for each tenant at start.
+func TestUpgradeConvertsEverySite(t *testing.T) {
+	ctx := context.Background()
+	h := startHub(t)
+	nc, err := h.Connect()
+	check.NoError(t, err)
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	for _, name := range streams.Uplinks() {
+		s, err := js.Stream(ctx, name)
+		check.NoError(t, err)
+		info, err := s.Info(ctx)
+		check.NoError(t, err)
+		cfg := info.Config
+		cfg.Sources = append(cfg.Sources, leaf.UplinkSource("a", name), leaf.UplinkSource("b", name))
+		_, err = js.UpdateStream(ctx, cfg)
+		check.NoError(t, err)
+	}
+	sites, err := leaf.Upgrade(ctx, js)
+	check.NoError(t, err)
+	check.Equal(t, strings.Join(sites, ","), "a,b")
+	for _, name := range streams.Uplinks() {
+		s, err := js.Stream(ctx, name)
+		check.NoError(t, err)
+		info, err := s.Info(ctx)
+		check.NoError(t, err)
+		for _, src := range info.Config.Sources {
+			if src.External != nil || src.FilterSubject == "" {
+				t.Errorf("hub %s still has source %+v", name, src)
+			}
+		}
+	}
+	again, err := leaf.Upgrade(ctx, js)
+	check.NoError(t, err)
+	check.Equal(t, len(again), 0)
 }
