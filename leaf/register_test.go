@@ -22,20 +22,14 @@ func TestRegisterConvertsDirectSource(t *testing.T) {
 	check.NoError(t, err)
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
+	addDirect(t, js, "s", "other")
 	for _, name := range streams.Uplinks() {
 		s, err := js.Stream(ctx, name)
 		check.NoError(t, err)
-		info, err := s.Info(ctx)
-		check.NoError(t, err)
-		cfg := info.Config
-		cfg.Sources = append(cfg.Sources, leaf.UplinkSource("s", name), leaf.UplinkSource("other", name))
-		_, err = js.UpdateStream(ctx, cfg)
-		check.NoError(t, err)
-
 		check.NoError(t, leaf.Register(ctx, js, "s", name))
 		check.NoError(t, leaf.Register(ctx, js, "s", name)) // idempotent
 
-		info, err = s.Info(ctx)
+		info, err := s.Info(ctx)
 		check.NoError(t, err)
 		var got []string
 		for _, src := range info.Config.Sources {
@@ -69,16 +63,7 @@ func TestUpgradeConvertsEverySite(t *testing.T) {
 	check.NoError(t, err)
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	for _, name := range streams.Uplinks() {
-		s, err := js.Stream(ctx, name)
-		check.NoError(t, err)
-		info, err := s.Info(ctx)
-		check.NoError(t, err)
-		cfg := info.Config
-		cfg.Sources = append(cfg.Sources, leaf.UplinkSource("a", name), leaf.UplinkSource("b", name))
-		_, err = js.UpdateStream(ctx, cfg)
-		check.NoError(t, err)
-	}
+	addDirect(t, js, "a", "b")
 	sites, err := leaf.Upgrade(ctx, js)
 	check.NoError(t, err)
 	check.Equal(t, strings.Join(sites, ","), "a,b")
@@ -96,4 +81,23 @@ func TestUpgradeConvertsEverySite(t *testing.T) {
 	again, err := leaf.Upgrade(ctx, js)
 	check.NoError(t, err)
 	check.Equal(t, len(again), 0)
+}
+
+// addDirect registers sites the way hubs did before landing streams: the
+// hub's uplink streams source each site directly, unfiltered.
+func addDirect(t *testing.T, js jetstream.JetStream, sites ...string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, name := range streams.Uplinks() {
+		s, err := js.Stream(ctx, name)
+		check.NoError(t, err)
+		info, err := s.Info(ctx)
+		check.NoError(t, err)
+		cfg := info.Config
+		for _, site := range sites {
+			cfg.Sources = append(cfg.Sources, leaf.UplinkSource(site, name))
+		}
+		_, err = js.UpdateStream(ctx, cfg)
+		check.NoError(t, err)
+	}
 }
