@@ -37,8 +37,14 @@ type srcEnv struct {
 
 func srcNewEnv(t testing.TB, tenants ...string) *srcEnv {
 	t.Helper()
+	return srcNewEnvLimits(t, accounts.DefaultTenantLimits, tenants...)
+}
+
+// srcNewEnvLimits is srcNewEnv with the tenants' JetStream limits.
+func srcNewEnvLimits(t testing.TB, lim accounts.TenantLimits, tenants ...string) *srcEnv {
+	t.Helper()
 	dir := t.TempDir()
-	op, err := accounts.Init(filepath.Join(dir, "operator"), "redteam", tenants)
+	op, err := accounts.InitLimits(filepath.Join(dir, "operator"), "redteam", tenants, lim)
 	check.NoError(t, err)
 	pki, err := tlsfiles.WriteTestPKI(dir)
 	check.NoError(t, err)
@@ -250,7 +256,7 @@ func TestStolenBoxWritesAsAnotherSite(t *testing.T) {
 	hst, err := hjs.KeyValue(ctx, streams.StatusBucket)
 	check.NoError(t, err)
 	if en, err := hst.Get(ctx, "s2.n9"); !errors.Is(err, jetstream.ErrKeyNotFound) {
-		t.Errorf("hub status has the invented node s2.n9 (%v): %s", err, valueOf(en))
+		t.Errorf("hub status has the invented node s2.n9 (%v): %s", err, srcValue(en))
 	}
 	en, err := hst.Get(ctx, "s2.n1")
 	check.NoError(t, err)
@@ -272,7 +278,7 @@ func TestStolenBoxWritesAsAnotherSite(t *testing.T) {
 	}
 	check.NoError(t, accounts.UnregisterSite(ctx, hjs, "s1"))
 	if en, err := hst.Get(ctx, "s1.n1"); !errors.Is(err, jetstream.ErrKeyNotFound) {
-		t.Errorf("revoked s1's status is still at the hub (%v): %s", err, valueOf(en))
+		t.Errorf("revoked s1's status is still at the hub (%v): %s", err, srcValue(en))
 	}
 	en, err = hst.Get(ctx, "s2.n1")
 	check.NoError(t, err)
@@ -281,7 +287,7 @@ func TestStolenBoxWritesAsAnotherSite(t *testing.T) {
 	}
 }
 
-func valueOf(en jetstream.KeyValueEntry) string {
+func srcValue(en jetstream.KeyValueEntry) string {
 	if en == nil {
 		return ""
 	}
