@@ -17,12 +17,7 @@ import (
 // in its own stream and the hub stream takes only the site's subjects.
 func TestRegisterConvertsDirectSource(t *testing.T) {
 	ctx := context.Background()
-	h := startHub(t)
-	nc, err := h.Connect()
-	check.NoError(t, err)
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	addDirect(t, js, "s", "other")
+	js := addDirect(t, "s", "other")
 	for _, name := range streams.Uplinks() {
 		s, err := js.Stream(ctx, name)
 		check.NoError(t, err)
@@ -58,12 +53,7 @@ func TestRegisterConvertsDirectSource(t *testing.T) {
 // does for each tenant at start.
 func TestUpgradeConvertsEverySite(t *testing.T) {
 	ctx := context.Background()
-	h := startHub(t)
-	nc, err := h.Connect()
-	check.NoError(t, err)
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	addDirect(t, js, "a", "b")
+	js := addDirect(t, "a", "b")
 	sites, err := leaf.Upgrade(ctx, js)
 	check.NoError(t, err)
 	check.Equal(t, strings.Join(sites, ","), "a,b")
@@ -83,11 +73,16 @@ func TestUpgradeConvertsEverySite(t *testing.T) {
 	check.Equal(t, len(again), 0)
 }
 
-// addDirect registers sites the way hubs did before landing streams: the
-// hub's uplink streams source each site directly, unfiltered.
-func addDirect(t *testing.T, js jetstream.JetStream, sites ...string) {
+// addDirect starts a hub and registers sites the way hubs did before
+// landing streams: its uplink streams source each site directly,
+// unfiltered.
+func addDirect(t *testing.T, sites ...string) jetstream.JetStream {
 	t.Helper()
 	ctx := context.Background()
+	nc, err := startHub(t).Connect()
+	check.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
 	for _, name := range streams.Uplinks() {
 		s, err := js.Stream(ctx, name)
 		check.NoError(t, err)
@@ -100,4 +95,5 @@ func addDirect(t *testing.T, js jetstream.JetStream, sites ...string) {
 		_, err = js.UpdateStream(ctx, cfg)
 		check.NoError(t, err)
 	}
+	return js
 }
