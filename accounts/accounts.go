@@ -64,6 +64,14 @@ type Operator struct {
 // account per tenant. It refuses to overwrite an existing one: the keys in
 // it are the root of trust of every credential issued.
 func Init(dir, name string, tenants []string) (*Operator, error) {
+	return InitLimits(dir, name, tenants, DefaultTenantLimits)
+}
+
+// InitLimits is Init with the tenants' JetStream limits.
+func InitLimits(dir, name string, tenants []string, lim TenantLimits) (*Operator, error) {
+	if err := lim.Validate(); err != nil {
+		return nil, err
+	}
 	if len(tenants) == 0 {
 		return nil, errors.New("accounts: at least one tenant is required")
 	}
@@ -123,7 +131,7 @@ func Init(dir, name string, tenants []string) (*Operator, error) {
 		return nil, err
 	}
 	for _, t := range tenants {
-		if err := o.AddTenant(t); err != nil {
+		if err := o.SetTenant(t, lim); err != nil {
 			return nil, err
 		}
 	}
@@ -154,15 +162,76 @@ func Load(dir string) (*Operator, error) {
 	return &Operator{Dir: dir, key: okp, claims: oc, jwt: string(raw)}, nil
 }
 
+// TenantLimits bound a tenant account's JetStream at the hub. Streams
+// with a byte limit reserve it against Storage when they are created (the
+// hub's uplink streams and every site's landing streams do), so Storage
+// also caps how many sites a tenant can register; past a limit the hub
+// refuses the stream, consumer or message with "insufficient resources".
+type TenantLimits struct {
+	Storage   int64 // file storage, bytes
+	Memory    int64 // memory storage, bytes
+	Streams   int64
+	Consumers int64
+}
+
+// DefaultTenantLimits: 8 GiB of files (the uplink streams' 1.3 GiB plus
+// about 150 sites at the default quota of 44 MiB each), 64 MiB of memory,
+// 1024 streams (3 landing streams a site) and 4096 consumers.
+//
+// A standalone hub reserves every tenant's Storage and Memory against its
+// own store (by default 75% of the disk free at start): a tenant whose
+// limits no longer fit gets no JetStream at all, and the hub says so at
+// start. Raise the hub's store or lower the tenants' limits.
+var DefaultTenantLimits = TenantLimits{Storage: 8 << 30, Memory: 64 << 20, Streams: 1024, Consumers: 4096}
+
+// Validate names the first limit that is neither positive nor -1
+// (unlimited).
+func (l TenantLimits) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"storage", l.Storage}, {"memory", l.Memory}, {"streams", l.Streams}, {"consumers", l.Consumers}} {
+		if f.v == 0 || f.v < -1 {
+			return fmt.Errorf("accounts: tenant limit %s %d must be positive or -1 (unlimited)", f.name, f.v)
+		}
+	}
+	return nil
+}
+
+func (l TenantLimits) jwt() jwt.JetStreamLimits {
+	return jwt.JetStreamLimits{MemoryStorage: l.Memory, DiskStorage: l.Storage, Streams: l.Streams, Consumer: l.Consumers, MaxAckPending: -1}
+}
+
 // AddTenant creates a tenant's account (JetStream enabled: without it
-// mirrors are created, never sync, and log nothing), its administrator and
-// its blueprint publisher key. Idempotent for an existing tenant.
+// mirrors are created, never sync, and log nothing) with the default
+// limits, its administrator and its blueprint publisher key. Idempotent for
+// an existing tenant.
 func (o *Operator) AddTenant(t string) error {
+	return o.addTenant(t, DefaultTenantLimits, false)
+}
+
+// SetTenant is AddTenant with limits; an existing tenant's account gets
+// them too (Push it to a running hub).
+func (o *Operator) SetTenant(t string, lim TenantLimits) error {
+	return o.addTenant(t, lim, true)
+}
+
+func (o *Operator) addTenant(t string, lim TenantLimits, update bool) error {
 	if err := streams.ValidID("tenant", t); err != nil {
 		return err
 	}
-	if _, err := o.Account(t); err == nil {
-		return o.backfillPublisher(t)
+	if err := lim.Validate(); err != nil {
+		return err
+	}
+	if ac, err := o.Account(t); err == nil {
+		if err := o.backfillPublisher(t); err != nil {
+			return err
+		}
+		if !update || ac.Limits.JetStreamLimits == lim.jwt() {
+			return nil
+		}
+		ac.Limits.JetStreamLimits = lim.jwt()
+		return o.saveAccount(t, ac)
 	}
 	akp, err := nkeys.CreateAccount()
 	if err != nil {
@@ -174,7 +243,7 @@ func (o *Operator) AddTenant(t string) error {
 	apub, _ := akp.PublicKey()
 	ac := jwt.NewAccountClaims(apub)
 	ac.Name = t
-	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1, MaxAckPending: -1}
+	ac.Limits.JetStreamLimits = lim.jwt()
 	if err := o.saveAccount(t, ac); err != nil {
 		return err
 	}

@@ -180,8 +180,15 @@ func (o *Operator) saveSiteRecord(rec *siteRecord) error {
 // RegisterSite puts the site's plumbing in place at the hub, with the
 // tenant administrator's rights the leaf does not have: the durable mirror
 // consumers on the hub's buckets (filtered to the site's keys) and the
-// sources of the hub's uplink streams. Idempotent.
+// sources of the hub's uplink streams, through the site's landing streams
+// (leaf.Register). Idempotent.
 func RegisterSite(ctx context.Context, hub jetstream.JetStream, site string) error {
+	return RegisterSiteQuota(ctx, hub, site, nil)
+}
+
+// RegisterSiteQuota is RegisterSite that also sets the site's quota at the
+// hub (nil: the defaults for a new site, an existing one keeps its own).
+func RegisterSiteQuota(ctx context.Context, hub jetstream.JetStream, site string, quota *streams.SiteQuota) error {
 	for _, st := range streams.Mirrored() {
 		cc := streams.MirrorConsumerConfig(site, st)
 		if _, err := hub.CreateOrUpdateConsumer(ctx, st.Stream(), cc); err != nil {
@@ -189,7 +196,7 @@ func RegisterSite(ctx context.Context, hub jetstream.JetStream, site string) err
 		}
 	}
 	for _, name := range streams.Uplinks() {
-		if err := leaf.Register(ctx, hub, site, name); err != nil {
+		if err := leaf.RegisterQuota(ctx, hub, site, name, quota); err != nil {
 			return err
 		}
 	}
@@ -197,7 +204,11 @@ func RegisterSite(ctx context.Context, hub jetstream.JetStream, site string) err
 }
 
 // UnregisterSite removes what RegisterSite made; revocation calls it so the
-// hub stops asking a cut-off site for data. Idempotent.
+// hub stops asking a cut-off site for data. It also purges the site's status
+// keys at the hub: a cut-off site has no live status, and whatever a thief
+// wrote there under the site's own name goes with it. Its telemetry and
+// events stay (history; the landing filter kept them to its own name).
+// Idempotent.
 func UnregisterSite(ctx context.Context, hub jetstream.JetStream, site string) error {
 	for _, st := range streams.Mirrored() {
 		cc := streams.MirrorConsumerConfig(site, st)
@@ -216,19 +227,27 @@ func UnregisterSite(ctx context.Context, hub jetstream.JetStream, site string) e
 			return err
 		}
 		cfg := info.Config
+		landing := streams.LandingStream(name, site)
 		var keep []*jetstream.StreamSource
 		for _, src := range cfg.Sources {
-			if src.External != nil && src.External.APIPrefix == prefix {
+			if src.External != nil && src.External.APIPrefix == prefix || src.External == nil && src.Name == landing {
 				continue
 			}
 			keep = append(keep, src)
 		}
-		if len(keep) == len(cfg.Sources) {
-			continue
+		if len(keep) != len(cfg.Sources) {
+			cfg.Sources = keep
+			if _, err := hub.UpdateStream(ctx, cfg); err != nil {
+				return fmt.Errorf("accounts: removing site %s from hub stream %s: %w", site, name, err)
+			}
 		}
-		cfg.Sources = keep
-		if _, err := hub.UpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("accounts: removing site %s from hub stream %s: %w", site, name, err)
+		if err := hub.DeleteStream(ctx, landing); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("accounts: deleting landing stream %s: %w", landing, err)
+		}
+		if name == streams.StatusStream {
+			if err := s.Purge(ctx, jetstream.WithPurgeSubject(streams.UplinkSubjects(name, site))); err != nil {
+				return fmt.Errorf("accounts: purging site %s's status keys: %w", site, err)
+			}
 		}
 	}
 	return nil

@@ -25,17 +25,7 @@ import (
 // report adds the distribution of samples of quantity q (e.g. "ms").
 func report(b *testing.B, q string, samples []float64) {
 	b.Helper()
-	if len(samples) == 0 {
-		b.Fatalf("no samples of %s", q)
-	}
-	s := slices.Clone(samples)
-	slices.Sort(s)
-	pct := func(p float64) float64 { return s[min(len(s)-1, int(p*float64(len(s))))] }
-	b.ReportMetric(pct(0.5), q+"-p50")
-	b.ReportMetric(pct(0.99), q+"-p99")
-	b.ReportMetric(s[0], q+"-min")
-	b.ReportMetric(s[len(s)-1], q+"-max")
-	b.ReportMetric(float64(len(s)), q+"-n")
+	Report(b, q, samples)
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

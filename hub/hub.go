@@ -32,6 +32,8 @@ type Config struct {
 	ClientOptions []nats.Option
 	// Replicas for buckets and streams (3 in a cluster).
 	Replicas int
+	// Limits of the uplink streams, applied at every start (zero: defaults).
+	Limits streams.HubLimits
 }
 
 // Hub is a running hub.
@@ -115,6 +117,9 @@ func (h *Hub) LeafURL() string {
 	return fmt.Sprintf("nats-leaf://%s", net.JoinHostPort(host, strconv.Itoa(h.opts.LeafNode.Port)))
 }
 
+// Limits are the uplink streams' limits the hub applies at start.
+func (h *Hub) Limits() *streams.HubLimits { return &h.cfg.Limits }
+
 // Replicas is how many copies the hub keeps of its buckets and streams.
 func (h *Hub) Replicas() int { return max(h.cfg.Replicas, 1) }
 
@@ -140,7 +145,7 @@ func (h *Hub) bootstrap(ctx context.Context) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = Bootstrap(actx, js, max(h.cfg.Replicas, 1))
+		err = BootstrapLimits(actx, js, max(h.cfg.Replicas, 1), &h.cfg.Limits)
 		cancel()
 		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
 			return err
@@ -153,6 +158,13 @@ func (h *Hub) bootstrap(ctx context.Context) error {
 // Bootstrap creates the hub's buckets and streams if they are missing. It is
 // idempotent; an existing stream's sources (one per site) are kept.
 func Bootstrap(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	return BootstrapLimits(ctx, js, replicas, nil)
+}
+
+// BootstrapLimits is Bootstrap that also sets the uplink streams' byte
+// limits to lim on existing streams (nil: new streams get the defaults,
+// existing ones keep theirs).
+func BootstrapLimits(ctx context.Context, js jetstream.JetStream, replicas int, lim *streams.HubLimits) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	kvs := []jetstream.KeyValueConfig{
@@ -178,14 +190,42 @@ func Bootstrap(ctx context.Context, js jetstream.JetStream, replicas int) error 
 	// Streams that only source from sites. They have no subjects of their
 	// own: one that listened on telemetry.> would also capture the leaves'
 	// publishes directly across the leaf link, a duplicate path.
+	var want streams.HubLimits
+	if lim != nil {
+		want = *lim
+	}
 	for _, name := range streams.Uplinks() {
-		if _, err := js.Stream(ctx, name); err == nil {
+		cfg := streams.HubUplinkConfig(name, replicas, want)
+		s, err := js.Stream(ctx, name)
+		if err == nil {
+			if lim != nil {
+				if err := applyLimits(ctx, js, s, cfg); err != nil {
+					return err
+				}
+			}
 			continue
 		}
-		cfg := streams.HubUplinkConfig(name, replicas)
 		if _, err := js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return fmt.Errorf("hub: stream %s: %w", name, err)
 		}
+	}
+	return nil
+}
+
+// applyLimits brings an existing uplink stream's byte limit and discard
+// policy to want's, keeping its sources.
+func applyLimits(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, want jetstream.StreamConfig) error {
+	info, err := s.Info(ctx)
+	if err != nil {
+		return err
+	}
+	cfg := info.Config
+	if cfg.MaxBytes == want.MaxBytes && cfg.Discard == want.Discard {
+		return nil
+	}
+	cfg.MaxBytes, cfg.Discard = want.MaxBytes, want.Discard
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("hub: stream %s: max bytes %d: %w", cfg.Name, cfg.MaxBytes, err)
 	}
 	return nil
 }

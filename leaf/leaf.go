@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -358,38 +359,137 @@ func (l *Leaf) ensureHub(ctx context.Context) error {
 	return nil
 }
 
-// Register makes the hub's stream name source from the site's same-named
-// stream through its durable uplink consumer. Idempotent.
+// Register makes the hub's stream name take the site's same-named stream:
+// the site's durable uplink consumer feeds a landing stream of the site's
+// own at the hub (streams.HubLandingConfig, bounded by quota), and name
+// sources from it only the site's own subjects. The filter has to be on the
+// hub's side: a source's FilterSubject is only a request to the consumer,
+// which lives on the site's box, and the server stores whatever subject a
+// sourced message carries. Idempotent; a registration made before landing
+// streams (the site sourced directly, unfiltered) is converted.
 //
-// The stream update is a read-modify-write that another site may race (the
-// JetStream API has no compare-and-set for stream configs), so after writing
-// it reads back after a random pause and writes again if its source was
-// overwritten; the leaf's periodic recheck covers what slips through.
+// Stream updates are read-modify-writes that another site may race (the
+// JetStream API has no compare-and-set for stream configs), so each is read
+// back after a random pause and written again if it was overwritten; the
+// leaf's periodic recheck covers what slips through.
 func Register(ctx context.Context, hub jetstream.JetStream, site, name string) error {
-	src := UplinkSource(site, name)
+	return RegisterQuota(ctx, hub, site, name, nil)
+}
+
+// RegisterQuota is Register with the site's quota: nil leaves an existing
+// landing stream's limits alone and creates a new one with the defaults.
+func RegisterQuota(ctx context.Context, hub jetstream.JetStream, site, name string, quota *streams.SiteQuota) error {
+	agg, err := hub.Stream(ctx, name)
+	if err != nil {
+		return fmt.Errorf("hub stream %s: %w", name, err)
+	}
+	info, err := agg.Info(ctx)
+	if err != nil {
+		return err
+	}
+	q := streams.DefaultSiteQuota
+	if quota != nil {
+		q = *quota
+	}
+	want := streams.HubLandingConfig(name, site, max(info.Config.Replicas, 1), q)
+	if err := ensureLanding(ctx, hub, want, quota != nil); err != nil {
+		return fmt.Errorf("site %s: %w", site, err)
+	}
+	// The hub stream first: once the landing stream has the site's source,
+	// two streams sharing the site's deliver subject would both store.
+	filtered := LandingSource(site, name)
+	direct := UplinkSource(site, name)
+	err = updateSources(ctx, hub, name, func(have []*jetstream.StreamSource) ([]*jetstream.StreamSource, bool) {
+		var keep []*jetstream.StreamSource
+		found := false
+		for _, h := range have {
+			switch {
+			case sameExternal(h, direct):
+				continue // unfiltered, from before landing streams
+			case h.External == nil && h.Name == filtered.Name:
+				if found || h.FilterSubject != filtered.FilterSubject || len(h.SubjectTransforms) > 0 {
+					continue // replaced by the filtered one below
+				}
+				found = true
+			}
+			keep = append(keep, h)
+		}
+		if !found {
+			keep = append(keep, filtered)
+		}
+		return keep, !found || len(keep) != len(have)
+	})
+	if err != nil {
+		return fmt.Errorf("site %s: %w", site, err)
+	}
+	err = updateSources(ctx, hub, want.Name, func(have []*jetstream.StreamSource) ([]*jetstream.StreamSource, bool) {
+		if slices.ContainsFunc(have, func(h *jetstream.StreamSource) bool { return sameExternal(h, direct) }) {
+			return have, false
+		}
+		return append(have, direct), true
+	})
+	if err != nil {
+		return fmt.Errorf("site %s: %w", site, err)
+	}
+	return nil
+}
+
+// ensureLanding creates the site's landing stream, or, with update, brings
+// an existing one's limits to want's.
+func ensureLanding(ctx context.Context, hub jetstream.JetStream, want jetstream.StreamConfig, update bool) error {
+	s, err := hub.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := hub.CreateStream(ctx, want); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("landing stream %s (max bytes %d): %w", want.Name, want.MaxBytes, err)
+		}
+		return nil
+	}
+	if err != nil || !update {
+		return err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return err
+	}
+	cfg := info.Config
+	if cfg.MaxBytes == want.MaxBytes && cfg.MaxMsgs == want.MaxMsgs && cfg.MaxAge == want.MaxAge {
+		return nil
+	}
+	cfg.MaxBytes, cfg.MaxMsgs, cfg.MaxAge = want.MaxBytes, want.MaxMsgs, want.MaxAge
+	if _, err := hub.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("landing stream %s: limits: %w", want.Name, err)
+	}
+	return nil
+}
+
+// updateSources rewrites stream's sources with fix until a read-back shows
+// fix has nothing more to change.
+func updateSources(ctx context.Context, hub jetstream.JetStream, stream string,
+	fix func([]*jetstream.StreamSource) ([]*jetstream.StreamSource, bool)) error {
 	for attempt := 0; ; attempt++ {
-		s, err := hub.Stream(ctx, name)
+		s, err := hub.Stream(ctx, stream)
 		if err != nil {
-			return fmt.Errorf("hub stream %s: %w", name, err)
+			return fmt.Errorf("hub stream %s: %w", stream, err)
 		}
 		info, err := s.Info(ctx)
 		if err != nil {
 			return err
 		}
-		if hasSource(info.Config.Sources, src) {
-			return nil // present, possibly verified after our own write
+		srcs, changed := fix(info.Config.Sources)
+		if !changed {
+			return nil // as wanted, possibly verified after our own write
 		}
 		if attempt >= 5 {
-			return fmt.Errorf("site %s: source on hub stream %s keeps being overwritten", site, name)
+			return fmt.Errorf("sources of hub stream %s keep being overwritten", stream)
 		}
 		cfg := info.Config
-		cfg.Sources = append(cfg.Sources, src)
+		cfg.Sources = srcs
 		// nats.go reports a reply whose source count differs from the
 		// request as "sourcing not supported": with several registrations
 		// at once that is another site's update landing beside ours, so
 		// read again and verify rather than fail.
 		if _, err := hub.UpdateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamSourceNotSupported) {
-			return fmt.Errorf("adding site %s to hub stream %s: %w", site, name, err)
+			return fmt.Errorf("updating sources of hub stream %s: %w", stream, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -399,16 +499,18 @@ func Register(ctx context.Context, hub jetstream.JetStream, site, name string) e
 	}
 }
 
-func hasSource(have []*jetstream.StreamSource, src *jetstream.StreamSource) bool {
-	for _, h := range have {
-		if h.External != nil && h.External.APIPrefix == src.External.APIPrefix && h.Name == src.Name {
-			return true
-		}
-	}
-	return false
+func sameExternal(h, src *jetstream.StreamSource) bool {
+	return h.External != nil && h.External.APIPrefix == src.External.APIPrefix && h.Name == src.Name
 }
 
-// UplinkSource is the hub-side source of a site stream.
+// LandingSource is the hub stream name's source of a site's landing
+// stream: the hub's own consumer, so its filter holds.
+func LandingSource(site, name string) *jetstream.StreamSource {
+	return &jetstream.StreamSource{Name: streams.LandingStream(name, site), FilterSubject: streams.UplinkSubjects(name, site)}
+}
+
+// UplinkSource is the hub-side source of a site stream, held by the site's
+// landing stream.
 func UplinkSource(site, name string) *jetstream.StreamSource {
 	cc := streams.UplinkConsumerConfig(site, name)
 	return &jetstream.StreamSource{
@@ -416,4 +518,38 @@ func UplinkSource(site, name string) *jetstream.StreamSource {
 		External: &jetstream.ExternalStream{APIPrefix: "$JS." + site + ".API"},
 		Consumer: &jetstream.StreamConsumerSource{Name: cc.Durable, DeliverSubject: cc.DeliverSubject},
 	}
+}
+
+// Upgrade converts every site the hub's uplink streams source directly
+// (registrations made before landing streams) with Register, and returns
+// the sites it converted. Idempotent.
+func Upgrade(ctx context.Context, hub jetstream.JetStream) ([]string, error) {
+	var sites []string
+	for _, name := range streams.Uplinks() {
+		s, err := hub.Stream(ctx, name)
+		if err != nil {
+			return sites, fmt.Errorf("hub stream %s: %w", name, err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return sites, err
+		}
+		for _, src := range info.Config.Sources {
+			if src.External == nil {
+				continue
+			}
+			site, ok := strings.CutPrefix(src.External.APIPrefix, "$JS.")
+			site, ok2 := strings.CutSuffix(site, ".API")
+			if !ok || !ok2 || streams.ValidID("site", site) != nil {
+				continue // not one of ours
+			}
+			if err := Register(ctx, hub, site, name); err != nil {
+				return sites, err
+			}
+			if !slices.Contains(sites, site) {
+				sites = append(sites, site)
+			}
+		}
+	}
+	return sites, nil
 }

@@ -1,6 +1,10 @@
 package streams
 
 import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,8 +28,11 @@ func Uplinks() []string { return []string{StatusStream, TelemetryStream, EventsS
 // HubUplinkConfig is the hub side of an uplink: no subjects of its own (a hub
 // stream listening on the subjects would also capture the leaves' publishes
 // straight across the leaf link, a second path that duplicates or, for
-// status, reorders), sources added per site.
-func HubUplinkConfig(name string, replicas int) jetstream.StreamConfig {
+// status, reorders), one filtered source per site's landing stream
+// (HubLandingConfig), and a byte limit: full, it drops its oldest messages,
+// so a flood ages out history but never stops new messages from arriving.
+func HubUplinkConfig(name string, replicas int, lim HubLimits) jetstream.StreamConfig {
+	lim = lim.withDefaults()
 	cfg := jetstream.StreamConfig{
 		Name:      name,
 		Storage:   jetstream.FileStorage,
@@ -34,6 +41,9 @@ func HubUplinkConfig(name string, replicas int) jetstream.StreamConfig {
 		// The server would default subjects to the stream name; give it one
 		// nobody publishes to.
 		Subjects: []string{"alpha.hub.none." + name},
+		// DiscardNew on a sourced stream stalls every source once it is
+		// full (the server retries the message that did not fit forever).
+		Discard: jetstream.DiscardOld,
 	}
 	switch name {
 	case StatusStream:
@@ -43,15 +53,137 @@ func HubUplinkConfig(name string, replicas int) jetstream.StreamConfig {
 		cfg.AllowDirect = true
 		cfg.AllowRollup = true
 		cfg.DenyDelete = true
-		cfg.Discard = jetstream.DiscardNew
+		cfg.MaxBytes = lim.StatusBytes
 	case TelemetryStream:
 		cfg.Description = "telemetry from every site (sourced)"
 		cfg.MaxAge = 30 * 24 * time.Hour
 		cfg.Duplicates = 10 * time.Minute
+		cfg.MaxBytes = lim.TelemetryBytes
 	case EventsStream:
 		cfg.Description = "drift, hold and remediation events from every site (sourced)"
 		cfg.MaxAge = 90 * 24 * time.Hour
 		cfg.Duplicates = 10 * time.Minute
+		cfg.MaxBytes = lim.EventsBytes
+	}
+	return cfg
+}
+
+// HubLimits bound the hub's uplink streams of one tenant (bytes; 0: the
+// default). The bytes are reserved against the tenant account's storage.
+type HubLimits struct {
+	TelemetryBytes int64
+	EventsBytes    int64
+	StatusBytes    int64
+}
+
+// DefaultHubLimits keep 1 GiB of telemetry, 256 MiB of events and 64 MiB
+// of status per tenant at the hub.
+var DefaultHubLimits = HubLimits{TelemetryBytes: 1 << 30, EventsBytes: 256 << 20, StatusBytes: 64 << 20}
+
+// Validate names the first limit that is not positive.
+func (l HubLimits) Validate() error {
+	return positive("hub limit", map[string]int64{"telemetry": l.TelemetryBytes, "events": l.EventsBytes, "status": l.StatusBytes})
+}
+
+func positive(what string, fields map[string]int64) error {
+	var bad []string
+	for name, v := range fields {
+		if v <= 0 {
+			bad = append(bad, fmt.Sprintf("%s %s %d must be positive", what, name, v))
+		}
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		return errors.New(strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+func (l HubLimits) withDefaults() HubLimits {
+	d := DefaultHubLimits
+	if l.TelemetryBytes > 0 {
+		d.TelemetryBytes = l.TelemetryBytes
+	}
+	if l.EventsBytes > 0 {
+		d.EventsBytes = l.EventsBytes
+	}
+	if l.StatusBytes > 0 {
+		d.StatusBytes = l.StatusBytes
+	}
+	return d
+}
+
+// LandingStream is the hub stream one site's uplink of stream name lands in
+// before the hub copies the site's own subjects on to name.
+func LandingStream(name, site string) string { return "UPLINK_" + name + "_" + site }
+
+// UplinkSubjects are the only subjects of stream name the hub accepts from
+// a site: its own status keys, telemetry or events.
+func UplinkSubjects(name, site string) string {
+	switch name {
+	case StatusStream:
+		return KVSubjects(StatusBucket, site)
+	case EventsStream:
+		return EventsSubjects(site)
+	}
+	return TelemetrySubjects(site)
+}
+
+// SiteQuota bounds what the hub takes from one site. A site's uplink lands
+// in its own stream; full, that stream refuses new messages (DiscardNew),
+// which stalls that site's uplink alone (the site buffers them) until old
+// ones age out. So one site moves at most TelemetryBytes of telemetry and
+// EventsBytes of events into the hub per Window, and holds at most
+// StatusKeys status keys there.
+type SiteQuota struct {
+	TelemetryBytes int64
+	EventsBytes    int64
+	StatusKeys     int64
+	StatusBytes    int64
+	Window         time.Duration
+}
+
+// DefaultSiteQuota: 32 MiB of telemetry and 8 MiB of events per 10
+// minutes (about 55 KB/s of telemetry), 4096 status keys in 4 MiB; 44 MiB
+// reserved at the hub per site.
+var DefaultSiteQuota = SiteQuota{TelemetryBytes: 32 << 20, EventsBytes: 8 << 20, StatusKeys: 4096, StatusBytes: 4 << 20,
+	Window: 10 * time.Minute}
+
+// Validate names every quota that is not positive.
+func (q SiteQuota) Validate() error {
+	return positive("site quota", map[string]int64{"telemetry": q.TelemetryBytes, "events": q.EventsBytes,
+		"status keys": q.StatusKeys, "status": q.StatusBytes, "window (ns)": int64(q.Window)})
+}
+
+// HubLandingConfig is the hub stream that receives one site's uplink of
+// stream name. It accepts any subject (a source cannot refuse what the
+// site's consumer sends, and that consumer is on the site's box); the
+// hub-side copy to name is filtered to UplinkSubjects, so a stolen site box
+// cannot write under another site's name.
+func HubLandingConfig(name, site string, replicas int, q SiteQuota) jetstream.StreamConfig {
+	stream := LandingStream(name, site)
+	cfg := jetstream.StreamConfig{
+		Name:        stream,
+		Description: "site " + site + "'s uplink of " + name + ", before filtering",
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Replicas:    replicas,
+		Subjects:    []string{"alpha.hub.none." + stream},
+		Discard:     jetstream.DiscardNew,
+		MaxAge:      q.Window,
+	}
+	switch name {
+	case StatusStream:
+		// No MaxAge: a key slot freed by age would let the site invent
+		// another key. Updates of a key it holds always fit.
+		cfg.MaxAge = 0
+		cfg.MaxMsgsPerSubject = 1
+		cfg.MaxMsgs = q.StatusKeys
+		cfg.MaxBytes = q.StatusBytes
+	case TelemetryStream:
+		cfg.MaxBytes = q.TelemetryBytes
+	case EventsStream:
+		cfg.MaxBytes = q.EventsBytes
 	}
 	return cfg
 }

@@ -48,10 +48,11 @@ func runAccountsInit(args []string) error {
 	dir := fs.String("dir", "/etc/alpha/operator", "operator directory to create (keep it off the sites)")
 	name := fs.String("name", "alpha", "operator name")
 	tenants := fs.String("tenants", "default", "tenants, comma-separated: one account each")
+	lim := addTenantLimitFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	op, err := accounts.Init(*dir, *name, splitList(*tenants))
+	op, err := accounts.InitLimits(*dir, *name, splitList(*tenants), *lim)
 	if err != nil {
 		return err
 	}
@@ -95,12 +96,14 @@ func showOperator(op *accounts.Operator) error {
 }
 
 // runTenantAdd adds a tenant, pushes its account to a running hub and
-// creates its buckets: no restart.
+// creates its buckets: no restart. With limit flags it also sets an
+// existing tenant's limits.
 func runTenantAdd(ctx context.Context, args []string) error {
 	fs := newFlags("accounts tenant-add")
 	dir := fs.String("dir", "/etc/alpha/operator", "operator directory")
 	hubURL := fs.String("hub", "", "hub client URL, tls://HOST:4222 (empty: only write the files; the hub loads them at start)")
 	ca := fs.String("tls-ca", "", "CA of the hub's certificate")
+	lim := addTenantLimitFlags(fs)
 	t, err := parseOne(fs, args, "TENANT")
 	if err != nil {
 		return fmt.Errorf("%w (usage: alpha accounts tenant-add TENANT --dir D --hub URL --tls-ca CA)", err)
@@ -109,7 +112,12 @@ func runTenantAdd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := op.AddTenant(t); err != nil {
+	if anySet(fs, "max-") {
+		err = op.SetTenant(t, *lim)
+	} else {
+		err = op.AddTenant(t)
+	}
+	if err != nil {
 		return err
 	}
 	if *hubURL != "" {

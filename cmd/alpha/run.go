@@ -37,11 +37,15 @@ func runHub(ctx context.Context, args []string) error {
 	leafListen := fs.String("leaf-listen", "0.0.0.0:7422", "leafnode listener HOST:PORT")
 	sec := addSecureFlags(fs, roleHub)
 	clf := addClusterFlags(fs)
+	hl := addHubLimitFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := hl.Validate(); err != nil {
+		return err
+	}
 	log := logger()
-	hc := hub.Config{StoreDir: *store, Listen: *listen, LeafListen: *leafListen, Log: log}
+	hc := hub.Config{StoreDir: *store, Listen: *listen, LeafListen: *leafListen, Log: log, Limits: *hl}
 	if err := clf.apply(&hc); err != nil {
 		return err
 	}

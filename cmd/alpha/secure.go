@@ -113,8 +113,17 @@ func bootstrapTenants(ctx context.Context, h *hub.Hub, op *accounts.Operator, lo
 			return fmt.Errorf("tenant %s: %w", t, err)
 		}
 		js, _ := jetstream.New(nc)
-		err = hub.Bootstrap(ctx, js, 1)
+		err = hub.BootstrapLimits(ctx, js, 1, h.Limits())
+		if err == nil {
+			var sites []string
+			if sites, err = leaf.Upgrade(ctx, js); len(sites) > 0 {
+				log.Info("site uplinks converted to filtered landing streams", "tenant", t, "sites", sites)
+			}
+		}
 		nc.Close()
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+			return fmt.Errorf("tenant %s: %w: the tenants' JetStream limits together exceed the hub's store (alpha accounts tenant-add %s --max-storage)", t, err, t)
+		}
 		if err != nil {
 			return fmt.Errorf("tenant %s: %w", t, err)
 		}

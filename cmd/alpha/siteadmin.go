@@ -54,6 +54,7 @@ func runSiteAdd(ctx context.Context, args []string) error {
 	nodes := fs.String("nodes", "", "node ids at the site, comma-separated (one agent each; required)")
 	out := fs.String("out", "", "bundle directory to write (default OPERATOR-DIR/bundles/SITE-TENANT)")
 	noRegister := fs.Bool("no-register", false, "only write the bundle; register later by running add again with --hub")
+	quota := addSiteQuotaFlags(fs)
 	site, err := parseOne(fs, args, "SITE")
 	if err != nil {
 		return fmt.Errorf("%w (usage: alpha site add SITE --tenant T --nodes N1,N2 --hub URL --tls-ca CA)", err)
@@ -67,6 +68,9 @@ func runSiteAdd(ctx context.Context, args []string) error {
 	}
 	if !*noRegister && *af.hub == "" {
 		return errors.New("--hub is required to register the site (or --no-register)")
+	}
+	if err := quota.Validate(); err != nil {
+		return err
 	}
 	if _, err := op.AddSite(site, *tenant, splitList(*nodes), *out); err != nil {
 		return err
@@ -86,7 +90,10 @@ func runSiteAdd(ctx context.Context, args []string) error {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := accounts.RegisterSite(ctx, js, site); err != nil {
+	if !anySet(fs, "quota-") {
+		quota = nil // an existing site keeps the quota it has
+	}
+	if err := accounts.RegisterSiteQuota(ctx, js, site, quota); err != nil {
 		return err
 	}
 	fmt.Printf("site %s registered at %s: mirror consumers and uplink sources in place\n", site, *af.hub)

@@ -102,15 +102,38 @@ func collect(ctx context.Context, js jetstream.JetStream) (*report, error) {
 	if s, err := js.Stream(ctx, streams.StatusStream); err == nil {
 		if info, err := s.Info(ctx); err == nil {
 			for _, src := range info.Sources {
-				if src.External == nil {
-					continue
-				}
-				site := strings.TrimSuffix(strings.TrimPrefix(src.External.APIPrefix, "$JS."), ".API")
-				r.linkSeen[site] = src.Active
+				r.addLink(ctx, js, src)
 			}
 		}
 	}
 	return r, nil
+}
+
+// addLink notes when the hub last heard from a site through a source of
+// its status stream: the site's landing stream, whose own source is the
+// site (a hub registered before landing streams sources the site itself).
+func (r *report) addLink(ctx context.Context, js jetstream.JetStream, src *jetstream.StreamSourceInfo) {
+	landing := streams.LandingStream(streams.StatusStream, "")
+	if site, ok := strings.CutPrefix(src.Name, landing); ok && src.External == nil {
+		s, err := js.Stream(ctx, src.Name)
+		if err != nil {
+			return
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return
+		}
+		for _, up := range info.Sources {
+			if up.External != nil {
+				r.linkSeen[site] = up.Active
+			}
+		}
+		return
+	}
+	if src.External != nil {
+		site := strings.TrimSuffix(strings.TrimPrefix(src.External.APIPrefix, "$JS."), ".API")
+		r.linkSeen[site] = src.Active
+	}
 }
 
 // linkState says whether the hub hears from the site now. The uplink

@@ -174,6 +174,16 @@ var figures = []figure{
 	{"BenchmarkNoopReconcile", "noopRatio", "no-op re-run: ansible / Alpha", "×"},
 	{"BenchmarkPutToApplied/sites=100", "hubRssPerSiteKiB", "hub RSS per connected site (100 sites, each an `alpha site` process), 1 s samples", "KiB"},
 	{"BenchmarkPutToApplied/sites=100", "hubCpuPerSite%", "hub CPU per connected idle site (100 sites), 5 s windows", "% of a core"},
+	{"BenchmarkTenantFlood", "quietMs", "another tenant's put → applied, no flood (operator mode, TLS)", "ms"},
+	{"BenchmarkTenantFlood", "floodLocalMs", "the same while a rogue site floods telemetry that stays at the site (the machine's share)", "ms"},
+	{"BenchmarkTenantFlood", "floodMs", "the same while the hub sources the rogue site's flood (up to its quota)", "ms"},
+	{"BenchmarkTenantFlood", "p99Ratio", "flood p99 / no-flood p99 (goal: 2)", "×"},
+	{"BenchmarkTenantFlood", "p99RatioToLocal", "flood p99 / flood-at-the-site-only p99 (the hub's share)", "×"},
+	{"BenchmarkTenantFlood", "hubRssBeforeMiB", "hub RSS before the flood (two tenants, two sites)", "MiB"},
+	{"BenchmarkTenantFlood", "hubRssFloodMiB", "hub RSS during the flood, 250 ms samples", "MiB"},
+	{"BenchmarkTenantFlood", "hubCpuFlood%", "hub CPU during the flood", "% of a core"},
+	{"BenchmarkTenantFlood", "hubStoreGrowthMiB", "hub store growth during 30 s of flood (the rogue's quota: 32 MiB, stored twice)", "MiB"},
+	{"BenchmarkTenantFlood", "floodStoredMiB/s", "the rogue site's flood, stored at the site", "MiB/s"},
 }
 
 func render(res []*result, now time.Time, sources []string) []byte {

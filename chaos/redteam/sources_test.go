@@ -1,0 +1,295 @@
+package redteam
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/accounts"
+	"github.com/alpha-edge/alpha/hub"
+	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/natsutil"
+	"github.com/alpha-edge/alpha/internal/stack"
+	"github.com/alpha-edge/alpha/internal/tlsfiles"
+	"github.com/alpha-edge/alpha/leaf"
+	"github.com/alpha-edge/alpha/streams"
+)
+
+// srcEnv is a production-shaped hub: operator mode, TLS on both listeners,
+// one tenant's sites registered as `alpha site add` does.
+type srcEnv struct {
+	t   testing.TB
+	dir string
+	op  *accounts.Operator
+	pki tlsfiles.Files
+	hub *hub.Hub
+}
+
+func srcNewEnv(t testing.TB, tenants ...string) *srcEnv {
+	t.Helper()
+	return srcNewEnvLimits(t, accounts.DefaultTenantLimits, tenants...)
+}
+
+// srcNewEnvLimits is srcNewEnv with the tenants' JetStream limits.
+func srcNewEnvLimits(t testing.TB, lim accounts.TenantLimits, tenants ...string) *srcEnv {
+	t.Helper()
+	dir := t.TempDir()
+	op, err := accounts.InitLimits(filepath.Join(dir, "operator"), "redteam", tenants, lim)
+	check.NoError(t, err)
+	pki, err := tlsfiles.WriteTestPKI(dir)
+	check.NoError(t, err)
+	store := filepath.Join(dir, "hub")
+	h, err := hub.Start(context.Background(), hub.Config{
+		StoreDir: store, Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Log: stack.Log(),
+		Options: func(o *server.Options) error {
+			if err := op.HubOptions(filepath.Join(store, "resolver"))(o); err != nil {
+				return err
+			}
+			return pki.Hub(o)
+		},
+		ClientOptions: []nats.Option{nats.UserCredentials(op.AdminCreds(tenants[0]))},
+	})
+	check.NoError(t, err)
+	t.Cleanup(h.Shutdown)
+	e := &srcEnv{t: t, dir: dir, op: op, pki: pki, hub: h}
+	for _, tn := range tenants[1:] {
+		_, js := e.admin(tn)
+		check.NoError(t, hub.Bootstrap(context.Background(), js, 1))
+	}
+	return e
+}
+
+func (e *srcEnv) tls() nats.Option {
+	o, err := e.pki.NATS()
+	check.NoError(e.t, err)
+	return o
+}
+
+// admin is a tenant administrator's JetStream at the hub.
+func (e *srcEnv) admin(tenant string) (*nats.Conn, jetstream.JetStream) {
+	e.t.Helper()
+	nc, js, err := e.op.AdminJetStream(e.hub.ClientURL(), tenant, e.tls())
+	check.NoError(e.t, err)
+	e.t.Cleanup(nc.Close)
+	return nc, js
+}
+
+// addSite issues a site's bundle and registers it with quota (nil: the
+// defaults), as `alpha site add` does.
+func (e *srcEnv) addSite(site, tenant string, quota *streams.SiteQuota, nodes ...string) string {
+	e.t.Helper()
+	out := filepath.Join(e.dir, "bundle-"+site+"-"+tenant)
+	_, err := e.op.AddSite(site, tenant, nodes, out)
+	check.NoError(e.t, err)
+	_, js := e.admin(tenant)
+	check.NoError(e.t, accounts.RegisterSiteQuota(context.Background(), js, site, quota))
+	return out
+}
+
+// startLeaf runs a genuine site leaf from its bundle and returns a client
+// of its own domain with the leaf's own (unrestricted) identity.
+func (e *srcEnv) startLeaf(bundle string) (*leaf.Leaf, jetstream.JetStream) {
+	e.t.Helper()
+	setup, err := accounts.Leaf(bundle)
+	check.NoError(e.t, err)
+	cfg, err := accounts.LoadSite(bundle)
+	check.NoError(e.t, err)
+	l, err := leaf.Start(context.Background(), leaf.Config{
+		Site: cfg.Site, HubURLs: []string{e.hub.LeafURL()}, StoreDir: e.t.TempDir(), Listen: "127.0.0.1:-1", Log: stack.Log(),
+		Options: func(o *server.Options) error {
+			if err := setup.Options(o); err != nil {
+				return err
+			}
+			return e.pki.Leaf(o)
+		},
+		ClientOptions: setup.ClientOptions,
+		NoRegister:    true,
+	})
+	check.NoError(e.t, err)
+	e.t.Cleanup(l.Shutdown)
+	nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(l.Server)}, setup.ClientOptions...)...)
+	check.NoError(e.t, err)
+	e.t.Cleanup(nc.Close)
+	js, err := jetstream.NewWithDomain(nc, cfg.Site)
+	check.NoError(e.t, err)
+	return l, js
+}
+
+// stolenBox is the attacker's own box: a stock nats-server with JetStream in
+// the stolen site's domain, joined to the hub with the bundle's leaf.creds,
+// holding whatever streams the attacker likes under the names the hub
+// sources from. Its local clients need no credentials.
+func (e *srcEnv) stolenBox(site, bundle string) jetstream.JetStream {
+	e.t.Helper()
+	u, err := url.Parse(e.hub.LeafURL())
+	check.NoError(e.t, err)
+	opts := &server.Options{ServerName: "stolen-" + site, Host: "127.0.0.1", Port: -1, NoSigs: true,
+		JetStream: true, JetStreamDomain: site, StoreDir: e.t.TempDir(),
+		LeafNode: server.LeafNodeOpts{ReconnectInterval: 200 * time.Millisecond,
+			Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}, Credentials: filepath.Join(bundle, accounts.LeafCredsFile)}}}}
+	accounts.ScopedSubjects(opts)
+	check.NoError(e.t, e.pki.Leaf(opts))
+	opts.TLSConfig, opts.TLS = nil, false
+	s, err := server.NewServer(opts)
+	check.NoError(e.t, err)
+	check.NoError(e.t, natsutil.Start(s, stack.Log()))
+	e.t.Cleanup(s.Shutdown)
+	nc, err := nats.Connect(s.ClientURL())
+	check.NoError(e.t, err)
+	e.t.Cleanup(nc.Close)
+	js, err := jetstream.NewWithDomain(nc, site)
+	check.NoError(e.t, err)
+	ctx := context.Background()
+	_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.StatusBucket, History: 1})
+	check.NoError(e.t, err)
+	for _, name := range []string{streams.TelemetryStream, streams.EventsStream} {
+		cfg := streams.SiteStreamConfig(name, site, streams.DefaultSiteLimits)
+		// The attacker's edit: every site's subjects, not only its own.
+		cfg.Subjects = []string{map[string]string{streams.TelemetryStream: "telemetry.>", streams.EventsStream: "events.>"}[name]}
+		_, err := js.CreateStream(ctx, cfg)
+		check.NoError(e.t, err)
+	}
+	for _, name := range streams.Uplinks() {
+		_, err := js.CreateOrUpdateConsumer(ctx, name, streams.UplinkConsumerConfig(site, name))
+		check.NoError(e.t, err)
+	}
+	return js
+}
+
+// srcStreamHolds waits until stream holds a message on subj whose payload
+// contains want.
+func srcStreamHolds(t testing.TB, js jetstream.JetStream, stream, subj, want string) {
+	t.Helper()
+	check.For(t, 20*time.Second, 100*time.Millisecond, func() error {
+		s, err := js.Stream(context.Background(), stream)
+		if err != nil {
+			return err
+		}
+		m, err := s.GetLastMsgForSubject(context.Background(), subj)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", stream, subj, err)
+		}
+		if !bytes.Contains(m.Data, []byte(want)) {
+			return fmt.Errorf("%s %s holds %q, want %q in it", stream, subj, m.Data, want)
+		}
+		return nil
+	})
+}
+
+// srcScan counts the messages of a hub stream whose payload contains mark.
+func srcScan(t testing.TB, js jetstream.JetStream, stream, mark string) (n int, subjects []string) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := js.Stream(ctx, stream)
+	check.NoError(t, err)
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	check.NoError(t, err)
+	info, err := s.Info(ctx)
+	check.NoError(t, err)
+	for range info.State.Msgs {
+		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		check.NoError(t, err)
+		if bytes.Contains(m.Data(), []byte(mark)) {
+			n++
+			subjects = append(subjects, m.Subject())
+		}
+	}
+	return n, subjects
+}
+
+// Finding 3: a stolen site box (s1's leaf credentials, the attacker's own
+// JetStream in domain s1, streams edited to take every site's subjects)
+// writes status, telemetry and events under s2's name. The hub must keep
+// none of it, and still take s1's own data.
+func TestStolenBoxWritesAsAnotherSite(t *testing.T) {
+	ctx := context.Background()
+	e := srcNewEnv(t, "t1")
+	bundle1 := e.addSite("s1", "t1", nil, "n1")
+	bundle2 := e.addSite("s2", "t1", nil, "n1")
+	_, hjs := e.admin("t1")
+
+	// s2 is a genuine site with a genuine status.
+	_, s2 := e.startLeaf(bundle2)
+	s2st, err := s2.KeyValue(ctx, streams.StatusBucket)
+	check.NoError(t, err)
+	genuine, _ := json.Marshal(streams.NodeStatus{Site: "s2", Node: "n1", Blueprint: "genuine-s2", Phase: "Converged"})
+	_, err = s2st.Put(ctx, "s2.n1", genuine)
+	check.NoError(t, err)
+	srcStreamHolds(t, hjs, streams.StatusStream, "$KV.status.s2.n1", "genuine-s2")
+
+	box := e.stolenBox("s1", bundle1)
+	st, err := box.KeyValue(ctx, streams.StatusBucket)
+	check.NoError(t, err)
+	forged, _ := json.Marshal(streams.NodeStatus{Site: "s2", Node: "n1", Blueprint: "FORGED", Phase: "Converged"})
+	_, err = st.Put(ctx, "s2.n1", forged)
+	check.NoError(t, err)
+	_, err = st.Put(ctx, "s2.n9", forged)
+	check.NoError(t, err)
+	const mark = "FORGED-by-stolen-s1"
+	for _, subj := range []string{"telemetry.s2.n1.host.cpu", "events.s2.n1.x"} {
+		_, err := box.Publish(ctx, subj, []byte(`{"value":99,"note":"`+mark+`"}`))
+		check.NoError(t, err)
+	}
+	// Then s1's own data, which the hub must still take: sources deliver in
+	// order, so once these arrive the forged messages have been dealt with.
+	own, _ := json.Marshal(streams.NodeStatus{Site: "s1", Node: "n1", Blueprint: "own-s1", Phase: "Converged"})
+	_, err = st.Put(ctx, "s1.n1", own)
+	check.NoError(t, err)
+	for _, subj := range []string{"telemetry.s1.n1.host.cpu", "events.s1.n1.x"} {
+		_, err := box.Publish(ctx, subj, []byte(`{"value":1,"note":"own-s1"}`))
+		check.NoError(t, err)
+	}
+	srcStreamHolds(t, hjs, streams.StatusStream, "$KV.status.s1.n1", "own-s1")
+	srcStreamHolds(t, hjs, streams.TelemetryStream, "telemetry.s1.n1.host.cpu", "own-s1")
+	srcStreamHolds(t, hjs, streams.EventsStream, "events.s1.n1.x", "own-s1")
+
+	hst, err := hjs.KeyValue(ctx, streams.StatusBucket)
+	check.NoError(t, err)
+	if en, err := hst.Get(ctx, "s2.n9"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("hub status has the invented node s2.n9 (%v): %s", err, srcValue(en))
+	}
+	en, err := hst.Get(ctx, "s2.n1")
+	check.NoError(t, err)
+	if !bytes.Contains(en.Value(), []byte("genuine-s2")) {
+		t.Errorf("hub status of s2.n1 is %s, want s2's own", en.Value())
+	}
+	for _, stream := range []string{streams.TelemetryStream, streams.EventsStream, streams.StatusStream} {
+		if n, subjects := srcScan(t, hjs, stream, mark); n > 0 {
+			t.Errorf("hub %s holds %d of the attacker's messages, on %v", stream, n, subjects)
+		}
+	}
+
+	// Revoking s1 takes its status with it: nothing the thief wrote under
+	// s1's name stays as live status.
+	tenants, err := e.op.RevokeSite("s1")
+	check.NoError(t, err)
+	for _, tn := range tenants {
+		check.NoError(t, e.op.Push(ctx, e.hub.ClientURL(), tn, e.tls()))
+	}
+	check.NoError(t, accounts.UnregisterSite(ctx, hjs, "s1"))
+	if en, err := hst.Get(ctx, "s1.n1"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("revoked s1's status is still at the hub (%v): %s", err, srcValue(en))
+	}
+	en, err = hst.Get(ctx, "s2.n1")
+	check.NoError(t, err)
+	if !bytes.Contains(en.Value(), []byte("genuine-s2")) {
+		t.Errorf("after revoking s1, hub status of s2.n1 is %s", en.Value())
+	}
+}
+
+func srcValue(en jetstream.KeyValueEntry) string {
+	if en == nil {
+		return ""
+	}
+	return string(en.Value())
+}
