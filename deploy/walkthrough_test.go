@@ -43,7 +43,7 @@ func TestProductionWalkthrough(t *testing.T) {
 	pm := podmantest.Start(t)
 	readme, err := os.ReadFile("../README.md")
 	check.NoError(t, err)
-	section, _, _ := strings.Cut(string(readme[strings.Index(string(readme), "## Going to production"):]), "\n## Tests")
+	section, _, _ := strings.Cut(string(readme[strings.Index(string(readme), "## Going to production"):]), "\n## ")
 	blocks := regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(section, -1)
 	const (
 		tlsStep = iota
