@@ -31,8 +31,9 @@ func freePort(t *testing.T) string {
 // instead of the documented ones and with a private podman service: a hub
 // and a site as two processes, a signed blueprint applied and an unsigned
 // one refused, a hold set and released at the site while the hub is down,
-// a container from an artifact, the site's telemetry read at the hub with
-// the tenant admin's credentials, and the site revoked and cut off.
+// a container from an artifact, a cloud output the hub signed filled into a
+// file, the site's telemetry read at the hub with the tenant admin's
+// credentials, and the site revoked and cut off.
 func TestProductionWalkthrough(t *testing.T) {
 	bin, err := filepath.Abs("../bin/alpha")
 	check.NoError(t, err)
@@ -56,6 +57,8 @@ func TestProductionWalkthrough(t *testing.T) {
 		heldStep
 		releaseStep
 		artifactStep
+		cloudStep
+		cloudFileStep
 		telemetryStep
 		revokeStep
 		installStep
@@ -210,6 +213,10 @@ func TestProductionWalkthrough(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A cloud resource the hub provisions; its signed output in a file.
+	run(cloudStep, prod)
+	runUntil(cloudFileStep, "bucket=alpha-logs-s1", false)
 
 	// The site's telemetry, read at the hub by the tenant admin.
 	out = run(telemetryStep, prod)

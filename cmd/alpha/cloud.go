@@ -35,6 +35,11 @@ func runCloud(ctx context.Context, args []string) error {
 		fmt.Fprintln(os.Stderr, "usage: alpha cloud [flags] [status] [SITE[.NODE[.CONFIG]]]")
 		fs.PrintDefaults()
 	}
+	// "status" may come before the flags (alpha cloud status --server ...)
+	// or after them.
+	if len(args) > 0 && args[0] == "status" {
+		args = args[1:]
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

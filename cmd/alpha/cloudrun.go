@@ -52,6 +52,12 @@ func (f cloudFlags) start(ctx context.Context, h *hub.Hub, store string, op *acc
 	if *f.off {
 		return nil
 	}
+	// Terraform runs in (and is started from) directories under the store;
+	// a relative --store would resolve against the wrong directory there.
+	store, err := filepath.Abs(store)
+	if err != nil {
+		return fmt.Errorf("--store: %w", err)
+	}
 	tenants, err := tenantConns(h, op)
 	if err != nil {
 		return err
