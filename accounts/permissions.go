@@ -20,7 +20,7 @@ func AgentInbox(site, node string) string { return streams.Inbox(site, node) }
 // site, its domain or its own consumers.
 func LeafPermissions(site string) jwt.Permissions {
 	var p jwt.Permissions
-	hubAPI := "$JS." + streams.HubDomain + ".API."
+	hubAPI := streams.APIPrefix(streams.HubDomain) + "."
 	for _, st := range streams.Mirrored() {
 		cc := streams.MirrorConsumerConfig(site, st)
 		stream := st.Stream()
@@ -38,7 +38,7 @@ func LeafPermissions(site string) jwt.Permissions {
 	}
 	// The hub's mirror consumers push here; only this site's filter.
 	p.Sub.Allow.Add(streams.MirrorDeliver(site) + ".>")
-	siteAPI := "$JS." + site + ".API."
+	siteAPI := streams.APIPrefix(site) + "."
 	for _, name := range streams.Uplinks() {
 		cc := streams.UplinkConsumerConfig(site, name)
 		p.Sub.Allow.Add(
@@ -76,7 +76,7 @@ func SiteOperatorPermissions(site string) *server.Permissions {
 // clients with and without the domain work the same.
 func SitePermissions(site, inbox string, ops []streams.Op) *server.Permissions {
 	var pub, deny []string
-	apis := []string{"$JS.API.", "$JS." + site + ".API."}
+	apis := []string{"$JS.API.", streams.APIPrefix(site) + "."}
 	// A client may delete the ephemeral consumers its watches and reads
 	// made (without the grant every stopped watch is a refused request);
 	// their names are random and no client may list consumers, so it

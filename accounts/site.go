@@ -216,7 +216,7 @@ func UnregisterSite(ctx context.Context, hub jetstream.JetStream, site string) e
 			return fmt.Errorf("accounts: deleting %s: %w", cc.Durable, err)
 		}
 	}
-	prefix := "$JS." + site + ".API"
+	prefix := streams.APIPrefix(site)
 	for _, name := range streams.Uplinks() {
 		s, err := hub.Stream(ctx, name)
 		if err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/accounts"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // BuildTags are the tags every build of the module needs (the podman
@@ -743,7 +744,7 @@ func Put(ctx context.Context, js jetstream.JetStream, key string, data []byte, s
 		// Short attempts: a request sent while the client reconnects, or
 		// before a new stream leader is elected, may never be answered.
 		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		kv, err := js.KeyValue(actx, "blueprints")
+		kv, err := js.KeyValue(actx, streams.BlueprintsBucket)
 		if err == nil {
 			var rev uint64
 			if rev, err = kv.Put(actx, key, value); err == nil {
@@ -762,7 +763,7 @@ func Put(ctx context.Context, js jetstream.JetStream, key string, data []byte, s
 // bucket, sourced from the sites).
 func Status(ctx context.Context, hub jetstream.JetStream, key string) (NodeStatus, error) {
 	var ns NodeStatus
-	kv, err := hub.KeyValue(ctx, "status")
+	kv, err := hub.KeyValue(ctx, streams.StatusBucket)
 	if err != nil {
 		return ns, err
 	}
@@ -839,7 +840,7 @@ type Count struct {
 // telemetry, on other subjects, is not counted.
 func CountTelemetry(ctx context.Context, js jetstream.JetStream, site string) (Count, error) {
 	var c Count
-	cons, err := js.OrderedConsumer(ctx, "TELEMETRY", jetstream.OrderedConsumerConfig{
+	cons, err := js.OrderedConsumer(ctx, streams.TelemetryStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{TelemetrySubject(site, "*")}, DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
 		return c, err

@@ -515,7 +515,7 @@ func UplinkSource(site, name string) *jetstream.StreamSource {
 	cc := streams.UplinkConsumerConfig(site, name)
 	return &jetstream.StreamSource{
 		Name:     name,
-		External: &jetstream.ExternalStream{APIPrefix: "$JS." + site + ".API"},
+		External: &jetstream.ExternalStream{APIPrefix: streams.APIPrefix(site)},
 		Consumer: &jetstream.StreamConsumerSource{Name: cc.Durable, DeliverSubject: cc.DeliverSubject},
 	}
 }
@@ -538,9 +538,8 @@ func Upgrade(ctx context.Context, hub jetstream.JetStream) ([]string, error) {
 			if src.External == nil {
 				continue
 			}
-			site, ok := strings.CutPrefix(src.External.APIPrefix, "$JS.")
-			site, ok2 := strings.CutSuffix(site, ".API")
-			if !ok || !ok2 || streams.ValidID("site", site) != nil {
+			site := streams.DomainOfAPIPrefix(src.External.APIPrefix)
+			if streams.ValidID("site", site) != nil {
 				continue // not one of ours
 			}
 			if err := Register(ctx, hub, site, name); err != nil {

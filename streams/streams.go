@@ -5,6 +5,7 @@ package streams
 import (
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -28,6 +29,23 @@ func ValidID(kind, id string) error {
 		return fmt.Errorf("%s id %q must be 1-63 lowercase letters, digits, _ or -, starting with a letter or digit", kind, id)
 	}
 	return nil
+}
+
+// APIPrefix is the JetStream API prefix of a domain ($JS.<domain>.API):
+// how the hub reaches a site's streams and a site the hub's.
+func APIPrefix(domain string) string { return "$JS." + domain + ".API" }
+
+// DomainOfAPIPrefix is the domain an APIPrefix names ("" if it names none).
+func DomainOfAPIPrefix(prefix string) string {
+	d, ok := strings.CutPrefix(prefix, "$JS.")
+	if !ok {
+		return ""
+	}
+	d, ok = strings.CutSuffix(d, ".API")
+	if !ok {
+		return ""
+	}
+	return d
 }
 
 // Key is the blueprints and status key of a node.

@@ -131,7 +131,7 @@ func (r *report) addLink(ctx context.Context, js jetstream.JetStream, src *jetst
 		return
 	}
 	if src.External != nil {
-		site := strings.TrimSuffix(strings.TrimPrefix(src.External.APIPrefix, "$JS."), ".API")
+		site := streams.DomainOfAPIPrefix(src.External.APIPrefix)
 		r.linkSeen[site] = src.Active
 	}
 }
