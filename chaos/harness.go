@@ -448,6 +448,10 @@ func StartHub(t testing.TB, dir string, spec HubSpec) *Hub {
 			routes = append(routes, "nats-route://"+r)
 		}
 		args = append(args, "--cluster", "127.0.0.1:-1", "--routes", strings.Join(routes, ","))
+		if h.Prod != nil {
+			// Routes take only members whose certificate the CA signed.
+			args = append(args, "--tls-ca", h.Prod.TLS.CA)
+		}
 	}
 	h.Proc = Start(t, dir, spec.Name, args...)
 	h.ready = "hub ready"

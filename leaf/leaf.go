@@ -48,6 +48,10 @@ type Config struct {
 	// idle site with s2_auto, 925 with off, 20 sites); a site on the hub's
 	// LAN gains nothing from it, one on a cellular or satellite link a lot.
 	Compression string
+	// Quota is the site's quota at the hub when the leaf registers itself
+	// (without operator mode; `alpha site add --quota-*` otherwise); nil
+	// keeps the hub's or the default.
+	Quota *streams.SiteQuota
 }
 
 // Leaf is a running site leaf node.
@@ -352,7 +356,7 @@ func (l *Leaf) ensureHub(ctx context.Context) error {
 		}
 	}
 	for _, name := range streams.Uplinks() {
-		if err := Register(ctx, l.hub, site, name); err != nil {
+		if err := RegisterQuota(ctx, l.hub, site, name, l.cfg.Quota); err != nil {
 			return err
 		}
 	}

@@ -70,7 +70,11 @@ func newSite(t testing.TB, limits streams.SiteLimits) *site {
 
 func (s *site) start() {
 	s.t.Helper()
-	l, err := leaf.Start(context.Background(), leaf.Config{Site: "s1", HubURLs: []string{"nats-leaf://" + s.proxy.Addr()},
+	// These tests move 100,000 messages at once: a quota that takes them in
+	// one window, so they measure store and forward, not the quota.
+	quota := streams.DefaultSiteQuota
+	quota.TelemetryBytes = 256 << 20
+	l, err := leaf.Start(context.Background(), leaf.Config{Site: "s1", HubURLs: []string{"nats-leaf://" + s.proxy.Addr()}, Quota: &quota,
 		StoreDir: s.store, Listen: s.listen, Log: quiet, Limits: s.limits})
 	check.NoError(s.t, err)
 	s.leaf = l
@@ -86,7 +90,11 @@ func (s *site) restart() {
 	s.t.Helper()
 	s.leaf.Shutdown()
 	s.leaf = nil
-	l, err := leaf.Start(context.Background(), leaf.Config{Site: "s1", HubURLs: []string{"nats-leaf://" + s.proxy.Addr()},
+	// These tests move 100,000 messages at once: a quota that takes them in
+	// one window, so they measure store and forward, not the quota.
+	quota := streams.DefaultSiteQuota
+	quota.TelemetryBytes = 256 << 20
+	l, err := leaf.Start(context.Background(), leaf.Config{Site: "s1", HubURLs: []string{"nats-leaf://" + s.proxy.Addr()}, Quota: &quota,
 		StoreDir: s.store, Listen: s.listen, Log: quiet, Limits: s.limits})
 	check.NoError(s.t, err)
 	s.leaf = l

@@ -144,3 +144,26 @@ func TestRogueSiteFloodIsBounded(t *testing.T) {
 		return nil
 	})
 }
+
+// The quota delays a site, it never loses its data: a backlog three times
+// the quota reaches the hub whole, one window at a time, each message once.
+func TestQuotaDelaysNeverLoses(t *testing.T) {
+	e := srcNewEnv(t, "t1")
+	quota := streams.DefaultSiteQuota
+	quota.TelemetryBytes, quota.Window = 1<<20, 3*time.Second
+	bundle := e.addSite("s1", "t1", &quota, "n1")
+	_, hjs := e.admin("t1")
+	_, s1 := e.startLeaf(bundle)
+
+	const n = 3000 // 3000 x 1 KB: about three windows' worth
+	srcFlood(t, s1, n, 1024, func(i int) string { return fmt.Sprintf("telemetry.s1.n1.backlog.m%d", i) })
+	check.For(t, 90*time.Second, 250*time.Millisecond, func() error {
+		if got := srcStreamState(t, hjs, streams.TelemetryStream).Msgs; got < n {
+			return fmt.Errorf("hub TELEMETRY holds %d of the site's %d", got, n)
+		}
+		return nil
+	})
+	if got, subjects := srcScan(t, hjs, streams.TelemetryStream, "fff"); got != n {
+		t.Fatalf("hub TELEMETRY holds %d flood messages (want exactly %d, no duplicates): %d subjects", got, n, len(subjects))
+	}
+}
