@@ -43,6 +43,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/alpha-edge/alpha/internal/fileio"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -114,7 +115,7 @@ func InitLimits(dir, name string, tenants []string, lim TenantLimits) (*Operator
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "operator.jwt"), []byte(ojwt), 0o644); err != nil {
+	if err := writeFile(filepath.Join(dir, "operator.jwt"), []byte(ojwt), 0o644); err != nil {
 		return nil, err
 	}
 	o := &Operator{Dir: dir, key: okp, claims: oc, jwt: ojwt}
@@ -542,26 +543,9 @@ func readSeed(dir, name string) (nkeys.KeyPair, error) {
 	return nkeys.FromSeed([]byte(strings.TrimSpace(string(raw))))
 }
 
-// writeFile replaces a file atomically with the given mode.
+// writeFile replaces a file atomically and durably with the given mode,
+// creating its directory 0700: a torn key, JWT or site record would lock
+// the hub or a site out.
 func writeFile(path string, data []byte, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return fileio.WriteFile(path, data, mode, fileio.MkdirAll(0o700))
 }

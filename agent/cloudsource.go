@@ -10,7 +10,7 @@ import (
 	"sync"
 
 	"github.com/alpha-edge/alpha/agent/cloudref"
-	"github.com/alpha-edge/alpha/agent/engine"
+	"github.com/alpha-edge/alpha/internal/fileio"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -110,9 +110,9 @@ func (c *cloudSource) Entry(ctx context.Context, config, digest string) (*stream
 		}
 		if err == nil {
 			if st == nil {
-				os.Remove(path)
+				fileio.Remove(path)
 			} else if b, err := json.Marshal(st); err == nil {
-				engine.WriteFileAtomic(path, b, 0o600)
+				fileio.WriteFile(path, b, 0o600)
 			}
 			return st, nil
 		}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/internal/fileio"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -169,19 +170,14 @@ func (c *Cache) Fetch(ctx context.Context, a blueprint.Artifact) (string, error)
 		return "", fmt.Errorf("artifact %q (sha256 %s) is not cached and cannot be fetched: %w", a.Name, sha, err)
 	}
 	defer r.Close()
-	tmp, err := os.CreateTemp(c.dir, ".fetch-*")
+	out, err := fileio.Create(p, 0o600)
 	if err != nil {
 		return "", err
 	}
-	defer os.Remove(tmp.Name())
+	// Nothing reaches p unless the content has the blueprint's checksum.
+	defer out.Discard()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), r)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
+	n, err := io.Copy(io.MultiWriter(out, h), r)
 	if err != nil {
 		return "", fmt.Errorf("artifact %q: fetching: %w", a.Name, err)
 	}
@@ -189,11 +185,8 @@ func (c *Cache) Fetch(ctx context.Context, a blueprint.Artifact) (string, error)
 	if got != sha {
 		return "", driver.Terminal(fmt.Errorf("artifact %q: content has sha256 %s, the blueprint wants %s: %w", a.Name, got, sha, ErrChecksum))
 	}
-	if err := os.Chmod(tmp.Name(), 0o600); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		return "", err
+	if err := out.Commit(); err != nil {
+		return "", fmt.Errorf("artifact %q: fetching: %w", a.Name, err)
 	}
 	c.remember(p, sha)
 	c.log.Info("artifact fetched", "artifact", a.Name, "sha256", sha, "bytes", n)

@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/alpha-edge/alpha/agent/driver"
-	"github.com/alpha-edge/alpha/agent/files"
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/internal/fileio"
 )
 
 // SecureBootVar is the EFI variable that holds the Secure Boot state.
@@ -378,7 +378,7 @@ func (d *Driver) enforceLine(pol blueprint.Policy) error {
 	if bytes.Equal(data, b) {
 		return nil
 	}
-	if err := files.WriteAtomic(root, pol.Path, data, mode, -1, -1); err != nil {
+	if err := fileio.Rooted(root).WriteFile(pol.Path, data, mode); err != nil {
 		return outside(pol.Path, err)
 	}
 	d.mu.Lock()

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/alpha-edge/alpha/internal/fileio"
 )
 
 // store keeps the desired and applied revisions on disk, each written
@@ -49,31 +51,5 @@ func (s *store) save(name string, r *revision) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(filepath.Join(s.dir, name+".json"), b, 0o600)
-}
-
-// WriteFileAtomic writes data to path through a temp file in the same
-// directory, fsyncs it and renames it into place.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return fileio.WriteFile(filepath.Join(s.dir, name+".json"), b, 0o600)
 }

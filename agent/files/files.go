@@ -22,8 +22,8 @@ import (
 	"syscall"
 
 	"github.com/alpha-edge/alpha/agent/driver"
-	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/internal/fileio"
 )
 
 // Driver manages spec.files. Plan may be called any number of times with the
@@ -258,8 +258,7 @@ func (d *Driver) bind(c change, w want) driver.Change {
 	return ch
 }
 
-// write puts the file in place atomically: temp file in the same directory,
-// fsync, chmod/chown, rename. Parent directories are created as needed and
+// write puts the file in place atomically and durably (fileio). Parent directories are created as needed and
 // remembered, so they can be removed again when empty.
 func (d *Driver) write(w want) error {
 	p := w.spec.Path
@@ -269,7 +268,10 @@ func (d *Driver) write(w want) error {
 	}
 	_, statErr := d.root.Lstat(rel(p))
 	existed := statErr == nil
-	if err := WriteAtomic(d.root, p, []byte(w.spec.Content), fs.FileMode(w.mode), w.uid, w.gid); err != nil {
+	// Through the root: a symlink planted under it cannot lead the write
+	// out, and one at p itself is replaced, not followed.
+	err := fileio.Rooted(d.root).WriteFile(p, []byte(w.spec.Content), fs.FileMode(w.mode), fileio.Owner(w.uid, w.gid))
+	if err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -281,62 +283,23 @@ func (d *Driver) write(w want) error {
 	return nil
 }
 
-// WriteAtomic puts data at the absolute path p inside root: a temporary
-// file beside it, synced, then renamed over it, so readers see the old or
-// the new content, never half. Every step goes through root, so a symlink
-// planted inside it cannot lead the write outside (os.Root refuses with
-// "path escapes from parent"); a symlink at p itself is replaced, not
-// followed. uid or gid below 0 leaves that id as the writer's. The parent
-// directory must exist. Other drivers that write files under the agent's
-// root (compliance) use this too.
-func WriteAtomic(root *os.Root, p string, data []byte, mode fs.FileMode, uid, gid int) error {
-	tmp := path.Join(path.Dir(p), ".alpha-"+path.Base(p)+".tmp")
-	f, err := root.OpenFile(rel(tmp), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if err == nil && (uid >= 0 || gid >= 0) {
-		err = f.Chown(uid, gid)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = root.Rename(rel(tmp), rel(p))
-	}
-	if err != nil {
-		root.Remove(rel(tmp))
-	}
-	return err
-}
-
 // Put makes the file at the absolute path p under the directory rootDir
 // hold content, creating missing parents 0755, or removes it when content is
-// empty. Everything goes through os.Root as in WriteAtomic. It is for
-// drivers that own one fixed file under the agent's root (the modprobe.d
-// and sysctl.d drop-ins), so a symlink planted there leads no write out.
+// empty. It writes through fileio's Writer rooted at rootDir, so a symlink
+// planted under it leads no write out (os.Root refuses with "path escapes
+// from parent"). It is for drivers that own one fixed file under the agent's
+// root (the modprobe.d and sysctl.d drop-ins).
 func Put(rootDir, p string, content []byte, mode fs.FileMode) error {
 	root, err := os.OpenRoot(rootDir)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
+	w := fileio.Rooted(root)
 	if len(content) == 0 {
-		if err := root.Remove(rel(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		return nil
-	}
-	err = root.MkdirAll(rel(path.Dir(p)), 0o755)
-	if err == nil {
-		err = WriteAtomic(root, p, content, mode, -1, -1)
+		err = w.Remove(p)
+	} else {
+		err = w.WriteFile(p, content, mode, fileio.MkdirAll(0o755))
 	}
 	if err != nil {
 		return fmt.Errorf("files: %s under %s: %w", p, rootDir, err)
@@ -369,7 +332,7 @@ func (d *Driver) mkdirs(dir string) error {
 // remove deletes a file the driver created, then any directories it created
 // that are now empty.
 func (d *Driver) remove(p string) error {
-	if err := d.root.Remove(rel(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := fileio.Rooted(d.root).Remove(p); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -389,5 +352,5 @@ func (d *Driver) saveOwned() error {
 	if err != nil {
 		return err
 	}
-	return engine.WriteFileAtomic(d.ownedPath(), b, 0o600)
+	return fileio.WriteFile(d.ownedPath(), b, 0o600)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/oscmd"
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/internal/fileio"
 )
 
 // DefaultTable is the table the agent owns when the blueprint names none.
@@ -265,11 +266,7 @@ func (d *Driver) record(fn func(*state)) error {
 	defer d.mu.Unlock()
 	fn(&d.state)
 	b, _ := json.MarshalIndent(d.state, "", "  ")
-	tmp := d.statePath() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, d.statePath())
+	return fileio.WriteFile(d.statePath(), b, 0o600)
 }
 
 // Render turns the blueprint's firewall into one nft script that deletes and

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/internal/fileio"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -117,19 +118,14 @@ func New(cfg Config) *Remediator {
 	return r
 }
 
-// save writes the policies' state (write to a temp file, then rename, so a
-// crash leaves the old or the new state, never half of one).
+// save writes the policies' state durably (a crash leaves the old or the new
+// state, never half of one).
 func (r *Remediator) save() {
 	if r.cfg.StateFile == "" {
 		return
 	}
 	data, _ := json.Marshal(r.st)
-	tmp := r.cfg.StateFile + ".tmp"
-	err := os.WriteFile(tmp, data, 0o600)
-	if err == nil {
-		err = os.Rename(tmp, r.cfg.StateFile)
-	}
-	if err != nil {
+	if err := fileio.WriteFile(r.cfg.StateFile, data, 0o600); err != nil {
 		r.cfg.Log.Warn("remediation state not saved", "file", r.cfg.StateFile, "err", err)
 	}
 }

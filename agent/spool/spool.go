@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/alpha-edge/alpha/agent/engine"
+	"github.com/alpha-edge/alpha/internal/fileio"
 )
 
 // Every is how often a changed queue is written: the most a crash can lose
@@ -98,14 +98,14 @@ func (f *File[T]) Write(final bool) {
 	defer f.mu.Unlock()
 	v, empty := f.Snapshot(final)
 	if empty {
-		if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := fileio.Remove(f.Path); err != nil {
 			f.fail(err)
 		}
 		return
 	}
 	data, err := json.Marshal(v)
 	if err == nil {
-		err = engine.WriteFileAtomic(f.Path, data, 0o600)
+		err = fileio.WriteFile(f.Path, data, 0o600)
 	}
 	if err != nil {
 		f.fail(err)

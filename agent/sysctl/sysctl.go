@@ -20,6 +20,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/files"
 	"github.com/alpha-edge/alpha/agent/oscmd"
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/internal/fileio"
 )
 
 // DropIn is where the values persist, under the agent's root.
@@ -228,11 +229,7 @@ func (d *Driver) remember(fn func(map[string]string)) error {
 	defer d.mu.Unlock()
 	fn(d.state)
 	b, _ := json.Marshal(d.state)
-	tmp := d.statePath() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, d.statePath())
+	return fileio.WriteFile(d.statePath(), b, 0o600)
 }
 
 // persist writes (or, empty, removes) the drop-in through os.Root, so a

@@ -28,8 +28,8 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/artifacts"
 	"github.com/alpha-edge/alpha/agent/driver"
-	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/internal/fileio"
 	"github.com/alpha-edge/alpha/internal/throttle"
 )
 
@@ -151,7 +151,7 @@ func (d *Driver) saveOwned() error {
 	if err != nil {
 		return err
 	}
-	return engine.WriteFileAtomic(d.ownedPath(), b, 0o600)
+	return fileio.WriteFile(d.ownedPath(), b, 0o600)
 }
 
 func (d *Driver) systemd(ctx context.Context) (*sd.Conn, error) {
@@ -477,10 +477,7 @@ func (d *Driver) apply(ctx context.Context, c change) error {
 		}
 	}
 	if c.writeFile {
-		if err := os.MkdirAll(filepath.Dir(d.unitPath(u.Name)), 0o755); err != nil {
-			return err
-		}
-		if err := engine.WriteFileAtomic(d.unitPath(u.Name), []byte(u.Content), 0o644); err != nil {
+		if err := fileio.WriteFile(d.unitPath(u.Name), []byte(u.Content), 0o644, fileio.MkdirAll(0o755)); err != nil {
 			return fmt.Errorf("unit %q: writing unit file: %w", u.Name, err)
 		}
 	}
@@ -604,33 +601,20 @@ func (d *Driver) installExe(ctx context.Context, u blueprint.Unit) error {
 		return driver.Terminal(fmt.Errorf("unit %q: executable.mode: %w", u.Name, err))
 	}
 	dst := d.hostPath(e.Path)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".alpha-"+filepath.Base(dst)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = io.Copy(tmp, in)
+	// A new file renamed over the old one, not written into it: a running
+	// binary cannot be written ("text file busy") but can be replaced.
+	out, err := fileio.Create(dst, fs.FileMode(mode), fileio.MkdirAll(0o755))
 	if err == nil {
-		err = tmp.Chmod(fs.FileMode(mode))
+		defer out.Discard()
+		_, err = io.Copy(out, in)
 	}
 	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		// rename, not overwrite: a running binary cannot be written ("text
-		// file busy") but can be replaced.
-		err = os.Rename(tmp.Name(), dst)
+		err = out.Commit()
 	}
 	if err != nil {
 		return fmt.Errorf("unit %q: installing executable %s: %w", u.Name, e.Path, err)

@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/alpha-edge/alpha/internal/fileio"
 	"github.com/nats-io/nkeys"
 )
 
@@ -267,14 +268,8 @@ func (v *Verifier) Verify(key string, revision uint64, value []byte) ([]byte, er
 
 func (v *Verifier) save() error {
 	b, _ := json.Marshal(v.state)
-	if err := os.MkdirAll(filepath.Dir(v.path), 0o700); err != nil {
-		return err
-	}
-	tmp := v.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, v.path)
+	// Durably: a torn state file would stop the agent from starting.
+	return fileio.WriteFile(v.path, b, 0o600, fileio.MkdirAll(0o700))
 }
 
 // NewPublisher makes a publisher key pair: its seed signs, its public key

@@ -17,6 +17,7 @@ import (
 	tfjson "github.com/hashicorp/terraform-json"
 
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/internal/fileio"
 )
 
 // Confinement runs Terraform, its providers and whatever they start as an
@@ -89,10 +90,8 @@ func (r *Reconciler) wrapper(terraform string) (string, error) {
 		"exec %s --kill-after=10 %d %s --as=%d --cpu=%d --nproc=%d --nofile=4096 --core=0 -- %s --reuid=%d --regid=%d --clear-groups --no-new-privs -- %s \"$@\"\n",
 		timeout, int64(r.cfg.Timeout/time.Second)+1, prlimit, c.Memory, int64(c.CPU/time.Second), c.Procs, setpriv, c.UID, c.GID, terraform)
 	path := filepath.Join(r.cfg.WorkDir, "terraform-confined")
-	if err := os.WriteFile(path+".tmp", []byte(script), 0o700); err != nil {
-		return "", err
-	}
-	return path, os.Rename(path+".tmp", path)
+	// Replaced, never rewritten in place: a run may be reading it.
+	return path, fileio.WriteFile(path, []byte(script), 0o700)
 }
 
 // openConfined lays out the work directory for a confined user: WorkDir and
