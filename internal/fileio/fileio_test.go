@@ -90,6 +90,38 @@ func TestOwner(t *testing.T) {
 	check.NoError(t, err)
 	st = fi.Sys().(*syscall.Stat_t)
 	check.Equal(t, [2]uint32{st.Uid, st.Gid}, [2]uint32{0, 42})
+	// The files driver gives owners through a rooted Writer.
+	w, rootDir, _ := rooted(t)
+	check.NoError(t, w.WriteFile("/etc/owned", []byte("x"), 0o600, Owner(7, 8)))
+	fi, err = os.Stat(filepath.Join(rootDir, "etc", "owned"))
+	check.NoError(t, err)
+	st = fi.Sys().(*syscall.Stat_t)
+	check.Equal(t, [2]uint32{st.Uid, st.Gid}, [2]uint32{7, 8})
+}
+
+// Two writers of one file (a driver's state saved from two goroutines)
+// each get their own temp file: the result is one of them, whole.
+func TestConcurrentWritesLeaveOneWhole(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "state.json")
+	a, b := strings.Repeat("a", 1<<20), strings.Repeat("b", 1<<19)
+	errs := make(chan error, 40)
+	for i := range 40 {
+		go func() {
+			data := a
+			if i%2 == 1 {
+				data = b
+			}
+			errs <- WriteFile(p, []byte(data), 0o600)
+		}()
+	}
+	for range 40 {
+		check.NoError(t, <-errs)
+	}
+	if got := readFile(t, p); got != a && got != b {
+		t.Fatalf("%s holds %d bytes, neither writer's content", p, len(got))
+	}
+	check.Equal(t, names(t, dir), "state.json")
 }
 
 func TestRemove(t *testing.T) {
