@@ -258,8 +258,9 @@ func (d *Driver) bind(c change, w want) driver.Change {
 	return ch
 }
 
-// write puts the file in place atomically and durably (fileio). Parent directories are created as needed and
-// remembered, so they can be removed again when empty.
+// write puts the file in place atomically and durably (fileio). Parent
+// directories are created as needed and remembered, so they can be removed
+// again when empty.
 func (d *Driver) write(w want) error {
 	p := w.spec.Path
 	dir := path.Dir(p)
