@@ -2,7 +2,6 @@ package accounts_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"log/slog"
 	"net/url"
@@ -11,18 +10,19 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testenv/prodtest"
 	"github.com/alpha-edge/alpha/internal/tlsfiles"
 	"github.com/alpha-edge/alpha/leaf"
 )
 
-// env is a hub in operator mode with TLS on both listeners.
+// env is a hub in operator mode with TLS on both listeners (prodtest),
+// under the names these tests use.
 type env struct {
 	t   testing.TB
 	dir string
@@ -30,39 +30,14 @@ type env struct {
 	pki tlsfiles.Files
 	hub *hub.Hub
 	log *logBuf // the hub's log
+	p   *prodtest.Hub
 }
 
 func newEnv(t testing.TB, tenants ...string) *env {
 	t.Helper()
-	dir := t.TempDir()
-	op, err := accounts.Init(filepath.Join(dir, "operator"), "test", tenants)
-	check.NoError(t, err)
-	pki, err := tlsfiles.WriteTestPKI(dir)
-	check.NoError(t, err)
-	e := &env{t: t, dir: dir, op: op, pki: pki, log: &logBuf{}}
-	store := filepath.Join(dir, "hub")
-	h, err := hub.Start(context.Background(), hub.Config{
-		StoreDir: store, Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1",
-		Log: slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Options: func(o *server.Options) error {
-			if err := op.HubOptions(filepath.Join(store, "resolver"))(o); err != nil {
-				return err
-			}
-			return pki.Hub(o)
-		},
-		ClientOptions: []nats.Option{nats.UserCredentials(op.AdminCreds(tenants[0]))},
-	})
-	check.NoError(t, err)
-	t.Cleanup(h.Shutdown)
-	e.hub = h
-	for _, tn := range tenants[1:] {
-		nc, err := h.Connect(nats.UserCredentials(op.AdminCreds(tn)))
-		check.NoError(t, err)
-		js, _ := jetstream.New(nc)
-		check.NoError(t, hub.Bootstrap(context.Background(), js, 1))
-		nc.Close()
-	}
-	return e
+	lb := &logBuf{}
+	p := prodtest.Start(t, prodtest.Options{Tenants: tenants, Log: lb})
+	return &env{t: t, dir: p.Dir, op: p.Op, pki: p.PKI, hub: p.Hub, log: lb, p: p}
 }
 
 func quiet() *slog.Logger {
@@ -70,30 +45,15 @@ func quiet() *slog.Logger {
 }
 
 // tls is the client option that verifies the test CA.
-func (e *env) tls() nats.Option {
-	o, err := e.pki.NATS()
-	check.NoError(e.t, err)
-	return o
-}
+func (e *env) tls() nats.Option { return e.p.TLS() }
 
 // admin is a tenant administrator's JetStream at the hub, over TLS.
-func (e *env) admin(tenant string) (*nats.Conn, jetstream.JetStream) {
-	e.t.Helper()
-	nc, js, err := e.op.AdminJetStream(e.hub.ClientURL(), tenant, e.tls())
-	check.NoError(e.t, err)
-	e.t.Cleanup(nc.Close)
-	return nc, js
-}
+func (e *env) admin(tenant string) (*nats.Conn, jetstream.JetStream) { return e.p.Admin(tenant) }
 
 // addSite issues a site's bundle and registers it, as `alpha site add` does.
 func (e *env) addSite(site, tenant string, nodes ...string) string {
 	e.t.Helper()
-	out := filepath.Join(e.dir, "bundle-"+site+"-"+tenant)
-	_, err := e.op.AddSite(site, tenant, nodes, out)
-	check.NoError(e.t, err)
-	_, js := e.admin(tenant)
-	check.NoError(e.t, accounts.RegisterSite(context.Background(), js, site))
-	return out
+	return e.p.AddSite(site, tenant, nil, nodes...)
 }
 
 // logBuf collects a server's log lines.
@@ -120,30 +80,15 @@ func (l *logBuf) String() string {
 	return l.buf.String()
 }
 
-// startLeaf runs a site leaf from its bundle under operator mode and TLS.
+// startLeaf runs a site leaf from its bundle under operator mode and TLS
+// (agents connect to it with TLS too).
 func (e *env) startLeaf(bundle string, log *logBuf) *leaf.Leaf {
 	e.t.Helper()
-	setup, err := accounts.Leaf(bundle)
-	check.NoError(e.t, err)
-	cfg, err := accounts.LoadSite(bundle)
-	check.NoError(e.t, err)
-	lg := quiet()
+	o := prodtest.LeafOptions{ServeTLS: true}
 	if log != nil {
-		lg = slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		o.Log = log
 	}
-	l, err := leaf.Start(context.Background(), leaf.Config{
-		Site: cfg.Site, HubURLs: []string{e.hub.LeafURL()}, StoreDir: e.t.TempDir(), Listen: "127.0.0.1:-1", Log: lg,
-		Options: func(o *server.Options) error {
-			if err := setup.Options(o); err != nil {
-				return err
-			}
-			return e.pki.Leaf(o)
-		},
-		ClientOptions: setup.ClientOptions,
-		NoRegister:    true,
-	})
-	check.NoError(e.t, err)
-	e.t.Cleanup(l.Shutdown)
+	l, _ := e.p.StartLeaf(bundle, o)
 	return l
 }
 

@@ -131,7 +131,7 @@ func TestLeafRestartedOffline(t *testing.T) {
 	siteBP := s.env.siteBlueprints(s.leaf, "n1")
 	e, err := siteBP.Get(context.Background(), "s1.n1")
 	check.NoError(t, err) // served at once, from disk, with no hub
-	pub, err := s.env.op.PublisherKey(chaos.Tenant)
+	pub, err := s.env.p.Op.PublisherKey(chaos.Tenant)
 	check.NoError(t, err)
 	bp, err := sign.Open(map[string]bool{pub: true}, "s1.n1", e.Value())
 	check.NoError(t, err)

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -18,7 +17,7 @@ import (
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/internal/check"
 	"github.com/alpha-edge/alpha/internal/stack"
-	"github.com/alpha-edge/alpha/internal/tlsfiles"
+	"github.com/alpha-edge/alpha/internal/testenv/prodtest"
 	"github.com/alpha-edge/alpha/leaf"
 	"github.com/alpha-edge/alpha/streams"
 )
@@ -33,8 +32,7 @@ import (
 type prodEnv struct {
 	t      testing.TB
 	site   string
-	op     *accounts.Operator
-	pki    tlsfiles.Files
+	p      *prodtest.Hub
 	hub    *hub.Hub
 	bundle string
 	bp     jetstream.KeyValue // the hub's blueprints, as the tenant admin
@@ -42,33 +40,10 @@ type prodEnv struct {
 
 func newProdEnv(t testing.TB, site string, nodes ...string) *prodEnv {
 	t.Helper()
-	dir := t.TempDir()
-	op, err := accounts.Init(filepath.Join(dir, "operator"), "chaos", []string{chaos.Tenant})
-	check.NoError(t, err)
-	pki, err := tlsfiles.WriteTestPKI(dir)
-	check.NoError(t, err)
-	store := filepath.Join(dir, "hub")
-	h, err := hub.Start(context.Background(), hub.Config{
-		StoreDir: store, Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Log: stack.Log(),
-		Options: func(o *server.Options) error {
-			if err := op.HubOptions(filepath.Join(store, "resolver"))(o); err != nil {
-				return err
-			}
-			return pki.Hub(o)
-		},
-		ClientOptions: []nats.Option{nats.UserCredentials(op.AdminCreds(chaos.Tenant))},
-	})
-	check.NoError(t, err)
-	t.Cleanup(h.Shutdown)
-	e := &prodEnv{t: t, site: site, op: op, pki: pki, hub: h, bundle: filepath.Join(dir, "bundle")}
-	_, err = op.AddSite(site, chaos.Tenant, nodes, e.bundle)
-	check.NoError(t, err)
-	ca, err := tlsfiles.Files{CA: pki.CA}.NATS()
-	check.NoError(t, err)
-	nc, js, err := op.AdminJetStream(h.ClientURL(), chaos.Tenant, ca)
-	check.NoError(t, err)
-	t.Cleanup(nc.Close)
-	check.NoError(t, accounts.RegisterSite(context.Background(), js, site))
+	p := prodtest.Start(t, prodtest.Options{Tenants: []string{chaos.Tenant}})
+	e := &prodEnv{t: t, site: site, p: p, hub: p.Hub, bundle: p.AddSite(site, chaos.Tenant, nil, nodes...)}
+	_, js := p.Admin(chaos.Tenant)
+	var err error
 	e.bp, err = js.KeyValue(context.Background(), streams.BlueprintsBucket)
 	check.NoError(t, err)
 	return e
@@ -78,31 +53,7 @@ func newProdEnv(t testing.TB, site string, nodes ...string) *prodEnv {
 // choosing) with its uplink to hubURL; the stop function is idempotent.
 func (e *prodEnv) leafAt(hubURL, store, listen string) (*leaf.Leaf, func()) {
 	e.t.Helper()
-	setup, err := accounts.Leaf(e.bundle)
-	check.NoError(e.t, err)
-	// Only the CA: the agents' listener stays plain on loopback.
-	uplinkTLS := tlsfiles.Files{CA: e.pki.CA}
-	l, err := leaf.Start(context.Background(), leaf.Config{
-		Site: e.site, HubURLs: []string{hubURL}, StoreDir: store, Listen: listen, Log: stack.Log(),
-		Options: func(o *server.Options) error {
-			if err := setup.Options(o); err != nil {
-				return err
-			}
-			return uplinkTLS.Leaf(o)
-		},
-		ClientOptions: setup.ClientOptions,
-		NoRegister:    true,
-	})
-	check.NoError(e.t, err)
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			l.Shutdown()
-		}
-	}
-	e.t.Cleanup(stop)
-	return l, stop
+	return e.p.StartLeaf(e.bundle, prodtest.LeafOptions{HubURL: hubURL, Store: store, Listen: listen})
 }
 
 // agent runs a node's agent with its key from the bundle and the trusted
@@ -130,7 +81,7 @@ func (e *prodEnv) agent(node, natsURL, root, state string) func() {
 // sequence that grows with time) and stores it at the hub.
 func (e *prodEnv) put(key, blueprint string) {
 	e.t.Helper()
-	seed, err := os.ReadFile(e.op.PublisherSeed(chaos.Tenant))
+	seed, err := os.ReadFile(e.p.Op.PublisherSeed(chaos.Tenant))
 	check.NoError(e.t, err)
 	env, err := sign.Sign(seed, key, 0, []byte(blueprint))
 	check.NoError(e.t, err)

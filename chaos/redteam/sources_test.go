@@ -20,17 +20,17 @@ import (
 	"github.com/alpha-edge/alpha/internal/check"
 	"github.com/alpha-edge/alpha/internal/natsutil"
 	"github.com/alpha-edge/alpha/internal/stack"
+	"github.com/alpha-edge/alpha/internal/testenv/prodtest"
 	"github.com/alpha-edge/alpha/internal/tlsfiles"
 	"github.com/alpha-edge/alpha/leaf"
 	"github.com/alpha-edge/alpha/streams"
 )
 
-// srcEnv is a production-shaped hub: operator mode, TLS on both listeners,
-// one tenant's sites registered as `alpha site add` does.
+// srcEnv is a production hub (prodtest): operator mode, TLS on both
+// listeners, one tenant's sites registered as `alpha site add` does.
 type srcEnv struct {
+	*prodtest.Hub
 	t   testing.TB
-	dir string
-	op  *accounts.Operator
 	pki tlsfiles.Files
 	hub *hub.Hub
 }
@@ -43,86 +43,28 @@ func srcNewEnv(t testing.TB, tenants ...string) *srcEnv {
 // srcNewEnvLimits is srcNewEnv with the tenants' JetStream limits.
 func srcNewEnvLimits(t testing.TB, lim accounts.TenantLimits, tenants ...string) *srcEnv {
 	t.Helper()
-	dir := t.TempDir()
-	op, err := accounts.InitLimits(filepath.Join(dir, "operator"), "redteam", tenants, lim)
-	check.NoError(t, err)
-	pki, err := tlsfiles.WriteTestPKI(dir)
-	check.NoError(t, err)
-	store := filepath.Join(dir, "hub")
-	h, err := hub.Start(context.Background(), hub.Config{
-		StoreDir: store, Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Log: stack.Log(),
-		Options: func(o *server.Options) error {
-			if err := op.HubOptions(filepath.Join(store, "resolver"))(o); err != nil {
-				return err
-			}
-			return pki.Hub(o)
-		},
-		ClientOptions: []nats.Option{nats.UserCredentials(op.AdminCreds(tenants[0]))},
-	})
-	check.NoError(t, err)
-	t.Cleanup(h.Shutdown)
-	e := &srcEnv{t: t, dir: dir, op: op, pki: pki, hub: h}
-	for _, tn := range tenants[1:] {
-		_, js := e.admin(tn)
-		check.NoError(t, hub.Bootstrap(context.Background(), js, 1))
-	}
-	return e
+	p := prodtest.Start(t, prodtest.Options{Tenants: tenants, Limits: lim})
+	return &srcEnv{Hub: p, t: t, pki: p.PKI, hub: p.Hub}
 }
 
-func (e *srcEnv) tls() nats.Option {
-	o, err := e.pki.NATS()
-	check.NoError(e.t, err)
-	return o
-}
+func (e *srcEnv) tls() nats.Option { return e.TLS() }
 
 // admin is a tenant administrator's JetStream at the hub.
-func (e *srcEnv) admin(tenant string) (*nats.Conn, jetstream.JetStream) {
-	e.t.Helper()
-	nc, js, err := e.op.AdminJetStream(e.hub.ClientURL(), tenant, e.tls())
-	check.NoError(e.t, err)
-	e.t.Cleanup(nc.Close)
-	return nc, js
-}
+func (e *srcEnv) admin(tenant string) (*nats.Conn, jetstream.JetStream) { return e.Admin(tenant) }
 
 // addSite issues a site's bundle and registers it with quota (nil: the
 // defaults), as `alpha site add` does.
 func (e *srcEnv) addSite(site, tenant string, quota *streams.SiteQuota, nodes ...string) string {
 	e.t.Helper()
-	out := filepath.Join(e.dir, "bundle-"+site+"-"+tenant)
-	_, err := e.op.AddSite(site, tenant, nodes, out)
-	check.NoError(e.t, err)
-	_, js := e.admin(tenant)
-	check.NoError(e.t, accounts.RegisterSiteQuota(context.Background(), js, site, quota))
-	return out
+	return e.AddSite(site, tenant, quota, nodes...)
 }
 
 // startLeaf runs a genuine site leaf from its bundle and returns a client
 // of its own domain with the leaf's own (unrestricted) identity.
 func (e *srcEnv) startLeaf(bundle string) (*leaf.Leaf, jetstream.JetStream) {
 	e.t.Helper()
-	setup, err := accounts.Leaf(bundle)
-	check.NoError(e.t, err)
-	cfg, err := accounts.LoadSite(bundle)
-	check.NoError(e.t, err)
-	l, err := leaf.Start(context.Background(), leaf.Config{
-		Site: cfg.Site, HubURLs: []string{e.hub.LeafURL()}, StoreDir: e.t.TempDir(), Listen: "127.0.0.1:-1", Log: stack.Log(),
-		Options: func(o *server.Options) error {
-			if err := setup.Options(o); err != nil {
-				return err
-			}
-			return e.pki.Leaf(o)
-		},
-		ClientOptions: setup.ClientOptions,
-		NoRegister:    true,
-	})
-	check.NoError(e.t, err)
-	e.t.Cleanup(l.Shutdown)
-	nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(l.Server)}, setup.ClientOptions...)...)
-	check.NoError(e.t, err)
-	e.t.Cleanup(nc.Close)
-	js, err := jetstream.NewWithDomain(nc, cfg.Site)
-	check.NoError(e.t, err)
-	return l, js
+	l, _ := e.StartLeaf(bundle, prodtest.LeafOptions{ServeTLS: true})
+	return l, e.LeafJetStream(l)
 }
 
 // stolenBox is the attacker's own box: a stock nats-server with JetStream in
@@ -271,10 +213,10 @@ func TestStolenBoxWritesAsAnotherSite(t *testing.T) {
 
 	// Revoking s1 takes its status with it: nothing the thief wrote under
 	// s1's name stays as live status.
-	tenants, err := e.op.RevokeSite("s1")
+	tenants, err := e.Op.RevokeSite("s1")
 	check.NoError(t, err)
 	for _, tn := range tenants {
-		check.NoError(t, e.op.Push(ctx, e.hub.ClientURL(), tn, e.tls()))
+		check.NoError(t, e.Op.Push(ctx, e.hub.ClientURL(), tn, e.tls()))
 	}
 	check.NoError(t, accounts.UnregisterSite(ctx, hjs, "s1"))
 	if en, err := hst.Get(ctx, "s1.n1"); !errors.Is(err, jetstream.ErrKeyNotFound) {

@@ -1,0 +1,207 @@
+// Package prodtest starts Alpha's production setup inside one test process:
+// a hub in NATS operator mode with TLS on both listeners, sites issued and
+// registered as `alpha site add` does, and site leaves from their bundles.
+// Tests of accounts, the chaos scenarios and the red-team suite share it, so
+// "production mode" means the same thing in all of them.
+package prodtest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/accounts"
+	"github.com/alpha-edge/alpha/hub"
+	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/stack"
+	"github.com/alpha-edge/alpha/internal/tlsfiles"
+	"github.com/alpha-edge/alpha/leaf"
+	"github.com/alpha-edge/alpha/streams"
+)
+
+// Options shape the hub.
+type Options struct {
+	// Tenants are made by accounts init; the first one's admin bootstraps
+	// the hub. At least one.
+	Tenants []string
+	// Limits of every tenant's JetStream (zero: accounts' defaults).
+	Limits accounts.TenantLimits
+	// Log, if set, receives the hub's log at debug level.
+	Log io.Writer
+}
+
+// Hub is a running production hub and its operator directory and PKI.
+type Hub struct {
+	T   testing.TB
+	Dir string
+	Op  *accounts.Operator
+	PKI tlsfiles.Files
+	Hub *hub.Hub
+
+	mu    sync.Mutex
+	leafs map[*leaf.Leaf]leafSelf
+}
+
+// leafSelf is how the leaf's own process connects to it: a key made fresh
+// at each start, admitted by that leaf only.
+type leafSelf struct {
+	site string
+	opts []nats.Option
+}
+
+// Start starts the hub; it is shut down when the test ends.
+func Start(t testing.TB, o Options) *Hub {
+	t.Helper()
+	dir := t.TempDir()
+	lim := o.Limits
+	if lim == (accounts.TenantLimits{}) {
+		lim = accounts.DefaultTenantLimits
+	}
+	op, err := accounts.InitLimits(filepath.Join(dir, "operator"), "test", o.Tenants, lim)
+	check.NoError(t, err)
+	pki, err := tlsfiles.WriteTestPKI(dir)
+	check.NoError(t, err)
+	log := stack.Log()
+	if o.Log != nil {
+		log = slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	store := filepath.Join(dir, "hub")
+	h, err := hub.Start(context.Background(), hub.Config{
+		StoreDir: store, Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Log: log,
+		Options: func(so *server.Options) error {
+			if err := op.HubOptions(filepath.Join(store, "resolver"))(so); err != nil {
+				return err
+			}
+			return pki.Hub(so)
+		},
+		ClientOptions: []nats.Option{nats.UserCredentials(op.AdminCreds(o.Tenants[0]))},
+	})
+	check.NoError(t, err)
+	t.Cleanup(h.Shutdown)
+	p := &Hub{T: t, Dir: dir, Op: op, PKI: pki, Hub: h}
+	for _, tn := range o.Tenants[1:] {
+		_, js := p.Admin(tn)
+		check.NoError(t, hub.Bootstrap(context.Background(), js, 1))
+	}
+	return p
+}
+
+// TLS is the client option that verifies the test CA.
+func (p *Hub) TLS() nats.Option {
+	o, err := p.PKI.NATS()
+	check.NoError(p.T, err)
+	return o
+}
+
+// Admin is a tenant administrator's connection and JetStream at the hub,
+// over TLS; closed when the test ends.
+func (p *Hub) Admin(tenant string) (*nats.Conn, jetstream.JetStream) {
+	p.T.Helper()
+	nc, js, err := p.Op.AdminJetStream(p.Hub.ClientURL(), tenant, p.TLS())
+	check.NoError(p.T, err)
+	p.T.Cleanup(nc.Close)
+	return nc, js
+}
+
+// AddSite issues a site's bundle and registers the site with quota (nil:
+// the defaults), as `alpha site add` does; it returns the bundle directory.
+func (p *Hub) AddSite(site, tenant string, quota *streams.SiteQuota, nodes ...string) string {
+	p.T.Helper()
+	out := filepath.Join(p.Dir, "bundle-"+site+"-"+tenant)
+	_, err := p.Op.AddSite(site, tenant, nodes, out)
+	check.NoError(p.T, err)
+	_, js := p.Admin(tenant)
+	check.NoError(p.T, accounts.RegisterSiteQuota(context.Background(), js, site, quota))
+	return out
+}
+
+// LeafOptions place a site leaf; zero values pick a temp store, a port of
+// the leaf's own choosing on loopback and the hub's leafnode URL.
+type LeafOptions struct {
+	HubURL, Store, Listen string
+	Log                   io.Writer // debug level; nil: quiet
+	// ServeTLS makes the agents' listener serve TLS with the test
+	// certificate (agents then connect with TLS); otherwise it stays plain
+	// on loopback, as in the README's walkthrough.
+	ServeTLS bool
+}
+
+// StartLeaf runs a genuine site leaf from its bundle: its uplink
+// authenticates with the bundle and verifies the hub with the CA. It stops when the test ends;
+// the returned stop function may stop it earlier (idempotent).
+func (p *Hub) StartLeaf(bundle string, o LeafOptions) (*leaf.Leaf, func()) {
+	p.T.Helper()
+	setup, err := accounts.Leaf(bundle)
+	check.NoError(p.T, err)
+	cfg, err := accounts.LoadSite(bundle)
+	check.NoError(p.T, err)
+	if o.HubURL == "" {
+		o.HubURL = p.Hub.LeafURL()
+	}
+	if o.Store == "" {
+		o.Store = p.T.TempDir()
+	}
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:-1"
+	}
+	log := stack.Log()
+	if o.Log != nil {
+		log = slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	leafTLS := tlsfiles.Files{CA: p.PKI.CA}
+	if o.ServeTLS {
+		leafTLS = p.PKI
+	}
+	l, err := leaf.Start(context.Background(), leaf.Config{
+		Site: cfg.Site, HubURLs: []string{o.HubURL}, StoreDir: o.Store, Listen: o.Listen, Log: log,
+		Options: func(so *server.Options) error {
+			if err := setup.Options(so); err != nil {
+				return err
+			}
+			return leafTLS.Leaf(so)
+		},
+		ClientOptions: setup.ClientOptions,
+		NoRegister:    true,
+	})
+	check.NoError(p.T, err)
+	p.mu.Lock()
+	if p.leafs == nil {
+		p.leafs = map[*leaf.Leaf]leafSelf{}
+	}
+	p.leafs[l] = leafSelf{site: cfg.Site, opts: setup.ClientOptions}
+	p.mu.Unlock()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			l.Shutdown()
+		}
+	}
+	p.T.Cleanup(stop)
+	return l, stop
+}
+
+// LeafJetStream is a client of the leaf's own domain with the leaf's own
+// (unrestricted) identity: what the site's box itself can do locally.
+func (p *Hub) LeafJetStream(l *leaf.Leaf) jetstream.JetStream {
+	p.T.Helper()
+	p.mu.Lock()
+	self, ok := p.leafs[l]
+	p.mu.Unlock()
+	if !ok {
+		p.T.Fatal("prodtest: LeafJetStream of a leaf StartLeaf did not start")
+	}
+	nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(l.Server)}, self.opts...)...)
+	check.NoError(p.T, err)
+	p.T.Cleanup(nc.Close)
+	js, err := jetstream.NewWithDomain(nc, self.site)
+	check.NoError(p.T, err)
+	return js
+}
