@@ -8,13 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/internal/throttle"
 )
 
 // Candidate is a revision of the node's blueprint as it arrived from the site.
@@ -300,7 +300,7 @@ func (e *Engine) pass(ctx context.Context) time.Duration {
 	// a gate holds updates back.
 	run := e.target
 	repair := e.applied != nil && e.applied.hash == e.target.hash
-	recheck := e.jitter(e.cfg.Resync)
+	recheck := throttle.Jitter(e.cfg.Resync, 10)
 	if e.cfg.Gate != nil {
 		var appliedBP *blueprint.Blueprint
 		if e.applied != nil {
@@ -339,7 +339,7 @@ func (e *Engine) pass(ctx context.Context) time.Duration {
 		}
 		st.Message = fmt.Sprintf("%d problem(s) converging revision %d", len(errs), run.Rev)
 		e.backoff = min(max(2*e.backoff, time.Second), 5*time.Minute)
-		return e.jitter(e.backoff)
+		return throttle.Jitter(e.backoff, 10)
 	case run == e.target:
 		e.backoff = 0
 		if e.applied == nil || e.applied.Rev != run.Rev || e.applied.hash != run.hash {
@@ -365,14 +365,6 @@ func (e *Engine) pass(ctx context.Context) time.Duration {
 		return 0
 	}
 	return recheck
-}
-
-// jitter spreads d by +-10% so a fleet does not act in lockstep.
-func (e *Engine) jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return d
-	}
-	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
 }
 
 type step struct {
