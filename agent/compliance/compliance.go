@@ -442,14 +442,7 @@ func Score(rs []Result) float64 {
 // policy that keeps failing (a read-only file) is reported once, not on
 // every tick.
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
-	t := time.NewTicker(PollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	return driver.Poll(ctx, PollInterval, func(context.Context) {
 		d.mu.Lock()
 		pols := d.policies
 		d.mu.Unlock()
@@ -466,5 +459,5 @@ func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
 				notify("compliance: " + pol.Name + " no longer holds")
 			}
 		}
-	}
+	})
 }
