@@ -382,15 +382,10 @@ func (a *Agent) refreshHealth() {
 }
 
 func (a *Agent) buildStatus(s engine.Status) {
-	ns := streams.NodeStatus{
-		Site: a.cfg.Site, Node: a.cfg.Node, Blueprint: s.Blueprint,
-		DesiredRevision: s.DesiredRevision, AppliedRevision: s.AppliedRevision,
-		Phase: string(s.Phase), Message: s.Message, Invalid: s.Invalid, Errors: s.Errors,
-		Repairs: s.Repairs, LastRepair: s.LastRepair, LastReconcile: s.LastReconcile, Gate: s.Gate,
-	}
-	for _, r := range s.Resources {
-		ns.Resources = append(ns.Resources, streams.Resource(r))
-	}
+	ns := s.NodeStatus
+	ns.Site, ns.Node = a.cfg.Site, a.cfg.Node
+	// A copy: health rewrites resources in place, the engine's stay as they are.
+	ns.Resources = slices.Clone(s.Resources)
 	ms := a.wiring.gate.Report(time.Now(), s.Applied)
 	ns.Windows, ns.WindowOpen = ms.Windows, ms.WindowOpen
 	if ms.Hold != nil {
@@ -403,8 +398,8 @@ func (a *Agent) buildStatus(s engine.Status) {
 	if denied := a.denied.Recent(time.Now()); len(denied) > 0 {
 		// A node whose credential lacks a grant is missing a feature
 		// (holds, artifacts, link telemetry...): not Converged.
-		if ns.Phase == string(engine.PhaseConverged) || ns.Phase == string(engine.PhaseApplying) {
-			ns.Phase = string(engine.PhaseDegraded)
+		if ns.Phase == engine.PhaseConverged || ns.Phase == engine.PhaseApplying {
+			ns.Phase = engine.PhaseDegraded
 		}
 		ns.Errors = slices.Clone(ns.Errors) // the engine's own slice stays as it is
 		for _, d := range denied {

@@ -15,6 +15,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
 	"github.com/alpha-edge/alpha/internal/throttle"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // Candidate is a revision of the node's blueprint as it arrived from the site.
@@ -25,8 +26,8 @@ type Candidate struct {
 	Err      error // refused before parsing (e.g. a bad signature)
 }
 
-// Phase summarizes where the node stands.
-type Phase string
+// Phase summarizes where the node stands; it is streams.NodeStatus.Phase.
+type Phase = string
 
 // Phases, from the node's point of view.
 const (
@@ -40,20 +41,11 @@ const (
 	PhaseNone      Phase = "NoBlueprint"
 )
 
-// Status is what the engine reports after every pass.
+// Status is what the engine reports after every pass: its part of the node's
+// status (revisions, phase, errors, resources); the agent fills in the rest
+// (site and node, holds, compliance, health).
 type Status struct {
-	Blueprint       string            `json:"blueprint,omitempty"`
-	DesiredRevision uint64            `json:"desiredRevision"`
-	AppliedRevision uint64            `json:"appliedRevision"`
-	Phase           Phase             `json:"phase"`
-	Message         string            `json:"message,omitempty"`
-	Invalid         []string          `json:"invalid,omitempty"`
-	Errors          []string          `json:"errors,omitempty"`
-	Repairs         uint64            `json:"repairs"`
-	LastRepair      time.Time         `json:"lastRepair,omitzero"`
-	LastReconcile   time.Time         `json:"lastReconcile"`
-	Resources       []driver.Resource `json:"resources,omitempty"`
-	Gate            string            `json:"gate,omitempty"`
+	streams.NodeStatus
 	// Applied is the blueprint last converged (nil before the first), for
 	// hooks that report on it (maintenance windows).
 	Applied *blueprint.Blueprint `json:"-"`
@@ -273,7 +265,7 @@ func (e *Engine) take() {
 func (e *Engine) pass(ctx context.Context) time.Duration {
 	e.take()
 	now := e.cfg.Now()
-	st := Status{DesiredRevision: e.desiredRev, Invalid: e.invalid, LastReconcile: now}
+	st := Status{NodeStatus: streams.NodeStatus{DesiredRevision: e.desiredRev, Invalid: e.invalid, LastReconcile: now}}
 	defer func() {
 		st.Repairs, st.LastRepair = e.repairs, e.lastRepair
 		if e.applied != nil {
