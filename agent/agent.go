@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -491,7 +490,7 @@ func (a *Agent) reportLoop(ctx context.Context, js jetstream.JetStream) {
 			return err
 		}()
 		if err != nil && ctx.Err() == nil {
-			if !strings.Contains(err.Error(), "context canceled") {
+			if !errors.Is(err, context.Canceled) {
 				a.log.Debug("status not written; retrying", "err", err)
 			}
 			retry.Reset(time.Second)
