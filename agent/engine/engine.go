@@ -150,8 +150,10 @@ func (e *Engine) Offer(c Candidate) {
 	e.Trigger("offer")
 }
 
-// Trigger asks for a reconcile pass as soon as possible.
+// Trigger asks for a reconcile pass as soon as possible; reason is logged
+// (debug), so a pass can be traced to what asked for it.
 func (e *Engine) Trigger(reason string) {
+	e.log.Debug("pass requested", "reason", reason)
 	select {
 	case e.wake <- struct{}{}:
 	default:
