@@ -68,15 +68,19 @@ func runHub(ctx context.Context, args []string) error {
 	// The bound addresses, also when a listener was given port -1: tests
 	// read them from this line instead of guessing a free port.
 	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL(), "cluster", clusterAddr(h))
-	if err := cf.start(ctx, h, *store, op, log); err != nil {
+	stopCloud, err := cf.start(ctx, h, *store, op, log)
+	if err != nil {
+		stopCloud()
 		h.Shutdown()
 		return err
 	}
 	if err := mf.start(ctx, h, op, log); err != nil {
+		stopCloud()
 		h.Shutdown()
 		return err
 	}
 	<-ctx.Done()
+	stopCloud()
 	h.Shutdown()
 	return nil
 }
