@@ -200,11 +200,17 @@ func runSite(ctx context.Context, args []string) error {
 
 // runLeafAndAgent runs a leaf and one agent against it, open (dev).
 func runLeafAndAgent(ctx context.Context, lc leaf.Config, node, root, state, podman string) error {
-	return runLeafAndAgentSecure(ctx, lc, node, root, state, nil, podman)
+	return runLeafAndAgentSecure(ctx, lc, node, root, state, nil, withPodman(podman))
 }
 
+// agentOption adjusts the agent's configuration after the flags set it.
+type agentOption func(*agent.Config)
+
+// withPodman points the agent at a podman socket.
+func withPodman(uri string) agentOption { return func(c *agent.Config) { c.PodmanURI = uri } }
+
 // runLeafAndAgentSecure is runLeafAndAgent with production flags.
-func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, state string, sec *secureFlags, podman ...string) error {
+func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, state string, sec *secureFlags, opts ...agentOption) error {
 	l, err := leaf.Start(ctx, lc)
 	if err != nil {
 		return err
@@ -216,8 +222,8 @@ func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, stat
 	if sec != nil {
 		sec.runtime.apply(&ac)
 	}
-	if len(podman) > 0 {
-		ac.PodmanURI = podman[0]
+	for _, o := range opts {
+		o(&ac)
 	}
 	if sec != nil {
 		if err := sec.agent(&ac, true); err != nil {
