@@ -20,6 +20,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
 	"github.com/alpha-edge/alpha/internal/fileio"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // SecureBootVar is the EFI variable that holds the Secure Boot state.
@@ -412,6 +413,14 @@ func (d *Driver) Results() []Result {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return append([]Result(nil), d.results...)
+}
+
+// Export writes compliance's piece of the node's status: the fraction of
+// policies passing, once there are policies.
+func (d *Driver) Export(ns *streams.NodeStatus) {
+	if score, n := d.Score(); n > 0 {
+		ns.Compliance = &score
+	}
 }
 
 // Score is the fraction of policies passing (1 with no policies) and how

@@ -11,6 +11,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // Gate implements engine.Gate.
@@ -148,6 +149,17 @@ type Status struct {
 	Windows    string    `json:"windows"`             // human description
 	WindowOpen bool      `json:"windowOpen"`          // changes may apply now
 	NextChange time.Time `json:"nextChange,omitzero"` // the window opens or closes
+}
+
+// Export writes the gate's piece of the node's status: the windows of the
+// applied blueprint and the hold in force.
+func (g *Gate) Export(ns *streams.NodeStatus, eng engine.Status) {
+	ms := g.Report(time.Now(), eng.Applied)
+	ns.Windows, ns.WindowOpen = ms.Windows, ms.WindowOpen
+	if ms.Hold != nil {
+		ns.Hold = ms.Hold.String()
+		ns.HoldUntil = ms.Hold.Expiry()
+	}
 }
 
 // Report builds the gate's status at now for the applied blueprint (nil
