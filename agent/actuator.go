@@ -11,7 +11,6 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/remediation"
 	"github.com/alpha-edge/alpha/agent/units"
-	"github.com/alpha-edge/alpha/blueprint"
 )
 
 // StopFor is how long a workload stopped by a remediation policy stays
@@ -85,46 +84,20 @@ func (a *actuator) isStopped(id string, now time.Time) bool {
 	return ok
 }
 
-// filter keeps a driver's changes off workloads a policy stopped.
-func (a *actuator) filter(d driver.Driver) driver.Driver { return &stopFilter{Driver: d, a: a} }
-
-type stopFilter struct {
-	driver.Driver
-	a *actuator
-}
-
-func (f *stopFilter) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan, error) {
-	p, err := f.Driver.Plan(ctx, bp)
-	now := time.Now()
-	out := p[:0:0]
-	for _, c := range p {
-		if c.Op == driver.Delete || !f.a.isStopped(c.ID, now) {
-			out = append(out, c)
-		}
-	}
-	return out, err
-}
-
-// Watch and Report pass through, so wrapping hides no capability.
-func (f *stopFilter) Watch(ctx context.Context, notify func(string)) error {
-	if w, ok := f.Driver.(driver.Watcher); ok {
-		return w.Watch(ctx, notify)
-	}
-	<-ctx.Done()
-	return nil
-}
-
-func (f *stopFilter) Report(ctx context.Context) []driver.Resource {
-	r, ok := f.Driver.(driver.Reporter)
-	if !ok {
-		return nil
-	}
-	res := r.Report(ctx)
-	now := time.Now()
-	for i := range res {
-		if f.a.isStopped(res[i].ID, now) {
-			res[i].State, res[i].Message = "stopped", "stopped by a remediation policy"
-		}
-	}
-	return res
+// filter keeps a driver's changes off workloads a policy stopped, except
+// removals, and reports those workloads as stopped.
+func (a *actuator) filter(d driver.Driver) driver.Driver {
+	return driver.Filter{
+		Keep: func(now time.Time, c driver.Change) bool {
+			return c.Op == driver.Delete || !a.isStopped(c.ID, now)
+		},
+		Mark: func(now time.Time, res []driver.Resource) []driver.Resource {
+			for i := range res {
+				if a.isStopped(res[i].ID, now) {
+					res[i].State, res[i].Message = "stopped", "stopped by a remediation policy"
+				}
+			}
+			return res
+		},
+	}.Wrap(d)
 }

@@ -5,13 +5,10 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +23,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/events"
 	"github.com/alpha-edge/alpha/agent/health"
 	"github.com/alpha-edge/alpha/agent/maintenance"
+	"github.com/alpha-edge/alpha/agent/status"
 	"github.com/alpha-edge/alpha/internal/natsutil"
 	"github.com/alpha-edge/alpha/streams"
 )
@@ -73,18 +71,15 @@ type Agent struct {
 	wiring  *wiring
 	eng     *engine.Engine
 
-	statusMu sync.Mutex // serializes buildStatus
-	mu       sync.Mutex
-	status   streams.NodeStatus
-	dirty    chan struct{}
-	events   *events.Publisher
-	// lastEngine is the engine's last status; appliedChanged says its
-	// applied blueprint changed, so telemetry and remediation follow it.
-	lastEngine     engine.Status
-	appliedChanged chan struct{}
-	monitor        *health.Monitor
-	offered        uint64 // last revision offered; 0 none
-	deleted        bool
+	// collector assembles and publishes the node's status from the
+	// pieces the engine and the other parts export.
+	collector *status.Collector
+	monitor   atomic.Pointer[health.Monitor] // health of the applied blueprint; nil before
+
+	mu      sync.Mutex
+	events  *events.Publisher
+	offered uint64 // last revision offered; 0 none
+	deleted bool
 	// reconnected restarts the watch: a watch's consumer lived on the
 	// server we lost and can stay deaf after a leaf restart.
 	reconnected chan struct{}
@@ -120,13 +115,23 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Resync = 30 * time.Second
 	}
 	log := cfg.Log.With("site", cfg.Site, "node", cfg.Node)
-	a := &Agent{cfg: cfg, log: log, key: streams.Key(cfg.Site, cfg.Node), dirty: make(chan struct{}, 1),
-		reconnected: make(chan struct{}, 1), appliedChanged: make(chan struct{}, 1)}
-	a.denied = natsutil.Denials{Log: log, OnNew: a.refreshHealth}
+	a := &Agent{cfg: cfg, log: log, key: streams.Key(cfg.Site, cfg.Node), reconnected: make(chan struct{}, 1)}
 	a.drivers, a.wiring, err = buildDrivers(cfg, log)
 	if err != nil {
 		return nil, err
 	}
+	// The engine's status first, then each part's piece.
+	a.collector = status.New(cfg.Site, cfg.Node, []status.Exporter{
+		a.wiring.gate.Export,
+		func(ns *streams.NodeStatus, _ engine.Status) { a.wiring.compliance.Export(ns) },
+		status.Denied(a.denied.Recent),
+		func(ns *streams.NodeStatus, _ engine.Status) {
+			if mon := a.monitor.Load(); mon != nil {
+				mon.Export(ns)
+			}
+		},
+	})
+	a.denied.Log, a.denied.OnNew = log, a.collector.Refresh
 	var gate engine.Gate = a.wiring.gate
 	if cfg.Gate != nil {
 		gate = cfg.Gate
@@ -137,7 +142,7 @@ func New(cfg Config) (*Agent, error) {
 		Log:      log,
 		Resync:   cfg.Resync,
 		Gate:     gate,
-		OnStatus: a.onStatus,
+		OnStatus: a.collector.Engine,
 		OnRepair: a.onRepair,
 		Prepare:  a.wiring.prepare,
 	})
@@ -209,7 +214,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, fn := range []func(context.Context){
 		func(ctx context.Context) { a.eng.Run(ctx) },
 		func(ctx context.Context) { pub.Run(ctx) },
-		func(ctx context.Context) { a.reportLoop(ctx, js) },
+		func(ctx context.Context) { a.collector.Publish(ctx, js, a.key, a.log) },
 		func(ctx context.Context) { a.connectCloud(ctx, js) },
 		func(ctx context.Context) { a.connectHolds(ctx, js) },
 		func(ctx context.Context) { a.observeLoop(ctx, nc) },
@@ -366,143 +371,8 @@ func (a *Agent) offerDeleted(rev uint64) {
 	a.eng.Offer(engine.Candidate{Revision: rev, Deleted: true})
 }
 
-func (a *Agent) onStatus(s engine.Status) {
-	a.statusMu.Lock()
-	defer a.statusMu.Unlock()
-	a.buildStatus(s)
-}
-
-// refreshHealth rebuilds the status from the engine's last one when health
-// changed between passes, so status carries it now rather than at the next
-// pass. statusMu keeps it from racing a newer engine status.
-func (a *Agent) refreshHealth() {
-	a.statusMu.Lock()
-	defer a.statusMu.Unlock()
-	a.buildStatus(a.engineStatus())
-}
-
-func (a *Agent) buildStatus(s engine.Status) {
-	ns := streams.NodeStatus{
-		Site: a.cfg.Site, Node: a.cfg.Node, Blueprint: s.Blueprint,
-		DesiredRevision: s.DesiredRevision, AppliedRevision: s.AppliedRevision,
-		Phase: string(s.Phase), Message: s.Message, Invalid: s.Invalid, Errors: s.Errors,
-		Repairs: s.Repairs, LastRepair: s.LastRepair, LastReconcile: s.LastReconcile, Gate: s.Gate,
-	}
-	for _, r := range s.Resources {
-		ns.Resources = append(ns.Resources, streams.Resource(r))
-	}
-	ms := a.wiring.gate.Report(time.Now(), s.Applied)
-	ns.Windows, ns.WindowOpen = ms.Windows, ms.WindowOpen
-	if ms.Hold != nil {
-		ns.Hold = ms.Hold.String()
-		ns.HoldUntil = ms.Hold.Expiry()
-	}
-	if score, n := a.wiring.compliance.Score(); n > 0 {
-		ns.Compliance = &score
-	}
-	if denied := a.denied.Recent(time.Now()); len(denied) > 0 {
-		// A node whose credential lacks a grant is missing a feature
-		// (holds, artifacts, link telemetry...): not Converged.
-		if ns.Phase == string(engine.PhaseConverged) || ns.Phase == string(engine.PhaseApplying) {
-			ns.Phase = string(engine.PhaseDegraded)
-		}
-		ns.Errors = slices.Clone(ns.Errors) // the engine's own slice stays as it is
-		for _, d := range denied {
-			ns.Errors = append(ns.Errors, "permission denied: "+d)
-		}
-	}
-	a.mu.Lock()
-	appliedMoved := a.lastEngine.Applied != s.Applied
-	a.lastEngine = s
-	mon := a.monitor
-	a.mu.Unlock()
-	if appliedMoved {
-		select {
-		case a.appliedChanged <- struct{}{}:
-		default:
-		}
-	}
-	if mon != nil {
-		rep := mon.Report()
-		if len(rep.Items) > 0 {
-			rep.Fill(&ns)
-			ns.Health = &rep.Solution
-		}
-	}
-	a.mu.Lock()
-	changed := !sameStatus(a.status, ns)
-	a.status = ns
-	a.mu.Unlock()
-	if changed {
-		select {
-		case a.dirty <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// sameStatus compares what matters, ignoring timestamps of routine passes.
-func sameStatus(x, y streams.NodeStatus) bool {
-	x.LastReconcile, y.LastReconcile = time.Time{}, time.Time{}
-	x.Reported, y.Reported = time.Time{}, time.Time{}
-	bx, _ := json.Marshal(x)
-	by, _ := json.Marshal(y)
-	return string(bx) == string(by)
-}
-
-// Status returns the last status the engine reported.
-func (a *Agent) Status() streams.NodeStatus {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.status
-}
-
-// reportLoop writes the status to the site bucket when it changes and as a
-// heartbeat; a failed write is retried, only the newest status matters.
-func (a *Agent) reportLoop(ctx context.Context, js jetstream.JetStream) {
-	heartbeat := time.NewTicker(streams.StatusHeartbeat)
-	defer heartbeat.Stop()
-	retry := time.NewTimer(time.Hour)
-	defer retry.Stop()
-	var kv jetstream.KeyValue
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-a.dirty:
-		case <-heartbeat.C:
-		case <-retry.C:
-		}
-		a.mu.Lock()
-		ns := a.status
-		a.mu.Unlock()
-		if ns.Phase == "" {
-			continue
-		}
-		ns.Reported = time.Now().UTC()
-		err := func() error {
-			if kv == nil {
-				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				defer cancel()
-				var err error
-				if kv, err = js.KeyValue(actx, streams.StatusBucket); err != nil {
-					return err
-				}
-			}
-			b, _ := json.Marshal(ns)
-			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			defer cancel()
-			_, err := kv.Put(pctx, a.key, b)
-			return err
-		}()
-		if err != nil && ctx.Err() == nil {
-			if !strings.Contains(err.Error(), "context canceled") {
-				a.log.Debug("status not written; retrying", "err", err)
-			}
-			retry.Reset(time.Second)
-		}
-	}
-}
+// Status returns the node's status as last assembled.
+func (a *Agent) Status() streams.NodeStatus { return a.collector.Status() }
 
 // connectCloud hands the cloud resolver the site's mirror of the hub's cloud
 // bucket once the leaf answers.

@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/alpha-edge/alpha/agent/driver"
-	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/agent/health"
 	"github.com/alpha-edge/alpha/agent/remediation"
 	"github.com/alpha-edge/alpha/agent/telemetry"
@@ -48,7 +47,7 @@ func (a *Agent) observeLoop(ctx context.Context, nc *nats.Conn) {
 			octx, stop := context.WithCancel(ctx)
 			stops = []context.CancelFunc{stop}
 			a.startObserving(octx, nc, pub, bp)
-		} else if mon := a.currentMonitor(); mon != nil {
+		} else if mon := a.monitor.Load(); mon != nil {
 			// Same observers, new resources: health follows now rather
 			// than at the next sample.
 			mon.Update(ctx, nil)
@@ -56,7 +55,7 @@ func (a *Agent) observeLoop(ctx context.Context, nc *nats.Conn) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-a.appliedChanged:
+		case <-a.collector.AppliedChanged():
 		}
 	}
 }
@@ -108,11 +107,9 @@ func (a *Agent) startObserving(ctx context.Context, nc *nats.Conn, pub *telemetr
 		},
 		Publish:  pub.Publish,
 		Observe:  rem.Observe,
-		OnChange: a.refreshHealth,
+		OnChange: a.collector.Refresh,
 	}
-	a.mu.Lock()
-	a.monitor = mon
-	a.mu.Unlock()
+	a.monitor.Store(mon)
 	if t := bp.Spec.Telemetry; t != nil {
 		if err := telemetry.ApplyRetention(ctx, nc, a.cfg.Site, t.Retention); err != nil {
 			a.log.Warn("telemetry retention not applied", "err", err)
@@ -123,14 +120,8 @@ func (a *Agent) startObserving(ctx context.Context, nc *nats.Conn, pub *telemetr
 		telemetry.Host{}, telemetry.Sensors{}, telemetry.Net{},
 		telemetry.Resources{Layer: "units", List: list}, telemetry.Resources{Layer: "containers", List: list},
 		telemetry.Link{Conn: nc, Site: a.cfg.Site},
-		telemetry.Agent{Status: a.engineStatus},
+		telemetry.Agent{Status: a.collector.Last},
 	)...)
-}
-
-func (a *Agent) currentMonitor() *health.Monitor {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.monitor
 }
 
 // resources is every driver's report.
@@ -142,17 +133,7 @@ func (a *Agent) resources(ctx context.Context) []driver.Resource {
 	return out
 }
 
-func (a *Agent) appliedBlueprint() *blueprint.Blueprint {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.lastEngine.Applied
-}
-
-func (a *Agent) engineStatus() engine.Status {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.lastEngine
-}
+func (a *Agent) appliedBlueprint() *blueprint.Blueprint { return a.collector.Last().Applied }
 
 // holdAll suspends remediation while the whole node is held.
 type holdAll struct{ a *Agent }

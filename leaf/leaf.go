@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/internal/natsutil"
+	"github.com/alpha-edge/alpha/internal/throttle"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -290,7 +291,7 @@ func (l *Leaf) uplink(ctx context.Context, log *slog.Logger) {
 	// Level-based: even while synced, check the hub side again now and then.
 	// Another site's registration racing ours, or a hub restored from an
 	// older state, can take our source away without us hearing of it.
-	recheck := time.Now().Add(jitter(RecheckEvery))
+	recheck := time.Now().Add(throttle.Jitter(RecheckEvery, 20))
 	for {
 		connected := l.Connected()
 		if !connected {
@@ -299,7 +300,7 @@ func (l *Leaf) uplink(ctx context.Context, log *slog.Logger) {
 			}
 			l.setSynced(false)
 		} else if l.Synced() && time.Now().After(recheck) {
-			recheck = time.Now().Add(jitter(RecheckEvery))
+			recheck = time.Now().Add(throttle.Jitter(RecheckEvery, 20))
 			if err := l.ensureHub(ctx); err != nil {
 				log.Warn("hub side lost; setting it up again", "err", err)
 				l.setSynced(false)
@@ -323,11 +324,6 @@ func (l *Leaf) uplink(ctx context.Context, log *slog.Logger) {
 
 // RecheckEvery is how often a synced leaf verifies the hub side anyway.
 const RecheckEvery = 30 * time.Second
-
-// jitter spreads d by +-20% so a fleet does not check in step.
-func jitter(d time.Duration) time.Duration {
-	return d - d/5 + time.Duration(rand.Int64N(int64(2*d/5)+1))
-}
 
 func (l *Leaf) setSynced(v bool) {
 	l.mu.Lock()

@@ -121,10 +121,10 @@ type NodeStatus struct {
 
 // Resource is the state of one managed thing, as reported.
 type Resource struct {
-	ID      string  `json:"id"`
-	State   string  `json:"state"`
+	ID      string  `json:"id"`    // blueprint.ResourceID, e.g. container:web
+	State   string  `json:"state"` // ok, running, failed, restarting, pending, held, ...
 	Message string  `json:"message,omitempty"`
-	Health  float64 `json:"health"`
+	Health  float64 `json:"health"` // 0..1
 	Repairs uint64  `json:"repairs,omitempty"`
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
 	"github.com/alpha-edge/alpha/internal/fileio"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // SecureBootVar is the EFI variable that holds the Secure Boot state.
@@ -414,6 +415,14 @@ func (d *Driver) Results() []Result {
 	return append([]Result(nil), d.results...)
 }
 
+// Export writes compliance's piece of the node's status: the fraction of
+// policies passing, once there are policies.
+func (d *Driver) Export(ns *streams.NodeStatus) {
+	if score, n := d.Score(); n > 0 {
+		ns.Compliance = &score
+	}
+}
+
 // Score is the fraction of policies passing (1 with no policies) and how
 // many policies there are: the node's compliance score for telemetry.
 func (d *Driver) Score() (float64, int) {
@@ -442,14 +451,7 @@ func Score(rs []Result) float64 {
 // policy that keeps failing (a read-only file) is reported once, not on
 // every tick.
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
-	t := time.NewTicker(PollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	return driver.Poll(ctx, PollInterval, func(context.Context) {
 		d.mu.Lock()
 		pols := d.policies
 		d.mu.Unlock()
@@ -466,5 +468,5 @@ func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
 				notify("compliance: " + pol.Name + " no longer holds")
 			}
 		}
-	}
+	})
 }

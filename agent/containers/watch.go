@@ -8,6 +8,7 @@ import (
 	"github.com/containers/podman/v5/pkg/bindings/system"
 	"github.com/containers/podman/v5/pkg/domain/entities/types"
 
+	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/internal/throttle"
 )
 
@@ -33,32 +34,17 @@ func newThrottle() *throttle.Throttle {
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
 	d.retry.SetNotify(notify)
 	go d.healthLoop(ctx, notify)
-	backoff := 100 * time.Millisecond
-	for first := true; ctx.Err() == nil; first = false {
-		start := time.Now()
-		err := d.follow(ctx, notify, !first)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if time.Since(start) > 10*time.Second {
-			backoff = 100 * time.Millisecond
-		}
+	follow := func(ctx context.Context, reconnect bool) error { return d.follow(ctx, notify, reconnect) }
+	return driver.Reconnect(ctx, follow, func(err error, in time.Duration) {
 		d.mu.Lock()
 		quiet := len(d.wanted) == 0
 		d.mu.Unlock()
 		if quiet {
-			d.log.Debug("podman event stream ended; reconnecting", "err", err, "in", backoff)
+			d.log.Debug("podman event stream ended; reconnecting", "err", err, "in", in)
 		} else {
-			d.log.Warn("podman event stream ended; reconnecting", "err", err, "in", backoff)
+			d.log.Warn("podman event stream ended; reconnecting", "err", err, "in", in)
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 10*time.Second)
-	}
-	return nil
+	})
 }
 
 // follow streams events until the stream ends. After a reconnect it asks for

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // Driver manages one section of the blueprint (files, containers, units, ...).
@@ -42,14 +43,8 @@ type Reporter interface {
 	Report(ctx context.Context) []Resource
 }
 
-// Resource is the reported state of one managed thing.
-type Resource struct {
-	ID      string  `json:"id"`    // blueprint.ResourceID, e.g. container:web
-	State   string  `json:"state"` // ok, running, failed, restarting, pending, ...
-	Message string  `json:"message,omitempty"`
-	Health  float64 `json:"health"` // 0..1
-	Repairs uint64  `json:"repairs,omitempty"`
-}
+// Resource is the reported state of one managed thing, as status carries it.
+type Resource = streams.Resource
 
 // Op says what a change does to its resource.
 type Op string

@@ -8,13 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/internal/throttle"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // Candidate is a revision of the node's blueprint as it arrived from the site.
@@ -25,8 +26,8 @@ type Candidate struct {
 	Err      error // refused before parsing (e.g. a bad signature)
 }
 
-// Phase summarizes where the node stands.
-type Phase string
+// Phase summarizes where the node stands; it is streams.NodeStatus.Phase.
+type Phase = string
 
 // Phases, from the node's point of view.
 const (
@@ -40,20 +41,11 @@ const (
 	PhaseNone      Phase = "NoBlueprint"
 )
 
-// Status is what the engine reports after every pass.
+// Status is what the engine reports after every pass: its part of the node's
+// status (revisions, phase, errors, resources); the agent fills in the rest
+// (site and node, holds, compliance, health).
 type Status struct {
-	Blueprint       string            `json:"blueprint,omitempty"`
-	DesiredRevision uint64            `json:"desiredRevision"`
-	AppliedRevision uint64            `json:"appliedRevision"`
-	Phase           Phase             `json:"phase"`
-	Message         string            `json:"message,omitempty"`
-	Invalid         []string          `json:"invalid,omitempty"`
-	Errors          []string          `json:"errors,omitempty"`
-	Repairs         uint64            `json:"repairs"`
-	LastRepair      time.Time         `json:"lastRepair,omitzero"`
-	LastReconcile   time.Time         `json:"lastReconcile"`
-	Resources       []driver.Resource `json:"resources,omitempty"`
-	Gate            string            `json:"gate,omitempty"`
+	streams.NodeStatus
 	// Applied is the blueprint last converged (nil before the first), for
 	// hooks that report on it (maintenance windows).
 	Applied *blueprint.Blueprint `json:"-"`
@@ -158,8 +150,10 @@ func (e *Engine) Offer(c Candidate) {
 	e.Trigger("offer")
 }
 
-// Trigger asks for a reconcile pass as soon as possible.
+// Trigger asks for a reconcile pass as soon as possible; reason is logged
+// (debug), so a pass can be traced to what asked for it.
 func (e *Engine) Trigger(reason string) {
+	e.log.Debug("pass requested", "reason", reason)
 	select {
 	case e.wake <- struct{}{}:
 	default:
@@ -273,7 +267,7 @@ func (e *Engine) take() {
 func (e *Engine) pass(ctx context.Context) time.Duration {
 	e.take()
 	now := e.cfg.Now()
-	st := Status{DesiredRevision: e.desiredRev, Invalid: e.invalid, LastReconcile: now}
+	st := Status{NodeStatus: streams.NodeStatus{DesiredRevision: e.desiredRev, Invalid: e.invalid, LastReconcile: now}}
 	defer func() {
 		st.Repairs, st.LastRepair = e.repairs, e.lastRepair
 		if e.applied != nil {
@@ -300,7 +294,7 @@ func (e *Engine) pass(ctx context.Context) time.Duration {
 	// a gate holds updates back.
 	run := e.target
 	repair := e.applied != nil && e.applied.hash == e.target.hash
-	recheck := e.jitter(e.cfg.Resync)
+	recheck := throttle.Jitter(e.cfg.Resync, 10)
 	if e.cfg.Gate != nil {
 		var appliedBP *blueprint.Blueprint
 		if e.applied != nil {
@@ -339,7 +333,7 @@ func (e *Engine) pass(ctx context.Context) time.Duration {
 		}
 		st.Message = fmt.Sprintf("%d problem(s) converging revision %d", len(errs), run.Rev)
 		e.backoff = min(max(2*e.backoff, time.Second), 5*time.Minute)
-		return e.jitter(e.backoff)
+		return throttle.Jitter(e.backoff, 10)
 	case run == e.target:
 		e.backoff = 0
 		if e.applied == nil || e.applied.Rev != run.Rev || e.applied.hash != run.hash {
@@ -365,14 +359,6 @@ func (e *Engine) pass(ctx context.Context) time.Duration {
 		return 0
 	}
 	return recheck
-}
-
-// jitter spreads d by +-10% so a fleet does not act in lockstep.
-func (e *Engine) jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return d
-	}
-	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
 }
 
 type step struct {

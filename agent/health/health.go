@@ -135,6 +135,16 @@ func (r Report) Signals() map[string]float64 {
 	return out
 }
 
+// Export writes the monitor's piece of the node's status: its last report,
+// once it has items.
+func (m *Monitor) Export(ns *streams.NodeStatus) {
+	rep := m.Report()
+	if len(rep.Items) > 0 {
+		rep.Fill(ns)
+		ns.Health = &rep.Solution
+	}
+}
+
 // Fill writes the report into a node status: each resource's health and
 // reason from the report, sensor and compliance items added as resources,
 // and the solution as a resource with id "solution" (until NodeStatus has a

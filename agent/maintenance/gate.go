@@ -5,13 +5,13 @@
 package maintenance
 
 import (
-	"context"
 	"fmt"
 	"time"
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // Gate implements engine.Gate.
@@ -89,58 +89,25 @@ func (g *Gate) Held(now time.Time, id string) (Hold, bool) {
 // hold are left out of its plans until the hold ends; the rest of the node
 // is still updated and repaired. Whole-node holds need no filter: Check
 // stops the engine itself.
-func Filter(d driver.Driver, g *Gate, now func() time.Time) driver.Driver {
-	if now == nil {
-		now = time.Now
-	}
-	return &filtered{inner: d, gate: g, now: now}
+func Filter(d driver.Driver, g *Gate, clock func() time.Time) driver.Driver {
+	return driver.Filter{
+		Keep: func(now time.Time, c driver.Change) bool {
+			_, held := g.Held(now, c.ID)
+			return !held
+		},
+		Mark: g.markHeld,
+		Now:  clock,
+	}.Wrap(d)
 }
 
-type filtered struct {
-	inner driver.Driver
-	gate  *Gate
-	now   func() time.Time
-}
-
-var (
-	_ driver.Watcher  = (*filtered)(nil)
-	_ driver.Reporter = (*filtered)(nil)
-)
-
-func (f *filtered) Name() string { return f.inner.Name() }
-
-func (f *filtered) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan, error) {
-	p, err := f.inner.Plan(ctx, bp)
-	now := f.now()
-	out := p[:0:0]
-	for _, c := range p {
-		if _, held := f.gate.Held(now, c.ID); !held {
-			out = append(out, c)
-		}
-	}
-	return out, err
-}
-
-func (f *filtered) Watch(ctx context.Context, notify func(string)) error {
-	if w, ok := f.inner.(driver.Watcher); ok {
-		return w.Watch(ctx, notify)
-	}
-	<-ctx.Done()
-	return nil
-}
-
-// Report passes the driver's own report on, and marks the resources under a
-// per-resource hold as held so status says why they are not repaired.
-func (f *filtered) Report(ctx context.Context) []driver.Resource {
-	var rs []driver.Resource
-	if r, ok := f.inner.(driver.Reporter); ok {
-		rs = r.Report(ctx)
-	}
-	if f.gate.Holds == nil {
+// markHeld marks the resources under a per-resource hold as held, so status
+// says why they are not repaired.
+func (g *Gate) markHeld(now time.Time, rs []driver.Resource) []driver.Resource {
+	if g.Holds == nil {
 		return rs
 	}
-	h, ok := f.gate.Holds.Current()
-	if !ok || !h.Active(f.now()) {
+	h, ok := g.Holds.Current()
+	if !ok || !h.Active(now) {
 		return rs
 	}
 	for _, id := range h.Resources {
@@ -156,9 +123,6 @@ func (f *filtered) Report(ctx context.Context) []driver.Resource {
 	}
 	return rs
 }
-
-// Unwrap returns the wrapped driver.
-func (f *filtered) Unwrap() driver.Driver { return f.inner }
 
 // Describe says what the windows are, for status.
 func Describe(m *blueprint.Maintenance) string {
@@ -185,6 +149,17 @@ type Status struct {
 	Windows    string    `json:"windows"`             // human description
 	WindowOpen bool      `json:"windowOpen"`          // changes may apply now
 	NextChange time.Time `json:"nextChange,omitzero"` // the window opens or closes
+}
+
+// Export writes the gate's piece of the node's status: the windows of the
+// applied blueprint and the hold in force.
+func (g *Gate) Export(ns *streams.NodeStatus, eng engine.Status) {
+	ms := g.Report(time.Now(), eng.Applied)
+	ns.Windows, ns.WindowOpen = ms.Windows, ms.WindowOpen
+	if ms.Hold != nil {
+		ns.Hold = ms.Hold.String()
+		ns.HoldUntil = ms.Hold.Expiry()
+	}
 }
 
 // Report builds the gate's status at now for the applied blueprint (nil

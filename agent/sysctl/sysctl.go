@@ -244,14 +244,7 @@ func (d *Driver) persist(content string) error {
 // The driver's own writes count as reads, so the same manual change made
 // twice between two polls is still noticed.
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
-	t := time.NewTicker(PollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	return driver.Poll(ctx, PollInterval, func(ctx context.Context) {
 		d.mu.Lock()
 		want := d.want
 		d.mu.Unlock()
@@ -268,5 +261,5 @@ func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
 				notify("sysctl " + k + " changed")
 			}
 		}
-	}
+	})
 }

@@ -162,7 +162,7 @@ func (a Agent) Collect(context.Context) ([]streams.Metric, error) {
 	out := []streams.Metric{
 		{Name: "reconcile.repairs", Value: float64(s.Repairs)},
 		{Name: "reconcile.errors", Value: float64(len(s.Errors))},
-		{Name: "reconcile.converged", Value: conv, Labels: map[string]string{"phase": string(s.Phase)}},
+		{Name: "reconcile.converged", Value: conv, Labels: map[string]string{"phase": s.Phase}},
 		{Name: "reconcile.applied_revision", Value: float64(s.AppliedRevision)},
 	}
 	if !s.LastReconcile.IsZero() {

@@ -85,7 +85,7 @@ func TestResourceAndAgentCollectors(t *testing.T) {
 	check.Equal(t, got["resource.health/unit:meter.service"].Labels["state"], "failed")
 
 	ms, err = telemetry.Collect(ctx, telemetry.Agent{Status: func() engine.Status {
-		return engine.Status{Phase: engine.PhaseConverged, Repairs: 4, Errors: []string{"x"}, LastReconcile: time.Now()}
+		return engine.Status{NodeStatus: streams.NodeStatus{Phase: engine.PhaseConverged, Repairs: 4, Errors: []string{"x"}, LastReconcile: time.Now()}}
 	}})
 	check.NoError(t, err)
 	got = names(ms)

@@ -8,6 +8,7 @@ import (
 	sd "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
 
+	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/internal/throttle"
 )
 
@@ -30,8 +31,7 @@ func (d *Driver) notifyWatchSet() {
 func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
 	d.retry.SetNotify(notify)
 	th := throttle.New(8, 500*time.Millisecond)
-	backoff := 100 * time.Millisecond
-	for first := true; ctx.Err() == nil; first = false {
+	follow := func(ctx context.Context, reconnect bool) error {
 		// Connect only once there is something to watch: a node without
 		// systemd and without units is fine.
 		for len(d.watchSet()) == 0 {
@@ -41,23 +41,11 @@ func (d *Driver) Watch(ctx context.Context, notify func(reason string)) error {
 			case <-d.changed:
 			}
 		}
-		start := time.Now()
-		err := d.listen(ctx, th, notify, !first)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if time.Since(start) > 10*time.Second {
-			backoff = 100 * time.Millisecond
-		}
-		d.log.Warn("systemd signal watch ended; reconnecting", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 10*time.Second)
+		return d.listen(ctx, th, notify, reconnect)
 	}
-	return nil
+	return driver.Reconnect(ctx, follow, func(err error, in time.Duration) {
+		d.log.Warn("systemd signal watch ended; reconnecting", "err", err, "in", in)
+	})
 }
 
 // listen handles signals until the connection drops. After a reconnect it

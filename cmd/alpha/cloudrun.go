@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -47,27 +48,35 @@ func addCloudFlags(fs *flag.FlagSet) cloudFlags {
 // start runs the cloud reconciler beside the hub, one per tenant under
 // operator mode (each in its own account, with its own working directory).
 // A missing Terraform is reported by the reconciler once and marks cloud
-// configurations failed; the rest of the hub runs regardless.
-func (f cloudFlags) start(ctx context.Context, h *hub.Hub, store string, op *accounts.Operator, log *slog.Logger) error {
+// configurations failed; the rest of the hub runs regardless. stop ends the
+// reconcilers and waits for them (a Terraform run in progress, a status
+// being written), so the hub is shut down after them, not under them.
+func (f cloudFlags) start(ctx context.Context, h *hub.Hub, store string, op *accounts.Operator, log *slog.Logger) (stop func(), err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	stop = func() {
+		cancel()
+		wg.Wait()
+	}
 	if *f.off {
-		return nil
+		return stop, nil
 	}
 	// Terraform runs in (and is started from) directories under the store;
 	// a relative --store would resolve against the wrong directory there.
-	store, err := filepath.Abs(store)
+	store, err = filepath.Abs(store)
 	if err != nil {
-		return fmt.Errorf("--store: %w", err)
+		return stop, fmt.Errorf("--store: %w", err)
 	}
 	tenants, err := tenantConns(h, op)
 	if err != nil {
-		return err
+		return stop, err
 	}
 	seed := outputsSeed(op, log)
 	for i, t := range tenants {
 		js, err := jetstream.New(t.nc)
 		if err != nil {
 			closeAll(tenants[i:])
-			return err
+			return stop, err
 		}
 		work := filepath.Join(store, "..", filepath.Base(store)+"-cloud")
 		tlog := log
@@ -86,16 +95,16 @@ func (f cloudFlags) start(ctx context.Context, h *hub.Hub, store string, op *acc
 		r, err := cloud.New(cfg)
 		if err != nil {
 			closeAll(tenants[i:])
-			return err
+			return stop, err
 		}
-		go func() {
+		wg.Go(func() {
 			defer t.nc.Close()
 			if err := r.Run(ctx); err != nil && ctx.Err() == nil {
 				tlog.Error("cloud reconciler stopped; the rest of the hub keeps running", "err", err)
 			}
-		}()
+		})
 	}
-	return nil
+	return stop, nil
 }
 
 // outputsSeed reads the seed the hub signs cloud outputs with under

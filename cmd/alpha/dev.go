@@ -34,7 +34,9 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	defer h.Shutdown()
-	if err := cf.start(ctx, h, filepath.Join(abs, "hub"), nil, log); err != nil {
+	stopCloud, err := cf.start(ctx, h, filepath.Join(abs, "hub"), nil, log)
+	defer stopCloud() // before the hub's shutdown
+	if err != nil {
 		return err
 	}
 	if err := mf.start(ctx, h, nil, log); err != nil {

@@ -58,7 +58,9 @@ func TestCloudReconcilerPerTenant(t *testing.T) {
 	fs := flag.NewFlagSet("hub", flag.ContinueOnError)
 	cf := addCloudFlags(fs)
 	check.NoError(t, fs.Parse([]string{"--terraform", tf}))
-	check.NoError(t, cf.start(ctx, h, store, op, log))
+	stopCloud, err := cf.start(ctx, h, store, op, log)
+	t.Cleanup(stopCloud) // before the hub's shutdown
+	check.NoError(t, err)
 
 	admin := func(tenant string) jetstream.JetStream {
 		nc, err := h.Connect(nats.UserCredentials(op.AdminCreds(tenant)))

@@ -68,15 +68,19 @@ func runHub(ctx context.Context, args []string) error {
 	// The bound addresses, also when a listener was given port -1: tests
 	// read them from this line instead of guessing a free port.
 	log.Info("hub ready", "clients", h.ClientURL(), "leafnodes", h.LeafURL(), "cluster", clusterAddr(h))
-	if err := cf.start(ctx, h, *store, op, log); err != nil {
+	stopCloud, err := cf.start(ctx, h, *store, op, log)
+	if err != nil {
+		stopCloud()
 		h.Shutdown()
 		return err
 	}
 	if err := mf.start(ctx, h, op, log); err != nil {
+		stopCloud()
 		h.Shutdown()
 		return err
 	}
 	<-ctx.Done()
+	stopCloud()
 	h.Shutdown()
 	return nil
 }
@@ -196,11 +200,17 @@ func runSite(ctx context.Context, args []string) error {
 
 // runLeafAndAgent runs a leaf and one agent against it, open (dev).
 func runLeafAndAgent(ctx context.Context, lc leaf.Config, node, root, state, podman string) error {
-	return runLeafAndAgentSecure(ctx, lc, node, root, state, nil, podman)
+	return runLeafAndAgentSecure(ctx, lc, node, root, state, nil, withPodman(podman))
 }
 
+// agentOption adjusts the agent's configuration after the flags set it.
+type agentOption func(*agent.Config)
+
+// withPodman points the agent at a podman socket.
+func withPodman(uri string) agentOption { return func(c *agent.Config) { c.PodmanURI = uri } }
+
 // runLeafAndAgentSecure is runLeafAndAgent with production flags.
-func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, state string, sec *secureFlags, podman ...string) error {
+func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, state string, sec *secureFlags, opts ...agentOption) error {
 	l, err := leaf.Start(ctx, lc)
 	if err != nil {
 		return err
@@ -212,8 +222,8 @@ func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, stat
 	if sec != nil {
 		sec.runtime.apply(&ac)
 	}
-	if len(podman) > 0 {
-		ac.PodmanURI = podman[0]
+	for _, o := range opts {
+		o(&ac)
 	}
 	if sec != nil {
 		if err := sec.agent(&ac, true); err != nil {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -20,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/blueprint"
+	"github.com/alpha-edge/alpha/internal/throttle"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -478,10 +478,10 @@ func (r *Reconciler) runWorker(ctx context.Context, w *worker) {
 		if ctx.Err() != nil {
 			return
 		}
-		next := jitter(r.cfg.Replan)
+		next := throttle.Jitter(r.cfg.Replan, 10)
 		if err != nil {
 			backoff = min(max(2*backoff, r.cfg.RetryMin), r.cfg.Replan)
-			next = jitter(backoff)
+			next = throttle.Jitter(backoff, 10)
 			r.log.Warn("cloud configuration not converged", "key", w.key, "retry", next.Round(time.Millisecond), "err", firstLine(err.Error()))
 		} else {
 			backoff = 0
@@ -506,14 +506,6 @@ func (r *Reconciler) runWorker(ctx context.Context, w *worker) {
 		case <-t.C:
 		}
 	}
-}
-
-// jitter spreads d by +-10% so configurations do not re-plan in lockstep.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return d
-	}
-	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
 }
 
 func firstLine(s string) string {

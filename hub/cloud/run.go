@@ -158,6 +158,26 @@ func (r *Reconciler) publisher(ctx context.Context, w *worker) (*publisher, Stat
 	return &publisher{r: r, key: w.key, last: st, had: ok}, st, nil
 }
 
+// claim takes the configuration's lease, so one hub of a cluster works on
+// it, then a slot of the hub's concurrent Terraform runs; release gives back
+// both.
+func (r *Reconciler) claim(ctx context.Context, key string) (release func(), err error) {
+	l, err := r.acquire(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		l.release()
+		return nil, ctx.Err()
+	}
+	return func() {
+		<-r.sem
+		l.release()
+	}, nil
+}
+
 // reconcile brings one configuration to its desired revision.
 func (r *Reconciler) reconcile(ctx context.Context, w *worker, want blueprint.CloudConfig) error {
 	pub, st, err := r.publisher(ctx, w)
@@ -183,17 +203,11 @@ func (r *Reconciler) reconcile(ctx context.Context, w *worker, want blueprint.Cl
 	if err := r.terraformReady(ctx); err != nil {
 		return fail(fmt.Errorf("configuration %q: %w", w.name, err))
 	}
-	l, err := r.acquire(ctx, w.key)
+	release, err := r.claim(ctx, w.key)
 	if err != nil {
 		return err
 	}
-	defer l.release()
-	select {
-	case r.sem <- struct{}{}:
-		defer func() { <-r.sem }()
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	defer release()
 	// Another hub may have worked on it while this one waited.
 	if fresh, ok, err := r.readStatus(ctx, w.key); err == nil && ok {
 		st.Applies, st.Repairs, st.Applied, st.Outputs, st.AppliedDigest = fresh.Applies, fresh.Repairs, fresh.Applied, fresh.Outputs, fresh.AppliedDigest
@@ -360,17 +374,11 @@ func (r *Reconciler) destroy(ctx context.Context, w *worker) error {
 	if err := r.terraformReady(ctx); err != nil {
 		return fail(fmt.Errorf("configuration %q cannot be destroyed: %w", w.name, err))
 	}
-	l, err := r.acquire(ctx, w.key)
+	release, err := r.claim(ctx, w.key)
 	if err != nil {
 		return err
 	}
-	defer l.release()
-	select {
-	case r.sem <- struct{}{}:
-		defer func() { <-r.sem }()
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	defer release()
 	cfg := blueprint.CloudConfig{Name: w.name, Main: "# configuration unknown: destroying what the state holds\n"}
 	if last != nil {
 		cfg = last.Config

@@ -1,6 +1,6 @@
 // Package throttle paces drift notifications and restarts per resource, so a
 // crash-looping workload is retried with pauses instead of in a tight loop,
-// while a change by hand is acted on at once.
+// while a change by hand is acted on at once; Jitter spreads periodic work.
 package throttle
 
 import (

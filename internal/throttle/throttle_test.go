@@ -54,3 +54,21 @@ func TestThrottleBurstThenPaced(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+func TestJitterStaysWithinSpread(t *testing.T) {
+	d := 10 * time.Second
+	lo, hi := d, d
+	for range 2000 {
+		j := Jitter(d, 20)
+		if j < d-2*time.Second || j > d+2*time.Second {
+			t.Fatalf("Jitter(%v, 20) = %v, outside +-20%%", d, j)
+		}
+		lo, hi = min(lo, j), max(hi, j)
+	}
+	if hi-lo < time.Second {
+		t.Fatalf("Jitter(%v, 20) spread only %v..%v: not jittering", d, lo, hi)
+	}
+	if Jitter(0, 10) != 0 || Jitter(d, 0) != d {
+		t.Fatal("Jitter of zero duration or zero percent must return d unchanged")
+	}
+}
