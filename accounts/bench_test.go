@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // BenchmarkRevokeCutoff measures how long a connected site's leaf survives

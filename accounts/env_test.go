@@ -15,8 +15,8 @@ import (
 
 	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/hub"
-	"github.com/alpha-edge/alpha/internal/check"
-	"github.com/alpha-edge/alpha/internal/testenv/prodtest"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/prodtest"
 	"github.com/alpha-edge/alpha/internal/tlsfiles"
 	"github.com/alpha-edge/alpha/leaf"
 )

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/alpha-edge/alpha/accounts"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // Every site bundle carries the public half of the hub's outputs key; an

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/alpha-edge/alpha/accounts"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // A hub's copy of the operator directory has no keys/: the publisher's

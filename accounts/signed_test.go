@@ -13,7 +13,7 @@ import (
 	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/agent"
 	"github.com/alpha-edge/alpha/blueprint/sign"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/streams"
 )
 

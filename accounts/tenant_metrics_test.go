@@ -12,7 +12,7 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/telemetry"
 	"github.com/alpha-edge/alpha/hub/metrics"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/streams"
 )
 

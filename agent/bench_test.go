@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alpha-edge/alpha/internal/stack"
+	"github.com/alpha-edge/alpha/internal/testkit/stack"
 	"github.com/alpha-edge/alpha/streams"
 )
 

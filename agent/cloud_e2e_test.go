@@ -10,8 +10,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/hub/cloud"
-	"github.com/alpha-edge/alpha/internal/check"
-	"github.com/alpha-edge/alpha/internal/stack"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/stack"
 	"github.com/alpha-edge/alpha/streams"
 )
 

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alpha-edge/alpha/internal/check"
-	"github.com/alpha-edge/alpha/internal/stack"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/stack"
 	"github.com/alpha-edge/alpha/streams"
 )
 

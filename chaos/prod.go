@@ -12,6 +12,7 @@ import (
 
 	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/blueprint/sign"
+	"github.com/alpha-edge/alpha/internal/testkit/testpki"
 	"github.com/alpha-edge/alpha/internal/tlsfiles"
 )
 
@@ -43,7 +44,7 @@ func NewProd(t testing.TB, dir string) *Prod {
 	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	pki, err := tlsfiles.WriteTestPKI(tlsDir)
+	pki, err := testpki.Write(tlsDir)
 	if err != nil {
 		t.Fatal(err)
 	}

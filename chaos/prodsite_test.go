@@ -15,9 +15,9 @@ import (
 	"github.com/alpha-edge/alpha/blueprint/sign"
 	"github.com/alpha-edge/alpha/chaos"
 	"github.com/alpha-edge/alpha/hub"
-	"github.com/alpha-edge/alpha/internal/check"
-	"github.com/alpha-edge/alpha/internal/stack"
-	"github.com/alpha-edge/alpha/internal/testenv/prodtest"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/stack"
+	"github.com/alpha-edge/alpha/internal/testkit/prodtest"
 	"github.com/alpha-edge/alpha/leaf"
 	"github.com/alpha-edge/alpha/streams"
 )

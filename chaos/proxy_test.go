@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // echo runs a line echo server on loopback.

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // The long scenarios: `make chaos` (build tag chaos) runs them with the

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // The default (CI) subset: each scenario runs hub, leaves and agents as

@@ -18,7 +18,8 @@ import (
 
 	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/hub"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/testpki"
 	"github.com/alpha-edge/alpha/internal/tlsfiles"
 )
 
@@ -85,7 +86,7 @@ func newSiteFiles(t *testing.T) siteFiles {
 	check.NoError(t, err)
 	f.tlsDir = filepath.Join(f.work, "tls")
 	check.NoError(t, os.MkdirAll(f.tlsDir, 0o700))
-	f.pki, err = tlsfiles.WriteTestPKI(f.tlsDir)
+	f.pki, err = testpki.Write(f.tlsDir)
 	check.NoError(t, err)
 	return f
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/leaf"
 	"github.com/alpha-edge/alpha/streams"
 )

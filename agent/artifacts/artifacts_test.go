@@ -15,8 +15,8 @@ import (
 	"github.com/alpha-edge/alpha/agent/artifacts"
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
-	"github.com/alpha-edge/alpha/internal/check"
-	"github.com/alpha-edge/alpha/internal/testenv/hubtest"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/hubtest"
 )
 
 func TestFetchVerifyCacheOffline(t *testing.T) {

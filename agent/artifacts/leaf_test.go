@@ -15,7 +15,7 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/artifacts"
 	"github.com/alpha-edge/alpha/blueprint"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // TestFetchThroughSiteLeaf fetches across the JetStream domain boundary the

@@ -11,7 +11,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/blueprint"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/streams"
 )
 

@@ -13,8 +13,8 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
 	"github.com/alpha-edge/alpha/blueprint/sign"
-	"github.com/alpha-edge/alpha/internal/check"
-	"github.com/alpha-edge/alpha/internal/stack"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/stack"
 	"github.com/alpha-edge/alpha/streams"
 )
 

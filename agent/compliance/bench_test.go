@@ -12,8 +12,8 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
-	"github.com/alpha-edge/alpha/agent/oscmd/netnstest"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // BenchmarkRepairAfterFileEdit is the time from sshd_config edited by hand

@@ -13,7 +13,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/blueprint"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 func write(t *testing.T, root, p, content string) {

@@ -11,9 +11,9 @@ import (
 	"github.com/alpha-edge/alpha/agent/containers"
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
-	"github.com/alpha-edge/alpha/internal/check"
-	"github.com/alpha-edge/alpha/internal/testenv/enginetest"
-	"github.com/alpha-edge/alpha/internal/testenv/podmantest"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/enginetest"
+	"github.com/alpha-edge/alpha/internal/testkit/podmantest"
 )
 
 func doc(body string) string {

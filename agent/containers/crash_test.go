@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 func TestCrashLoopIsReportedAndPaced(t *testing.T) {

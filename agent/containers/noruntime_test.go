@@ -9,8 +9,8 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/files"
 	"github.com/alpha-edge/alpha/agent/units"
-	"github.com/alpha-edge/alpha/internal/check"
-	"github.com/alpha-edge/alpha/internal/testenv/enginetest"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/enginetest"
 )
 
 // A node without podman or systemd converges as long as its blueprint asks

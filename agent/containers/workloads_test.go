@@ -17,11 +17,11 @@ import (
 	"github.com/alpha-edge/alpha/agent/containers"
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/units"
-	"github.com/alpha-edge/alpha/internal/check"
-	"github.com/alpha-edge/alpha/internal/testenv/enginetest"
-	"github.com/alpha-edge/alpha/internal/testenv/hubtest"
-	"github.com/alpha-edge/alpha/internal/testenv/nspawntest"
-	"github.com/alpha-edge/alpha/internal/testenv/podmantest"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/enginetest"
+	"github.com/alpha-edge/alpha/internal/testkit/hubtest"
+	"github.com/alpha-edge/alpha/internal/testkit/nspawntest"
+	"github.com/alpha-edge/alpha/internal/testkit/podmantest"
 )
 
 // node is one site node: podman, a booted systemd, the hub's artifacts, and

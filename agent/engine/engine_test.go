@@ -13,7 +13,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/agent/files"
 	"github.com/alpha-edge/alpha/blueprint"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 func doc(name, content string) []byte {

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/alpha-edge/alpha/agent/engine"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // A pass can be traced to what asked for it: the reason reaches the log.

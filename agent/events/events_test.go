@@ -18,7 +18,7 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 func startLeaf(t *testing.T, port int, dir string) *server.Server {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/blueprint"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 func newDriver(t *testing.T) (*Driver, string) {

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alpha-edge/alpha/agent/oscmd/netnstest"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // BenchmarkRepairAfterFlush is the time from `nft flush ruleset` by hand to

@@ -14,7 +14,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/agent/files"
 	"github.com/alpha-edge/alpha/blueprint"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // clock is the injected time: tests move it, never sleep.

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/alpha-edge/alpha/blueprint"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 func mustParse(t testing.TB, doc string) *blueprint.Blueprint {

@@ -16,7 +16,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/remediation"
 	"github.com/alpha-edge/alpha/agent/telemetry"
 	"github.com/alpha-edge/alpha/blueprint"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/streams"
 )
 

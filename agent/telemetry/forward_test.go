@@ -18,7 +18,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/telemetry"
 	"github.com/alpha-edge/alpha/chaos"
 	"github.com/alpha-edge/alpha/hub"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/leaf"
 	"github.com/alpha-edge/alpha/streams"
 )

@@ -9,9 +9,9 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/files"
 	"github.com/alpha-edge/alpha/agent/units"
-	"github.com/alpha-edge/alpha/internal/check"
-	"github.com/alpha-edge/alpha/internal/testenv/enginetest"
-	"github.com/alpha-edge/alpha/internal/testenv/nspawntest"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/enginetest"
+	"github.com/alpha-edge/alpha/internal/testkit/nspawntest"
 )
 
 // A service that reads its config file at start comes after the file when it

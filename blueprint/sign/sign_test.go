@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/alpha-edge/alpha/blueprint/sign"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 func TestVerify(t *testing.T) {

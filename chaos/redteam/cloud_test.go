@@ -19,7 +19,8 @@ import (
 	"github.com/alpha-edge/alpha/blueprint/sign"
 	"github.com/alpha-edge/alpha/chaos"
 	"github.com/alpha-edge/alpha/hub/cloud"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/testpki"
 	"github.com/alpha-edge/alpha/internal/tlsfiles"
 	"github.com/alpha-edge/alpha/streams"
 )
@@ -49,7 +50,7 @@ func csNew(t *testing.T) *csSetup {
 	op, err := accounts.Init(filepath.Join(dir, "operator"), "redteam", []string{"x", "y"})
 	check.NoError(t, err)
 	check.NoError(t, os.Mkdir(filepath.Join(dir, "tls"), 0o700))
-	files, err := tlsfiles.WriteTestPKI(filepath.Join(dir, "tls"))
+	files, err := testpki.Write(filepath.Join(dir, "tls"))
 	check.NoError(t, err)
 	hubOp := filepath.Join(dir, "hub-operator")
 	for _, p := range []string{"operator.jwt", "accounts", "creds"} {

@@ -18,7 +18,8 @@ import (
 
 	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/chaos"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/testpki"
 	"github.com/alpha-edge/alpha/internal/tlsfiles"
 	"github.com/alpha-edge/alpha/streams"
 )
@@ -172,7 +173,7 @@ func clSpy(t *testing.T, rogue *server.Server, window time.Duration, marker stri
 // member, shows the spy does receive what reaches it.
 func TestRogueRouteLearnsNothing(t *testing.T) {
 	dir := t.TempDir()
-	pki, err := tlsfiles.WriteTestPKI(dir)
+	pki, err := testpki.Write(dir)
 	check.NoError(t, err)
 	op, err := accounts.Init(filepath.Join(dir, "operator"), "redteam", []string{"acme"})
 	check.NoError(t, err)

@@ -16,9 +16,9 @@ import (
 	"github.com/alpha-edge/alpha/agent"
 	"github.com/alpha-edge/alpha/blueprint/sign"
 	"github.com/alpha-edge/alpha/chaos"
-	"github.com/alpha-edge/alpha/internal/check"
-	"github.com/alpha-edge/alpha/internal/stack"
-	"github.com/alpha-edge/alpha/internal/tlsfiles"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/stack"
+	"github.com/alpha-edge/alpha/internal/testkit/testpki"
 	"github.com/alpha-edge/alpha/leaf"
 	"github.com/alpha-edge/alpha/streams"
 )
@@ -57,7 +57,7 @@ func BenchmarkTenantFlood(b *testing.B) {
 	dir := b.TempDir()
 	op, err := accounts.Init(filepath.Join(dir, "operator"), "bench", []string{"victim", "rogue"})
 	check.NoError(b, err)
-	pki, err := tlsfiles.WriteTestPKI(dir)
+	pki, err := testpki.Write(dir)
 	check.NoError(b, err)
 	store := filepath.Join(dir, "hub")
 	hub := chaos.Start(b, dir, "hub", "hub", "--store", store, "--listen", "127.0.0.1:-1", "--leaf-listen", "127.0.0.1:-1",

@@ -12,7 +12,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/kmod"
 	"github.com/alpha-edge/alpha/agent/oscmd"
 	"github.com/alpha-edge/alpha/blueprint"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // Module names and options that modprobe would read as its own flags are

@@ -22,9 +22,9 @@ import (
 	"github.com/alpha-edge/alpha/blueprint/sign"
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/hub/cloud"
-	"github.com/alpha-edge/alpha/internal/check"
-	"github.com/alpha-edge/alpha/internal/stack"
-	"github.com/alpha-edge/alpha/internal/tlsfiles"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/stack"
+	"github.com/alpha-edge/alpha/internal/testkit/testpki"
 	"github.com/alpha-edge/alpha/leaf"
 	"github.com/alpha-edge/alpha/streams"
 )
@@ -70,7 +70,7 @@ func TestTenantAdminForgesCloudOutputs(t *testing.T) {
 	// account signing outputs with the operator directory's hub key.
 	op, err := accounts.Init(filepath.Join(dir, "operator"), "test", []string{"t1"})
 	check.NoError(t, err)
-	pki, err := tlsfiles.WriteTestPKI(dir)
+	pki, err := testpki.Write(dir)
 	check.NoError(t, err)
 	store := filepath.Join(dir, "hub")
 	h, err := hub.Start(ctx, hub.Config{StoreDir: store, Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Log: stack.Log(),

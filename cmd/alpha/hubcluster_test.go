@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/alpha-edge/alpha/accounts"
-	"github.com/alpha-edge/alpha/internal/check"
-	"github.com/alpha-edge/alpha/internal/tlsfiles"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/testpki"
 )
 
 // In operator mode a cluster member refuses to start with routes that a
@@ -17,7 +17,7 @@ import (
 // the cluster secret. (chaos/redteam proves what a rogue server gets.)
 func TestHubClusterRefusesOpenRoutes(t *testing.T) {
 	dir := t.TempDir()
-	pki, err := tlsfiles.WriteTestPKI(dir)
+	pki, err := testpki.Write(dir)
 	check.NoError(t, err)
 	op, err := accounts.Init(filepath.Join(dir, "operator"), "test", []string{"acme"})
 	check.NoError(t, err)

@@ -9,7 +9,7 @@ import (
 	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/agent"
 	"github.com/alpha-edge/alpha/blueprint/sign"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // A production agent checks cloud outputs against the bundle's

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/alpha-edge/alpha/hub/cloud"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // BenchmarkVariableChangeToOutputs measures, with real Terraform, how long a

@@ -26,7 +26,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/cloudref"
 	"github.com/alpha-edge/alpha/blueprint"
 	"github.com/alpha-edge/alpha/hub/cloud"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/streams"
 )
 

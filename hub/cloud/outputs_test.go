@@ -13,7 +13,7 @@ import (
 	"github.com/alpha-edge/alpha/agent/cloudref"
 	"github.com/alpha-edge/alpha/blueprint/sign"
 	"github.com/alpha-edge/alpha/hub/cloud"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // With an outputs seed the hub publishes every status signed for its key;

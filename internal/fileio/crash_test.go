@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // The crash test re-runs this test binary as a child that stops inside a

@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // names lists dir's entries, so a test sees a temp file left behind.

@@ -1,4 +1,4 @@
-package tlsfiles
+package tlsfiles_test
 
 import (
 	"crypto/tls"
@@ -6,13 +6,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/testpki"
+	"github.com/alpha-edge/alpha/internal/tlsfiles"
 )
 
 // Routes are mutual TLS: a member's certificate must be usable as a
 // client's, and the peer's is verified against the CA.
 func TestRoute(t *testing.T) {
-	f, err := WriteTestPKI(t.TempDir())
+	f, err := testpki.Write(t.TempDir())
 	check.NoError(t, err)
 	c, err := f.Route()
 	check.NoError(t, err)
@@ -23,13 +25,13 @@ func TestRoute(t *testing.T) {
 
 	for _, tc := range []struct {
 		name string
-		f    func() Files
+		f    func() tlsfiles.Files
 		want string
 	}{
-		{"no CA", func() Files { g := f; g.CA = ""; return g }, "--tls-ca is required with --cluster"},
-		{"no key", func() Files { g := f; g.Key = ""; return g }, "--tls-cert and --tls-key are required"},
-		{"serverAuth only", func() Files {
-			g, err := writeTestPKI(t.TempDir(), x509.ExtKeyUsageServerAuth)
+		{"no CA", func() tlsfiles.Files { g := f; g.CA = ""; return g }, "--tls-ca is required with --cluster"},
+		{"no key", func() tlsfiles.Files { g := f; g.Key = ""; return g }, "--tls-cert and --tls-key are required"},
+		{"serverAuth only", func() tlsfiles.Files {
+			g, err := testpki.Write(t.TempDir(), x509.ExtKeyUsageServerAuth)
 			check.NoError(t, err)
 			return g
 		}, "has no clientAuth"},

@@ -1,4 +1,5 @@
-package tlsfiles
+// Package testpki writes a throwaway CA and certificate for tests.
+package testpki
 
 import (
 	"crypto/ecdsa"
@@ -12,21 +13,21 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/alpha-edge/alpha/internal/tlsfiles"
 )
 
-// WriteTestPKI writes a throwaway CA and a server certificate for
-// 127.0.0.1 and localhost into dir, for tests and trying TLS on one
-// machine. Never use it for a real deployment. The certificate serves
-// (serverAuth) and, as hub cluster members do on their routes, dials with
-// mutual TLS (clientAuth).
-func WriteTestPKI(dir string) (Files, error) {
-	return writeTestPKI(dir, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
-}
-
-func writeTestPKI(dir string, usage ...x509.ExtKeyUsage) (Files, error) {
+// Write writes a throwaway CA and a certificate for 127.0.0.1 and
+// localhost into dir, for tests only. The certificate has the usages given,
+// by default serverAuth and, as hub cluster members need on their routes,
+// clientAuth.
+func Write(dir string, usage ...x509.ExtKeyUsage) (tlsfiles.Files, error) {
+	if len(usage) == 0 {
+		usage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	}
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return Files{}, err
+		return tlsfiles.Files{}, err
 	}
 	now := time.Now()
 	caTmpl := &x509.Certificate{
@@ -36,12 +37,12 @@ func writeTestPKI(dir string, usage ...x509.ExtKeyUsage) (Files, error) {
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
-		return Files{}, err
+		return tlsfiles.Files{}, err
 	}
 	ca, _ := x509.ParseCertificate(caDER)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return Files{}, err
+		return tlsfiles.Files{}, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "alpha test server"},
@@ -52,20 +53,20 @@ func writeTestPKI(dir string, usage ...x509.ExtKeyUsage) (Files, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
-		return Files{}, err
+		return tlsfiles.Files{}, err
 	}
 	kb, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		return Files{}, err
+		return tlsfiles.Files{}, err
 	}
-	f := Files{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, "server.pem"), Key: filepath.Join(dir, "server-key.pem")}
+	f := tlsfiles.Files{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, "server.pem"), Key: filepath.Join(dir, "server-key.pem")}
 	for path, block := range map[string]*pem.Block{
 		f.CA:   {Type: "CERTIFICATE", Bytes: caDER},
 		f.Cert: {Type: "CERTIFICATE", Bytes: der},
 		f.Key:  {Type: "EC PRIVATE KEY", Bytes: kb},
 	} {
 		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-			return Files{}, err
+			return tlsfiles.Files{}, err
 		}
 	}
 	return f, nil

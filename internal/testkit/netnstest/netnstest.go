@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/alpha-edge/alpha/agent/oscmd"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // New creates a network namespace named alpha-test-<random> with its

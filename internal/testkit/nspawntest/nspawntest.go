@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // DefaultRootFS is where .ci/setup-systemd.sh caches the root file system.

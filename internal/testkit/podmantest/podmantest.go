@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 const how = "run .ci/setup-podman.sh as root (installs podman, runc, conmon, catatonit, busybox-static)"

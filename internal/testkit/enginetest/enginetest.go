@@ -13,7 +13,7 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
-	"github.com/alpha-edge/alpha/internal/check"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
 // Agent is an engine running in the background until the test ends or Stop.

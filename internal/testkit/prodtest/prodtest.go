@@ -19,8 +19,9 @@ import (
 
 	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/hub"
-	"github.com/alpha-edge/alpha/internal/check"
-	"github.com/alpha-edge/alpha/internal/stack"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/stack"
+	"github.com/alpha-edge/alpha/internal/testkit/testpki"
 	"github.com/alpha-edge/alpha/internal/tlsfiles"
 	"github.com/alpha-edge/alpha/leaf"
 	"github.com/alpha-edge/alpha/streams"
@@ -66,7 +67,7 @@ func Start(t testing.TB, o Options) *Hub {
 	}
 	op, err := accounts.InitLimits(filepath.Join(dir, "operator"), "test", o.Tenants, lim)
 	check.NoError(t, err)
-	pki, err := tlsfiles.WriteTestPKI(dir)
+	pki, err := testpki.Write(dir)
 	check.NoError(t, err)
 	log := stack.Log()
 	if o.Log != nil {
