@@ -16,8 +16,8 @@ import (
 	"github.com/alpha-edge/alpha/chaos"
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
-	"github.com/alpha-edge/alpha/internal/testkit/stack"
 	"github.com/alpha-edge/alpha/internal/testkit/prodtest"
+	"github.com/alpha-edge/alpha/internal/testkit/stack"
 	"github.com/alpha-edge/alpha/leaf"
 	"github.com/alpha-edge/alpha/streams"
 )

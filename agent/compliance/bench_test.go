@@ -12,8 +12,8 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
-	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
 )
 
 // BenchmarkRepairAfterFileEdit is the time from sshd_config edited by hand

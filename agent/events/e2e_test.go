@@ -14,9 +14,9 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
-	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
 	"github.com/alpha-edge/alpha/agent/sysctl"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
 )
 
 // TestDriftByHandBecomesAnEvent wires the real engine, the real sysctl

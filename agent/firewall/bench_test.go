@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
 )
 
 // BenchmarkRepairAfterFlush is the time from `nft flush ruleset` by hand to

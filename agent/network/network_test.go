@@ -13,9 +13,9 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/agent/oscmd"
-	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/internal/testkit/enginetest"
+	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
 )
 
 // newNS makes a namespace with a veth pair a0/a1 (the kernel here has no

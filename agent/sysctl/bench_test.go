@@ -10,8 +10,8 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
-	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
 )
 
 // BenchmarkRepairAfterManualChange is the time from `sysctl -w` by hand to

@@ -14,9 +14,9 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/agent/oscmd"
-	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
 	"github.com/alpha-edge/alpha/blueprint"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
 )
 
 func newDriver(t testing.TB) (*Driver, oscmd.Runner, string) {

@@ -7,10 +7,10 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/kmod"
-	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
 	"github.com/alpha-edge/alpha/agent/sysctl"
 	"github.com/alpha-edge/alpha/blueprint"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/netnstest"
 )
 
 // osPlantDir replaces the directory of the agent's drop-in file (abs, under
