@@ -82,18 +82,21 @@ func (e *prodEnv) leafAt(hubURL, store, listen string) (*leaf.Leaf, func()) {
 	check.NoError(e.t, err)
 	// Only the CA: the agents' listener stays plain on loopback.
 	uplinkTLS := tlsfiles.Files{CA: e.pki.CA}
-	l, err := leaf.Start(context.Background(), leaf.Config{
-		Site: e.site, HubURLs: []string{hubURL}, StoreDir: store, Listen: listen, Log: stack.Log(),
-		Options: func(o *server.Options) error {
-			if err := setup.Options(o); err != nil {
-				return err
-			}
-			return uplinkTLS.Leaf(o)
-		},
-		ClientOptions: setup.ClientOptions,
-		NoRegister:    true,
+	var l *leaf.Leaf
+	check.Rebind(e.t, func() (err error) { // a restart binds the port it had
+		l, err = leaf.Start(context.Background(), leaf.Config{
+			Site: e.site, HubURLs: []string{hubURL}, StoreDir: store, Listen: listen, Log: stack.Log(),
+			Options: func(o *server.Options) error {
+				if err := setup.Options(o); err != nil {
+					return err
+				}
+				return uplinkTLS.Leaf(o)
+			},
+			ClientOptions: setup.ClientOptions,
+			NoRegister:    true,
+		})
+		return err
 	})
-	check.NoError(e.t, err)
 	stopped := false
 	stop := func() {
 		if !stopped {

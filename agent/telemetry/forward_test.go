@@ -77,24 +77,18 @@ func (s *site) restart() {
 	s.launch()
 }
 
-// launch starts the leaf on s.listen. The first start binds a port of its
-// own choosing and keeps it; a later one reuses it and, should another
-// process have taken it meanwhile, tries again for a while.
+// launch starts the leaf on s.listen: the first start binds a port of its
+// own choosing and keeps it, a later one binds it again.
 func (s *site) launch() {
 	s.t.Helper()
 	// These tests move 100,000 messages at once: a quota that takes them in
 	// one window, so they measure store and forward, not the quota.
 	quota := streams.DefaultSiteQuota
 	quota.TelemetryBytes = 256 << 20
-	check.For(s.t, 20*time.Second, 100*time.Millisecond, func() error {
-		l, err := leaf.Start(context.Background(), leaf.Config{Site: "s1", HubURLs: []string{"nats-leaf://" + s.proxy.Addr()}, Quota: &quota,
+	check.Rebind(s.t, func() (err error) {
+		s.leaf, err = leaf.Start(context.Background(), leaf.Config{Site: "s1", HubURLs: []string{"nats-leaf://" + s.proxy.Addr()}, Quota: &quota,
 			StoreDir: s.store, Listen: s.listen, Log: quiet, Limits: s.limits})
-		if err != nil && strings.Contains(err.Error(), "address already in use") {
-			return err
-		}
-		check.NoError(s.t, err)
-		s.leaf = l
-		return nil
+		return err
 	})
 	s.listen = strings.TrimPrefix(s.leaf.ClientURL(), "nats://")
 }
