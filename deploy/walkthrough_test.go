@@ -21,8 +21,7 @@ import (
 // TestProductionWalkthrough runs the README's "Going to production" section
 // as written, with the binary from `make build`, on loopback ports the
 // processes choose instead of the documented ones and with a private podman
-// service: a hub
-// and a site as two processes, a signed blueprint applied and an unsigned
+// service: a hub and a site as two processes, a signed blueprint applied and an unsigned
 // one refused, a hold set and released at the site while the hub is down,
 // a container from an artifact, a cloud output the hub signed filled into a
 // file, the site's telemetry read at the hub with the tenant admin's
@@ -167,7 +166,8 @@ func TestProductionWalkthrough(t *testing.T) {
 				}
 				b, _ := os.ReadFile(path)
 				out = string(b[min(from, int64(len(b))):])
-				for _, l := range strings.Split(out, "\n") {
+				lines := strings.Split(out, "\n")
+				for _, l := range lines[:len(lines)-1] { // whole lines only
 					if strings.Contains(l, ready) {
 						line = l
 						return nil
