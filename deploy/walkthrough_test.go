@@ -2,7 +2,7 @@ package deploy_test
 
 import (
 	"fmt"
-	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,23 +13,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alpha-edge/alpha/chaos"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/internal/testkit/podmantest"
 )
 
-// freePort picks a free loopback port.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	check.NoError(t, err)
-	defer l.Close()
-	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
-}
-
 // TestProductionWalkthrough runs the README's "Going to production" section
-// as written, with the binary from `make build`, on free loopback ports
-// instead of the documented ones and with a private podman service: a hub
-// and a site as two processes, a signed blueprint applied and an unsigned
+// as written, with the binary from `make build`, on loopback ports the
+// processes choose instead of the documented ones and with a private podman
+// service: a hub and a site as two processes, a signed blueprint applied and an unsigned
 // one refused, a hold set and released at the site while the hub is down,
 // a container from an artifact, a cloud output the hub signed filled into a
 // file, the site's telemetry read at the hub with the tenant admin's
@@ -75,8 +67,24 @@ func TestProductionWalkthrough(t *testing.T) {
 	examples, err := filepath.Abs("../examples")
 	check.NoError(t, err)
 	check.NoError(t, os.Symlink(examples, filepath.Join(work, "examples")))
-	ports := strings.NewReplacer("4222", freePort(t), "7422", freePort(t), "4223", freePort(t),
-		"unix:///run/podman/podman.sock", pm.URI)
+	// The documented ports (the hub's clients 4222 and leafnodes 7422, the
+	// site leaf's clients 4223): -1 until a process has bound one of its own
+	// choosing, then the port its ready line reports, which a restart reuses.
+	// No port is guessed free beforehand: another process could take it.
+	ports := map[string]string{"4222": "-1", "7422": "-1", "4223": "-1"}
+	subst := func(script string) string {
+		return strings.NewReplacer("4222", ports["4222"], "7422", ports["7422"], "4223", ports["4223"],
+			"unix:///run/podman/podman.sock", pm.URI).Replace(script)
+	}
+	// bound records the port a ready line reports for a documented one.
+	bound := func(line, key, documented string) {
+		t.Helper()
+		u, err := url.Parse(chaos.LogField(line, key))
+		if err != nil || u.Port() == "" || u.Port() == "-1" || u.Port() == "0" {
+			t.Fatalf("no bound %s address in %q", key, line)
+		}
+		ports[documented] = u.Port()
+	}
 	prod := filepath.Join(work, "prod")
 	t.Cleanup(func() {
 		if !t.Failed() {
@@ -90,7 +98,7 @@ func TestProductionWalkthrough(t *testing.T) {
 	})
 
 	try := func(i int, dir string) (string, error) {
-		script := ports.Replace(strings.Replace(blocks[i][1], "make build\n", "", 1))
+		script := subst(strings.Replace(blocks[i][1], "make build\n", "", 1))
 		cmd := exec.Command("bash", "-e", "-c", script)
 		cmd.Dir = dir
 		out, err := cmd.CombinedOutput()
@@ -120,26 +128,65 @@ func TestProductionWalkthrough(t *testing.T) {
 			return nil
 		})
 	}
-	// start runs a long-lived block in its own process group and returns
-	// the function that stops it by its id (also at the end of the test).
-	start := func(i int, log string) func() {
+	// start runs a long-lived block in its own process group until its log
+	// says ready, and returns the ready line and the function that stops
+	// the block by its id (also at the end of the test). Should the block end
+	// first because a port it reuses was taken meanwhile ("address already
+	// in use"), it runs it again for a while.
+	start := func(i int, log, ready string) (string, func()) {
 		t.Helper()
-		f, err := os.OpenFile(filepath.Join(work, log), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		check.NoError(t, err)
-		cmd := exec.Command("bash", "-e", "-c", ports.Replace(blocks[i][1]))
-		cmd.Dir, cmd.Stdout, cmd.Stderr = prod, f, f
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		check.NoError(t, cmd.Start())
-		var once sync.Once
-		stop := func() {
-			once.Do(func() {
-				syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-				cmd.Wait()
-				f.Close()
+		path := filepath.Join(work, log)
+		for attempt := 1; ; attempt++ {
+			f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			check.NoError(t, err)
+			fi, err := f.Stat()
+			check.NoError(t, err)
+			from := fi.Size() // this run's part of the log
+			cmd := exec.Command("bash", "-e", "-c", subst(blocks[i][1]))
+			cmd.Dir, cmd.Stdout, cmd.Stderr = prod, f, f
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			check.NoError(t, cmd.Start())
+			done := make(chan struct{})
+			go func() { cmd.Wait(); f.Close(); close(done) }()
+			var once sync.Once
+			stop := func() {
+				once.Do(func() {
+					syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+					<-done
+				})
+			}
+			t.Cleanup(stop)
+			var line, out string
+			ended := false
+			check.For(t, 60*time.Second, 50*time.Millisecond, func() error {
+				select {
+				case <-done:
+					ended = true
+				default:
+				}
+				b, _ := os.ReadFile(path)
+				out = string(b[min(from, int64(len(b))):])
+				lines := strings.Split(out, "\n")
+				for _, l := range lines[:len(lines)-1] { // whole lines only
+					if strings.Contains(l, ready) {
+						line = l
+						return nil
+					}
+				}
+				if ended {
+					return nil
+				}
+				return fmt.Errorf("%s: no %q yet:\n%s", log, ready, out)
 			})
+			if line != "" {
+				return line, stop
+			}
+			if attempt == 20 || !strings.Contains(out, "address already in use") {
+				t.Fatalf("step block %d ended before %q:\n%s", i, ready, out)
+			}
+			t.Logf("step block %d: a port is taken, running it again (attempt %d)", i, attempt)
+			time.Sleep(250 * time.Millisecond)
 		}
-		t.Cleanup(stop)
-		return stop
 	}
 	// waitLog waits until the log holds want at least n times.
 	waitLog := func(name, want string, n int) {
@@ -155,10 +202,13 @@ func TestProductionWalkthrough(t *testing.T) {
 
 	run(tlsStep, work)
 	run(initStep, prod)
-	stopHub := start(hubStep, "hub.log")
-	waitLog("hub.log", "hub ready", 1)
+	line, stopHub := start(hubStep, "hub.log", "hub ready")
+	bound(line, "clients", "4222")
+	bound(line, "leafnodes", "7422")
 	run(siteAddStep, prod)
-	start(siteStep, "site.log")
+	line, _ = start(siteStep, "site.log", "leaf ready")
+	bound(line, "clients", "4223")
+	t.Logf("bound ports for the documented 4222, 7422, 4223: %s, %s, %s", ports["4222"], ports["7422"], ports["4223"])
 	waitLog("site.log", "uplink synced", 1)
 	out := run(publishStep, prod)
 	for _, want := range []string{"signed and put as revision 1", "greeting=hi", `"phase":"Converged"`} {
@@ -167,7 +217,7 @@ func TestProductionWalkthrough(t *testing.T) {
 		}
 	}
 	// An unsigned value is refused and the file stays.
-	hubURL := "tls://127.0.0.1:" + ports.Replace("4222")
+	hubURL := "tls://127.0.0.1:" + ports["4222"]
 	// natsAdmin runs the nats CLI at the hub as the tenant admin.
 	natsAdmin := func(args ...string) (string, error) {
 		cmd := exec.Command("nats", append([]string{"--server", hubURL, "--creds", "operator/creds/acme-admin.creds",
@@ -191,8 +241,7 @@ func TestProductionWalkthrough(t *testing.T) {
 	runUntil(heldStep, `"phase":"Held"`, false)
 	run(releaseStep, prod)
 	runUntil(heldStep, `"hold":`, true)
-	start(hubStep, "hub.log")
-	waitLog("hub.log", "hub ready", 2)
+	start(hubStep, "hub.log", "hub ready") // on the ports it bound first
 
 	// A container whose image only the artifact has.
 	pm.Busybox(t, "localhost/ticker:1")

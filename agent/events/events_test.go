@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,18 +20,23 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
+	"github.com/alpha-edge/alpha/internal/natsutil"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
 )
 
+// startLeaf runs a JetStream server on port (-1: one of its own choosing;
+// a restart passes the port it bound before).
 func startLeaf(t *testing.T, port int, dir string) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true,
-		JetStreamDomain: "s1", StoreDir: dir, NoLog: true, NoSigs: true})
-	check.NoError(t, err)
-	go s.Start()
-	if !s.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
+	var s *server.Server
+	check.Rebind(t, func() (err error) {
+		s, err = server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true,
+			JetStreamDomain: "s1", StoreDir: dir, NoLog: true, NoSigs: true})
+		if err != nil {
+			return err
+		}
+		return natsutil.Start(s, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	})
 	return s
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,17 +31,9 @@ type site struct {
 	proxy  *chaos.Proxy
 	leaf   *leaf.Leaf
 	store  string
-	listen string // fixed, so clients reconnect to a restarted leaf
+	listen string // bound by the first start, then kept, so clients reconnect to a restarted leaf
 	limits streams.SiteLimits
 	hubJS  jetstream.JetStream
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	check.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func newSite(t testing.TB, limits streams.SiteLimits) *site {
@@ -58,7 +49,7 @@ func newSite(t testing.TB, limits streams.SiteLimits) *site {
 	t.Cleanup(nc.Close)
 	hjs, err := jetstream.New(nc)
 	check.NoError(t, err)
-	s := &site{t: t, hub: h, proxy: p, store: t.TempDir(), listen: freeAddr(t), limits: limits, hubJS: hjs}
+	s := &site{t: t, hub: h, proxy: p, store: t.TempDir(), listen: "127.0.0.1:-1", limits: limits, hubJS: hjs}
 	s.start()
 	t.Cleanup(func() {
 		if s.leaf != nil {
@@ -70,16 +61,9 @@ func newSite(t testing.TB, limits streams.SiteLimits) *site {
 
 func (s *site) start() {
 	s.t.Helper()
-	// These tests move 100,000 messages at once: a quota that takes them in
-	// one window, so they measure store and forward, not the quota.
-	quota := streams.DefaultSiteQuota
-	quota.TelemetryBytes = 256 << 20
-	l, err := leaf.Start(context.Background(), leaf.Config{Site: "s1", HubURLs: []string{"nats-leaf://" + s.proxy.Addr()}, Quota: &quota,
-		StoreDir: s.store, Listen: s.listen, Log: quiet, Limits: s.limits})
-	check.NoError(s.t, err)
-	s.leaf = l
+	s.launch()
 	check.For(s.t, 20*time.Second, 10*time.Millisecond, func() error {
-		if !l.Synced() {
+		if !s.leaf.Synced() {
 			return fmt.Errorf("leaf not synced with the hub")
 		}
 		return nil
@@ -90,14 +74,23 @@ func (s *site) restart() {
 	s.t.Helper()
 	s.leaf.Shutdown()
 	s.leaf = nil
+	s.launch()
+}
+
+// launch starts the leaf on s.listen: the first start binds a port of its
+// own choosing and keeps it, a later one binds it again.
+func (s *site) launch() {
+	s.t.Helper()
 	// These tests move 100,000 messages at once: a quota that takes them in
 	// one window, so they measure store and forward, not the quota.
 	quota := streams.DefaultSiteQuota
 	quota.TelemetryBytes = 256 << 20
-	l, err := leaf.Start(context.Background(), leaf.Config{Site: "s1", HubURLs: []string{"nats-leaf://" + s.proxy.Addr()}, Quota: &quota,
-		StoreDir: s.store, Listen: s.listen, Log: quiet, Limits: s.limits})
-	check.NoError(s.t, err)
-	s.leaf = l
+	check.Rebind(s.t, func() (err error) {
+		s.leaf, err = leaf.Start(context.Background(), leaf.Config{Site: "s1", HubURLs: []string{"nats-leaf://" + s.proxy.Addr()}, Quota: &quota,
+			StoreDir: s.store, Listen: s.listen, Log: quiet, Limits: s.limits})
+		return err
+	})
+	s.listen = strings.TrimPrefix(s.leaf.ClientURL(), "nats://")
 }
 
 // publisher connects a publisher to the leaf and runs it until the test ends.

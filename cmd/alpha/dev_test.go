@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,15 +28,9 @@ func TestDevStackAsInREADME(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	// A free loopback port for the hub's clients.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	check.NoError(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
-	url := "nats://" + addr
-
+	// The hub binds a port of its own choosing; the stack prints it.
 	dir := t.TempDir()
-	dev := exec.Command(bin, "dev", "--dir", dir, "--listen", addr, "--metrics-listen", "")
+	dev := exec.Command(bin, "dev", "--dir", dir, "--listen", "127.0.0.1:-1", "--metrics-listen", "")
 	stderr, err := dev.StderrPipe()
 	check.NoError(t, err)
 	check.NoError(t, dev.Start())
@@ -52,11 +45,16 @@ func TestDevStackAsInREADME(t *testing.T) {
 		}
 	})
 	ready := make(chan struct{})
+	var url string // written before ready is closed
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		once := false
 		for sc.Scan() {
-			if !once && strings.Contains(sc.Text(), "nats kv put blueprints dev.dev-1") {
+			line := sc.Text()
+			if u, ok := strings.CutPrefix(line, "Alpha dev stack is running: hub "); ok && url == "" {
+				url, _, _ = strings.Cut(u, ",")
+			}
+			if !once && strings.Contains(line, "nats kv put blueprints dev.dev-1") {
 				once = true
 				close(ready)
 			}
@@ -66,6 +64,9 @@ func TestDevStackAsInREADME(t *testing.T) {
 	case <-ready:
 	case <-time.After(20 * time.Second):
 		t.Fatal("alpha dev did not print what to type next")
+	}
+	if !strings.HasPrefix(url, "nats://127.0.0.1:") || strings.HasSuffix(url, ":-1") {
+		t.Fatalf("alpha dev did not print the hub's bound address: %q", url)
 	}
 
 	hello, err := os.ReadFile("../../examples/hello.yaml")

@@ -51,6 +51,5 @@ func (f metricsFlags) start(ctx context.Context, h *hub.Hub, op *accounts.Operat
 			log.Error("metrics endpoint stopped", "err", err)
 		}
 	}()
-	log.Info("prometheus endpoint", "url", "http://"+*f.listen+"/metrics")
 	return nil
 }

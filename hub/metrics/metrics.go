@@ -222,12 +222,14 @@ func (e *Exporter) Write(w io.Writer) error {
 	return err
 }
 
-// ListenAndServe serves /metrics on addr until ctx is done.
+// ListenAndServe serves /metrics on addr until ctx is done. It logs the
+// URL it bound ("prometheus endpoint"), so a port of 0 can be found.
 func (e *Exporter) ListenAndServe(ctx context.Context, addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("metrics: --metrics-listen %q: %w", addr, err)
 	}
+	e.log.Info("prometheus endpoint", "url", "http://"+ln.Addr().String()+"/metrics")
 	return e.Serve(ctx, ln)
 }
 

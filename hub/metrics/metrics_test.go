@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
+	"regexp"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +29,26 @@ import (
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+var endpointRE = regexp.MustCompile(`msg="prometheus endpoint".* url=(http://127\.0\.0\.1:[1-9][0-9]*/metrics)`)
+
+// lockedBuffer is a log sink the test reads while the exporter writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
 
 func scrape(t *testing.T, url string) (map[string]*dto.MetricFamily, error) {
 	t.Helper()
@@ -90,15 +112,23 @@ func TestPrometheusEndpoint(t *testing.T) {
 	defer hnc.Close()
 	hjs, err := jetstream.New(hnc)
 	check.NoError(t, err)
-	exp, err := metrics.Start(ctx, metrics.Config{JS: hjs, Log: quiet})
+	// The endpoint binds a port of its own choosing and logs its URL.
+	logged := &lockedBuffer{}
+	exp, err := metrics.Start(ctx, metrics.Config{JS: hjs, Log: slog.New(slog.NewTextHandler(logged, nil))})
 	check.NoError(t, err)
 	defer exp.Stop()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	check.NoError(t, err)
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go exp.Serve(sctx, ln)
-	url := "http://" + ln.Addr().String() + "/metrics"
+	go exp.ListenAndServe(sctx, "127.0.0.1:0")
+	var url string
+	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
+		m := endpointRE.FindStringSubmatch(logged.String())
+		if m == nil {
+			return fmt.Errorf("no prometheus endpoint line in the log:\n%s", logged.String())
+		}
+		url = m[1]
+		return nil
+	})
 
 	nc, err := nats.Connect(l.ClientURL())
 	check.NoError(t, err)

@@ -160,18 +160,21 @@ func (p *Hub) StartLeaf(bundle string, o LeafOptions) (*leaf.Leaf, func()) {
 	if o.ServeTLS {
 		leafTLS = p.PKI
 	}
-	l, err := leaf.Start(context.Background(), leaf.Config{
-		Site: cfg.Site, HubURLs: []string{o.HubURL}, StoreDir: o.Store, Listen: o.Listen, Log: log,
-		Options: func(so *server.Options) error {
-			if err := setup.Options(so); err != nil {
-				return err
-			}
-			return leafTLS.Leaf(so)
-		},
-		ClientOptions: setup.ClientOptions,
-		NoRegister:    true,
+	var l *leaf.Leaf
+	check.Rebind(p.T, func() (err error) { // a restart binds the port it had
+		l, err = leaf.Start(context.Background(), leaf.Config{
+			Site: cfg.Site, HubURLs: []string{o.HubURL}, StoreDir: o.Store, Listen: o.Listen, Log: log,
+			Options: func(so *server.Options) error {
+				if err := setup.Options(so); err != nil {
+					return err
+				}
+				return leafTLS.Leaf(so)
+			},
+			ClientOptions: setup.ClientOptions,
+			NoRegister:    true,
+		})
+		return err
 	})
-	check.NoError(p.T, err)
 	p.mu.Lock()
 	if p.leafs == nil {
 		p.leafs = map[*leaf.Leaf]leafSelf{}
