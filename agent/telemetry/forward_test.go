@@ -179,6 +179,12 @@ func readAll(t testing.TB, js jetstream.JetStream, stream string) []streams.Metr
 // exactly checks that got holds the ids node.b1.1..n exactly once, in order.
 func exactly(t testing.TB, got []streams.Metric, node string, n int) {
 	t.Helper()
+	exactlyOnce(t, got, node, n, true)
+}
+
+// exactlyOnce is exactly with the order check optional.
+func exactlyOnce(t testing.TB, got []streams.Metric, node string, n int, ordered bool) {
+	t.Helper()
 	if len(got) != n {
 		t.Fatalf("%d messages, want %d", len(got), n)
 	}
@@ -197,7 +203,7 @@ func exactly(t testing.TB, got []streams.Metric, node string, n int) {
 			t.Fatalf("id %q twice", m.ID)
 		}
 		seen[seq] = true
-		if seq < last {
+		if ordered && seq < last {
 			t.Fatalf("id %q after sequence %d: out of order", m.ID, last)
 		}
 		last = seq
@@ -315,5 +321,10 @@ func TestStoreAndForwardLeafRestart(t *testing.T) {
 	}
 	s.proxy.SetLatency(0)
 	s.waitHub(streams.TelemetryStream, outage)
-	exactly(t, readAll(t, s.hubJS, streams.TelemetryStream), "n1", outage)
+	// Every message once, but not necessarily in order: what sat in the
+	// client's write buffer when the leaf died goes out on the new
+	// connection (nats.go keeps it across the reconnect) before the
+	// publisher retries what the dead server had lost (seen once in a busy
+	// CI run: 51008 stored after 53509).
+	exactlyOnce(t, readAll(t, s.hubJS, streams.TelemetryStream), "n1", outage, false)
 }
