@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/streams"
@@ -34,22 +33,20 @@ func runTelemetry(ctx context.Context, args []string) error {
 	since := fs.Duration("since", 0, "start this far back (default: only new messages)")
 	withMetrics := fs.Bool("metrics", true, "include metrics (health changes and events are always shown)")
 	asJSON := fs.Bool("json", false, "print each message as JSON")
+	creds := fs.String("creds", "", "credentials file (operator mode), e.g. a tenant admin's")
+	ca := fs.String("tls-ca", "", "CA (PEM) of the hub's certificate")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*url, nats.Name("alpha-telemetry-tail"), nats.Timeout(3*time.Second))
-	if err != nil {
-		return fmt.Errorf("connecting to hub %s: %w", *url, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.NewWithDomain(nc, streams.HubDomain)
+	nc, js, err := dialHub("alpha-telemetry-tail", *url, *creds, *ca)
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	type source struct{ stream, root string }
-	sources := []source{{streams.EventsStream, "events"}}
+	sources := []source{{streams.EventsStream, streams.EventsRoot}}
 	if *withMetrics {
-		sources = append(sources, source{streams.TelemetryStream, "telemetry"})
+		sources = append(sources, source{streams.TelemetryStream, streams.TelemetryRoot})
 	}
 	var out sync.Mutex
 	var ccs []jetstream.ConsumeContext
@@ -72,7 +69,7 @@ func runTelemetry(ctx context.Context, args []string) error {
 			}
 			out.Lock()
 			defer out.Unlock()
-			printMetric(os.Stdout, x, *asJSON)
+			printMetric(tailOut, x, *asJSON)
 		})
 		if err != nil {
 			return err
@@ -85,6 +82,9 @@ func runTelemetry(ctx context.Context, args []string) error {
 	}
 	return nil
 }
+
+// tailOut is where `telemetry tail` prints (a test reads it).
+var tailOut io.Writer = os.Stdout
 
 func flag2help(args []string) error {
 	if len(args) == 0 {
