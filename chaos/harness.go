@@ -135,7 +135,9 @@ func (p *Proc) start() {
 	p.mu.Lock()
 	p.cmd, p.done, p.lines = cmd, done, nil
 	p.mu.Unlock()
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(r)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
@@ -149,6 +151,13 @@ func (p *Proc) start() {
 	}()
 	go func() {
 		cmd.Wait()
+		// A process's last lines (why it exited) are in lines before it
+		// counts as gone: a caller that sees it stopped reads them. A
+		// grandchild still holding the pipe must not hold this forever.
+		select {
+		case <-scanned:
+		case <-time.After(5 * time.Second):
+		}
 		f.Close()
 		close(done)
 	}()
