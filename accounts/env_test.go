@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"net/url"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -29,13 +27,13 @@ type env struct {
 	op  *accounts.Operator
 	pki tlsfiles.Files
 	hub *hub.Hub
-	log *logBuf // the hub's log
+	log *check.Buffer // the hub's log
 	p   *prodtest.Hub
 }
 
 func newEnv(t testing.TB, tenants ...string) *env {
 	t.Helper()
-	lb := &logBuf{}
+	lb := &check.Buffer{}
 	p := prodtest.Start(t, prodtest.Options{Tenants: tenants, Log: lb})
 	return &env{t: t, dir: p.Dir, op: p.Op, pki: p.PKI, hub: p.Hub, log: lb, p: p}
 }
@@ -56,33 +54,9 @@ func (e *env) addSite(site, tenant string, nodes ...string) string {
 	return e.p.AddSite(site, tenant, nil, nodes...)
 }
 
-// logBuf collects a server's log lines.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.buf.String(), s)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // startLeaf runs a site leaf from its bundle under operator mode and TLS
 // (agents connect to it with TLS too).
-func (e *env) startLeaf(bundle string, log *logBuf) *leaf.Leaf {
+func (e *env) startLeaf(bundle string, log *check.Buffer) *leaf.Leaf {
 	e.t.Helper()
 	o := prodtest.LeafOptions{ServeTLS: true}
 	if log != nil {

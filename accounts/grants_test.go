@@ -308,7 +308,7 @@ func TestGrantsFollowTheContract(t *testing.T) {
 			return nil
 		})
 		for _, needle := range []string{"Permissions Violation", "permissions violation"} {
-			if n := g.e.log.count(needle); n > 0 {
+			if n := g.e.log.Count(needle); n > 0 {
 				t.Fatalf("hub logged %d %q lines:\n%s", n, needle, g.e.log)
 			}
 		}

@@ -427,7 +427,7 @@ func TestRevokedSiteIsCutOff(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, "t1")
 	bundle := e.addSite("a", "t1", "n1")
-	var log logBuf
+	var log check.Buffer
 	l := e.startLeaf(bundle, &log)
 	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if !l.Connected() {
@@ -435,7 +435,7 @@ func TestRevokedSiteIsCutOff(t *testing.T) {
 		}
 		return nil
 	})
-	before := log.count("Authorization Violation")
+	before := log.Count("Authorization Violation")
 	tenants, err := e.op.RevokeSite("a")
 	check.NoError(t, err)
 	check.Equal(t, len(tenants), 1)
@@ -452,7 +452,7 @@ func TestRevokedSiteIsCutOff(t *testing.T) {
 	t.Logf("disconnected %v after the push", time.Since(start))
 	// It keeps trying (every 500 ms) and is refused each time.
 	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
-		if n := log.count("Authorization Violation") - before; n < 3 {
+		if n := log.Count("Authorization Violation") - before; n < 3 {
 			return fmt.Errorf("%d refusals so far", n)
 		}
 		return nil

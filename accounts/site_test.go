@@ -24,7 +24,7 @@ func TestSitePlumbingWorksUnderOperatorMode(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, "t1")
 	bundle := e.addSite("a", "t1", "n1")
-	var log logBuf
+	var log check.Buffer
 	l := e.startLeaf(bundle, &log)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -126,10 +126,10 @@ func TestSitePlumbingWorksUnderOperatorMode(t *testing.T) {
 		}
 		return nil
 	})
-	if n := log.count("Violation"); n > 0 {
+	if n := log.Count("Violation"); n > 0 {
 		t.Errorf("%d permission violations in the leaf's log", n)
 	}
-	if n := e.log.count("Violation"); n > 0 {
+	if n := e.log.Count("Violation"); n > 0 {
 		t.Errorf("%d permission violations in the hub's log:\n%s", n, e.log)
 	}
 }

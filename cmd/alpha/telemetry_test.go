@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,15 +11,6 @@ import (
 	"github.com/alpha-edge/alpha/internal/testkit/prodtest"
 	"github.com/alpha-edge/alpha/streams"
 )
-
-// syncBuf is a bytes.Buffer safe for the tail's consumer goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // TestTelemetryTailInProduction reads a site's telemetry at a production hub
 // (operator mode, TLS) with the tenant admin's credentials, as the README
@@ -37,7 +26,7 @@ func TestTelemetryTailInProduction(t *testing.T) {
 	_, err := site.Publish(context.Background(), m.Subject(), data)
 	check.NoError(t, err)
 
-	out := &syncBuf{}
+	out := &check.Buffer{}
 	tailOut = out
 	t.Cleanup(func() { tailOut = nil })
 	check.For(t, 20*time.Second, 200*time.Millisecond, func() error {

@@ -518,7 +518,7 @@ func TestBadInput(t *testing.T) {
 // the reason, and keeps running.
 func TestTerraformMissing(t *testing.T) {
 	js, bps := hub(t)
-	var logs lockedBuffer
+	var logs check.Buffer
 	start(t, js, func(c *cloud.Config) {
 		c.Terraform = filepath.Join(t.TempDir(), "no-terraform")
 		c.Log = slog.New(slog.NewTextHandler(&logs, nil))
@@ -573,23 +573,6 @@ func TestProviderMirrorOnly(t *testing.T) {
 			t.Errorf("error %q lacks %q", st.Error, w)
 		}
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // The worked example's cloud resource provisions offline, and its container

@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,24 +29,6 @@ import (
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 var endpointRE = regexp.MustCompile(`msg="prometheus endpoint".* url=(http://127\.0\.0\.1:[1-9][0-9]*/metrics)`)
-
-// lockedBuffer is a log sink the test reads while the exporter writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func scrape(t *testing.T, url string) (map[string]*dto.MetricFamily, error) {
 	t.Helper()
@@ -113,7 +93,7 @@ func TestPrometheusEndpoint(t *testing.T) {
 	hjs, err := jetstream.New(hnc)
 	check.NoError(t, err)
 	// The endpoint binds a port of its own choosing and logs its URL.
-	logged := &lockedBuffer{}
+	logged := &check.Buffer{}
 	exp, err := metrics.Start(ctx, metrics.Config{JS: hjs, Log: slog.New(slog.NewTextHandler(logged, nil))})
 	check.NoError(t, err)
 	defer exp.Stop()
