@@ -52,6 +52,7 @@ type Spec struct {
 	Health        *Health           `json:"health,omitempty"`
 	Remediation   []Remediation     `json:"remediation,omitempty"`
 	Maintenance   *Maintenance      `json:"maintenance,omitempty"`
+	Rollback      *Rollback         `json:"rollback,omitempty" doc:"Return to the last-known-good revision when this one fails to apply or stays unhealthy."`
 }
 
 // Empty is the blueprint of a node that should run nothing: what the agent

@@ -53,6 +53,7 @@ func (b *Blueprint) validate(lines map[string]int) Errors {
 	c.telemetry(s.Telemetry)
 	c.remediation(s.Remediation, ids)
 	c.maintenance(s.Maintenance)
+	c.rollback(s.Rollback)
 	// health.dependsOn may also name sensors and the compliance score.
 	if s.Telemetry != nil {
 		for _, sn := range s.Telemetry.Sensors {

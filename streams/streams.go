@@ -117,6 +117,12 @@ type NodeStatus struct {
 	Compliance      *float64   `json:"compliance,omitempty"` // fraction of policies passing
 	Health          *float64   `json:"health,omitempty"`     // the solution's health, product over its dependencies
 	Resources       []Resource `json:"resources,omitempty"`
+	// GoodRevision is the node's last-known-good revision: applied and, if
+	// the blueprint has spec.rollback, healthy for its period. A rollout's
+	// gate passes for a node when this reaches the rollout's revision.
+	GoodRevision uint64      `json:"goodRevision,omitempty"`
+	RolledBack   *RolledBack `json:"rolledBack,omitempty"`
+	Facts        *NodeFacts  `json:"facts,omitempty"`
 }
 
 // Resource is the state of one managed thing, as reported.

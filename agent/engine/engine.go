@@ -38,7 +38,10 @@ const (
 	PhaseStaged    Phase = "Staged"   // a new revision waits for a maintenance window
 	PhaseHeld      Phase = "Held"     // an operator hold pauses repairs and updates
 	PhaseRemoved   Phase = "Removed"  // the key is gone and everything was removed
-	PhaseNone      Phase = "NoBlueprint"
+	// PhaseRolledBack: the newest revision failed its rollback guard
+	// (spec.rollback) and the node runs its last-known-good one again.
+	PhaseRolledBack Phase = "RolledBack"
+	PhaseNone       Phase = "NoBlueprint"
 )
 
 // Status is what the engine reports after every pass: its part of the node's
