@@ -42,12 +42,15 @@ type Config struct {
 	// `alpha site add` registers the site and the leaf's credentials may
 	// not change hub streams.
 	NoRegister bool
-	// Compression of the uplink (nats-server's leafnode modes: "s2_auto",
-	// the default, picks a level from the measured round trip; "off";
-	// "s2_fast", "s2_better", "s2_best"). A compressed link's s2 buffers
-	// cost the hub about 0.9 MB of RSS per site (measured: 1803 KiB per
-	// idle site with s2_auto, 925 with off, 20 sites); a site on the hub's
-	// LAN gains nothing from it, one on a cellular or satellite link a lot.
+	// Compression of the uplink (nats-server's leafnode modes: "off", the
+	// default ""; "s2_auto" picks a level from the measured round trip;
+	// "s2_fast", "s2_better", "s2_best"). Off by default because a
+	// compressed link's s2 writer and reader cost the hub 0.9 MB (RSS, 20
+	// idle sites) to 6 MB (heap, 30 sites after minutes) per site, and s2_auto on a busy hub measures long round trips
+	// and picks the best (CPU-heaviest) level: with 100 sites in one
+	// process the hub then missed TLS and auth deadlines and the leaves
+	// reconnected in a storm, where with off all connected in 22 s. A
+	// site on a cellular or satellite link turns it on.
 	Compression string
 	// Quota is the site's quota at the hub when the leaf registers itself
 	// (without operator mode; `alpha site add --quota-*` otherwise); nil
@@ -85,6 +88,9 @@ func Start(ctx context.Context, cfg Config) (*Leaf, error) {
 	}
 	if cfg.Limits == (streams.SiteLimits{}) {
 		cfg.Limits = streams.DefaultSiteLimits
+	}
+	if cfg.Compression == "" {
+		cfg.Compression = server.CompressionOff
 	}
 	host, port, err := natsutil.SplitAddr("--listen", cfg.Listen)
 	if err != nil {

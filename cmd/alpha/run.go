@@ -106,8 +106,8 @@ func addLeafFlags(fs interface {
 		hub:    fs.String("hub", "", "hub leafnode URL(s), comma-separated: nats-leaf://HOST:7422 (required)"),
 		store:  fs.String("store", "/var/lib/alpha/leaf", "JetStream store directory"),
 		listen: fs.String("listen", "127.0.0.1:4222", "client listener for agents, HOST:PORT"),
-		compression: fs.String("uplink-compression", "s2_auto",
-			"uplink compression: s2_auto (level by round trip), off (a site on the hub's LAN: saves ~0.9 MB of hub memory per site), s2_fast, s2_better, s2_best"),
+		compression: fs.String("uplink-compression", "off",
+			"uplink compression: off (no s2 buffers at the hub: 1-6 MB per site), s2_auto (level by round trip: for a cellular or satellite link), s2_fast, s2_better, s2_best"),
 	}
 }
 
