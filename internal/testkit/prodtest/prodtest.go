@@ -38,6 +38,12 @@ type Options struct {
 	Limits accounts.TenantLimits
 	// Log, if set, receives the hub's log at debug level.
 	Log io.Writer
+	// Binary, if set, is the alpha binary to run the hub with, as `alpha
+	// hub` in a child process, so its memory and CPU are its own (for
+	// benchmarks); Hub is nil then. Env is added to its environment
+	// (ALPHA_PPROF, GOGC).
+	Binary string
+	Env    []string
 }
 
 // Hub is a running production hub and its operator directory and PKI.
@@ -46,7 +52,9 @@ type Hub struct {
 	Dir string
 	Op  *accounts.Operator
 	PKI tlsfiles.Files
-	Hub *hub.Hub
+	Hub *hub.Hub // nil when the hub is a child process (Options.Binary)
+	// Proc is the hub's child process (Options.Binary), else nil.
+	Proc *Proc
 
 	cfg hub.Config // to restart it on the same ports and store
 
@@ -79,6 +87,12 @@ func Start(t testing.TB, o Options) *Hub {
 		log = slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	store := filepath.Join(dir, "hub")
+	if o.Binary != "" {
+		args := []string{"hub", "--store", store, "--listen", "127.0.0.1:-1", "--leaf-listen", "127.0.0.1:-1",
+			"--operator-dir", op.Dir, "--tls-cert", pki.Cert, "--tls-key", pki.Key}
+		p := &Hub{T: t, Dir: dir, Op: op, PKI: pki, Proc: startProc(t, o.Binary, o.Env, o.Log, args)}
+		return p
+	}
 	cfg := hub.Config{
 		StoreDir: store, Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Log: log,
 		Options: func(so *server.Options) error {
@@ -105,6 +119,10 @@ func Start(t testing.TB, o Options) *Hub {
 // themselves.
 func (p *Hub) Restart() {
 	p.T.Helper()
+	if p.Proc != nil {
+		p.Proc.restart(p.T)
+		return
+	}
 	cfg := p.cfg
 	cfg.Listen = hostPort(p.T, p.Hub.ClientURL())
 	cfg.LeafListen = hostPort(p.T, p.Hub.LeafURL())
@@ -126,6 +144,22 @@ func hostPort(t testing.TB, raw string) string {
 	return u.Host
 }
 
+// ClientURL is where the hub's clients connect.
+func (p *Hub) ClientURL() string {
+	if p.Proc != nil {
+		return p.Proc.clientURL
+	}
+	return p.Hub.ClientURL()
+}
+
+// LeafURL is where site leaves connect.
+func (p *Hub) LeafURL() string {
+	if p.Proc != nil {
+		return p.Proc.leafURL
+	}
+	return p.Hub.LeafURL()
+}
+
 // TLS is the client option that verifies the test CA.
 func (p *Hub) TLS() nats.Option {
 	o, err := p.PKI.NATS()
@@ -137,7 +171,7 @@ func (p *Hub) TLS() nats.Option {
 // over TLS; closed when the test ends.
 func (p *Hub) Admin(tenant string) (*nats.Conn, jetstream.JetStream) {
 	p.T.Helper()
-	nc, js, err := p.Op.AdminJetStream(p.Hub.ClientURL(), tenant, p.TLS())
+	nc, js, err := p.Op.AdminJetStream(p.ClientURL(), tenant, p.TLS(), nats.MaxReconnects(-1))
 	check.NoError(p.T, err)
 	p.T.Cleanup(nc.Close)
 	return nc, js
@@ -215,7 +249,7 @@ func (p *Hub) StartLeaf(bundle string, o LeafOptions) (*leaf.Leaf, func()) {
 	cfg, err := accounts.LoadSite(bundle)
 	check.NoError(p.T, err)
 	if o.HubURL == "" {
-		o.HubURL = p.Hub.LeafURL()
+		o.HubURL = p.LeafURL()
 	}
 	if o.Store == "" {
 		o.Store = p.T.TempDir()

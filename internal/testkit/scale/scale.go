@@ -40,6 +40,11 @@ type Options struct {
 	// Hub, if set, is the hub to use; otherwise Start makes one
 	// (prodtest.Start with the tenant Tenant).
 	Hub *prodtest.Hub
+	// Binary, if set, runs the hub Start makes as an `alpha hub` child
+	// process (prodtest.Options.Binary) with HubEnv, so HubUsage measures
+	// the hub alone.
+	Binary string
+	HubEnv []string
 }
 
 // Fleet is a running hub with its sites.
@@ -74,7 +79,7 @@ func Start(t testing.TB, o Options) *Fleet {
 		o.Telemetry = 15 * time.Second // agent/telemetry.DefaultInterval
 	}
 	if o.Hub == nil {
-		o.Hub = prodtest.Start(t, prodtest.Options{Tenants: []string{Tenant}})
+		o.Hub = prodtest.Start(t, prodtest.Options{Tenants: []string{Tenant}, Binary: o.Binary, Env: o.HubEnv})
 	}
 	f := &Fleet{T: t, Hub: o.Hub, opts: o}
 	_, js := f.Hub.Admin(Tenant)
@@ -260,4 +265,13 @@ func (f *Fleet) WaitStatus(ctx context.Context, puts []Put) ([]time.Duration, er
 		}
 	}
 	return out, nil
+}
+
+// HubPID is the hub process's id (chaos.ProcUsage measures it); the hub
+// must be a child process (Options.Binary).
+func (f *Fleet) HubPID() (int, error) {
+	if f.Hub.Proc == nil {
+		return 0, fmt.Errorf("scale: the hub runs in this process; set Options.Binary to measure it alone")
+	}
+	return f.Hub.Proc.PID(), nil
 }
