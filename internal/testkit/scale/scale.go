@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/internal/testkit/prodtest"
 	"github.com/alpha-edge/alpha/leaf"
@@ -35,8 +36,9 @@ type Options struct {
 	// Compression of every uplink (leaf.Config.Compression; "": the
 	// default).
 	Compression string
-	// Parallel is how many sites start at once (0: 4 per core).
-	Parallel int
+	// Parallel is how many sites start at once (0: 2 per core), Batch how
+	// many before waiting for their uplinks (0: 50).
+	Parallel, Batch int
 	// Hub, if set, is the hub to use; otherwise Start makes one
 	// (prodtest.Start with the tenant Tenant).
 	Hub *prodtest.Hub
@@ -73,13 +75,19 @@ func Start(t testing.TB, o Options) *Fleet {
 		o.Nodes = 1
 	}
 	if o.Parallel <= 0 {
-		o.Parallel = 4 * runtime.NumCPU()
+		o.Parallel = 2 * runtime.NumCPU()
+	}
+	if o.Batch <= 0 {
+		o.Batch = 50
 	}
 	if o.Telemetry == 0 {
 		o.Telemetry = 15 * time.Second // agent/telemetry.DefaultInterval
 	}
 	if o.Hub == nil {
-		o.Hub = prodtest.Start(t, prodtest.Options{Tenants: []string{Tenant}, Binary: o.Binary, Env: o.HubEnv})
+		o.Hub = prodtest.Start(t, prodtest.Options{Tenants: []string{Tenant}, Binary: o.Binary, Env: o.HubEnv,
+			// The default limits fit about 150 sites (DefaultTenantLimits);
+			// the hub's own store (75% of the free disk) still bounds them.
+			Limits: accounts.TenantLimits{Storage: -1, Memory: 64 << 20, Streams: -1, Consumers: -1}})
 	}
 	f := &Fleet{T: t, Hub: o.Hub, opts: o}
 	_, js := f.Hub.Admin(Tenant)
@@ -90,7 +98,10 @@ func Start(t testing.TB, o Options) *Fleet {
 	return f
 }
 
-// AddSites issues, registers and starts n more sites.
+// AddSites issues, registers and starts n more sites, Batch at a time:
+// each batch's leaves connect before the next starts. A whole fleet
+// connecting at once is the reconnect storm (BenchmarkReconnectStorm); at
+// start it only makes the fleet slower to come up.
 func (f *Fleet) AddSites(n int) {
 	f.T.Helper()
 	var ids, nodes []string
@@ -102,25 +113,28 @@ func (f *Fleet) AddSites(n int) {
 		ids = append(ids, fmt.Sprintf("s%04d", first+i))
 	}
 	bundles := f.Hub.AddSites(ids, Tenant, nil, nodes...)
-	sites := make([]*Site, n)
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range min(f.opts.Parallel, n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				sites[i] = f.startSite(ids[i], bundles[i], nodes)
-			}
-		}()
+	for lo := 0; lo < n; lo += f.opts.Batch {
+		hi := min(n, lo+f.opts.Batch)
+		sites := make([]*Site, hi-lo)
+		work := make(chan int)
+		var wg sync.WaitGroup
+		for range min(f.opts.Parallel, len(sites)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range work {
+					sites[i-lo] = f.startSite(ids[i], bundles[i], nodes)
+				}
+			}()
+		}
+		for i := lo; i < hi; i++ {
+			work <- i
+		}
+		close(work)
+		wg.Wait()
+		f.Sites = append(f.Sites, sites...)
+		f.WaitConnected(time.Duration(len(sites))*100*time.Millisecond + time.Minute)
 	}
-	for i := range n {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	f.Sites = append(f.Sites, sites...)
-	f.WaitConnected(time.Duration(n)*100*time.Millisecond + time.Minute)
 }
 
 // startSite runs on a worker goroutine: a failure is reported with Errorf
