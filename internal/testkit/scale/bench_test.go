@@ -2,6 +2,8 @@ package scale_test
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"testing"
@@ -78,7 +80,11 @@ func rounds(b *testing.B, f *scale.Fleet, n int) (applied, status []time.Duratio
 func BenchmarkFleetScale(b *testing.B) {
 	n := envInt(b, "ALPHA_SCALE_SITES", 300)
 	idle := time.Duration(envInt(b, "ALPHA_SCALE_IDLE_S", 120)) * time.Second
-	f := scale.Start(b, scale.Options{Binary: binary(b)})
+	var env []string
+	if addr := os.Getenv("ALPHA_SCALE_PPROF"); addr != "" {
+		env = append(env, "ALPHA_PPROF="+addr)
+	}
+	f := scale.Start(b, scale.Options{Binary: binary(b), HubEnv: env})
 	pid, err := f.HubPID()
 	if err != nil {
 		b.Fatal(err)
@@ -107,6 +113,9 @@ func BenchmarkFleetScale(b *testing.B) {
 			last, lastAt = u, now
 		}
 	}
+	if addr, out := os.Getenv("ALPHA_SCALE_PPROF"), os.Getenv("ALPHA_SCALE_HEAP"); addr != "" && out != "" {
+		saveHeap(b, addr, out)
+	}
 	chaos.Report(b, "hubRssPerSiteKiB", rss)
 	chaos.Report(b, "hubCpuPerSite%", cpu)
 	b.ReportMetric(time.Since(start).Seconds(), "idle-s")
@@ -133,4 +142,21 @@ func BenchmarkFleet100(b *testing.B) {
 	applied, status := rounds(b, f, 10)
 	chaos.Report(b, "applied-ms", msOf(applied))
 	chaos.Report(b, "hubstatus-ms", msOf(status))
+}
+
+// saveHeap writes the hub's heap profile (served on ALPHA_PPROF) to path.
+func saveHeap(b *testing.B, addr, path string) {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap")
+	if err != nil {
+		b.Logf("heap profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(path, raw, 0o644)
+	}
+	if err != nil {
+		b.Logf("heap profile: %v", err)
+	}
 }
