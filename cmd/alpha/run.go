@@ -74,12 +74,20 @@ func runHub(ctx context.Context, args []string) error {
 		h.Shutdown()
 		return err
 	}
+	stopRollouts, err := startRollouts(ctx, h, op, log)
+	if err != nil {
+		stopCloud()
+		h.Shutdown()
+		return err
+	}
 	if err := mf.start(ctx, h, op, log); err != nil {
+		stopRollouts()
 		stopCloud()
 		h.Shutdown()
 		return err
 	}
 	<-ctx.Done()
+	stopRollouts()
 	stopCloud()
 	h.Shutdown()
 	return nil
