@@ -315,3 +315,57 @@ func TestFirstRevisionFailsRollsBackToNothing(t *testing.T) {
 		t.Fatalf("good %d applied %d", s.GoodRevision, s.AppliedRevision)
 	}
 }
+
+// modeGate is a gate the test switches between open, a closed window
+// (repairs only) and an operator hold (nothing).
+type modeGate struct {
+	mu     sync.Mutex
+	update bool
+	repair bool
+}
+
+func (g *modeGate) set(update, repair bool) {
+	g.mu.Lock()
+	g.update, g.repair = update, repair
+	g.mu.Unlock()
+}
+
+func (g *modeGate) Check(now time.Time, applied, target *blueprint.Blueprint) engine.Decision {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return engine.Decision{Update: g.update, Repair: g.repair, Reason: "test gate", Recheck: now.Add(20 * time.Millisecond)}
+}
+
+// A closed maintenance window does not keep a refused revision running
+// (its trial began inside a window); an operator hold does, until lifted.
+func TestRollbackPassesWindowButWaitsForHold(t *testing.T) {
+	gate := &modeGate{update: true, repair: true}
+	g := newGuarded(t, gate)
+	g.eng.Offer(engine.Candidate{Revision: 1, Data: doc("a", "one")})
+	g.waitPhase(t, engine.PhaseConverged, 1)
+
+	g.health.set(0, "down")
+	g.eng.Offer(engine.Candidate{Revision: 2, Data: guarded("b", "two", false)})
+	g.waitFile(t, "two")
+	g.health.waitJudged(t, 1)
+	gate.set(false, true) // the window closes
+	g.clock.Add(11 * time.Second)
+	g.waitRolledBack(t, 2, 1, "one")
+
+	gate.set(true, true)
+	g.eng.Offer(engine.Candidate{Revision: 3, Data: guarded("c", "three", false)})
+	g.waitFile(t, "three")
+	g.health.waitJudged(t, g.health.calls.Load()+1)
+	gate.set(false, false) // an operator hold
+	g.clock.Add(11 * time.Second)
+	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
+		s := g.status()
+		if s.Phase != engine.PhaseHeld || s.RolledBack == nil || s.RolledBack.Revision != 3 || s.AppliedRevision != 3 {
+			return fmt.Errorf("phase %s applied %d rolledBack %+v", s.Phase, s.AppliedRevision, s.RolledBack)
+		}
+		return nil
+	})
+	g.waitFile(t, "three")
+	gate.set(true, true)
+	g.waitRolledBack(t, 3, 1, "one")
+}
