@@ -238,7 +238,7 @@ func (e *Engine) wait(ctx context.Context, timer *time.Timer) bool {
 }
 
 func (e *Engine) load() error {
-	g, err := e.store.loadGuard()
+	g, guarded, err := e.store.loadGuard()
 	if err != nil {
 		return err
 	}
@@ -264,8 +264,10 @@ func (e *Engine) load() error {
 		e.target = r
 		e.desiredRev = r.Rev
 	}
-	if e.good == nil && e.applied != nil && (e.trial == nil || e.trial.Revision != e.applied.Rev) {
+	if e.good == nil && e.applied != nil && !guarded {
 		// State from before the guard existed: what converged was good.
+		// (With a guard file, an applied revision that is not good may
+		// have failed or been cut short on trial.)
 		e.markGood(e.applied)
 	}
 	if e.rolledBack != nil && e.rolledBack.Revision > e.desiredRev {

@@ -369,3 +369,31 @@ func TestRollbackPassesWindowButWaitsForHold(t *testing.T) {
 	gate.set(true, true)
 	g.waitRolledBack(t, 3, 1, "one")
 }
+
+// State written before the guard existed has no good.json: the applied
+// revision counts as good, so a guarded revision that was still staged at
+// the upgrade has somewhere to roll back to.
+func TestAppliedBeforeGuardCountsAsGood(t *testing.T) {
+	root, state := t.TempDir(), t.TempDir()
+	gate := &closedGate{open: true}
+	h := start(t, root, state, gate)
+	h.eng.Offer(engine.Candidate{Revision: 7, Data: doc("a", "seven")})
+	h.waitPhase(t, engine.PhaseConverged, 7)
+	gate.mu.Lock()
+	gate.open = false
+	gate.mu.Unlock()
+	h.eng.Offer(engine.Candidate{Revision: 8, Data: guarded("b", "eight", false)})
+	h.waitPhase(t, engine.PhaseStaged, 7)
+	h.stop()
+	check.NoError(t, os.Remove(filepath.Join(state, "engine/good.json")))
+
+	clock := &fakeClock{t: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}
+	g := startGuarded(t, root, state, nil, clock, &fakeHealth{value: 0})
+	g.waitFile(t, "eight")
+	g.health.waitJudged(t, 1)
+	if s := g.status(); s.GoodRevision != 7 {
+		t.Fatalf("good %d after an upgrade, want the applied 7", s.GoodRevision)
+	}
+	clock.Add(11 * time.Second)
+	g.waitRolledBack(t, 8, 7, "seven")
+}

@@ -64,19 +64,20 @@ type guardState struct {
 	RolledBack *streams.RolledBack `json:"rolledBack,omitempty"`
 }
 
-func (s *store) loadGuard() (guardState, error) {
-	var g guardState
+// loadGuard reads the guard's state; found is false when none was ever
+// written (a node that never ran a trial, or state from before the guard).
+func (s *store) loadGuard() (g guardState, found bool, err error) {
 	b, err := os.ReadFile(filepath.Join(s.dir, "guard.json"))
 	if errors.Is(err, os.ErrNotExist) {
-		return g, nil
+		return g, false, nil
 	}
 	if err != nil {
-		return g, err
+		return g, false, err
 	}
 	if err := json.Unmarshal(b, &g); err != nil {
-		return g, fmt.Errorf("guard.json: %w", err)
+		return g, true, fmt.Errorf("guard.json: %w", err)
 	}
-	return g, nil
+	return g, true, nil
 }
 
 func (s *store) saveGuard(g guardState) error {
