@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/agent"
 	"github.com/alpha-edge/alpha/hub/fleet"
 	"github.com/alpha-edge/alpha/hub/inventory"
 	"github.com/alpha-edge/alpha/hub/rollout"
@@ -105,7 +106,8 @@ func newFleetEnv(t *testing.T, sites, nodes int) *fleetEnv {
 			key := streams.Key(site, n)
 			e.keys = append(e.keys, key)
 			e.roots[key] = t.TempDir()
-			p.StartAgent(bundle, l, n, prodtest.AgentOptions{Root: e.roots[key]})
+			p.StartAgent(bundle, n, l.ClientURL(), prodtest.AgentOptions{Root: e.roots[key],
+				Tune: func(c *agent.Config) { c.Resync = 2 * time.Second }})
 			_, err := inventory.SetLabels(ctx, js, key, map[string]string{"role": "meter"}, nil)
 			check.NoError(t, err)
 		}
