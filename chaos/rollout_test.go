@@ -256,3 +256,71 @@ func TestRolloutTamperedAtHubIsRefused(t *testing.T) {
 		t.Errorf("b.n1 runs %q", got)
 	}
 }
+
+// A node cut off after it started on a bad revision rolls back on its own
+// while still offline; its batch waits for its verdict, so the revision
+// never reaches the next batch, and the rollout fails once the verdict
+// arrives with the link.
+func TestRolloutBadRevisionRollsBackOffline(t *testing.T) {
+	e := newRolloutEnv(t, map[string][]string{"a": {"n1"}, "b": {"n1"}})
+	e.label(map[string]string{"a.n1": "north", "b.n1": "south"})
+	key := e.hub.Prod.Op.PublisherSeed(Tenant)
+	e.cli("fleet", "apply", "--key", key, "--start", e.writeFleet("1", `["1", "100%"]`, time.Second))
+	e.wait(2*time.Minute, func(r *rollout.Rollout) error {
+		if r.State != rollout.Completed {
+			return fmt.Errorf("%s: %v", r.State, r.Count(nil))
+		}
+		return nil
+	})
+	// Generation 2 depends on a sensor nothing reports: health 0.
+	path := e.writeFleet("2", `["1", "100%"]`, time.Second)
+	tpl, err := os.ReadFile(filepath.Join(e.dir, "meter.tpl.yaml"))
+	check.NoError(t, err)
+	tpl = append(tpl, []byte("  telemetry:\n    sensors:\n      - name: never.reported\n        min: 0\n  health:\n    dependsOn: [\"sensor:never.reported\"]\n")...)
+	check.NoError(t, os.WriteFile(filepath.Join(e.dir, "meter.tpl.yaml"), tpl, 0o644))
+	doc, err := os.ReadFile(path)
+	check.NoError(t, err)
+	check.NoError(t, os.WriteFile(path, []byte(strings.Replace(string(doc), "deadline: 2m", "deadline: 12s", 1)), 0o644))
+	e.cli("fleet", "apply", "--key", key, "--start", path)
+
+	check.For(t, time.Minute, 50*time.Millisecond, func() error {
+		if got := e.file("a.n1"); !strings.HasPrefix(got, "gen=2 ") {
+			return fmt.Errorf("a.n1 runs %q", got)
+		}
+		return nil
+	})
+	e.sites["a"].SetLinks(Cut)
+	// Back to generation 1 with no link: the node's own guard.
+	check.For(t, time.Minute, 100*time.Millisecond, func() error {
+		if got, want := e.file("a.n1"), "gen=1 node=a.n1 zone=north\n"; got != want {
+			return fmt.Errorf("a.n1 runs %q, want %q", got, want)
+		}
+		return nil
+	})
+	// Past the link grace a.n1 is pending, and its batch still waits.
+	r := e.wait(time.Minute, func(r *rollout.Rollout) error {
+		if n := r.Nodes["a.n1"]; n.Phase != rollout.NodePending {
+			return fmt.Errorf("a.n1 %s: %s", n.Phase, n.Reason)
+		}
+		return nil
+	})
+	if r.State != rollout.Running || r.Nodes["b.n1"].Phase != rollout.NodeWaiting {
+		t.Fatalf("with a.n1's verdict unknown the rollout is %s and b.n1 %s", r.State, r.Nodes["b.n1"].Phase)
+	}
+	e.sites["a"].SetLinks(Up)
+	r = e.wait(2*time.Minute, func(r *rollout.Rollout) error {
+		if r.State != rollout.Failed {
+			return fmt.Errorf("%s: %v", r.State, r.Count(nil))
+		}
+		return nil
+	})
+	if !strings.Contains(r.Reason, "rolled back") {
+		t.Errorf("rollout failed for %q, want a.n1's rollback", r.Reason)
+	}
+	if n := r.Nodes["b.n1"]; n.Phase != rollout.NodeSkipped {
+		t.Errorf("b.n1: %s, want Skipped", n.Phase)
+	}
+	if got := e.file("b.n1"); got != "gen=1 node=b.n1 zone=south\n" {
+		t.Errorf("b.n1 runs %q", got)
+	}
+}

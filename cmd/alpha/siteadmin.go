@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -147,20 +146,14 @@ func runSiteRevoke(ctx context.Context, args []string) error {
 }
 
 // parseOne parses flags around exactly one positional argument, which may
-// come first (alpha site add s1 --nodes n1) or last.
+// stand anywhere among them (alpha site add s1 --nodes n1, or last).
 func parseOne(fs *flag.FlagSet, args []string, what string) (string, error) {
-	var name string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		name, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
 		return "", err
 	}
-	if name == "" && fs.NArg() == 1 {
-		return fs.Arg(0), nil
-	}
-	if name == "" || fs.NArg() != 0 {
+	if len(pos) != 1 {
 		return "", fmt.Errorf("exactly one %s is required", what)
 	}
-	return name, nil
+	return pos[0], nil
 }
