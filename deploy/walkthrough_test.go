@@ -54,9 +54,18 @@ func TestProductionWalkthrough(t *testing.T) {
 		telemetryStep
 		revokeStep
 		installStep
+		// The "Fleets and rollouts" section, run before the revoke.
+		labelStep
+		fleetApplyStep
+		rolloutStatusStep
 	)
 	if len(blocks) != installStep+1 {
 		t.Fatalf("the README's production section has %d sh blocks, want %d (the steps this test runs)", len(blocks), installStep+1)
+	}
+	fleets, _, _ := strings.Cut(string(readme[strings.Index(string(readme), "## Fleets and rollouts"):]), "\n## ")
+	blocks = append(blocks, regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(fleets, -1)...)
+	if len(blocks) != rolloutStatusStep+1 {
+		t.Fatalf("the README's fleets section has %d sh blocks, want %d", len(blocks)-installStep-1, rolloutStatusStep-installStep)
 	}
 
 	// The documented layout: the repository's bin/ and examples/ one level
@@ -271,6 +280,23 @@ func TestProductionWalkthrough(t *testing.T) {
 	out = run(telemetryStep, prod)
 	if !strings.Contains(out, "telemetry.s1.n1.host.") {
 		t.Fatalf("telemetry step: no host metrics of s1.n1 in:\n%s", out)
+	}
+
+	// A fleet of the labelled node, rolled out and converged.
+	out = run(labelStep, prod)
+	if !strings.Contains(out, "role=meter,zone=north") || !strings.Contains(out, "s1.n1") {
+		t.Fatalf("label step:\n%s", out)
+	}
+	out = run(fleetApplyStep, prod)
+	if !strings.Contains(out, "1 node(s) signed and staged") || !strings.Contains(out, "rollout of meters started") {
+		t.Fatalf("fleet apply step:\n%s", out)
+	}
+	runUntil(rolloutStatusStep, "Completed", false)
+	out = run(rolloutStatusStep, prod)
+	for _, want := range []string{"1 good", "zone=north", "bucket=plant-s1-readings", "address=10.20.0.11"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("rollout status step lacks %q:\n%s", want, out)
+		}
 	}
 
 	// Revoke: cut off at once and refused from then on.
