@@ -29,12 +29,19 @@ type rolloutEnv struct {
 	js    jetstream.JetStream
 }
 
-func newRolloutEnv(t *testing.T, sites map[string][]string) *rolloutEnv {
+// newRolloutEnv starts the hub and the sites; a site in siteLabels is
+// added with `alpha site add --labels` (every node gets them).
+func newRolloutEnv(t *testing.T, sites map[string][]string, siteLabels map[string]string) *rolloutEnv {
 	dir := t.TempDir()
 	e := &rolloutEnv{t: t, dir: dir, sites: map[string]*Site{}}
 	e.hub = StartHub(t, dir, HubSpec{})
 	for id, nodes := range sites {
-		e.sites[id] = StartSite(t, dir, []*Hub{e.hub}, SiteSpec{ID: id, Nodes: nodes})
+		spec := SiteSpec{ID: id, Nodes: nodes}
+		if l, ok := siteLabels[id]; ok {
+			Run(t, append(AddSiteArgs(dir, []*Hub{e.hub}, id, nodes...), "--labels", l)...)
+			spec.Bundle = filepath.Join(dir, id, "bundle")
+		}
+		e.sites[id] = StartSite(t, dir, []*Hub{e.hub}, spec)
 	}
 	nc := Conn(t, e.hub.ClientURL, e.hub.ConnOptions()...)
 	var err error
@@ -123,7 +130,7 @@ func (e *rolloutEnv) label(zones map[string]string) {
 // restarted mid-rollout resumes where it was (batches already done are
 // not put again); the site converges when its link returns.
 func TestRolloutOfflineSiteAndHubRestart(t *testing.T) {
-	e := newRolloutEnv(t, map[string][]string{"a": {"n1", "n2"}, "b": {"n1"}, "c": {"n1"}})
+	e := newRolloutEnv(t, map[string][]string{"a": {"n1", "n2"}, "b": {"n1"}, "c": {"n1"}}, nil)
 	zones := map[string]string{"a.n1": "north", "a.n2": "north", "b.n1": "south", "c.n1": "east"}
 	e.label(zones)
 	if out := e.cli("nodes", "-l", "role=meter,zone=north"); !strings.Contains(out, "a.n1") || !strings.Contains(out, "a.n2") || strings.Contains(out, "b.n1") {
@@ -194,8 +201,9 @@ func TestRolloutOfflineSiteAndHubRestart(t *testing.T) {
 // the rollout stops at that node's batch, and no other node ever receives
 // the revision.
 func TestRolloutTamperedAtHubIsRefused(t *testing.T) {
-	e := newRolloutEnv(t, map[string][]string{"a": {"n1"}, "b": {"n1"}})
-	e.label(map[string]string{"a.n1": "north", "b.n1": "south"})
+	// b is labelled when it is added.
+	e := newRolloutEnv(t, map[string][]string{"a": {"n1"}, "b": {"n1"}}, map[string]string{"b": "role=meter,zone=south"})
+	e.label(map[string]string{"a.n1": "north"})
 	path := e.writeFleet("1", `["1", "100%"]`, time.Second)
 	e.cli("fleet", "apply", "--key", e.hub.Prod.Op.PublisherSeed(Tenant), "--start", path)
 	e.wait(2*time.Minute, func(r *rollout.Rollout) error {
@@ -262,7 +270,7 @@ func TestRolloutTamperedAtHubIsRefused(t *testing.T) {
 // never reaches the next batch, and the rollout fails once the verdict
 // arrives with the link.
 func TestRolloutBadRevisionRollsBackOffline(t *testing.T) {
-	e := newRolloutEnv(t, map[string][]string{"a": {"n1"}, "b": {"n1"}})
+	e := newRolloutEnv(t, map[string][]string{"a": {"n1"}, "b": {"n1"}}, nil)
 	e.label(map[string]string{"a.n1": "north", "b.n1": "south"})
 	key := e.hub.Prod.Op.PublisherSeed(Tenant)
 	e.cli("fleet", "apply", "--key", key, "--start", e.writeFleet("1", `["1", "100%"]`, time.Second))

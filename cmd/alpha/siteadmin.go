@@ -11,7 +11,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/alpha-edge/alpha/accounts"
+	"github.com/alpha-edge/alpha/hub/inventory"
 	"github.com/alpha-edge/alpha/internal/tlsfiles"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 func init() {
@@ -53,10 +55,18 @@ func runSiteAdd(ctx context.Context, args []string) error {
 	nodes := fs.String("nodes", "", "node ids at the site, comma-separated (one agent each; required)")
 	out := fs.String("out", "", "bundle directory to write (default OPERATOR-DIR/bundles/SITE-TENANT)")
 	noRegister := fs.Bool("no-register", false, "only write the bundle; register later by running add again with --hub")
+	labelList := fs.String("labels", "", "labels of every node of the site, key=value,... (alpha node label changes them later)")
 	quota := addSiteQuotaFlags(fs)
 	site, err := parseOne(fs, args, "SITE")
 	if err != nil {
 		return fmt.Errorf("%w (usage: alpha site add SITE --tenant T --nodes N1,N2 --hub URL --tls-ca CA)", err)
+	}
+	labels, _, err := inventory.ParseLabels(splitList(*labelList))
+	if err != nil {
+		return fmt.Errorf("--labels: %w", err)
+	}
+	if len(labels) > 0 && *noRegister {
+		return errors.New("--labels are kept at the hub: not with --no-register")
 	}
 	op, err := accounts.Load(*af.dir)
 	if err != nil {
@@ -96,6 +106,14 @@ func runSiteAdd(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("site %s registered at %s: mirror consumers and uplink sources in place\n", site, *af.hub)
+	if len(labels) > 0 {
+		for _, n := range splitList(*nodes) {
+			if _, err := inventory.SetLabels(ctx, js, streams.Key(site, n), labels, nil); err != nil {
+				return fmt.Errorf("labels of %s.%s: %w", site, n, err)
+			}
+		}
+		fmt.Printf("site %s: nodes labelled %s\n", site, formatLabels(labels))
+	}
 	return nil
 }
 
