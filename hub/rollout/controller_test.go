@@ -111,7 +111,9 @@ func TestDisruptionAndFailureBudgets(t *testing.T) {
 		t.Fatalf("keys: a.n1=%q a.n2=%q", e.value("a.n1"), e.value("a.n2"))
 	}
 	revA1 := r.Nodes["a.n1"].Revision
-	e.report("a.n1", func(s *streams.NodeStatus) { s.DesiredRevision, s.AppliedRevision, s.GoodRevision = revA1, revA1, revA1 })
+	e.report("a.n1", func(s *streams.NodeStatus) {
+		s.DesiredRevision, s.AppliedRevision, s.GoodRevision = revA1, revA1, revA1
+	})
 	e.report("b.n1", func(s *streams.NodeStatus) { s.DesiredRevision = r.Nodes["b.n1"].Revision })
 	r = e.pass(time.Second)
 	if got := phases(r, "a.n1", "a.n2", "a.n3"); got != "[a.n1=Good a.n2=Updating a.n3=Waiting]" {
@@ -217,4 +219,3 @@ func TestPauseResumeAbort(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
-
