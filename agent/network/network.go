@@ -158,6 +158,9 @@ func normDst(s string) string {
 	if p.IsSingleIP() {
 		return p.Addr().String()
 	}
+	if p.Bits() == 0 {
+		return "default" // how ip -j lists 0.0.0.0/0 and ::/0
+	}
 	return p.String()
 }
 

@@ -123,6 +123,9 @@ func TestPlan(t *testing.T) {
 		{name: "a route without an interface matches whatever device it uses",
 			n:   blueprint.Network{Routes: []blueprint.Route{{Destination: "default", Gateway: "10.9.0.1"}}},
 			obs: observed{listed: true, routes: []Route{{Dst: "default", Gateway: "10.9.0.1", Dev: "eth7"}}}},
+		{name: "0.0.0.0/0 is the default route ip lists: nothing to repair",
+			n:   blueprint.Network{Routes: []blueprint.Route{{Destination: "0.0.0.0/0", Gateway: "10.9.0.1"}}},
+			obs: observed{listed: true, routes: []Route{{Dst: "default", Gateway: "10.9.0.1", Dev: "eth7"}}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var calls []string
