@@ -103,7 +103,7 @@ func addLeafFlags(fs interface {
 }) leafFlags {
 	return leafFlags{
 		site:   fs.String("site", "", "site id (required)"),
-		hub:    fs.String("hub", "", "hub leafnode URL(s), comma-separated: nats-leaf://HOST:7422 (required)"),
+		hub:    fs.String("hub", "", "hub leafnode URL(s), comma-separated: nats-leaf://HOST:7422; none: an air-gapped site fed by 'alpha bundle import'"),
 		store:  fs.String("store", "/var/lib/alpha/leaf", "JetStream store directory"),
 		listen: fs.String("listen", "127.0.0.1:4222", "client listener for agents, HOST:PORT"),
 		compression: fs.String("uplink-compression", "s2_auto",
@@ -112,7 +112,11 @@ func addLeafFlags(fs interface {
 }
 
 func (f leafFlags) config() leaf.Config {
-	return leaf.Config{Site: *f.site, HubURLs: []string{*f.hub}, StoreDir: *f.store, Listen: *f.listen, Compression: *f.compression, Log: logger()}
+	var hubs []string
+	if *f.hub != "" {
+		hubs = []string{*f.hub}
+	}
+	return leaf.Config{Site: *f.site, HubURLs: hubs, StoreDir: *f.store, Listen: *f.listen, Compression: *f.compression, Log: logger()}
 }
 
 func runLeaf(ctx context.Context, args []string) error {
@@ -121,9 +125,6 @@ func runLeaf(ctx context.Context, args []string) error {
 	sec := addSecureFlags(fs, roleLeaf)
 	if err := fs.Parse(args); err != nil {
 		return err
-	}
-	if *lf.hub == "" {
-		return fmt.Errorf("--hub is required")
 	}
 	lc := lf.config()
 	if err := sec.leaf(&lc); err != nil {
@@ -183,9 +184,6 @@ func runSite(ctx context.Context, args []string) error {
 	rt := addRuntimeFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
-	}
-	if *lf.hub == "" {
-		return fmt.Errorf("--hub is required")
 	}
 	sec.runtime = rt
 	if *state == "" {
