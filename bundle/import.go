@@ -129,12 +129,17 @@ func Import(ctx context.Context, js jetstream.JetStream, path string, cfg Import
 	// Record the bundle only once everything in it is in place: a crash
 	// before this leaves a re-import to finish the job.
 	mark := *res
-	for b, had := range last.Revisions {
-		mark.Revisions[b] = max(mark.Revisions[b], had)
+	mark.Revisions = map[string]uint64{}
+	same := len(last.Revisions) == len(m.Revisions)
+	for b, rev := range m.Revisions {
+		mark.Revisions[b] = max(rev, last.Revisions[b])
+		same = same && last.Revisions[b] == rev
 	}
-	b, _ := json.Marshal(mark)
-	if _, err := marker.Put(ctx, downlinkKey, b); err != nil {
-		return res, fmt.Errorf("bundle: marker %s/%s: %w", MarkerBucket, downlinkKey, err)
+	if !same || res.Values > 0 || res.Artifacts > 0 {
+		b, _ := json.Marshal(mark)
+		if _, err := marker.Put(ctx, downlinkKey, b); err != nil {
+			return res, fmt.Errorf("bundle: marker %s/%s: %w", MarkerBucket, downlinkKey, err)
+		}
 	}
 	cfg.Log.Info("bundle imported", "site", m.Site, "created", m.Created, "values", res.Values, "artifacts", res.Artifacts,
 		"skipped", res.SkippedValues, "present", res.Present)

@@ -74,7 +74,7 @@ func ExportUplink(ctx context.Context, js jetstream.JetStream, cfg UplinkExportC
 		if err != nil {
 			return nil, fmt.Errorf("bundle: site stream %s: %w", name, err)
 		}
-		c, err := s.Consumer(ctx, streams.UplinkConsumer(name))
+		c, err := s.PushConsumer(ctx, streams.UplinkConsumer(name))
 		if err != nil {
 			return nil, fmt.Errorf("bundle: uplink consumer of %s: %w", name, err)
 		}
@@ -112,7 +112,11 @@ func ExportUplink(ctx context.Context, js jetstream.JetStream, cfg UplinkExportC
 	for _, a := range advance {
 		// Only forward: a live link that delivered further meanwhile
 		// keeps its place.
-		ci, err := js.Consumer(ctx, a.stream, streams.UplinkConsumer(a.stream))
+		s, err := js.Stream(ctx, a.stream)
+		if err != nil {
+			return m, err
+		}
+		ci, err := s.PushConsumer(ctx, streams.UplinkConsumer(a.stream))
 		if err != nil {
 			return m, err
 		}
