@@ -83,3 +83,20 @@ func revoked(ac *jwt.AccountClaims, user string) bool {
 	_, ok := ac.Revocations[user]
 	return ok
 }
+
+// SiteTenants lists the tenants a site was added for.
+func (o *Operator) SiteTenants(site string) ([]string, error) {
+	rec, err := o.siteRecord(site)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for t := range rec.Tenants {
+		out = append(out, t)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("accounts: site %q was never added (alpha site add)", site)
+	}
+	slices.Sort(out)
+	return out, nil
+}

@@ -370,3 +370,31 @@ func ReadAll(r io.Reader, e Entry) ([]byte, error) {
 	}
 	return io.ReadAll(r)
 }
+
+// Peek reads a bundle's manifest WITHOUT verifying anything, to learn whose
+// keys to verify it with (an uplink bundle names its site and tenant).
+func Peek(path string) (*Manifest, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("bundle: %w", err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		hd, err := tr.Next()
+		if err == io.EOF {
+			return nil, fmt.Errorf("%w: %s has no manifest", ErrTruncated, path)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrTruncated, path, err)
+		}
+		if hd.Name != ManifestName {
+			continue
+		}
+		var m Manifest
+		if err := json.NewDecoder(io.LimitReader(tr, 64<<20)).Decode(&m); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrTampered, ManifestName, err)
+		}
+		return &m, nil
+	}
+}

@@ -463,4 +463,3 @@ func subjectMatches(filter, subject string) bool {
 	}
 	return len(f) == len(s)
 }
-

@@ -134,7 +134,13 @@ func runLeaf(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	logger().Info("leaf ready", "site", lc.Site, "clients", l.ClientURL())
+	if sec.bundle != "" && !sec.insecure {
+		if err := startBundleService(ctx, l, lc, sec.bundle, lc.Log); err != nil {
+			l.Shutdown()
+			return err
+		}
+	}
+	logger().Info("leaf ready", "site", lc.Site, "clients", l.ClientURL(), "air-gapped", l.AirGapped())
 	<-ctx.Done()
 	l.Shutdown()
 	return nil
@@ -214,7 +220,12 @@ func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, stat
 		return err
 	}
 	defer l.Shutdown()
-	lc.Log.Info("leaf ready", "site", lc.Site, "clients", l.ClientURL())
+	if sec != nil && sec.bundle != "" && !sec.insecure {
+		if err := startBundleService(ctx, l, lc, sec.bundle, lc.Log); err != nil {
+			return err
+		}
+	}
+	lc.Log.Info("leaf ready", "site", lc.Site, "clients", l.ClientURL(), "air-gapped", l.AirGapped())
 	// The dev stack (sec == nil) must not touch its host's kernel.
 	ac := agent.Config{Site: lc.Site, Node: node, NATSURL: l.ClientURL(), Root: root, StateDir: state, Log: lc.Log, Sandbox: sec == nil}
 	if sec != nil {
