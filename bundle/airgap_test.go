@@ -113,9 +113,14 @@ func state(t *testing.T, js jetstream.JetStream) string {
 	return b.String()
 }
 
-// msgIDs reads stream's messages matching filter: their Nats-Msg-Id
-// counts, and the ids of the messages up to seq upTo (0: all).
+// msgIDs reads stream's messages matching filter: how often each
+// Nats-Msg-Id occurs, and each id's content.
 func msgIDs(t *testing.T, js jetstream.JetStream, stream, filter string) map[string]int {
+	ids, _ := msgContents(t, js, stream, filter)
+	return ids
+}
+
+func msgContents(t *testing.T, js jetstream.JetStream, stream, filter string) (map[string]int, map[string]string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -123,13 +128,13 @@ func msgIDs(t *testing.T, js jetstream.JetStream, stream, filter string) map[str
 	check.NoError(t, err)
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
 	check.NoError(t, err)
-	ids := map[string]int{}
+	ids, data := map[string]int{}, map[string]string{}
 	var total uint64
 	for _, n := range info.State.Subjects {
 		total += n
 	}
 	if total == 0 {
-		return ids
+		return ids, data
 	}
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
 	check.NoError(t, err)
@@ -138,7 +143,9 @@ func msgIDs(t *testing.T, js jetstream.JetStream, stream, filter string) map[str
 		check.NoError(t, err)
 		n := 0
 		for m := range batch.Messages() {
-			ids[m.Headers().Get(jetstream.MsgIDHeader)]++
+			id := m.Headers().Get(jetstream.MsgIDHeader)
+			ids[id]++
+			data[id] = m.Subject() + " " + string(m.Data())
 			n++
 		}
 		check.NoError(t, batch.Error())
@@ -147,7 +154,7 @@ func msgIDs(t *testing.T, js jetstream.JetStream, stream, filter string) map[str
 		}
 		read += uint64(n)
 	}
-	return ids
+	return ids, data
 }
 
 // publish sends n telemetry messages at the site as an agent does: with
@@ -169,12 +176,14 @@ func sameIDs(t *testing.T, sjs, hjs jetstream.JetStream) int {
 	t.Helper()
 	var n int
 	check.For(t, 30*time.Second, 250*time.Millisecond, func() error {
-		site := msgIDs(t, sjs, streams.TelemetryStream, streams.TelemetrySubjects("s1"))
-		hub := msgIDs(t, hjs, streams.TelemetryStream, streams.TelemetrySubjects("s1"))
+		site, sdata := msgContents(t, sjs, streams.TelemetryStream, streams.TelemetrySubjects("s1"))
+		hub, hdata := msgContents(t, hjs, streams.TelemetryStream, streams.TelemetrySubjects("s1"))
 		lost, extra := 0, 0
 		for id := range site {
 			if hub[id] == 0 {
 				lost++
+			} else if hdata[id] != sdata[id] {
+				t.Fatalf("message %s reached the hub as %q, the site has %q", id, hdata[id], sdata[id])
 			}
 		}
 		for id, c := range hub {
@@ -358,14 +367,31 @@ func TestAirGappedSiteBothWays(t *testing.T) {
 	}
 	// Every message the export covered is at the hub once.
 	check.For(t, 30*time.Second, 250*time.Millisecond, func() error {
-		hub := msgIDs(t, s.hjs, streams.TelemetryStream, streams.TelemetrySubjects("s1"))
+		hub, hdata := msgContents(t, s.hjs, streams.TelemetryStream, streams.TelemetrySubjects("s1"))
 		if uint64(len(hub)) < exported {
 			return fmt.Errorf("hub holds %d of the %d exported", len(hub), exported)
 		}
+		_, sdata := msgContents(t, sjs, streams.TelemetryStream, streams.TelemetrySubjects("s1"))
 		for id, c := range hub {
 			if c != 1 {
 				return fmt.Errorf("%s stored %d times", id, c)
 			}
+			if hdata[id] != sdata[id] {
+				t.Fatalf("message %s reached the hub as %q, the site has %q", id, hdata[id], sdata[id])
+			}
+		}
+		return nil
+	})
+	// The node's status came with it.
+	hst, err := s.hjs.KeyValue(ctx, streams.StatusBucket)
+	check.NoError(t, err)
+	check.For(t, 10*time.Second, 100*time.Millisecond, func() error {
+		ns, err := stack.NodeStatus(hst, "s1", "n1")
+		if err != nil {
+			return err
+		}
+		if ns.AppliedRevision != rev2 || ns.Phase != "Converged" {
+			return fmt.Errorf("hub sees s1.n1 %s at %d by stick, want Converged at %d", ns.Phase, ns.AppliedRevision, rev2)
 		}
 		return nil
 	})
@@ -406,8 +432,6 @@ func TestAirGappedSiteBothWays(t *testing.T) {
 	})
 	check.NoError(t, stack.FileIs(filepath.Join(root, "etc/hello.conf"), "greeting=v2\n"))
 	// And the status flows live.
-	hst, err := s.hjs.KeyValue(ctx, streams.StatusBucket)
-	check.NoError(t, err)
 	check.For(t, 30*time.Second, 200*time.Millisecond, func() error {
 		ns, err := stack.NodeStatus(hst, "s1", "n1")
 		if err != nil {

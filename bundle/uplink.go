@@ -307,6 +307,7 @@ func importUplinkStream(ctx context.Context, hub jetstream.JetStream, marker jet
 			continue
 		}
 		msg := nats.NewMsg(prefix + l.Subject)
+		msg.Data = l.Data
 		msg.Header = nats.Header(l.Header)
 		if msg.Header == nil {
 			msg.Header = nats.Header{}
