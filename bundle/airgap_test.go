@@ -43,7 +43,7 @@ spec:
 
 // agSite is the air-gapped site of the test and the hub it belongs to.
 type agSite struct {
-	t      *testing.T
+	t      testing.TB
 	p      *prodtest.Hub
 	hjs    jetstream.JetStream
 	hnc    *nats.Conn

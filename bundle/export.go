@@ -142,7 +142,11 @@ func exportArtifacts(ctx context.Context, hub jetstream.JetStream, names map[str
 			}
 			info = i
 		}
-		r, err := obs.Get(ctx, info.Name)
+		// A deadline of its own: without one the object store gives the
+		// whole transfer its 5 s default.
+		gctx, cancel := context.WithTimeout(ctx, TransferTimeout)
+		defer cancel()
+		r, err := openObject(gctx, hub, streams.ArtifactsBucket, info)
 		if err != nil {
 			return fmt.Errorf("bundle: artifact %q: %w", info.Name, err)
 		}
@@ -187,6 +191,10 @@ func artifactsOf(bp *blueprint.Blueprint) []blueprint.Artifact {
 	}
 	return out
 }
+
+// TransferTimeout bounds one artifact's transfer from or into an object
+// store.
+const TransferTimeout = 2 * time.Hour
 
 // Now is the clock of bundle timestamps (a test may pin it).
 var Now = func() time.Time { return time.Now().UTC() }

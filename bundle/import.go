@@ -117,7 +117,7 @@ func Import(ctx context.Context, js jetstream.JetStream, path string, cfg Import
 	err = Each(path, m, func(e Entry, r io.Reader) error {
 		switch e.Kind {
 		case KindArtifact:
-			return importArtifact(ctx, obs, e, r, res)
+			return importArtifact(ctx, js, obs, e, r, res)
 		case KindKV:
 			return importValue(ctx, js, e, r, res)
 		}
@@ -162,7 +162,7 @@ func markers(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, e
 	return kv, nil
 }
 
-func importArtifact(ctx context.Context, obs jetstream.ObjectStore, e Entry, r io.Reader, res *Imported) error {
+func importArtifact(ctx context.Context, js jetstream.JetStream, obs jetstream.ObjectStore, e Entry, r io.Reader, res *Imported) error {
 	sha := strings.TrimPrefix(e.Name, "artifacts/")
 	var put []string
 	for _, n := range e.Names {
@@ -175,19 +175,23 @@ func importArtifact(ctx context.Context, obs jetstream.ObjectStore, e Entry, r i
 	if len(put) == 0 {
 		return nil
 	}
+	// A deadline of its own: a large artifact on a slow disk takes a while.
+	ctx, cancel := context.WithTimeout(ctx, TransferTimeout)
+	defer cancel()
 	// The first missing name reads the content from the file (checked at
-	// its end); further names of the same content copy it from the store.
-	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: put[0]}, r); err != nil {
-		obs.Delete(ctx, put[0]) // a half or unverified object must not stay under the name
+	// its end: a mismatch leaves no object); further names of the same
+	// content copy it from the store.
+	first, err := putObject(ctx, js, streams.ArtifactsBucket, put[0], r)
+	if err != nil {
 		return fmt.Errorf("bundle: artifact %q: %w", put[0], err)
 	}
 	res.Artifacts++
 	for _, n := range put[1:] {
-		src, err := obs.Get(ctx, put[0])
+		src, err := openObject(ctx, js, streams.ArtifactsBucket, first)
 		if err != nil {
 			return fmt.Errorf("bundle: artifact %q: %w", n, err)
 		}
-		_, err = obs.Put(ctx, jetstream.ObjectMeta{Name: n}, src)
+		_, err = putObject(ctx, js, streams.ArtifactsBucket, n, src)
 		src.Close()
 		if err != nil {
 			return fmt.Errorf("bundle: artifact %q: %w", n, err)
