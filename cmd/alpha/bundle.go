@@ -283,8 +283,12 @@ func runBundleImportUplink(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("uplink bundle of site %s stored at the hub: %v new, %d already there, %d refused (not the site's subjects)\n",
-		m.Site, res.Stored, res.Skipped, res.Refused)
+	stored := 0
+	for _, n := range res.Stored {
+		stored += n
+	}
+	fmt.Printf("uplink bundle of site %s stored at the hub: %d new %v, %d already there, %d refused (not the site's subjects)\n",
+		m.Site, stored, res.Stored, res.Skipped, res.Refused)
 	return nil
 }
 
