@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/leaf"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -405,26 +406,10 @@ func ensureBundleStream(ctx context.Context, hub jetstream.JetStream, site, name
 		return fmt.Errorf("bundle: hub stream %s: %w", bs, err)
 	}
 	src := &jetstream.StreamSource{Name: bs, FilterSubject: streams.UplinkSubjects(name, site)}
-	for attempt := 0; ; attempt++ {
-		s, err := hub.Stream(ctx, name)
-		if err != nil {
-			return fmt.Errorf("bundle: hub stream %s: %w", name, err)
-		}
-		info := s.CachedInfo()
-		for _, h := range info.Config.Sources {
-			if h.External == nil && h.Name == bs {
-				return nil
-			}
-		}
-		if attempt >= 5 {
-			return fmt.Errorf("bundle: sources of hub stream %s keep being overwritten", name)
-		}
-		c := info.Config
-		c.Sources = append(c.Sources, src)
-		if _, err := hub.UpdateStream(ctx, c); err != nil && !errors.Is(err, jetstream.ErrStreamSourceNotSupported) {
-			return fmt.Errorf("bundle: adding %s to the sources of hub stream %s: %w", bs, name, err)
-		}
+	if err := leaf.AddSource(ctx, hub, name, src); err != nil {
+		return fmt.Errorf("bundle: adding %s to the sources of hub stream %s: %w", bs, name, err)
 	}
+	return nil
 }
 
 // ranges are inclusive site sequence ranges, sorted, not overlapping.

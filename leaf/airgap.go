@@ -78,3 +78,17 @@ func (l *Leaf) convertBundleStores(ctx context.Context, log *slog.Logger) error 
 	}
 	return nil
 }
+
+// AddSource makes the hub stream name source src (a stream of the hub's
+// own, such as an uplink bundle's), unless it already sources a stream of
+// that name; read back after the write as Register's updates are.
+func AddSource(ctx context.Context, hub jetstream.JetStream, name string, src *jetstream.StreamSource) error {
+	return updateSources(ctx, hub, name, func(have []*jetstream.StreamSource) ([]*jetstream.StreamSource, bool) {
+		for _, h := range have {
+			if h.External == nil && h.Name == src.Name {
+				return have, false
+			}
+		}
+		return append(have, src), true
+	})
+}
