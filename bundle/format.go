@@ -139,8 +139,7 @@ func NewWriter(w io.Writer, m Manifest, p *Progress) *Writer {
 // Add streams size bytes from r as entry e, hashing them on the way; the
 // hash and size go into the manifest.
 func (w *Writer) Add(e Entry, size int64, r io.Reader) error {
-	if err := w.tw.WriteHeader(&tar.Header{Name: e.Name, Mode: 0o644, Size: size, ModTime: w.m.Created,
-		Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
+	if err := w.tw.WriteHeader(w.header(e.Name, size)); err != nil {
 		return fmt.Errorf("bundle: entry %s: %w", e.Name, err)
 	}
 	h := sha256.New()
@@ -157,6 +156,13 @@ func (w *Writer) Add(e Entry, size int64, r io.Reader) error {
 		w.progress.artifact()
 	}
 	return nil
+}
+
+// header is an entry's tar header. Nothing in it but the name and size
+// is read back, and those are checked against the signed manifest;
+// whole seconds keep it plain ustar (no unsigned PAX records).
+func (w *Writer) header(name string, size int64) *tar.Header {
+	return &tar.Header{Name: name, Mode: 0o644, Size: size, ModTime: w.m.Created.Truncate(time.Second), Typeflag: tar.TypeReg}
 }
 
 // Manifest is the manifest so far.
@@ -185,8 +191,7 @@ func (w *Writer) Close(seed []byte) (*Manifest, error) {
 		name string
 		b    []byte
 	}{{ManifestName, mb}, {SignatureName, sb}} {
-		if err := w.tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.b)), ModTime: w.m.Created,
-			Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
+		if err := w.tw.WriteHeader(w.header(f.name, int64(len(f.b)))); err != nil {
 			return nil, err
 		}
 		if _, err := w.tw.Write(f.b); err != nil {
