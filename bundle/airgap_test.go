@@ -395,7 +395,12 @@ func TestAirGappedSiteBothWays(t *testing.T) {
 		}
 		return nil
 	})
-	// The same uplink bundle again stores nothing.
+	// The same uplink bundle again stores nothing, also once the hub's
+	// duplicate windows no longer hold its ids (as a month later).
+	for _, st := range []string{streams.TelemetryStream, bundle.BundleStream(streams.TelemetryStream, "s1"),
+		streams.LandingStream(streams.TelemetryStream, "s1")} {
+		forgetIDs(t, s.hjs, st)
+	}
 	res, err = bundle.ImportUplink(ctx, s.hjs, u1, leafKeys, "s1")
 	check.NoError(t, err)
 	check.Equal(t, res.Stored[streams.TelemetryStream]+res.Stored[streams.EventsStream]+res.Stored[streams.StatusStream], 0)
@@ -404,6 +409,14 @@ func TestAirGappedSiteBothWays(t *testing.T) {
 	if !errors.Is(err, bundle.ErrUntrusted) {
 		t.Fatalf("uplink bundle checked against the publisher key: %v, want %v", err, bundle.ErrUntrusted)
 	}
+
+	// The export moved the site's uplink past what it took: a live link
+	// resumes after it.
+	uc, err := sjs.Stream(ctx, streams.TelemetryStream)
+	check.NoError(t, err)
+	pc, err := uc.PushConsumer(ctx, streams.UplinkConsumer(streams.TelemetryStream))
+	check.NoError(t, err)
+	check.Equal(t, pc.CachedInfo().AckFloor.Stream, exported)
 
 	// A live link later: the same store, now with the hub.
 	listen := strings.TrimPrefix(l.ClientURL(), "nats://")
@@ -439,6 +452,37 @@ func TestAirGappedSiteBothWays(t *testing.T) {
 		}
 		if ns.AppliedRevision != hubRev2 {
 			return fmt.Errorf("hub sees s1.n1 at %d, want %d", ns.AppliedRevision, hubRev2)
+		}
+		return nil
+	})
+}
+
+// forgetIDs shortens stream's duplicate window and waits until it no
+// longer holds the ids stored so far: what a hub sees weeks later.
+func forgetIDs(t *testing.T, js jetstream.JetStream, stream string) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, stream)
+	check.NoError(t, err)
+	cfg := st.CachedInfo().Config
+	cfg.Duplicates = 100 * time.Millisecond
+	_, err = js.UpdateStream(ctx, cfg)
+	check.NoError(t, err)
+	subject := cfg.Subjects[0]
+	if strings.HasSuffix(subject, ">") {
+		subject = strings.TrimSuffix(subject, ">") + "probe"
+	}
+	probe := nats.NewMsg(subject)
+	probe.Header.Set(jetstream.MsgIDHeader, "probe")
+	_, err = js.PublishMsg(ctx, probe)
+	check.NoError(t, err)
+	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
+		ack, err := js.PublishMsg(ctx, probe)
+		if err != nil {
+			return err
+		}
+		if ack.Duplicate {
+			return fmt.Errorf("%s still holds the probe's id", stream)
 		}
 		return nil
 	})
