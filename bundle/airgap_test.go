@@ -444,6 +444,14 @@ func TestAirGappedSiteBothWays(t *testing.T) {
 		return nil
 	})
 	check.NoError(t, stack.FileIs(filepath.Join(root, "etc/hello.conf"), "greeting=v2\n"))
+	// A site on the link takes blueprints from it: a stick is refused,
+	// with the reason, and changes nothing.
+	linked := state(t, sjs)
+	rep = request(t, s.operator(l2), "import", b2)
+	if !strings.Contains(rep.Error, "is a mirror of the hub") {
+		t.Fatalf("bundle into a linked site: %q", rep.Error)
+	}
+	check.Equal(t, state(t, sjs), linked)
 	// And the status flows live.
 	check.For(t, 30*time.Second, 200*time.Millisecond, func() error {
 		ns, err := stack.NodeStatus(hst, "s1", "n1")

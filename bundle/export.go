@@ -105,8 +105,20 @@ func Export(ctx context.Context, hub jetstream.JetStream, cfg ExportConfig, w *W
 			}
 		}
 	}
-	if len(names) > 0 {
-		if err := exportArtifacts(ctx, hub, names, w); err != nil {
+	arts, err := artifactInfos(ctx, hub, names)
+	if err != nil {
+		return nil, err
+	}
+	var total int64
+	for _, a := range arts {
+		total += int64(a.info.Size)
+	}
+	for _, v := range values {
+		total += int64(len(v.e.Value()))
+	}
+	w.progress.setTotal(total)
+	for _, a := range arts {
+		if err := exportArtifact(ctx, hub, a, w); err != nil {
 			return nil, err
 		}
 	}
@@ -119,45 +131,59 @@ func Export(ctx context.Context, hub jetstream.JetStream, cfg ExportConfig, w *W
 	return w.Close(cfg.Seed)
 }
 
-func exportArtifacts(ctx context.Context, hub jetstream.JetStream, names map[string][]string, w *Writer) error {
+// artifact is one content to export and the names it goes by.
+type artifact struct {
+	sha   string
+	names []string
+	info  *jetstream.ObjectInfo
+}
+
+// artifactInfos looks up every named artifact at the hub and checks it
+// has the content the blueprints name.
+func artifactInfos(ctx context.Context, hub jetstream.JetStream, names map[string][]string) ([]artifact, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
 	obs, err := hub.ObjectStore(ctx, streams.ArtifactsBucket)
 	if err != nil {
-		return fmt.Errorf("bundle: hub object store %s: %w", streams.ArtifactsBucket, err)
+		return nil, fmt.Errorf("bundle: hub object store %s: %w", streams.ArtifactsBucket, err)
 	}
-	shas := make([]string, 0, len(names))
-	for sha := range names {
-		shas = append(shas, sha)
-	}
-	sort.Strings(shas)
-	for _, sha := range shas {
-		sort.Strings(names[sha])
-		var info *jetstream.ObjectInfo
-		for _, n := range names[sha] {
+	var out []artifact
+	for sha, ns := range names {
+		sort.Strings(ns)
+		a := artifact{sha: sha, names: ns}
+		for _, n := range ns {
 			i, err := obs.GetInfo(ctx, n)
 			if err != nil {
-				return fmt.Errorf("bundle: artifact %q (sha256 %s) named by a blueprint: %w", n, sha, err)
+				return nil, fmt.Errorf("bundle: artifact %q (sha256 %s) named by a blueprint: %w", n, sha, err)
 			}
 			if got := objectSHA256(i); got != sha {
-				return fmt.Errorf("bundle: artifact %q at the hub has sha256 %s, a blueprint names %s", n, got, sha)
+				return nil, fmt.Errorf("bundle: artifact %q at the hub has sha256 %s, a blueprint names %s", n, got, sha)
 			}
-			info = i
+			a.info = i
 		}
-		// A deadline of its own: without one the object store gives the
-		// whole transfer its 5 s default.
-		gctx, cancel := context.WithTimeout(ctx, TransferTimeout)
-		defer cancel()
-		r, err := openObject(gctx, hub, streams.ArtifactsBucket, info)
-		if err != nil {
-			return fmt.Errorf("bundle: artifact %q: %w", info.Name, err)
-		}
-		err = w.Add(Entry{Name: "artifacts/" + sha, Kind: KindArtifact, Names: names[sha]}, int64(info.Size), r)
-		r.Close()
-		if err != nil {
-			return err
-		}
-		if got := w.Manifest().Entries[len(w.Manifest().Entries)-1].SHA256; got != sha {
-			return fmt.Errorf("bundle: artifact %q read with sha256 %s, want %s", info.Name, got, sha)
-		}
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].sha < out[j].sha })
+	return out, nil
+}
+
+func exportArtifact(ctx context.Context, hub jetstream.JetStream, a artifact, w *Writer) error {
+	// A deadline of its own: without one the object store gives the whole
+	// transfer its 5 s default.
+	ctx, cancel := context.WithTimeout(ctx, TransferTimeout)
+	defer cancel()
+	r, err := openObject(ctx, hub, streams.ArtifactsBucket, a.info)
+	if err != nil {
+		return fmt.Errorf("bundle: artifact %q: %w", a.info.Name, err)
+	}
+	err = w.Add(Entry{Name: "artifacts/" + a.sha, Kind: KindArtifact, Names: a.names}, int64(a.info.Size), r)
+	r.Close()
+	if err != nil {
+		return err
+	}
+	if got := w.Manifest().Entries[len(w.Manifest().Entries)-1].SHA256; got != a.sha {
+		return fmt.Errorf("bundle: artifact %q read with sha256 %s, want %s", a.info.Name, got, a.sha)
 	}
 	return nil
 }

@@ -33,6 +33,15 @@ func NewProgress(w *os.File, label string, total int64) *Progress {
 	return &Progress{w: w, label: label, total: total}
 }
 
+func (p *Progress) setTotal(n int64) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.total = n
+	p.mu.Unlock()
+}
+
 func (p *Progress) bytes() io.Writer {
 	if p == nil {
 		return io.Discard
