@@ -306,6 +306,32 @@ func TestAirGappedSiteBothWays(t *testing.T) {
 	check.Equal(t, rep.Imported.Values+rep.Imported.Artifacts, 0)
 	check.Equal(t, state(t, sjs), before)
 
+	// The leaf reads and writes only where sticks are, and never over a
+	// file: the site operator cannot make it touch anything else.
+	outside := filepath.Join("/var/tmp", fmt.Sprintf("alpha-ag-%d.alpha", time.Now().UnixNano()))
+	rep = request(t, op, "export-uplink", outside)
+	if !strings.Contains(rep.Error, "outside the directories") {
+		t.Fatalf("export-uplink to %s: %q", outside, rep.Error)
+	}
+	if _, err := os.Stat(outside); !errors.Is(err, os.ErrNotExist) {
+		os.Remove(outside)
+		t.Fatalf("the leaf wrote %s outside the stick directories: %v", outside, err)
+	}
+	rep = request(t, op, "import", "/etc/hostname")
+	if !strings.Contains(rep.Error, "outside the directories") {
+		t.Fatalf("import of /etc/hostname: %q", rep.Error)
+	}
+	b1raw, err := os.ReadFile(b1)
+	check.NoError(t, err)
+	rep = request(t, op, "export-uplink", b1)
+	if !strings.Contains(rep.Error, "exists") {
+		t.Fatalf("export-uplink over %s: %q", b1, rep.Error)
+	}
+	after, err := os.ReadFile(b1)
+	check.NoError(t, err)
+	check.Equal(t, string(after), string(b1raw))
+	check.Equal(t, state(t, sjs), before)
+
 	// Refused bundles: each with a clear message, nothing changed.
 	raw, err := os.ReadFile(b2)
 	check.NoError(t, err)

@@ -96,7 +96,7 @@ func benchBundle(b *testing.B, bin string, size int64) {
 	fi, err := os.Stat(file)
 	check.NoError(b, err)
 
-	leafPID, url := startLeafProc(b, bin, bdir, p.PKI.CA, filepath.Join(dir, "store"))
+	leafPID, url := startLeafProc(b, bin, bdir, p.PKI.CA, filepath.Join(dir, "store"), dir)
 	before := vmHWM(b, leafPID)
 	start = time.Now()
 	imp := exec.Command(bin, "bundle", "import", file, "--bundle", bdir, "--nats", url)
@@ -119,8 +119,8 @@ func benchBundle(b *testing.B, bin string, size int64) {
 
 // startLeafProc runs `alpha leaf` air-gapped from the site bundle and
 // returns its pid and client URL; it is killed when the benchmark ends.
-func startLeafProc(b *testing.B, bin, bdir, ca, store string) (int, string) {
-	cmd := exec.Command(bin, "leaf", "--bundle", bdir, "--tls-ca", ca, "--store", store, "--listen", "127.0.0.1:-1")
+func startLeafProc(b *testing.B, bin, bdir, ca, store, sticks string) (int, string) {
+	cmd := exec.Command(bin, "leaf", "--bundle", bdir, "--tls-ca", ca, "--store", store, "--listen", "127.0.0.1:-1", "--stick-dir", sticks)
 	stderr, err := cmd.StderrPipe()
 	check.NoError(b, err)
 	check.NoError(b, cmd.Start())

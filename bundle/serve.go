@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -44,7 +45,48 @@ type ServeConfig struct {
 	Trusted []string
 	// Seed signs uplink bundles (the leaf's nkey from leaf.creds).
 	Seed []byte
+	// Dirs are the only directories the leaf reads bundles from and
+	// writes uplink bundles to (where sticks are mounted): the leaf runs
+	// with more rights than the site operator who asks, who must not be
+	// able to make it read or overwrite any other file.
+	Dirs []string
 	Log  *slog.Logger
+}
+
+// DefaultDirs are where removable media are mounted on common systems.
+var DefaultDirs = []string{"/media", "/mnt", "/run/media"}
+
+// allowed checks that path lies in one of dirs once symlinks are resolved
+// (of its directory: the file itself may not exist yet), and that an
+// uplink bundle would not replace an existing file.
+func allowed(path string, dirs []string, create bool) error {
+	dir, err := filepath.EvalSymlinks(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("bundle: %w", err)
+	}
+	real := filepath.Join(dir, filepath.Base(path))
+	if !create {
+		if real, err = filepath.EvalSymlinks(path); err != nil {
+			return fmt.Errorf("bundle: %w", err)
+		}
+	} else if _, err := os.Lstat(real); err == nil {
+		return fmt.Errorf("bundle: %s exists; the leaf writes uplink bundles only to new files", path)
+	}
+	for _, d := range dirs {
+		ad, err := filepath.Abs(d)
+		if err != nil {
+			continue
+		}
+		rd, err := filepath.EvalSymlinks(ad)
+		if err != nil {
+			continue
+		}
+		if rel, err := filepath.Rel(rd, real); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			return nil
+		}
+	}
+	return fmt.Errorf("bundle: %s is outside the directories the leaf takes sticks from (%s; alpha site/leaf --stick-dir)",
+		path, strings.Join(dirs, ", "))
 }
 
 // Serve answers bundle requests through js, the leaf's own JetStream in
@@ -87,6 +129,14 @@ func handle(ctx context.Context, js jetstream.JetStream, cfg ServeConfig, m *nat
 	}
 	if !filepath.IsAbs(req.Path) {
 		return Reply{Error: fmt.Sprintf("path %q is not absolute (the leaf opens it)", req.Path)}
+	}
+	dirs := cfg.Dirs
+	if len(dirs) == 0 {
+		dirs = DefaultDirs
+	}
+	if err := allowed(req.Path, dirs, op == "export-uplink"); err != nil {
+		cfg.Log.Warn("bundle request refused", "op", op, "path", req.Path, "err", err)
+		return Reply{Error: err.Error()}
 	}
 	switch op {
 	case "import":

@@ -295,7 +295,7 @@ func runBundleImportUplink(ctx context.Context, args []string) error {
 // startBundleService runs the leaf's bundle service (alpha bundle import /
 // export-uplink) on its own in-process connection, with the trust and the
 // signing key of its site bundle.
-func startBundleService(ctx context.Context, l *leaf.Leaf, lc leaf.Config, bundleDir string, log *slog.Logger) error {
+func startBundleService(ctx context.Context, l *leaf.Leaf, lc leaf.Config, bundleDir string, dirs []string, log *slog.Logger) error {
 	sc, err := accounts.LoadSite(bundleDir)
 	if err != nil {
 		return err
@@ -317,5 +317,5 @@ func startBundleService(ctx context.Context, l *leaf.Leaf, lc leaf.Config, bundl
 	if err != nil {
 		return err
 	}
-	return bundle.Serve(ctx, js, bundle.ServeConfig{Site: lc.Site, Tenant: sc.Tenant, Trusted: trust, Seed: seed, Log: log})
+	return bundle.Serve(ctx, js, bundle.ServeConfig{Site: lc.Site, Tenant: sc.Tenant, Trusted: trust, Seed: seed, Dirs: dirs, Log: log})
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/alpha-edge/alpha/agent"
+	"github.com/alpha-edge/alpha/bundle"
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/leaf"
 )
@@ -95,7 +96,7 @@ func clusterAddr(h *hub.Hub) string {
 }
 
 type leafFlags struct {
-	site, hub, store, listen, compression *string
+	site, hub, store, listen, compression, stickDirs *string
 }
 
 func addLeafFlags(fs interface {
@@ -106,6 +107,8 @@ func addLeafFlags(fs interface {
 		hub:    fs.String("hub", "", "hub leafnode URL(s), comma-separated: nats-leaf://HOST:7422; none: an air-gapped site fed by 'alpha bundle import'"),
 		store:  fs.String("store", "/var/lib/alpha/leaf", "JetStream store directory"),
 		listen: fs.String("listen", "127.0.0.1:4222", "client listener for agents, HOST:PORT"),
+		stickDirs: fs.String("stick-dir", strings.Join(bundle.DefaultDirs, ","),
+			"directories, comma-separated, the leaf imports bundles from and writes uplink bundles to (alpha bundle; where sticks are mounted)"),
 		compression: fs.String("uplink-compression", "s2_auto",
 			"uplink compression: s2_auto (level by round trip), off (a site on the hub's LAN: saves ~0.9 MB of hub memory per site), s2_fast, s2_better, s2_best"),
 	}
@@ -135,7 +138,7 @@ func runLeaf(ctx context.Context, args []string) error {
 		return err
 	}
 	if sec.bundle != "" && !sec.insecure {
-		if err := startBundleService(ctx, l, lc, sec.bundle, lc.Log); err != nil {
+		if err := startBundleService(ctx, l, lc, sec.bundle, splitList(*lf.stickDirs), lc.Log); err != nil {
 			l.Shutdown()
 			return err
 		}
@@ -192,6 +195,7 @@ func runSite(ctx context.Context, args []string) error {
 		return err
 	}
 	sec.runtime = rt
+	sec.stickDirs = splitList(*lf.stickDirs)
 	if *state == "" {
 		*state = filepath.Join(*lf.store, "agent")
 	}
@@ -221,7 +225,7 @@ func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, stat
 	}
 	defer l.Shutdown()
 	if sec != nil && sec.bundle != "" && !sec.insecure {
-		if err := startBundleService(ctx, l, lc, sec.bundle, lc.Log); err != nil {
+		if err := startBundleService(ctx, l, lc, sec.bundle, sec.stickDirs, lc.Log); err != nil {
 			return err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -136,6 +137,9 @@ type LeafOptions struct {
 	// NoHub starts an air-gapped leaf: no uplink, stores that signed
 	// bundles fill (alpha bundle import).
 	NoHub bool
+	// StickDirs are where the leaf's bundle service takes sticks from
+	// (default: the system's temp directory, where tests keep them).
+	StickDirs []string
 }
 
 // StartLeaf runs a genuine site leaf from its bundle: its uplink
@@ -193,7 +197,11 @@ func (p *Hub) StartLeaf(bundle string, o LeafOptions) (*leaf.Leaf, func()) {
 	check.NoError(p.T, err)
 	ljs, err := jetstream.NewWithDomain(nc, cfg.Site)
 	check.NoError(p.T, err)
-	check.NoError(p.T, albundle.Serve(ctx, ljs, albundle.ServeConfig{Site: cfg.Site, Tenant: cfg.Tenant, Trusted: trust, Seed: seed, Log: log}))
+	if len(o.StickDirs) == 0 {
+		o.StickDirs = []string{os.TempDir()}
+	}
+	check.NoError(p.T, albundle.Serve(ctx, ljs, albundle.ServeConfig{Site: cfg.Site, Tenant: cfg.Tenant, Trusted: trust, Seed: seed,
+		Dirs: o.StickDirs, Log: log}))
 	p.mu.Lock()
 	if p.leafs == nil {
 		p.leafs = map[*leaf.Leaf]leafSelf{}
