@@ -101,11 +101,7 @@ func runBundleExport(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	tlsOpts, err := af.tls()
-	if err != nil {
-		return err
-	}
-	nc, js, err := op.AdminJetStream(*af.hub, *tenant, tlsOpts...)
+	nc, js, err := af.admin(op, *tenant)
 	if err != nil {
 		return err
 	}
@@ -270,11 +266,7 @@ func runBundleImportUplink(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	tlsOpts, err := af.tls()
-	if err != nil {
-		return err
-	}
-	nc, js, err := op.AdminJetStream(*af.hub, m.Tenant, tlsOpts...)
+	nc, js, err := af.admin(op, m.Tenant)
 	if err != nil {
 		return err
 	}
@@ -290,6 +282,15 @@ func runBundleImportUplink(ctx context.Context, args []string) error {
 	fmt.Printf("uplink bundle of site %s stored at the hub: %d new %v, %d already there, %d refused (not the site's subjects)\n",
 		m.Site, stored, res.Stored, res.Skipped, res.Refused)
 	return nil
+}
+
+// admin connects to the hub as tenant's administrator.
+func (a adminFlags) admin(op *accounts.Operator, tenant string) (*nats.Conn, jetstream.JetStream, error) {
+	tlsOpts, err := a.tls()
+	if err != nil {
+		return nil, nil, err
+	}
+	return op.AdminJetStream(*a.hub, tenant, tlsOpts...)
 }
 
 // startBundleService runs the leaf's bundle service (alpha bundle import /
