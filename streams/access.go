@@ -112,5 +112,12 @@ func SiteOperatorOps(site string) []Op {
 	return []Op{
 		{Kind: KVWrite, Name: HoldsBucket, Filter: site + ".*", Why: "set, list and release holds (alpha hold)"},
 		{Kind: KVRead, Name: StatusBucket, Filter: site + ".*", Why: "read the site's node status"},
+		{Kind: Request, Filter: BundleSubject(site, "*"), Why: "have the leaf import a signed bundle or export the uplink (alpha bundle)"},
 	}
 }
+
+// BundleSubject is the site leaf's bundle service for op (import,
+// export-uplink): the leaf reads or writes the file named in the request
+// with its own rights, so the site operator needs no write access to the
+// site's stores.
+func BundleSubject(site, op string) string { return "alpha.bundle." + site + "." + op }
