@@ -103,6 +103,7 @@ func AgentOps(site, node string) []Op {
 		{Kind: Publish, Filter: TelemetryRoot + "." + key + ".>", Why: "its metrics"},
 		{Kind: Publish, Filter: EventsRoot + "." + key + ".>", Why: "its health changes, remediation and drift events"},
 		{Kind: Request, Filter: LinkSubject(site), Why: "uplink state for link telemetry"},
+		{Kind: Publish, Filter: LogsRoot + "." + key + ".>", Why: "its units' journal and its containers' output (spec.telemetry.logs)"},
 	}
 }
 
