@@ -12,6 +12,7 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/health"
+	"github.com/alpha-edge/alpha/agent/logs"
 	"github.com/alpha-edge/alpha/agent/remediation"
 	"github.com/alpha-edge/alpha/agent/telemetry"
 	"github.com/alpha-edge/alpha/blueprint"
@@ -30,6 +31,13 @@ func (a *Agent) observeLoop(ctx context.Context, nc *nats.Conn) {
 		return
 	}
 	go pub.Run(ctx)
+	lines, err := logs.New(logs.Config{Conn: nc, Site: a.cfg.Site, Node: a.cfg.Node, Log: a.log,
+		StateFile: filepath.Join(a.cfg.StateDir, "logs-positions.json"), Journal: a.cfg.Journal,
+		PodmanURI: a.cfg.PodmanURI, Emit: pub.Publish})
+	if err != nil {
+		a.log.Error("log shipper", "err", err)
+		return
+	}
 	var current string
 	stops := []context.CancelFunc{}
 	defer func() {
@@ -47,6 +55,12 @@ func (a *Agent) observeLoop(ctx context.Context, nc *nats.Conn) {
 			octx, stop := context.WithCancel(ctx)
 			stops = []context.CancelFunc{stop}
 			a.startObserving(octx, nc, pub, bp)
+			if sel := logs.Select(bp); len(sel.Units)+len(sel.Containers) > 0 {
+				if a.cfg.Sandbox {
+					sel.Units = nil // the dev stack leaves the host's systemd alone
+				}
+				go lines.Run(octx, sel)
+			}
 		} else if mon := a.monitor.Load(); mon != nil {
 			// Same observers, new resources: health follows now rather
 			// than at the next sample.
