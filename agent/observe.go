@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,13 +9,17 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
 	"github.com/nats-io/nats.go"
 
+	"github.com/alpha-edge/alpha/agent/containers"
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/health"
 	"github.com/alpha-edge/alpha/agent/logs"
 	"github.com/alpha-edge/alpha/agent/remediation"
 	"github.com/alpha-edge/alpha/agent/telemetry"
+	"github.com/alpha-edge/alpha/agent/units"
 	"github.com/alpha-edge/alpha/blueprint"
 )
 
@@ -130,12 +135,23 @@ func (a *Agent) startObserving(ctx context.Context, nc *nats.Conn, pub *telemetr
 		}
 	}
 	list := func(ctx context.Context) []driver.Resource { return a.resources(ctx) }
-	go telemetry.Run(ctx, a.log.With("component", "telemetry"), mon.Sink(ctx), telemetry.Schedule(bp.Spec.Telemetry,
+	collectors := []telemetry.Collector{
 		telemetry.Host{}, telemetry.Sensors{}, telemetry.Net{},
 		telemetry.Resources{Layer: "units", List: list}, telemetry.Resources{Layer: "containers", List: list},
+		&telemetry.ContainerUsage{URI: cmp.Or(a.cfg.PodmanURI, containers.DefaultURI), Blueprint: a.appliedBlueprint},
 		telemetry.Link{Conn: nc, Site: a.cfg.Site},
 		telemetry.Agent{Status: a.collector.Last},
-	)...)
+	}
+	if !a.cfg.Sandbox {
+		bus := func(ctx context.Context) (*dbus.Conn, error) { return dbus.NewSystemConnectionContext(ctx) }
+		if a.cfg.SystemdBus != "" {
+			bus = func(ctx context.Context) (*dbus.Conn, error) {
+				return dbus.NewConnection(func() (*godbus.Conn, error) { return units.DialBus(a.cfg.SystemdBus)(ctx) })
+			}
+		}
+		collectors = append(collectors, &telemetry.UnitUsage{Dial: bus, Blueprint: a.appliedBlueprint})
+	}
+	go telemetry.Run(ctx, a.log.With("component", "telemetry"), mon.Sink(ctx), telemetry.Schedule(bp.Spec.Telemetry, collectors...)...)
 }
 
 // resources is every driver's report.

@@ -78,7 +78,9 @@ type cpos struct {
 	n   int
 }
 
-func (c cpos) String() string { return c.id + " " + strconv.FormatInt(c.sec, 10) + " " + strconv.Itoa(c.n) }
+func (c cpos) String() string {
+	return c.id + " " + strconv.FormatInt(c.sec, 10) + " " + strconv.Itoa(c.n)
+}
 
 func parseCPos(s string) cpos {
 	f := strings.Fields(s)
