@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
 	"github.com/nats-io/nats.go"
 
@@ -143,13 +142,13 @@ func (a *Agent) startObserving(ctx context.Context, nc *nats.Conn, pub *telemetr
 		telemetry.Agent{Status: a.collector.Last},
 	}
 	if !a.cfg.Sandbox {
-		bus := func(ctx context.Context) (*dbus.Conn, error) { return dbus.NewSystemConnectionContext(ctx) }
-		if a.cfg.SystemdBus != "" {
-			bus = func(ctx context.Context) (*dbus.Conn, error) {
-				return dbus.NewConnection(func() (*godbus.Conn, error) { return units.DialBus(a.cfg.SystemdBus)(ctx) })
-			}
+		bus := func(ctx context.Context) (*godbus.Conn, error) {
+			return godbus.ConnectSystemBus(godbus.WithContext(ctx))
 		}
-		collectors = append(collectors, &telemetry.UnitUsage{Dial: bus, Blueprint: a.appliedBlueprint})
+		if a.cfg.SystemdBus != "" {
+			bus = units.DialBus(a.cfg.SystemdBus)
+		}
+		collectors = append(collectors, &telemetry.UnitUsage{Bus: bus, Root: a.cfg.Root, Blueprint: a.appliedBlueprint})
 	}
 	go telemetry.Run(ctx, a.log.With("component", "telemetry"), mon.Sink(ctx), telemetry.Schedule(bp.Spec.Telemetry, collectors...)...)
 }
