@@ -54,6 +54,9 @@ func LogsFilter(site, node, kind, source string) string {
 		}
 		return Token(s)
 	}
+	if kind == "" && source == "" {
+		return fmt.Sprintf("%s.%s.%s.>", LogsRoot, tok(site), tok(node))
+	}
 	return fmt.Sprintf("%s.%s.%s.%s.%s", LogsRoot, tok(site), tok(node), tok(kind), tok(source))
 }
 
