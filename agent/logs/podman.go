@@ -214,7 +214,7 @@ func guessLevel(text string) string {
 	head := strings.ToLower(text[:min(len(text), 48)])
 	words := strings.FieldsFunc(head, func(r rune) bool { return !(r >= 'a' && r <= 'z') })
 	// Only the first words: "no error found" further on is not a level.
-	for _, w := range words[:min(len(words), 4)] {
+	for _, w := range words[:min(len(words), 2)] {
 		switch w {
 		case "emerg", "panic", "fatal":
 			return "emerg"
