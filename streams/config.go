@@ -89,8 +89,8 @@ type HubLimits struct {
 }
 
 // DefaultHubLimits keep 1 GiB of telemetry, 256 MiB of events, 64 MiB of
-// status and 512 MiB of logs per tenant at the hub.
-var DefaultHubLimits = HubLimits{TelemetryBytes: 1 << 30, EventsBytes: 256 << 20, StatusBytes: 64 << 20, LogsBytes: 512 << 20}
+// status and 256 MiB of logs per tenant at the hub.
+var DefaultHubLimits = HubLimits{TelemetryBytes: 1 << 30, EventsBytes: 256 << 20, StatusBytes: 64 << 20, LogsBytes: 256 << 20}
 
 // Validate names the first limit that is not positive.
 func (l HubLimits) Validate() error {
@@ -173,11 +173,12 @@ type SiteQuota struct {
 	Window    time.Duration
 }
 
-// DefaultSiteQuota: 32 MiB of telemetry, 8 MiB of events and 16 MiB of
-// log lines per 10 minutes (about 55 KB/s of telemetry), 4096 status keys
-// in 4 MiB; 60 MiB reserved at the hub per site.
+// DefaultSiteQuota: 32 MiB of telemetry, 8 MiB of events and 8 MiB of log
+// lines per 10 minutes (about 55 KB/s of telemetry, 14 KB/s of lines: a
+// site that logs more catches up later), 4096 status keys in 4 MiB; 52 MiB
+// reserved at the hub per site.
 var DefaultSiteQuota = SiteQuota{TelemetryBytes: 32 << 20, EventsBytes: 8 << 20, StatusKeys: 4096, StatusBytes: 4 << 20,
-	LogsBytes: 16 << 20, Window: 10 * time.Minute}
+	LogsBytes: 8 << 20, Window: 10 * time.Minute}
 
 // Validate names every quota that is not positive.
 func (q SiteQuota) Validate() error {
