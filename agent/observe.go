@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"path/filepath"
+	"sync"
 	"time"
 
 	godbus "github.com/godbus/dbus/v5"
@@ -43,6 +44,11 @@ func (a *Agent) observeLoop(ctx context.Context, nc *nats.Conn) {
 		return
 	}
 	var current string
+	// The shipper's runs end before the agent does: its last positions and
+	// counts are written, and an agent started next on this state resumes
+	// from them instead of reading (and counting) lines again.
+	var shipping sync.WaitGroup
+	defer shipping.Wait() // after the stops below
 	stops := []context.CancelFunc{}
 	defer func() {
 		for _, s := range stops {
@@ -63,7 +69,8 @@ func (a *Agent) observeLoop(ctx context.Context, nc *nats.Conn) {
 				if a.cfg.Sandbox {
 					sel.Units = nil // the dev stack leaves the host's systemd alone
 				}
-				go lines.Run(octx, sel)
+				shipping.Add(1)
+				go func() { defer shipping.Done(); lines.Run(octx, sel) }()
 			}
 		} else if mon := a.monitor.Load(); mon != nil {
 			// Same observers, new resources: health follows now rather

@@ -53,7 +53,7 @@ type Shipper struct {
 	log   *slog.Logger
 	js    jetstream.JetStream
 	queue chan item
-	state *spool.File[map[string]string]
+	state *spool.File[saved]
 	// running makes Runs of successive selections take turns: two ship
 	// loops on one queue would reorder lines.
 	running sync.Mutex
@@ -61,21 +61,46 @@ type Shipper struct {
 	mu    sync.Mutex
 	pos   map[string]string // source key -> position acked by the site
 	stats map[string]*Counts
+	// reported is each source's Dropped at the last report: the next
+	// rate_limited event says how many were dropped since.
+	reported map[string]uint64
 }
 
-// Counts are one source's figures.
+// Counts are one source's figures, kept across agent restarts (a counter
+// that went back to zero at each restart would hide the drops of an agent
+// that stopped before its first report).
 type Counts struct {
-	Shipped uint64 // acked by the site
-	Dropped uint64 // refused by the rate limit
-	Below   uint64 // under the level floor
+	Shipped uint64 `json:"shipped"` // acked by the site
+	Dropped uint64 `json:"dropped"` // refused by the rate limit
+	Below   uint64 `json:"below"`   // under the level floor
+}
+
+// saved is the state file: positions, counts and what was reported.
+type saved struct {
+	Positions map[string]string `json:"positions,omitempty"`
+	Counts    map[string]Counts `json:"counts,omitempty"`
+	Reported  map[string]uint64 `json:"reported,omitempty"`
 }
 
 // item is a line with the source position it leaves behind once acked.
 type item struct {
 	line streams.LogLine
-	key  string // the source's key in the state file
+	key  string // the reader's key in the state file
 	pos  string
+	// out says why a line is not shipped (only its position is); counted
+	// when the position is committed, so a line read again after a restart
+	// is never counted twice.
+	out outcome
+	src string // the line's source, for the counts
 }
+
+type outcome int
+
+const (
+	shipped outcome = iota
+	belowFloor
+	rateLimited
+)
 
 // New builds a Shipper; Run ships.
 func New(cfg Config) (*Shipper, error) {
@@ -100,20 +125,33 @@ func New(cfg Config) (*Shipper, error) {
 		return nil, err
 	}
 	s := &Shipper{cfg: cfg, log: cfg.Log.With("component", "logs"), js: js, queue: make(chan item, cfg.Batch),
-		pos: map[string]string{}, stats: map[string]*Counts{}}
+		pos: map[string]string{}, stats: map[string]*Counts{}, reported: map[string]uint64{}}
 	if cfg.StateFile != "" {
-		s.state = &spool.File[map[string]string]{Path: cfg.StateFile, Log: s.log, Snapshot: func(bool) (map[string]string, bool) {
+		s.state = &spool.File[saved]{Path: cfg.StateFile, Log: s.log, Snapshot: func(bool) (saved, bool) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			return maps.Clone(s.pos), len(s.pos) == 0
+			sv := saved{Positions: maps.Clone(s.pos), Counts: map[string]Counts{}, Reported: maps.Clone(s.reported)}
+			for k, c := range s.stats {
+				sv.Counts[k] = *c
+			}
+			return sv, len(s.pos) == 0 && len(s.stats) == 0
 		}}
-		pos, ok, err := s.state.Load()
-		if err != nil {
+		sv, ok, err := s.state.Load()
+		switch {
+		case err != nil:
 			// Without positions sources start over: lines already shipped
 			// come again under their ids and the stream drops them.
 			s.log.Error("log positions unreadable; sources start over", "file", cfg.StateFile, "err", err)
-		} else if ok && pos != nil {
-			s.pos = pos
+		case ok:
+			if sv.Positions != nil {
+				s.pos = sv.Positions
+			}
+			for k, c := range sv.Counts {
+				s.stats[k] = &c
+			}
+			if sv.Reported != nil {
+				s.reported = sv.Reported
+			}
 		}
 	}
 	return s, nil
@@ -135,17 +173,6 @@ func (s *Shipper) Stats() map[string]Counts {
 		out[k] = *c
 	}
 	return out
-}
-
-func (s *Shipper) count(key string, f func(*Counts)) {
-	s.mu.Lock()
-	c := s.stats[key]
-	if c == nil {
-		c = &Counts{}
-		s.stats[key] = c
-	}
-	f(c)
-	s.mu.Unlock()
 }
 
 // Selection is what to follow, from the applied blueprint.
@@ -215,37 +242,22 @@ func newGate(sel Selection) *gate {
 	return &gate{floor: streams.LevelRank(sel.Level), bucket: bucket{rate: float64(sel.Rate), burst: float64(sel.Burst)}}
 }
 
-// offer hands a line to the shipper (blocking while its queue is full)
-// unless the level floor or the rate limit keeps it out. It returns false
-// once ctx is done.
+// offer hands a line to the shipper, blocking while its queue is full. A
+// line the level floor or the rate limit keeps out is counted and only its
+// position is queued. It returns false once ctx is done.
 func (s *Shipper) offer(ctx context.Context, g *gate, it item) bool {
-	key := sourceKey(it.line.Kind, it.line.Source)
+	it.src = sourceKey(it.line.Kind, it.line.Source)
 	switch {
 	case streams.LevelRank(it.line.Level) > g.floor:
-		s.count(key, func(c *Counts) { c.Below++ })
-		s.skip(it)
-		return true
+		it.out, it.line = belowFloor, streams.LogLine{}
 	case !g.bucket.take(time.Now()):
-		s.count(key, func(c *Counts) { c.Dropped++ })
-		s.skip(it)
-		return true
+		it.out, it.line = rateLimited, streams.LogLine{}
 	}
 	select {
 	case s.queue <- it:
 		return true
 	case <-ctx.Done():
 		return false
-	}
-}
-
-// skip moves a source's position past a line that is not shipped, once the
-// lines queued before it are acked: a restart must not read it again.
-// Queued as an item without a line, it keeps the order of positions.
-func (s *Shipper) skip(it item) {
-	it.line = streams.LogLine{}
-	select {
-	case s.queue <- it:
-	default: // the queue is full: a later line's position covers it
 	}
 }
 
@@ -346,14 +358,18 @@ func (s *Shipper) commit(acked []item) {
 	s.mu.Lock()
 	for _, it := range acked {
 		s.pos[it.key] = it.pos
-		if it.line.ID != "" {
-			key := sourceKey(it.line.Kind, it.line.Source)
-			c := s.stats[key]
-			if c == nil {
-				c = &Counts{}
-				s.stats[key] = c
-			}
+		c := s.stats[it.src]
+		if c == nil {
+			c = &Counts{}
+			s.stats[it.src] = c
+		}
+		switch it.out {
+		case shipped:
 			c.Shipped++
+		case belowFloor:
+			c.Below++
+		case rateLimited:
+			c.Dropped++
 		}
 	}
 	s.mu.Unlock()
@@ -371,7 +387,6 @@ var ReportEvery = 10 * time.Second
 func (s *Shipper) report(ctx context.Context) {
 	t := time.NewTicker(ReportEvery)
 	defer t.Stop()
-	last := map[string]Counts{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -389,12 +404,18 @@ func (s *Shipper) report(ctx context.Context) {
 			lab := map[string]string{"source": k}
 			s.cfg.Emit(streams.Metric{Name: "logs.shipped", Value: float64(c.Shipped), Layer: "logs", Labels: lab})
 			s.cfg.Emit(streams.Metric{Name: "logs.dropped", Value: float64(c.Dropped), Layer: "logs", Labels: lab})
-			if d := c.Dropped - last[k].Dropped; d > 0 {
+			s.mu.Lock()
+			d := c.Dropped - min(s.reported[k], c.Dropped)
+			s.reported[k] = c.Dropped
+			s.mu.Unlock()
+			if d > 0 {
 				s.cfg.Emit(streams.Metric{Name: "logs.rate_limited", Value: float64(d), Layer: "logs", Kind: streams.KindEvent,
-					Labels: lab, Text: fmt.Sprintf("%d lines of %s dropped by the rate limit in the last %s", d, k, ReportEvery)})
+					Labels: map[string]string{"source": k}, Text: fmt.Sprintf("%d lines of %s dropped by the rate limit since the last report", d, k)})
+				if s.state != nil {
+					s.state.Changed()
+				}
 			}
 		}
-		last = now
 	}
 }
 

@@ -109,7 +109,7 @@ func TestJournalResumesAfterAckedCursor(t *testing.T) {
 	stop()
 	b, err := os.ReadFile(state)
 	check.NoError(t, err)
-	if !strings.Contains(string(b), `"journal":"c10"`) {
+	if !strings.Contains(string(b), `"positions":{"journal":"c10"}`) {
 		t.Fatalf("positions after the first run: %s", b)
 	}
 

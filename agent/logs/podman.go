@@ -155,6 +155,11 @@ func (p *podman) once(ctx context.Context, name, key string, g *gate, pos cpos) 
 	// Lines of the position's second already shipped come again (since
 	// has whole seconds): skip that many.
 	skip := pos.n
+	// A line conmon read in pieces comes as frames without a newline
+	// before the one that ends it: joined, it is one line, stamped with
+	// its first piece's time. Stdout and stderr are joined apart.
+	var partial [3]strings.Builder
+	var partialTS [3]time.Time
 	buf := make([]byte, 4096)
 	for {
 		fd, l, err := containers.DemuxHeader(resp.Body, buf)
@@ -171,8 +176,20 @@ func (p *podman) once(ctx context.Context, name, key string, g *gate, pos cpos) 
 		if fd == 3 {
 			return pos, errors.New("podman: " + string(frame))
 		}
-		for _, raw := range strings.Split(strings.TrimSuffix(string(frame), "\n"), "\n") {
-			ts, text := splitTimestamp(raw)
+		if fd > 2 {
+			return pos, fmt.Errorf("podman: unknown stream %d in the log", fd)
+		}
+		ts, text := splitTimestamp(string(frame))
+		if partial[fd].Len() == 0 {
+			partialTS[fd] = ts
+		}
+		partial[fd].WriteString(text)
+		if !strings.HasSuffix(text, "\n") {
+			continue
+		}
+		ts, text = partialTS[fd], strings.TrimSuffix(partial[fd].String(), "\n")
+		partial[fd].Reset()
+		for _, text := range strings.Split(text, "\n") {
 			sec := ts.Unix()
 			if sec < pos.sec {
 				continue
