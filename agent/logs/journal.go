@@ -34,16 +34,29 @@ func (j *journal) follow(ctx context.Context) {
 	for _, u := range j.units {
 		gates[u] = newGate(j.sel)
 	}
+	// A node without journalctl, or a journal that keeps failing, is said
+	// once at WARN, then retried with a growing pause.
+	wait, warned := time.Second, false
 	for ctx.Err() == nil {
+		start := time.Now()
 		err := j.once(ctx, gates)
 		if ctx.Err() != nil {
 			return
 		}
-		j.s.log.Warn("journal reader stopped; starting it again", "units", j.units, "err", err)
+		if time.Since(start) > time.Minute {
+			wait, warned = time.Second, false // it had been working
+		}
+		if !warned {
+			j.s.log.Warn("journal reader stopped; starting it again", "units", j.units, "err", err)
+			warned = true
+		} else {
+			j.s.log.Debug("journal reader stopped again", "units", j.units, "err", err, "retry", wait)
+		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, 30*time.Second)
 	}
 }
 
