@@ -173,7 +173,7 @@ func (l *Leaf) answerLink(m *nats.Msg) {
 	info := streams.LinkInfo{Connected: l.Connected(), Synced: l.Synced(), At: time.Now().UTC(), Pending: map[string]uint64{}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	for _, name := range []string{streams.TelemetryStream, streams.EventsStream} {
+	for _, name := range streams.SiteStreams() {
 		c, err := l.js.Consumer(ctx, name, streams.UplinkConsumer(name))
 		if err != nil {
 			continue
@@ -226,7 +226,7 @@ func (l *Leaf) ensureLocal(ctx context.Context) error {
 			return fmt.Errorf("leaf: status bucket: %w", err)
 		}
 	}
-	for _, name := range []string{streams.TelemetryStream, streams.EventsStream} {
+	for _, name := range streams.SiteStreams() {
 		if _, err := l.js.CreateOrUpdateStream(ctx, streams.SiteStreamConfig(name, site, l.cfg.Limits)); err != nil {
 			return fmt.Errorf("leaf: stream %s: %w", name, err)
 		}

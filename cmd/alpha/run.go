@@ -13,6 +13,7 @@ import (
 	"github.com/alpha-edge/alpha/bundle"
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/leaf"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 func init() {
@@ -105,12 +106,17 @@ func clusterAddr(h *hub.Hub) string {
 
 type leafFlags struct {
 	site, hub, store, listen, compression, stickDirs *string
+	limits                                           *streams.SiteLimits
 }
 
-func addLeafFlags(fs interface {
-	String(name, value, usage string) *string
-}) leafFlags {
+func addLeafFlags(fs *flag.FlagSet) leafFlags {
+	lim := streams.DefaultSiteLimits
+	// The site keeps its log lines apart from metrics and events, under
+	// limits of their own.
+	fs.DurationVar(&lim.LogsMaxAge, "logs-max-age", lim.LogsMaxAge, "how long the site's LOGS stream keeps journal and container lines")
+	fs.Var(byteSize{&lim.LogsMaxBytes}, "logs-max-bytes", "bytes of lines the site's LOGS stream keeps; oldest dropped first")
 	return leafFlags{
+		limits: &lim,
 		site:   fs.String("site", "", "site id (required)"),
 		hub:    fs.String("hub", "", "hub leafnode URL(s), comma-separated: nats-leaf://HOST:7422; none: an air-gapped site fed by 'alpha bundle import'"),
 		store:  fs.String("store", "/var/lib/alpha/leaf", "JetStream store directory"),
@@ -127,7 +133,8 @@ func (f leafFlags) config() leaf.Config {
 	if *f.hub != "" {
 		hubs = []string{*f.hub}
 	}
-	return leaf.Config{Site: *f.site, HubURLs: hubs, StoreDir: *f.store, Listen: *f.listen, Compression: *f.compression, Log: logger()}
+	return leaf.Config{Site: *f.site, HubURLs: hubs, StoreDir: *f.store, Listen: *f.listen, Compression: *f.compression,
+		Limits: *f.limits, Log: logger()}
 }
 
 func runLeaf(ctx context.Context, args []string) error {
