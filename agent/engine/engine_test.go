@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,16 +33,24 @@ type harness struct {
 
 func start(t *testing.T, root, state string, gate engine.Gate) *harness {
 	t.Helper()
+	return startWith(t, root, state, func(c *engine.Config) { c.Gate = gate })
+}
+
+// startWith starts an engine with the files driver on root; tune changes
+// its config first.
+func startWith(t *testing.T, root, state string, tune func(*engine.Config)) *harness {
+	t.Helper()
 	fd, err := files.New(driver.Env{Root: root, StateDir: filepath.Join(state, "files")})
 	check.NoError(t, err)
 	h := &harness{root: root, state: state, done: make(chan struct{})}
-	h.eng, err = engine.New(engine.Config{
+	cfg := engine.Config{
 		Drivers:  []driver.Driver{fd},
 		StateDir: filepath.Join(state, "engine"),
-		Gate:     gate,
 		Resync:   time.Hour,
 		OnStatus: func(s engine.Status) { h.mu.Lock(); h.last = s; h.mu.Unlock() },
-	})
+	}
+	tune(&cfg)
+	h.eng, err = engine.New(cfg)
 	check.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
@@ -114,6 +123,22 @@ func TestInvalidRevisionKeepsLastGood(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A refused revision offered between two offers of the running one (an
+// older signed revision replayed while a site's new mirror catches up)
+// stops counting once the running one is offered again.
+func TestTargetOfferedAgainClearsRefusal(t *testing.T) {
+	h := start(t, t.TempDir(), t.TempDir(), nil)
+	h.eng.Offer(engine.Candidate{Revision: 2, Data: doc("a", "two")})
+	h.waitPhase(t, engine.PhaseConverged, 2)
+	h.eng.Offer(engine.Candidate{Revision: 1, Err: errors.New("signature: older than the last accepted revision (replay)")})
+	h.waitPhase(t, engine.PhaseInvalid, 2)
+	h.eng.Offer(engine.Candidate{Revision: 2, Data: doc("a", "two")})
+	s := h.waitPhase(t, engine.PhaseConverged, 2)
+	if s.DesiredRevision != 2 || len(s.Invalid) != 0 {
+		t.Fatalf("status %+v", s)
+	}
 }
 
 func TestRestartOfflineReappliesPersisted(t *testing.T) {

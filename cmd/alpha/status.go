@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/agent/events"
+	"github.com/alpha-edge/alpha/hub/inventory"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -33,8 +35,16 @@ func runStatus(ctx context.Context, args []string) error {
 	fs.StringVar(&f.phase, "phase", "", "only nodes in this phase (Converged, Failed, ..., NeverReported)")
 	fs.DurationVar(&f.stale, "stale", 0, "only nodes that have not reported for this long (e.g. 5m)")
 	summary := fs.Bool("summary", false, "print only the summary line")
+	selector := fs.String("l", "", "only nodes whose labels (and facts., site, node) match this selector, e.g. role=pos,env!=lab")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *selector != "" {
+		sel, err := inventory.ParseSelector(*selector)
+		if err != nil {
+			return fmt.Errorf("-l %q: %w", *selector, err)
+		}
+		f.sel = sel
 	}
 	if f.site != "" {
 		if err := streams.ValidID("site", f.site); err != nil {
@@ -75,6 +85,7 @@ type statusFilter struct {
 	site  string
 	phase string
 	stale time.Duration
+	sel   inventory.Selector // nil: every node
 }
 
 // keys is the key filter of the buckets: one site's nodes, or all.
@@ -145,6 +156,11 @@ func collect(ctx context.Context, js jetstream.JetStream, f statusFilter) (*repo
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
+	if len(f.sel) > 0 {
+		if all, err = selectNodes(ctx, js, f, all, r.desired); err != nil {
+			return nil, err
+		}
+	}
 	now := time.Now()
 	r.summary = summarize(all, r.desired, f, now)
 	seen := map[string]bool{}
@@ -183,6 +199,48 @@ func collect(ctx context.Context, js jetstream.JetStream, f statusFilter) (*repo
 		r.addLink(ctx, js, site)
 	}
 	return r, nil
+}
+
+// selectNodes keeps the nodes (and the blueprint keys of nodes without a
+// status) whose labels match f's selector, as inventory sees them: the
+// operator's labels, the reported facts, site and node.
+func selectNodes(ctx context.Context, js jetstream.JetStream, f statusFilter, all []streams.NodeStatus, desired map[string]uint64) ([]streams.NodeStatus, error) {
+	labels := map[string]map[string]string{}
+	kv, err := js.KeyValue(ctx, streams.LabelsBucket)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		// No node has labels yet: facts, site and node still select.
+	case err != nil:
+		return nil, fmt.Errorf("labels bucket: %w", err)
+	default:
+		err = readAll(ctx, kv, f.keys(), false, func(e jetstream.KeyValueEntry) {
+			var nl streams.NodeLabels
+			if json.Unmarshal(e.Value(), &nl) == nil {
+				labels[e.Key()] = nl.Labels
+			}
+		})
+		if err != nil {
+			return nil, fmt.Errorf("labels: %w", err)
+		}
+	}
+	var keep []streams.NodeStatus
+	reported := map[string]bool{}
+	for i := range all {
+		n := inventory.Node{Site: all[i].Site, Node: all[i].Node, Status: &all[i], Labels: labels[streams.Key(all[i].Site, all[i].Node)]}
+		reported[n.Key()] = true
+		if f.sel.Matches(n.All()) {
+			keep = append(keep, all[i])
+		} else {
+			delete(desired, n.Key()) // not shown, nor counted as never reported
+		}
+	}
+	for k := range desired {
+		site, node, _ := strings.Cut(k, ".")
+		if !reported[k] && !f.sel.Matches(inventory.Node{Site: site, Node: node, Labels: labels[k]}.All()) {
+			delete(desired, k)
+		}
+	}
+	return keep, nil
 }
 
 // readAll calls fn with the latest entry of every key matching filter,

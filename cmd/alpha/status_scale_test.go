@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/chaos"
+	"github.com/alpha-edge/alpha/hub/inventory"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/internal/testkit/stack"
 	"github.com/alpha-edge/alpha/streams"
@@ -68,7 +69,7 @@ func putStatus(t testing.TB, js jetstream.JetStream, docs []streams.NodeStatus, 
 	}
 }
 
-// TestStatusFilters: --site, --phase and --stale narrow the table, and the
+// TestStatusFilters: --site, --phase, --stale and -l narrow the table, and the
 // summary line counts the phases (never-reported nodes included) and names
 // the sites none of whose nodes reported lately.
 func TestStatusFilters(t *testing.T) {
@@ -80,6 +81,15 @@ func TestStatusFilters(t *testing.T) {
 		{Site: "s2", Node: "n1", Phase: "Converged", Reported: now.Add(-2 * time.Minute)},
 	}, []string{"s1.n1", "s1.n2", "s2.n1", "s3.n1"})
 	ctx := context.Background()
+	_, err := inventory.SetLabels(ctx, js, "s1.n2", map[string]string{"role": "pos"}, nil)
+	check.NoError(t, err)
+	_, err = inventory.SetLabels(ctx, js, "s3.n1", map[string]string{"role": "pos"}, nil)
+	check.NoError(t, err)
+	sel := func(s string) inventory.Selector {
+		sel, err := inventory.ParseSelector(s)
+		check.NoError(t, err)
+		return sel
+	}
 	for _, c := range []struct {
 		name    string
 		f       statusFilter
@@ -95,6 +105,10 @@ func TestStatusFilters(t *testing.T) {
 		{"stale", statusFilter{stale: time.Minute}, []string{"s2.n1", "s3.n1"},
 			"4 nodes in 3 sites: Converged 2, Failed 1, NeverReported 1; 2 sites stale (no report for 1m0s): s2 s3"},
 		{"site and stale", statusFilter{site: "s2", stale: time.Minute}, []string{"s2.n1"}, ""},
+		{"label", statusFilter{sel: sel("role=pos")}, []string{"s1.n2", "s3.n1"},
+			"2 nodes in 2 sites: Failed 1, NeverReported 1; 1 sites stale (no report for 30s): s3"},
+		{"label and site", statusFilter{sel: sel("role=pos"), site: "s1"}, []string{"s1.n2"}, ""},
+		{"not label", statusFilter{sel: sel("role!=pos"), site: "s1"}, []string{"s1.n1"}, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rep, err := collect(ctx, js, c.f)
