@@ -77,6 +77,9 @@ func rounds(b *testing.B, f *scale.Fleet, n int) (applied, status []time.Duratio
 //     put → good status back at the hub;
 //   - the reconnect storm: the hub restarted with every site linked, time
 //     from the hub ready again to a revision put then applied everywhere.
+//
+// ALPHA_SCALE_PPROF=HOST:PORT serves the hub's profiler there and, with
+// ALPHA_SCALE_HEAP=FILE, saves its heap profile after the idle period.
 func BenchmarkFleetScale(b *testing.B) {
 	n := envInt(b, "ALPHA_SCALE_SITES", 300)
 	idle := time.Duration(envInt(b, "ALPHA_SCALE_IDLE_S", 120)) * time.Second
@@ -95,7 +98,7 @@ func BenchmarkFleetScale(b *testing.B) {
 	}
 	start := time.Now()
 	f.AddSites(n)
-	b.ReportMetric(time.Since(start).Seconds(), "start-s")
+	chaos.Report(b, "start-s", []float64{time.Since(start).Seconds()})
 	b.ReportMetric(float64(n), "sites")
 	time.Sleep(time.Until(start.Add(idle)))
 	var rss, cpu []float64
@@ -132,7 +135,7 @@ func BenchmarkFleetScale(b *testing.B) {
 	if _, err := f.WaitApplied(ctx, puts); err != nil {
 		b.Fatal(err)
 	}
-	b.ReportMetric(time.Since(ready).Seconds(), "storm-s")
+	chaos.Report(b, "storm-s", []float64{time.Since(ready).Seconds()})
 }
 
 // BenchmarkFleet100 is put → applied at 100 sites: 10 rounds of one put
