@@ -429,7 +429,9 @@ func loadSeries(ctx context.Context, js jetstream.JetStream, site, node string, 
 		}
 		out = append(out, *s)
 	}
-	slices.SortFunc(out, func(a, b series) int { return cmp.Or(cmp.Compare(rank(a.Name), rank(b.Name)), cmp.Compare(a.Name, b.Name)) })
+	slices.SortFunc(out, func(a, b series) int {
+		return cmp.Or(cmp.Compare(rank(a.Name), rank(b.Name)), cmp.Compare(a.Name, b.Name))
+	})
 	if len(out) > maxSeries {
 		out = out[:maxSeries]
 	}
