@@ -33,6 +33,27 @@ func Parse(data []byte) (*Blueprint, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, Errors{{Msg: "document is empty"}}
 	}
+	var bp Blueprint
+	lines, err := decode(data, &bp, "a blueprint")
+	if err != nil {
+		return nil, err
+	}
+	if errs := bp.validate(lines); len(errs) > 0 {
+		return nil, errs
+	}
+	return &bp, nil
+}
+
+// Decode decodes one YAML or JSON document strictly into out (a pointer to
+// a struct of this package's shape: json tags, Duration): unknown fields and
+// wrong types are all reported together with their path and line. what
+// names the document in errors ("a fleet"). Validation is the caller's.
+func Decode(data []byte, out any, what string) error {
+	_, err := decode(data, out, what)
+	return err
+}
+
+func decode(data []byte, out any, what string) (map[string]int, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -40,14 +61,14 @@ func Parse(data []byte) (*Blueprint, error) {
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
-		return nil, Errors{{Line: extra.Line, Msg: "more than one YAML document; a blueprint is one document"}}
+		return nil, Errors{{Line: extra.Line, Msg: "more than one YAML document; " + what + " is one document"}}
 	}
 	d := &decoder{lines: map[string]int{}}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
 	}
-	generic := d.value(root, reflect.TypeOf(Blueprint{}), "")
+	generic := d.value(root, reflect.TypeOf(out).Elem(), "")
 	if len(d.errs) > 0 {
 		return nil, d.errs
 	}
@@ -55,8 +76,7 @@ func Parse(data []byte) (*Blueprint, error) {
 	if err != nil {
 		return nil, Errors{{Msg: err.Error()}}
 	}
-	var bp Blueprint
-	if err := json.Unmarshal(raw, &bp); err != nil {
+	if err := json.Unmarshal(raw, out); err != nil {
 		// The walk above checks every type, so this is a value a custom
 		// decoder refused (a duration); report it as well as we can.
 		var ute *json.UnmarshalTypeError
@@ -65,10 +85,7 @@ func Parse(data []byte) (*Blueprint, error) {
 		}
 		return nil, Errors{{Msg: err.Error()}}
 	}
-	if errs := bp.validate(d.lines); len(errs) > 0 {
-		return nil, errs
-	}
-	return &bp, nil
+	return d.lines, nil
 }
 
 // decoder walks a YAML tree against the Go types, checking every field and

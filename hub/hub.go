@@ -172,6 +172,13 @@ func BootstrapLimits(ctx context.Context, js jetstream.JetStream, replicas int, 
 			Description: "desired blueprints, key <site>.<node>", Replicas: replicas},
 		{Bucket: streams.CloudBucket, History: 4, Storage: jetstream.FileStorage,
 			Description: "cloud outputs and phases, key <site>.<node>.<config>", Replicas: replicas},
+		// Hub-only buckets of fleets and rollouts: no site mirrors them.
+		{Bucket: streams.LabelsBucket, History: 4, Storage: jetstream.FileStorage,
+			Description: "operator labels per node, key <site>.<node>", Replicas: replicas},
+		{Bucket: streams.StagedBucket, History: 1, Storage: jetstream.FileStorage,
+			Description: "fleet blueprints rendered and signed by alpha fleet apply, key <fleet>.<site>.<node>", Replicas: replicas},
+		{Bucket: streams.RolloutsBucket, History: 8, Storage: jetstream.FileStorage,
+			Description: "rollout state per fleet, key <fleet>", Replicas: replicas},
 	}
 	for _, c := range kvs {
 		if _, err := js.KeyValue(ctx, c.Bucket); err == nil {

@@ -75,13 +75,21 @@ func runHub(ctx context.Context, args []string) error {
 		h.Shutdown()
 		return err
 	}
+	stopRollouts, err := startRollouts(ctx, h, op, log)
+	if err != nil {
+		stopCloud()
+		h.Shutdown()
+		return err
+	}
 	if err := mf.start(ctx, h, op, log); err != nil {
+		stopRollouts()
 		stopCloud()
 		h.Shutdown()
 		return err
 	}
 	stopUI, uiURL, err := uf.start(ctx, h, op, sec.tls, log)
 	if err != nil {
+		stopRollouts()
 		stopCloud()
 		h.Shutdown()
 		return err
@@ -91,6 +99,7 @@ func runHub(ctx context.Context, args []string) error {
 	}
 	<-ctx.Done()
 	stopUI()
+	stopRollouts()
 	stopCloud()
 	h.Shutdown()
 	return nil

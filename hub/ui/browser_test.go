@@ -53,7 +53,7 @@ func startDashboard(t *testing.T) *dashboard {
 		bundle := p.AddSite(site, tenant, nil, "n1")
 		l, _ := p.StartLeaf(bundle, prodtest.LeafOptions{})
 		d.leaves[site] = l
-		p.StartAgent(bundle, "n1", l.ClientURL(), t.TempDir())
+		p.StartAgent(bundle, l, "n1", prodtest.AgentOptions{})
 		p.Put(tenant, site, "n1", good("v=1\n"))
 	}
 	for _, site := range []string{"s1", "s2"} {
