@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/hub/alerts"
+	"github.com/alpha-edge/alpha/hub/rollout"
 	"github.com/alpha-edge/alpha/hub/sites"
 	"github.com/alpha-edge/alpha/streams"
 )
@@ -56,7 +57,8 @@ type nodeRow struct {
 }
 
 type rolloutRow struct {
-	Fleet, Summary string
+	Fleet, Generation, State, Reason, Batch string
+	Nodes                                   []string // "3 Good", per phase
 }
 
 type filter struct{ Site, Phase, Q string }
@@ -190,8 +192,8 @@ func loadFleet(ctx context.Context, js jetstream.JetStream, f filter, now time.T
 	return v, nil
 }
 
-// rollouts lists the rollouts bucket, if the hub has one: each fleet with
-// the fields of its rollout a person looks for first.
+// rollouts lists the rollouts bucket, if the hub has one: each fleet's
+// rollout with its state, batch and how many nodes are in each phase.
 func rollouts(ctx context.Context, js jetstream.JetStream) ([]rolloutRow, bool) {
 	kv, err := js.KeyValue(ctx, streams.RolloutsBucket)
 	if err != nil {
@@ -207,23 +209,18 @@ func rollouts(ctx context.Context, js jetstream.JetStream) ([]rolloutRow, bool) 
 		if err != nil {
 			continue
 		}
-		var doc map[string]any
-		summary := string(en.Value())
-		if json.Unmarshal(en.Value(), &doc) == nil {
-			var parts []string
-			for _, f := range []string{"phase", "state", "revision", "wave", "step", "message", "reason"} {
-				if x, ok := doc[f]; ok {
-					parts = append(parts, fmt.Sprintf("%s=%v", f, x))
-				}
-			}
-			if len(parts) > 0 {
-				summary = strings.Join(parts, " ")
-			}
+		var r rollout.Rollout
+		if err := json.Unmarshal(en.Value(), &r); err != nil {
+			out = append(out, rolloutRow{Fleet: k, State: "unreadable", Reason: err.Error()})
+			continue
 		}
-		if len(summary) > 240 {
-			summary = summary[:240] + "…"
+		row := rolloutRow{Fleet: k, Generation: r.Generation, State: r.State, Reason: r.Reason,
+			Batch: fmt.Sprintf("%d of %d", min(r.Batch+1, len(r.Batches)), len(r.Batches))}
+		counts := r.Count(nil)
+		for _, ph := range slices.Sorted(maps.Keys(counts)) {
+			row.Nodes = append(row.Nodes, fmt.Sprintf("%d %s", counts[ph], ph))
 		}
-		out = append(out, rolloutRow{Fleet: k, Summary: summary})
+		out = append(out, row)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Fleet < out[j].Fleet })
 	return out, true
