@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/hub/scan"
 	"github.com/alpha-edge/alpha/hub/sites"
 	"github.com/alpha-edge/alpha/streams"
 )
@@ -358,7 +359,7 @@ func (e *Engine) evaluate(ctx context.Context, ts *tenantState, now time.Time) (
 		case KindDrift:
 			type res struct{ site, node, resource string }
 			count := map[res]int{}
-			err := each(ctx, ts.JS, streams.EventsRoot+".*.*.drift", now.Add(-time.Duration(r.Within)), func(m jetstream.Msg) {
+			err := scan.Since(ctx, ts.JS, streams.EventsStream, []string{streams.EventsRoot + ".*.*.drift"}, now.Add(-time.Duration(r.Within)), 0, func(m jetstream.Msg) {
 				var ev struct{ Site, Node, Resource string }
 				if json.Unmarshal(m.Data(), &ev) == nil && ev.Resource != "" && siteOfSubject(m.Subject()) == ev.Site {
 					count[res{ev.Site, ev.Node, ev.Resource}]++
@@ -376,7 +377,7 @@ func (e *Engine) evaluate(ctx context.Context, ts *tenantState, now time.Time) (
 		case KindEscalated:
 			// What agent/remediation emits as Metric{Layer: remediation, Name: remediation.escalated}.
 			filter := streams.EventsRoot + ".*.*.remediation.remediation.escalated"
-			err := each(ctx, ts.JS, filter, now.Add(-time.Duration(r.For)), func(m jetstream.Msg) {
+			err := scan.Since(ctx, ts.JS, streams.EventsStream, []string{filter}, now.Add(-time.Duration(r.For)), 0, func(m jetstream.Msg) {
 				var mt streams.Metric
 				if json.Unmarshal(m.Data(), &mt) != nil || siteOfSubject(m.Subject()) != mt.Site {
 					return
@@ -425,36 +426,6 @@ func statuses(ctx context.Context, js jetstream.JetStream) ([]streams.NodeStatus
 		}
 	}
 	return out, nil
-}
-
-// each calls fn with every message of EVENTS under filter since a time.
-func each(ctx context.Context, js jetstream.JetStream, filter string, since time.Time, fn func(jetstream.Msg)) error {
-	s, err := js.Stream(ctx, streams.EventsStream)
-	if err != nil {
-		return err
-	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &since,
-	})
-	if err != nil {
-		return err
-	}
-	for {
-		batch, err := c.FetchNoWait(500)
-		if err != nil {
-			return err
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			fn(m)
-		}
-		if n == 0 {
-			return nil
-		}
-	}
 }
 
 // post sends alerts in the body Alertmanager's POST /api/v2/alerts takes:

@@ -29,7 +29,7 @@ func TestNodeRules(t *testing.T) {
 	ctx := context.Background()
 	status, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.StatusBucket})
 	check.NoError(t, err)
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: streams.EventsStream, Subjects: []string{streams.EventsRoot + ".>"}})
+	events, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: streams.EventsStream, Subjects: []string{streams.EventsRoot + ".>"}})
 	check.NoError(t, err)
 
 	put := func(ns streams.NodeStatus) {
@@ -76,6 +76,13 @@ func TestNodeRules(t *testing.T) {
 		}
 		return nil
 	})
+	// Tens of evaluations went by; their consumers are gone, not piling
+	// up against the tenant's consumer limit.
+	info, err := events.Info(ctx)
+	check.NoError(t, err)
+	if info.State.Consumers > 2 {
+		t.Fatalf("EVENTS has %d consumers after the evaluations", info.State.Consumers)
+	}
 	for _, a := range firing {
 		if a.Name == "health" && a.StartsAt.Sub(start) < 500*time.Millisecond {
 			t.Fatalf("health fired %v after it was low, before the rule's 500ms", a.StartsAt.Sub(start))

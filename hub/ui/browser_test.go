@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -141,6 +142,22 @@ func browser(t *testing.T, srv *httptest.Server) context.Context {
 	return ctx
 }
 
+// waitFor polls the page until an element matches selector. It asks the
+// document each time instead of holding on to a node: the page swaps its
+// live part every second and navigates on a filter, and a held node would
+// be gone.
+func waitFor(t *testing.T, ctx context.Context, selector string) {
+	t.Helper()
+	expr := "document.querySelector(" + strconv.Quote(selector) + ") !== null"
+	check.For(t, 30*time.Second, 50*time.Millisecond, func() error {
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
+		if err != nil || !ok {
+			return fmt.Errorf("no %s on the page (%v)", selector, err)
+		}
+		return nil
+	})
+}
+
 // artifacts is where screenshots go: $ALPHA_ARTIFACTS/ui, else a
 // directory under the system's temp dir that outlives the test.
 func artifacts(t *testing.T) string {
@@ -204,12 +221,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	check.NoError(t, err)
 
 	// The fleet page: both nodes Converged.
-	check.NoError(t, chromedp.Do(ctx,
-		chromedp.Navigate(link),
-		chromedp.WaitVisible(chromedp.CSS(`tr[data-node="s1.n1"][data-phase="Converged"]`)),
-		chromedp.WaitVisible(chromedp.CSS(`tr[data-node="s2.n1"][data-phase="Converged"]`)),
-		chromedp.WaitVisible(chromedp.CSS(`#live-state`)),
-	))
+	check.NoError(t, chromedp.Do(ctx, chromedp.Navigate(link)))
+	waitFor(t, ctx, `tr[data-node="s1.n1"][data-phase="Converged"]`)
+	waitFor(t, ctx, `tr[data-node="s2.n1"][data-phase="Converged"]`)
 	screenshot(t, ctx, "fleet.png")
 	// A used sign-in URL does not open a second session.
 	resp, err := d.client.Get(link)
@@ -224,7 +238,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	d.p.Put(tenant, "s1", "n1", strings.Replace(good("v=2\n"), "path: /etc/web.conf", "path: /etc/web.conf\n      owner: alpha-no-such-user", 1))
 	d.waitPhase("s1", "n1", "Degraded")
 	start := time.Now()
-	check.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`tr[data-node="s1.n1"][data-phase="Degraded"]`))))
+	waitFor(t, ctx, `tr[data-node="s1.n1"][data-phase="Degraded"]`)
 	t.Logf("Degraded shown %v after the hub had it", time.Since(start).Round(time.Millisecond))
 	marker, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__notReloaded === true`))
 	check.NoError(t, err)
@@ -237,8 +251,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	check.NoError(t, chromedp.Do(ctx,
 		chromedp.SetValue(chromedp.CSS(`select[name="site"]`), "s1"),
 		chromedp.Submit(chromedp.CSS(`#filter`)),
-		chromedp.WaitVisible(chromedp.CSS(`tr[data-node="s1.n1"]`)),
 	))
+	waitFor(t, ctx, `body[data-filter-site="s1"] tr[data-node="s1.n1"]`)
 	s2rows, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('tr[data-node="s2.n1"]').length`))
 	check.NoError(t, err)
 	loc, err := chromedp.Run(ctx, chromedp.Location())
@@ -250,15 +264,16 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// The node page: phase, the resource's error and its recent logs,
 	// which arrive while the page is open.
-	check.NoError(t, chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS(`a[href="/node/s1/n1"]`)),
-		chromedp.WaitVisible(chromedp.CSS(`#node-phase`)),
-	))
-	d.publishLogs("web: listening on :8080", "web: config owner alpha-no-such-user unknown", "web: giving up")
-	check.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#logs`))))
-	phase, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#node-phase`)))
+	// Clicked through the document, not a held node: the link is in the
+	// live part, which may be swapped in between.
+	_, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelector('a[href="/node/s1/n1"]').click(), true`))
 	check.NoError(t, err)
-	logs, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#logs`)))
+	waitFor(t, ctx, `body[data-page="node"] #node-phase`)
+	d.publishLogs("web: listening on :8080", "web: config owner alpha-no-such-user unknown", "web: giving up")
+	waitFor(t, ctx, `#logs`)
+	phase, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("#node-phase").innerText`))
+	check.NoError(t, err)
+	logs, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("#logs").innerText`))
 	check.NoError(t, err)
 	check.Equal(t, strings.TrimSpace(phase), "Degraded")
 	for _, want := range []string{"listening on :8080", "alpha-no-such-user unknown", "giving up", "unit:web.service"} {

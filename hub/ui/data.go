@@ -16,6 +16,7 @@ import (
 
 	"github.com/alpha-edge/alpha/hub/alerts"
 	"github.com/alpha-edge/alpha/hub/rollout"
+	"github.com/alpha-edge/alpha/hub/scan"
 	"github.com/alpha-edge/alpha/hub/sites"
 	"github.com/alpha-edge/alpha/streams"
 )
@@ -309,10 +310,10 @@ func loadNode(ctx context.Context, js jetstream.JetStream, site, node string, no
 		}
 	}
 	// Events and drift: the node's subjects in EVENTS and the hub's alerts about it.
-	err = scan(ctx, js, streams.EventsStream, []string{
+	err = scan.Since(ctx, js, streams.EventsStream, []string{
 		streams.EventsRoot + "." + streams.Token(site) + "." + streams.Token(node) + ".>",
 		streams.AlertsRoot + "." + streams.Token(site) + "." + streams.Token(node) + ".>",
-	}, now.Add(-eventsSpan), func(m jetstream.Msg) {
+	}, now.Add(-eventsSpan), maxScan, func(m jetstream.Msg) {
 		subj := m.Subject()
 		switch {
 		case strings.HasSuffix(subj, ".drift"):
@@ -350,8 +351,8 @@ func loadNode(ctx context.Context, js jetstream.JetStream, site, node string, no
 	v.Drift = newestFirst(v.Drift, maxRows)
 	v.Events = newestFirst(v.Events, maxRows)
 	// Logs, from the hub's LOGS stream once the hub has one.
-	err = scan(ctx, js, streams.LogsStream, []string{streams.LogsRoot + "." + streams.Token(site) + "." + streams.Token(node) + ".>"},
-		now.Add(-eventsSpan), func(m jetstream.Msg) {
+	err = scan.Since(ctx, js, streams.LogsStream, []string{streams.LogsRoot + "." + streams.Token(site) + "." + streams.Token(node) + ".>"},
+		now.Add(-eventsSpan), maxScan, func(m jetstream.Msg) {
 			var l streams.LogLine
 			if json.Unmarshal(m.Data(), &l) == nil {
 				v.Logs = append(v.Logs, logRow{At: stamp(l.TS), Source: l.Kind + ":" + l.Source, Level: l.Level, Text: l.Text})
@@ -389,8 +390,8 @@ func newestFirst[T any](s []T, n int) []T {
 // and label set, thinned to maxPoints each.
 func loadSeries(ctx context.Context, js jetstream.JetStream, site, node string, now time.Time) []series {
 	by := map[string]*series{}
-	scan(ctx, js, streams.TelemetryStream, []string{streams.TelemetryFilter(streams.TelemetryRoot, site, node)},
-		now.Add(-chartSpan), func(m jetstream.Msg) {
+	scan.Since(ctx, js, streams.TelemetryStream, []string{streams.TelemetryFilter(streams.TelemetryRoot, site, node)},
+		now.Add(-chartSpan), maxScan, func(m jetstream.Msg) {
 			var mt streams.Metric
 			if json.Unmarshal(m.Data(), &mt) != nil {
 				return
@@ -447,38 +448,4 @@ func rank(name string) int {
 		}
 	}
 	return len(chartOrder)
-}
-
-// scan calls fn with the messages of stream under filters since a time,
-// at most maxScan of them, in stream order.
-func scan(ctx context.Context, js jetstream.JetStream, stream string, filters []string, since time.Time, fn func(jetstream.Msg)) error {
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return err
-	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: filters,
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &since,
-	})
-	if err != nil {
-		return err
-	}
-	seen := 0
-	for seen < maxScan {
-		batch, err := c.FetchNoWait(500)
-		if err != nil {
-			return err
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			fn(m)
-		}
-		if n == 0 {
-			return nil
-		}
-		seen += n
-	}
-	return nil
 }
