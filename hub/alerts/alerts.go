@@ -109,9 +109,9 @@ func prepare(ctx context.Context, t Tenant) (*tenantState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", streams.AlertsBucket, err)
 	}
-	// The hub's EVENTS has no subjects of its own besides a dummy (it
-	// sources from the sites); the hub's own alerts are published under
-	// alerts.>, which no site credential may send.
+	// The hub's EVENTS sources from the sites; the hub's own alerts are
+	// published under alerts.>, which no site credential may send. A hub
+	// bootstrapped before alerts existed lacks that subject: add it.
 	s, err := t.JS.Stream(ctx, streams.EventsStream)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", streams.EventsStream, err)
