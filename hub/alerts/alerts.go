@@ -55,7 +55,8 @@ type tenantState struct {
 	Tenant
 	kv          jetstream.KeyValue
 	firing      map[string]streams.Alert // key -> alert, as in the bucket
-	healthBelow map[string]time.Time     // node key -> since when below the rule's floor
+	healthBelow map[string]time.Time     // rule/node key -> since when below the rule's floor
+	neverHeard  map[string]time.Time     // rule/site -> since when registered and never heard from
 }
 
 // maxPending bounds the webhook's backlog while it is unreachable: the
@@ -127,7 +128,8 @@ func prepare(ctx context.Context, t Tenant) (*tenantState, error) {
 			return nil, fmt.Errorf("stream %s: adding subject %s: %w", streams.EventsStream, want, err)
 		}
 	}
-	ts := &tenantState{Tenant: t, kv: kv, firing: map[string]streams.Alert{}, healthBelow: map[string]time.Time{}}
+	ts := &tenantState{Tenant: t, kv: kv, firing: map[string]streams.Alert{},
+		healthBelow: map[string]time.Time{}, neverHeard: map[string]time.Time{}}
 	ts.firing, err = Firing(ctx, t.JS)
 	return ts, err
 }
@@ -313,9 +315,23 @@ func (e *Engine) evaluate(ctx context.Context, ts *tenantState, now time.Time) (
 				return nil, fmt.Errorf("site links: %w", err)
 			}
 			for site, active := range links {
+				k := r.Name + "/" + site
+				if active >= 0 {
+					delete(ts.neverHeard, k)
+				}
 				switch {
 				case active < 0:
-					add(streams.Alert{Name: r.Name, Kind: r.Kind, Site: site, Summary: "site " + site + " never heard from"})
+					// Registered, never heard from: stale once that has
+					// lasted the rule's time since this hub first saw it.
+					since, ok := ts.neverHeard[k]
+					if !ok {
+						since = now
+						ts.neverHeard[k] = now
+					}
+					if now.Sub(since) > time.Duration(r.For) {
+						add(streams.Alert{Name: r.Name, Kind: r.Kind, Site: site,
+							Summary: fmt.Sprintf("site %s never heard from since %s", site, since.UTC().Format(time.RFC3339))})
+					}
 				case active > time.Duration(r.For):
 					add(streams.Alert{Name: r.Name, Kind: r.Kind, Site: site,
 						Summary: fmt.Sprintf("site %s not heard from for %s", site, active.Truncate(time.Second))})
