@@ -21,9 +21,11 @@ import (
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/agent/events"
+	"github.com/alpha-edge/alpha/agent/facts"
 	"github.com/alpha-edge/alpha/agent/health"
 	"github.com/alpha-edge/alpha/agent/maintenance"
 	"github.com/alpha-edge/alpha/agent/status"
+	"github.com/alpha-edge/alpha/blueprint"
 	"github.com/alpha-edge/alpha/internal/natsutil"
 	"github.com/alpha-edge/alpha/streams"
 )
@@ -74,7 +76,8 @@ type Agent struct {
 	// collector assembles and publishes the node's status from the
 	// pieces the engine and the other parts export.
 	collector *status.Collector
-	monitor   atomic.Pointer[health.Monitor] // health of the applied blueprint; nil before
+	monitor   atomic.Pointer[health.Monitor]    // health of the applied blueprint; nil before
+	facts     atomic.Pointer[streams.NodeFacts] // the machine's, read once at start
 
 	mu      sync.Mutex
 	events  *events.Publisher
@@ -130,6 +133,7 @@ func New(cfg Config) (*Agent, error) {
 				mon.Export(ns)
 			}
 		},
+		func(ns *streams.NodeStatus, _ engine.Status) { ns.Facts = a.facts.Load() },
 	})
 	a.denied.Log, a.denied.OnNew = log, a.collector.Refresh
 	var gate engine.Gate = a.wiring.gate
@@ -145,6 +149,7 @@ func New(cfg Config) (*Agent, error) {
 		OnStatus: a.collector.Engine,
 		OnRepair: a.onRepair,
 		Prepare:  a.wiring.prepare,
+		Health:   a.solutionHealth,
 	})
 	if err != nil {
 		return nil, err
@@ -156,6 +161,11 @@ func New(cfg Config) (*Agent, error) {
 // from its persisted state at once; NATS is joined whenever it is reachable.
 func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent starting", "nats", a.cfg.NATSURL, "root", a.cfg.Root, "state", a.cfg.StateDir)
+	f, err := facts.Collect(ctx)
+	if err != nil {
+		a.log.Warn("some machine facts unreadable; reported empty", "err", err)
+	}
+	a.facts.Store(&f)
 	// An agent that cannot reach its leaf keeps the node on its last
 	// blueprint; say so once, then every 30 s, not at every 250 ms retry.
 	var lastUnreachable atomic.Int64
@@ -369,6 +379,21 @@ func (a *Agent) offerDeleted(rev uint64) {
 		}
 	}
 	a.eng.Offer(engine.Candidate{Revision: rev, Deleted: true})
+}
+
+// solutionHealth is the engine's reading of the solution's health for its
+// rollback guard: the monitor evaluates it now, so what judges a revision
+// is what status.Health shows, without waiting for the next telemetry
+// sample.
+func (a *Agent) solutionHealth(ctx context.Context, bp *blueprint.Blueprint) (float64, string) {
+	mon := a.monitor.Load()
+	if mon == nil || a.appliedBlueprint() != bp {
+		// The observers start on the applied blueprint's change; until
+		// then there is no evaluation of this revision.
+		return 0, "health not evaluated yet"
+	}
+	rep := mon.Update(ctx, nil)
+	return rep.Solution, rep.Why()
 }
 
 // Status returns the node's status as last assembled.

@@ -91,6 +91,12 @@ type Config struct {
 	// resolving ${cloud.NAME.OUTPUT} references. An error keeps the affected
 	// pass from applying and is reported like a driver error.
 	Prepare func(ctx context.Context, bp *blueprint.Blueprint) (*blueprint.Blueprint, error)
+	// Health, if set, returns the solution's health (0..1) for the applied
+	// blueprint bp, evaluated now, and what limits it; the rollback guard
+	// (spec.rollback) judges a revision on trial with it. Called from the
+	// Run goroutine only, after the pass that converged bp reported its
+	// status. Without it only apply errors fail a trial.
+	Health func(ctx context.Context, bp *blueprint.Blueprint) (solution float64, why string)
 }
 
 // Engine reconciles a node onto its blueprint.
@@ -112,6 +118,14 @@ type Engine struct {
 	lastRepair time.Time
 	backoff    time.Duration
 	status     Status
+	// The rollback guard (guard.go): the last-known-good revision, the
+	// trial of the target, the refused revision, and whether the last
+	// pass on the target converged without errors (trialErrs if not).
+	good       *revision
+	trial      *trial
+	rolledBack *streams.RolledBack
+	clean      bool
+	trialErrs  []string
 	// prepared is the hash of the last prepared blueprint that converged:
 	// when only what Prepare resolves changes (new cloud outputs), the pass
 	// is an update, not a drift repair.
@@ -182,6 +196,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		next := e.pass(ctx)
+		if e.judge(ctx) {
+			continue // the trial ended: report it, or converge back, now
+		}
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -189,17 +206,44 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 		}
 		timer.Reset(next)
+		if !e.wait(ctx, timer) {
+			return nil
+		}
+	}
+}
+
+// wait blocks until the next pass is due; while a revision is on trial it
+// judges the trial on a short ticker in between, without a full pass.
+func (e *Engine) wait(ctx context.Context, timer *time.Timer) bool {
+	var tick <-chan time.Time
+	if e.onTrial() {
+		t := time.NewTicker(trialTick(e.target.bp.Spec.Rollback))
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-e.wake:
+			return true
 		case <-timer.C:
+			return true
+		case <-tick:
+			if e.judge(ctx) {
+				return true
+			}
 		}
 	}
 }
 
 func (e *Engine) load() error {
-	for _, name := range []string{"applied", "desired"} {
+	g, guarded, err := e.store.loadGuard()
+	if err != nil {
+		return err
+	}
+	e.trial, e.rolledBack = g.Trial, g.RolledBack
+	for _, name := range []string{"good", "applied", "desired"} {
 		r, err := e.store.load(name)
 		if err != nil {
 			return err
@@ -210,11 +254,24 @@ func (e *Engine) load() error {
 		if err := r.parse(); err != nil {
 			return fmt.Errorf("persisted %s revision %d: %w", name, r.Rev, err)
 		}
-		if name == "applied" {
+		switch name {
+		case "good":
+			e.good = r
+			continue
+		case "applied":
 			e.applied = r
 		}
 		e.target = r
 		e.desiredRev = r.Rev
+	}
+	if e.good == nil && e.applied != nil && !guarded {
+		// State from before the guard existed: what converged was good.
+		// (With a guard file, an applied revision that is not good may
+		// have failed or been cut short on trial.)
+		e.markGood(e.applied)
+	}
+	if e.rolledBack != nil && e.rolledBack.Revision > e.desiredRev {
+		e.desiredRev = e.rolledBack.Revision
 	}
 	return nil
 }
@@ -242,6 +299,11 @@ func (e *Engine) take() {
 	if c == nil || (e.target != nil && c.Revision == e.target.Rev && c.Err == nil) {
 		return
 	}
+	if e.rolledBack != nil && c.Revision == e.rolledBack.Revision {
+		// Refused by the rollback guard: never tried again, whether a
+		// re-watch, the level check or a restart offers it.
+		return
+	}
 	e.desiredRev = c.Revision
 	if c.Err != nil {
 		e.invalid = []string{c.Err.Error()}
@@ -264,6 +326,12 @@ func (e *Engine) take() {
 	if err := e.store.save("desired", r); err != nil {
 		e.log.Error("persisting desired revision", "err", err)
 	}
+	if e.rolledBack != nil || e.trial != nil {
+		// A newer revision: the refusal is history, and a trial of an
+		// older one is moot.
+		e.rolledBack, e.trial = nil, nil
+		e.saveGuard()
+	}
 }
 
 // pass runs one reconcile and returns how long to wait before the next.
@@ -281,6 +349,7 @@ func (e *Engine) pass(ctx context.Context) time.Duration {
 			st.Phase = PhaseInvalid
 			st.Message = fmt.Sprintf("revision %d refused; still running revision %d", e.desiredRev, st.AppliedRevision)
 		}
+		e.guardStatus(&st)
 		e.status = st
 		if e.cfg.OnStatus != nil {
 			e.cfg.OnStatus(st)
@@ -305,6 +374,9 @@ func (e *Engine) pass(ctx context.Context) time.Duration {
 		}
 		d := e.cfg.Gate.Check(now, appliedBP, e.target.bp)
 		st.Gate = d.Reason
+		if d.Repair && e.rollingBack() {
+			d.Update = true // a window does not keep a refused revision running; a hold does
+		}
 		if !d.Recheck.IsZero() && d.Recheck.Sub(now) < recheck {
 			recheck = max(d.Recheck.Sub(now), 10*time.Millisecond)
 		}
@@ -327,8 +399,14 @@ func (e *Engine) pass(ctx context.Context) time.Duration {
 		}
 	}
 	st.Blueprint = run.bp.Metadata.Name
+	if run == e.target {
+		e.startTrial(run, now)
+	}
 	changed, errs := e.converge(ctx, run, repair, &st)
 	st.Errors = errs
+	if run == e.target {
+		e.clean, e.trialErrs = len(errs) == 0, errs
+	}
 	switch {
 	case len(errs) > 0:
 		if st.Phase == "" {
@@ -344,6 +422,9 @@ func (e *Engine) pass(ctx context.Context) time.Duration {
 			if err := e.store.save("applied", run); err != nil {
 				e.log.Error("persisting applied revision", "err", err)
 			}
+		}
+		if !e.needsTrial(run) {
+			e.markGood(run)
 		}
 		if st.Phase == "" {
 			st.Phase = PhaseConverged

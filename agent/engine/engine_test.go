@@ -32,16 +32,24 @@ type harness struct {
 
 func start(t *testing.T, root, state string, gate engine.Gate) *harness {
 	t.Helper()
+	return startWith(t, root, state, func(c *engine.Config) { c.Gate = gate })
+}
+
+// startWith starts an engine with the files driver on root; tune changes
+// its config first.
+func startWith(t *testing.T, root, state string, tune func(*engine.Config)) *harness {
+	t.Helper()
 	fd, err := files.New(driver.Env{Root: root, StateDir: filepath.Join(state, "files")})
 	check.NoError(t, err)
 	h := &harness{root: root, state: state, done: make(chan struct{})}
-	h.eng, err = engine.New(engine.Config{
+	cfg := engine.Config{
 		Drivers:  []driver.Driver{fd},
 		StateDir: filepath.Join(state, "engine"),
-		Gate:     gate,
 		Resync:   time.Hour,
 		OnStatus: func(s engine.Status) { h.mu.Lock(); h.last = s; h.mu.Unlock() },
-	})
+	}
+	tune(&cfg)
+	h.eng, err = engine.New(cfg)
 	check.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel

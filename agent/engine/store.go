@@ -8,9 +8,11 @@ import (
 	"path/filepath"
 
 	"github.com/alpha-edge/alpha/internal/fileio"
+	"github.com/alpha-edge/alpha/streams"
 )
 
-// store keeps the desired and applied revisions on disk, each written
+// store keeps the desired, applied and last-known-good revisions and the
+// rollback guard's state on disk, each written
 // atomically (temp file, fsync, rename) so a power cut never leaves half a
 // blueprint behind.
 type store struct{ dir string }
@@ -52,4 +54,36 @@ func (s *store) save(name string, r *revision) error {
 		return err
 	}
 	return fileio.WriteFile(filepath.Join(s.dir, name+".json"), b, 0o600)
+}
+
+// guardState is the rollback guard's persisted part: the trial's clock, so
+// a restart does not give a failing revision a fresh deadline, and the
+// refused revision, so it is never tried again.
+type guardState struct {
+	Trial      *trial              `json:"trial,omitempty"`
+	RolledBack *streams.RolledBack `json:"rolledBack,omitempty"`
+}
+
+// loadGuard reads the guard's state; found is false when none was ever
+// written (a node that never ran a trial, or state from before the guard).
+func (s *store) loadGuard() (g guardState, found bool, err error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, "guard.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return g, false, nil
+	}
+	if err != nil {
+		return g, false, err
+	}
+	if err := json.Unmarshal(b, &g); err != nil {
+		return g, true, fmt.Errorf("guard.json: %w", err)
+	}
+	return g, true, nil
+}
+
+func (s *store) saveGuard(g guardState) error {
+	b, err := json.Marshal(g)
+	if err != nil {
+		return err
+	}
+	return fileio.WriteFile(filepath.Join(s.dir, "guard.json"), b, 0o600)
 }

@@ -135,6 +135,25 @@ func (r Report) Signals() map[string]float64 {
 	return out
 }
 
+// Why says what limits the solution, for people and for a rollback's
+// reason: each limiting item, worst first, with its own reason
+// ("container:web exited: exit code 1").
+func (r Report) Why() string {
+	reasons := map[string]string{}
+	for _, it := range r.Items {
+		reasons[it.ID] = it.Reason
+	}
+	parts := make([]string, 0, len(r.Limiting))
+	for _, id := range r.Limiting {
+		if reasons[id] != "" {
+			parts = append(parts, id+" "+reasons[id])
+		} else {
+			parts = append(parts, id)
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 // Export writes the monitor's piece of the node's status: its last report,
 // once it has items.
 func (m *Monitor) Export(ns *streams.NodeStatus) {

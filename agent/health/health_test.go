@@ -55,6 +55,7 @@ func TestSolutionIsProductOverDependencies(t *testing.T) {
 		}
 	}
 	check.Equal(t, rep.Signals()["health.solution"], rep.Solution)
+	check.Equal(t, rep.Why(), "container:web running: 1 of 2 replicas, compliance score 0.80")
 
 	ns := streams.NodeStatus{Resources: []streams.Resource{{ID: "container:web", State: "running", Health: 0.5}}}
 	rep.Fill(&ns)

@@ -208,10 +208,22 @@ func (r *Rollout) tracking() bool {
 // step judges every node from its status, then stops, restores or puts.
 func (c *Controller) step(ctx context.Context, r *Rollout, st map[string]streams.NodeStatus) error {
 	now := c.cfg.Now()
+	linked := map[string]bool{} // Reachable once per site and pass
+	reachable := func(site string) bool {
+		if c.cfg.Reachable == nil {
+			return true
+		}
+		v, ok := linked[site]
+		if !ok {
+			v = c.cfg.Reachable(site)
+			linked[site] = v
+		}
+		return v
+	}
 	for _, k := range sortedKeys(r.Nodes) {
 		n := r.Nodes[k]
 		if n.Phase == NodeUpdating || n.Phase == NodePending {
-			c.judge(k, n, st, now)
+			c.judge(k, n, st, reachable, now)
 		}
 	}
 	counts := r.Count(nil)
@@ -253,7 +265,7 @@ func (c *Controller) step(ctx context.Context, r *Rollout, st map[string]streams
 }
 
 // judge moves an updating or pending node by its status.
-func (c *Controller) judge(key string, n *Node, st map[string]streams.NodeStatus, now time.Time) {
+func (c *Controller) judge(key string, n *Node, st map[string]streams.NodeStatus, reachable func(string) bool, now time.Time) {
 	s, ok := st[key]
 	site, _, _ := strings.Cut(key, ".")
 	switch {
@@ -265,7 +277,7 @@ func (c *Controller) judge(key string, n *Node, st map[string]streams.NodeStatus
 		n.Phase, n.Reason = NodeGood, ""
 	case !ok:
 		n.Phase, n.Reason = NodePending, "no status from the node yet"
-	case c.cfg.Reachable != nil && !c.cfg.Reachable(site):
+	case !reachable(site):
 		n.Phase, n.Reason = NodePending, "site not linked to the hub"
 	case now.Sub(s.Reported) > c.cfg.Stale:
 		n.Phase, n.Reason = NodePending, fmt.Sprintf("status %s old", now.Sub(s.Reported).Round(time.Second))

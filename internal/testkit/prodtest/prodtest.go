@@ -12,15 +12,12 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/accounts"
-	"github.com/alpha-edge/alpha/agent"
-	"github.com/alpha-edge/alpha/blueprint/sign"
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/internal/testkit/stack"
@@ -211,50 +208,4 @@ func (p *Hub) LeafJetStream(l *leaf.Leaf) jetstream.JetStream {
 	js, err := jetstream.NewWithDomain(nc, self.site)
 	check.NoError(p.T, err)
 	return js
-}
-
-// AgentOptions place an agent; zero values pick temp directories.
-type AgentOptions struct {
-	Root, State string
-	Resync      time.Duration // default 2 s
-	Log         io.Writer     // debug level; nil: quiet
-}
-
-// StartAgent runs a node's agent as production runs it: the node's key
-// from the site bundle, the bundle's trusted publisher and hub outputs
-// keys, signatures required. The sandbox leaves the host alone (files and
-// containers only). It stops when the test ends; stop may stop it earlier.
-func (p *Hub) StartAgent(bundle string, l *leaf.Leaf, node string, o AgentOptions) (a *agent.Agent, stop func()) {
-	p.T.Helper()
-	cfg, err := accounts.LoadSite(bundle)
-	check.NoError(p.T, err)
-	if o.Root == "" {
-		o.Root = p.T.TempDir()
-	}
-	if o.State == "" {
-		o.State = p.T.TempDir()
-	}
-	if o.Resync == 0 {
-		o.Resync = 2 * time.Second
-	}
-	trusted, err := accounts.ReadTrustedKeys(filepath.Join(bundle, accounts.TrustedKeysFile))
-	check.NoError(p.T, err)
-	v, err := sign.NewVerifier(trusted, o.State)
-	check.NoError(p.T, err)
-	opts, err := accounts.AgentOptions(cfg.Site, node, filepath.Join(bundle, accounts.AgentSeedFile(node)))
-	check.NoError(p.T, err)
-	log := stack.Log()
-	if o.Log != nil {
-		log = slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	a, err = agent.New(agent.Config{Site: cfg.Site, Node: node, NATSURL: l.ClientURL(), Root: o.Root, StateDir: o.State,
-		Log: log, NATSOptions: opts, Verify: v.Verify, Resync: o.Resync, Sandbox: true})
-	check.NoError(p.T, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { a.Run(ctx); close(done) }()
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); <-done }) }
-	p.T.Cleanup(stop)
-	return a, stop
 }
