@@ -54,8 +54,8 @@ func startDashboard(t *testing.T) *dashboard {
 		bundle := p.AddSite(site, tenant, nil, "n1")
 		l, _ := p.StartLeaf(bundle, prodtest.LeafOptions{})
 		d.leaves[site] = l
-		p.StartAgent(bundle, l, "n1", prodtest.AgentOptions{})
-		p.Put(tenant, site, "n1", good("v=1\n"))
+		p.StartAgent(bundle, "n1", l.ClientURL(), prodtest.AgentOptions{})
+		p.PutSigned(tenant, streams.Key(site, "n1"), []byte(good("v=1\n")))
 	}
 	for _, site := range []string{"s1", "s2"} {
 		d.waitPhase(site, "n1", "Converged")
@@ -235,7 +235,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	// s1.n1 Degraded without being reloaded.
 	_, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__notReloaded = true`))
 	check.NoError(t, err)
-	d.p.Put(tenant, "s1", "n1", strings.Replace(good("v=2\n"), "path: /etc/web.conf", "path: /etc/web.conf\n      owner: alpha-no-such-user", 1))
+	d.p.PutSigned(tenant, streams.Key("s1", "n1"),
+		[]byte(strings.Replace(good("v=2\n"), "path: /etc/web.conf", "path: /etc/web.conf\n      owner: alpha-no-such-user", 1)))
 	d.waitPhase("s1", "n1", "Degraded")
 	start := time.Now()
 	waitFor(t, ctx, `tr[data-node="s1.n1"][data-phase="Degraded"]`)
