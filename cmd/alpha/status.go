@@ -48,6 +48,7 @@ func runStatus(ctx context.Context, args []string) error {
 		return enc.Encode(rep.nodes)
 	}
 	rep.print(os.Stdout, *verbose, time.Now())
+	printAlerts(ctx, os.Stdout, js, time.Now())
 	return nil
 }
 
