@@ -333,8 +333,11 @@ func (e *Engine) evaluate(ctx context.Context, ts *tenantState, now time.Time) (
 							Summary: fmt.Sprintf("site %s never heard from since %s", site, since.UTC().Format(time.RFC3339))})
 					}
 				case active > time.Duration(r.For):
+					// The summary names the rule's time, not the silence so
+					// far: a growing number would rewrite the alert (and
+					// wake every open page) at each evaluation.
 					add(streams.Alert{Name: r.Name, Kind: r.Kind, Site: site,
-						Summary: fmt.Sprintf("site %s not heard from for %s", site, active.Truncate(time.Second))})
+						Summary: fmt.Sprintf("site %s not heard from for over %s", site, time.Duration(r.For))})
 				}
 			}
 		case KindHealth:

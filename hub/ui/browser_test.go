@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/accounts"
+	"github.com/alpha-edge/alpha/hub/alerts"
 	"github.com/alpha-edge/alpha/hub/ui"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/internal/testkit/prodtest"
@@ -40,6 +41,7 @@ type dashboard struct {
 	p      *prodtest.Hub
 	js     jetstream.JetStream // the tenant admin's
 	leaves map[string]*leaf.Leaf
+	stop   map[string]func() // each site's leaf
 	srv    *httptest.Server
 	client *http.Client // trusts the test CA, no session
 }
@@ -49,17 +51,24 @@ func good(content string) string { return stack.Doc("web", "/etc/web.conf", cont
 func startDashboard(t *testing.T) *dashboard {
 	p := prodtest.Start(t, prodtest.Options{Tenants: []string{tenant}})
 	_, js := p.Admin(tenant)
-	d := &dashboard{t: t, p: p, js: js, leaves: map[string]*leaf.Leaf{}}
+	d := &dashboard{t: t, p: p, js: js, leaves: map[string]*leaf.Leaf{}, stop: map[string]func(){}}
 	for _, site := range []string{"s1", "s2"} {
 		bundle := p.AddSite(site, tenant, nil, "n1")
-		l, _ := p.StartLeaf(bundle, prodtest.LeafOptions{})
-		d.leaves[site] = l
+		l, stop := p.StartLeaf(bundle, prodtest.LeafOptions{})
+		d.leaves[site], d.stop[site] = l, stop
 		p.StartAgent(bundle, "n1", l.ClientURL(), prodtest.AgentOptions{})
 		p.PutSigned(tenant, streams.Key(site, "n1"), []byte(good("v=1\n")))
 	}
 	for _, site := range []string{"s1", "s2"} {
 		d.waitPhase(site, "n1", "Converged")
 	}
+
+	// The hub's alert rules, as alpha hub runs them, with a short stale time.
+	eng, err := alerts.Start(context.Background(), alerts.Options{Tenants: []alerts.Tenant{{Name: tenant, JS: js}}, Log: stack.Log(),
+		Config: alerts.Config{Interval: alerts.Duration(200 * time.Millisecond),
+			Rules: []alerts.Rule{{Kind: alerts.KindStale, For: alerts.Duration(2 * time.Second)}}}})
+	check.NoError(t, err)
+	t.Cleanup(eng.Stop)
 
 	user, adm, err := ui.AdminFromCreds(tenant, p.Op.AdminCreds(tenant))
 	check.NoError(t, err)
@@ -179,7 +188,7 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Logf("screenshot %s", path)
 	// The README's picture, refreshed on request only: a test run does
 	// not change the repository.
-	if name == "fleet-degraded.png" && os.Getenv("ALPHA_UPDATE_DOCS") != "" {
+	if name == "fleet-alert.png" && os.Getenv("ALPHA_UPDATE_DOCS") != "" {
 		check.NoError(t, os.WriteFile("../../docs/dashboard.png", png, 0o644))
 	}
 }
@@ -187,7 +196,8 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 // TestDashboardInBrowser drives the dashboard of a production hub with two
 // sites in headless Chromium: refused without a session, the fleet page
 // after signing in, a node going Degraded on the open page after a bad
-// revision, the filter by site, and the node page with its recent logs.
+// revision, the filter by site, the node page with its recent logs, and a
+// site gone silent: its stale alert firing on the open page.
 func TestDashboardInBrowser(t *testing.T) {
 	d := startDashboard(t)
 	ctx := browser(t, d.srv)
@@ -283,4 +293,13 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 	}
 	screenshot(t, ctx, "node.png")
+
+	// Site s2 goes silent: the fleet page shows its alert firing and the
+	// site stale, live.
+	check.NoError(t, chromedp.Do(ctx, chromedp.Navigate(base+"/")))
+	waitFor(t, ctx, `tr[data-node="s2.n1"]`)
+	d.stop["s2"]()
+	waitFor(t, ctx, `li.alert[data-alert="stale"][data-site="s2"]`)
+	waitFor(t, ctx, `tr[data-site="s2"] td.link-stale`)
+	screenshot(t, ctx, "fleet-alert.png")
 }
