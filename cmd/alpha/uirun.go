@@ -74,7 +74,10 @@ func (f uiFlags) start(ctx context.Context, h *hub.Hub, op *accounts.Operator, t
 		if *f.webhook != "" {
 			cfg.Webhook = *f.webhook
 		}
-		eng, err := alerts.Start(ctx, alerts.Options{Config: cfg, Tenants: ats, Log: log})
+		eng, err := alerts.Start(ctx, alerts.Options{Config: cfg, Tenants: ats, Log: log, Replicas: h.Replicas(),
+			// In a cluster only the JetStream meta leader evaluates, so
+			// each alert fires once.
+			Active: func() bool { return !h.Server.JetStreamIsClustered() || h.Server.JetStreamIsLeader() }})
 		if err != nil {
 			stop()
 			return func() {}, "", fmt.Errorf("--alerts: %w", err)

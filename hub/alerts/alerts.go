@@ -38,6 +38,11 @@ type Options struct {
 	Log     *slog.Logger
 	Client  *http.Client     // for the webhook; default: 10 s timeout
 	Now     func() time.Time // default time.Now
+	// Active says this hub evaluates now (nil: always). In a hub cluster
+	// only the JetStream meta leader does, so one member fires each alert.
+	Active func() bool
+	// Replicas of the alerts bucket (a cluster's 3).
+	Replicas int
 }
 
 // Engine evaluates the rules every interval until stopped.
@@ -49,6 +54,7 @@ type Engine struct {
 	tenants []*tenantState
 	pending []streams.Alert // webhook deliveries not acknowledged yet
 	resent  time.Time
+	active  bool // evaluated at the last tick
 }
 
 type tenantState struct {
@@ -88,7 +94,7 @@ func Start(ctx context.Context, o Options) (*Engine, error) {
 	}
 	e := &Engine{o: o, done: make(chan struct{})}
 	for _, t := range o.Tenants {
-		ts, err := prepare(ctx, t)
+		ts, err := prepare(ctx, t, o.Replicas)
 		if err != nil {
 			return nil, fmt.Errorf("alerts: tenant %q: %w", t.Name, err)
 		}
@@ -105,8 +111,10 @@ func (e *Engine) Stop() {
 	<-e.done
 }
 
-func prepare(ctx context.Context, t Tenant) (*tenantState, error) {
-	kv, err := t.JS.CreateOrUpdateKeyValue(ctx, BucketConfig)
+func prepare(ctx context.Context, t Tenant, replicas int) (*tenantState, error) {
+	bc := BucketConfig
+	bc.Replicas = max(replicas, 1)
+	kv, err := t.JS.CreateOrUpdateKeyValue(ctx, bc)
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", streams.AlertsBucket, err)
 	}
@@ -178,6 +186,20 @@ func (e *Engine) run(ctx context.Context) {
 
 // tick evaluates every tenant once and delivers what changed.
 func (e *Engine) tick(ctx context.Context) {
+	if e.o.Active != nil && !e.o.Active() {
+		e.active = false
+		return
+	}
+	if !e.active && e.o.Active != nil {
+		// Another member may have fired and resolved alerts while this
+		// one was not evaluating: start from the bucket.
+		for _, ts := range e.tenants {
+			if f, err := Firing(ctx, ts.JS); err == nil {
+				ts.firing = f
+			}
+		}
+	}
+	e.active = true
 	now := e.o.Now()
 	var changed []streams.Alert
 	for _, ts := range e.tenants {

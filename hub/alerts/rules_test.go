@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,4 +107,46 @@ func describe(f map[string]streams.Alert) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, "|")
+}
+
+// TestOnlyTheActiveMemberEvaluates: a hub that is not the cluster's
+// JetStream leader fires nothing; once it leads it starts from the bucket,
+// so an alert another member fired resolves here instead of lingering.
+func TestOnlyTheActiveMemberEvaluates(t *testing.T) {
+	_, nc := hubtest.Start(t)
+	js, err := jetstream.New(nc)
+	check.NoError(t, err)
+	ctx := context.Background()
+	status, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.StatusBucket})
+	check.NoError(t, err)
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: streams.EventsStream, Subjects: []string{streams.EventsRoot + ".>"}})
+	check.NoError(t, err)
+	b, _ := json.Marshal(streams.NodeStatus{Site: "s1", Node: "n1", Errors: []string{"permission denied: x"}})
+	_, err = status.Put(ctx, "s1.n1", b)
+	check.NoError(t, err)
+
+	var leader atomic.Bool
+	cfg := alerts.Config{Interval: alerts.Duration(50 * time.Millisecond), Rules: []alerts.Rule{{Kind: alerts.KindPermission}}}
+	eng, err := alerts.Start(ctx, alerts.Options{Config: cfg, Tenants: []alerts.Tenant{{JS: js}}, Log: stack.Log(), Active: leader.Load})
+	check.NoError(t, err)
+	t.Cleanup(eng.Stop)
+	time.Sleep(300 * time.Millisecond) // evaluations that must not happen
+	if f, _ := alerts.Firing(ctx, js); len(f) != 0 {
+		t.Fatalf("a member that does not lead fired %v", f)
+	}
+	// Another member fired an alert that no longer holds.
+	other := streams.Alert{Name: "permission", Kind: "permission", Site: "s9", Node: "n9", State: streams.AlertFiring, StartsAt: time.Now()}
+	ob, _ := json.Marshal(other)
+	kv, err := js.KeyValue(ctx, streams.AlertsBucket)
+	check.NoError(t, err)
+	_, err = kv.Put(ctx, alerts.Key(other), ob)
+	check.NoError(t, err)
+	leader.Store(true)
+	check.For(t, 5*time.Second, 20*time.Millisecond, func() error {
+		f, err := alerts.Firing(ctx, js)
+		if got := describe(f); err != nil || got != "permission s1.n1 " {
+			return fmt.Errorf("firing %q (%v)", got, err)
+		}
+		return nil
+	})
 }

@@ -133,7 +133,6 @@ func browser(t *testing.T, srv *httptest.Server) context.Context {
 	spki := sha256.Sum256(srv.Certificate().RawSubjectPublicKeyInfo)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
-		chromedp.Flag("headless", true),
 		chromedp.NoSandbox, // tests run as root, where Chromium's sandbox refuses to start
 		chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(spki[:])),
 		chromedp.UserDataDir(t.TempDir()),
