@@ -77,8 +77,10 @@ var BucketConfig = jetstream.KeyValueConfig{
 	Storage:     jetstream.FileStorage,
 }
 
-// Start prepares every tenant (alerts bucket, EVENTS capturing alerts.>),
-// loads the alerts already firing, and evaluates every interval.
+// Start evaluates the rules every interval until Stop. Each tenant is
+// prepared (alerts bucket, EVENTS capturing alerts.>) at its first
+// evaluation and again at the next one if that failed: a hub cluster
+// still electing its JetStream leader must not stop the hub.
 func Start(ctx context.Context, o Options) (*Engine, error) {
 	if err := o.Config.Validate(); err != nil {
 		return nil, err
@@ -94,11 +96,7 @@ func Start(ctx context.Context, o Options) (*Engine, error) {
 	}
 	e := &Engine{o: o, done: make(chan struct{})}
 	for _, t := range o.Tenants {
-		ts, err := prepare(ctx, t, o.Replicas)
-		if err != nil {
-			return nil, fmt.Errorf("alerts: tenant %q: %w", t.Name, err)
-		}
-		e.tenants = append(e.tenants, ts)
+		e.tenants = append(e.tenants, &tenantState{Tenant: t})
 	}
 	ctx, e.cancel = context.WithCancel(ctx)
 	go e.run(ctx)
@@ -111,35 +109,42 @@ func (e *Engine) Stop() {
 	<-e.done
 }
 
-func prepare(ctx context.Context, t Tenant, replicas int) (*tenantState, error) {
+// prepare makes the tenant's alerts bucket, makes sure EVENTS captures
+// alerts.>, and loads the alerts firing; idempotent.
+func (ts *tenantState) prepare(ctx context.Context, replicas int) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	bc := BucketConfig
 	bc.Replicas = max(replicas, 1)
-	kv, err := t.JS.CreateOrUpdateKeyValue(ctx, bc)
+	kv, err := ts.JS.CreateOrUpdateKeyValue(ctx, bc)
 	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", streams.AlertsBucket, err)
+		return fmt.Errorf("bucket %s: %w", streams.AlertsBucket, err)
 	}
 	// The hub's EVENTS sources from the sites; the hub's own alerts are
 	// published under alerts.>, which no site credential may send. A hub
 	// bootstrapped before alerts existed lacks that subject: add it.
-	s, err := t.JS.Stream(ctx, streams.EventsStream)
+	s, err := ts.JS.Stream(ctx, streams.EventsStream)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", streams.EventsStream, err)
+		return fmt.Errorf("stream %s: %w", streams.EventsStream, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if want := streams.AlertsRoot + ".>"; !slices.Contains(info.Config.Subjects, want) {
 		cfg := info.Config
 		cfg.Subjects = append(cfg.Subjects, want)
-		if _, err := t.JS.UpdateStream(ctx, cfg); err != nil {
-			return nil, fmt.Errorf("stream %s: adding subject %s: %w", streams.EventsStream, want, err)
+		if _, err := ts.JS.UpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("stream %s: adding subject %s: %w", streams.EventsStream, want, err)
 		}
 	}
-	ts := &tenantState{Tenant: t, kv: kv, firing: map[string]streams.Alert{},
-		healthBelow: map[string]time.Time{}, neverHeard: map[string]time.Time{}}
-	ts.firing, err = Firing(ctx, t.JS)
-	return ts, err
+	firing, err := Firing(ctx, ts.JS)
+	if err != nil {
+		return err
+	}
+	ts.kv, ts.firing = kv, firing
+	ts.healthBelow, ts.neverHeard = map[string]time.Time{}, map[string]time.Time{}
+	return nil
 }
 
 // Firing reads the alerts firing now in a tenant's bucket, by key; none if
@@ -190,19 +195,23 @@ func (e *Engine) tick(ctx context.Context) {
 		e.active = false
 		return
 	}
-	if !e.active && e.o.Active != nil {
+	if !e.active {
 		// Another member may have fired and resolved alerts while this
 		// one was not evaluating: start from the bucket.
 		for _, ts := range e.tenants {
-			if f, err := Firing(ctx, ts.JS); err == nil {
-				ts.firing = f
-			}
+			ts.kv = nil
 		}
 	}
 	e.active = true
 	now := e.o.Now()
 	var changed []streams.Alert
 	for _, ts := range e.tenants {
+		if ts.kv == nil {
+			if err := ts.prepare(ctx, e.o.Replicas); err != nil {
+				e.o.Log.Warn("alerts: preparing tenant; retrying next evaluation", "tenant", ts.Name, "err", err)
+				continue
+			}
+		}
 		want, err := e.evaluate(ctx, ts, now)
 		if err != nil {
 			// A partial view would resolve alerts that still hold.

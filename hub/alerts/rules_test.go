@@ -137,7 +137,7 @@ func TestOnlyTheActiveMemberEvaluates(t *testing.T) {
 	// Another member fired an alert that no longer holds.
 	other := streams.Alert{Name: "permission", Kind: "permission", Site: "s9", Node: "n9", State: streams.AlertFiring, StartsAt: time.Now()}
 	ob, _ := json.Marshal(other)
-	kv, err := js.KeyValue(ctx, streams.AlertsBucket)
+	kv, err := js.CreateKeyValue(ctx, alerts.BucketConfig)
 	check.NoError(t, err)
 	_, err = kv.Put(ctx, alerts.Key(other), ob)
 	check.NoError(t, err)
