@@ -11,8 +11,11 @@ export TF_CLI_CONFIG_FILE ?= $(CURDIR)/.ci/terraformrc
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
+# What agents report as facts.version (alpha nodes); a release sets VERSION.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 build: ## build bin/alpha
-	$(GO) build $(GOFLAGS_ALL) -o bin/alpha ./cmd/alpha
+	$(GO) build $(GOFLAGS_ALL) -ldflags "-X github.com/alpha-edge/alpha/internal/version.Version=$(VERSION)" -o bin/alpha ./cmd/alpha
 
 demo: build ## run the dev stack: hub, site "dev" and agent "dev-1" in one process
 	./bin/alpha dev

@@ -175,9 +175,9 @@ type TenantLimits struct {
 	Consumers int64
 }
 
-// DefaultTenantLimits: 8 GiB of files (the uplink streams' 1.3 GiB plus
-// about 150 sites at the default quota of 44 MiB each), 64 MiB of memory,
-// 1024 streams (3 landing streams a site) and 4096 consumers.
+// DefaultTenantLimits: 8 GiB of files (the uplink streams' 1.6 GiB plus
+// about 120 sites at the default quota of 52 MiB each), 64 MiB of memory,
+// 1024 streams (4 landing streams a site: status, telemetry, events, logs) and 4096 consumers.
 //
 // A standalone hub reserves every tenant's Storage and Memory against its
 // own store (by default 75% of the disk free at start): a tenant whose

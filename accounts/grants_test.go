@@ -138,6 +138,14 @@ func perform(ctx context.Context, nc *nats.Conn, site string, op streams.Op) err
 		if _, err := nc.RequestWithContext(ctx, concrete(op.Filter), nil); err != nil {
 			return fmt.Errorf("request %s: %w", op.Filter, err)
 		}
+	case streams.StreamRead:
+		c, err := js.OrderedConsumer(ctx, op.Name, jetstream.OrderedConsumerConfig{FilterSubjects: []string{op.Filter}})
+		if err != nil {
+			return fmt.Errorf("read %s %s: %w", op.Name, op.Filter, err)
+		}
+		if _, err := c.Fetch(1, jetstream.FetchMaxWait(200*time.Millisecond)); err != nil {
+			return fmt.Errorf("fetch %s %s: %w", op.Name, op.Filter, err)
+		}
 	default:
 		return fmt.Errorf("no way to perform %q", op.Kind)
 	}

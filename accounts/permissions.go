@@ -123,6 +123,13 @@ func SitePermissions(site, inbox string, ops []streams.Op) *server.Permissions {
 			for _, api := range apis {
 				pub = append(pub, api+"DIRECT.GET."+stream+".$O."+op.Name+".M.*")
 			}
+		case streams.StreamRead:
+			read(op.Name, op.Filter)
+			for _, api := range apis {
+				// Ordered consumers pull. The only durable on the stream
+				// (the uplink's) is a push consumer and cannot be pulled.
+				pub = append(pub, api+"CONSUMER.MSG.NEXT."+op.Name+".*")
+			}
 		case streams.Publish, streams.Request:
 			pub = append(pub, op.Filter)
 		}

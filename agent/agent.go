@@ -62,6 +62,9 @@ type Config struct {
 	PodmanURI string
 	// SystemdBus is the D-Bus address of systemd ("" = the system bus).
 	SystemdBus string
+	// Journal is the journalctl command line that follows units' journal
+	// for spec.telemetry.logs (default journalctl).
+	Journal []string
 }
 
 // Agent is a node's agent.

@@ -1,19 +1,25 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"path/filepath"
+	"sync"
 	"time"
 
+	godbus "github.com/godbus/dbus/v5"
 	"github.com/nats-io/nats.go"
 
+	"github.com/alpha-edge/alpha/agent/containers"
 	"github.com/alpha-edge/alpha/agent/driver"
 	"github.com/alpha-edge/alpha/agent/health"
+	"github.com/alpha-edge/alpha/agent/logs"
 	"github.com/alpha-edge/alpha/agent/remediation"
 	"github.com/alpha-edge/alpha/agent/telemetry"
+	"github.com/alpha-edge/alpha/agent/units"
 	"github.com/alpha-edge/alpha/blueprint"
 )
 
@@ -30,7 +36,19 @@ func (a *Agent) observeLoop(ctx context.Context, nc *nats.Conn) {
 		return
 	}
 	go pub.Run(ctx)
+	lines, err := logs.New(logs.Config{Conn: nc, Site: a.cfg.Site, Node: a.cfg.Node, Log: a.log,
+		StateFile: filepath.Join(a.cfg.StateDir, "logs-positions.json"), Journal: a.cfg.Journal,
+		PodmanURI: a.cfg.PodmanURI, Emit: pub.Publish})
+	if err != nil {
+		a.log.Error("log shipper", "err", err)
+		return
+	}
 	var current string
+	// The shipper's runs end before the agent does: its last positions and
+	// counts are written, and an agent started next on this state resumes
+	// from them instead of reading (and counting) lines again.
+	var shipping sync.WaitGroup
+	defer shipping.Wait() // after the stops below
 	stops := []context.CancelFunc{}
 	defer func() {
 		for _, s := range stops {
@@ -47,6 +65,13 @@ func (a *Agent) observeLoop(ctx context.Context, nc *nats.Conn) {
 			octx, stop := context.WithCancel(ctx)
 			stops = []context.CancelFunc{stop}
 			a.startObserving(octx, nc, pub, bp)
+			if sel := logs.Select(bp); len(sel.Units)+len(sel.Containers) > 0 {
+				if a.cfg.Sandbox {
+					sel.Units = nil // the dev stack leaves the host's systemd alone
+				}
+				shipping.Add(1)
+				go func() { defer shipping.Done(); lines.Run(octx, sel) }()
+			}
 		} else if mon := a.monitor.Load(); mon != nil {
 			// Same observers, new resources: health follows now rather
 			// than at the next sample.
@@ -116,12 +141,23 @@ func (a *Agent) startObserving(ctx context.Context, nc *nats.Conn, pub *telemetr
 		}
 	}
 	list := func(ctx context.Context) []driver.Resource { return a.resources(ctx) }
-	go telemetry.Run(ctx, a.log.With("component", "telemetry"), mon.Sink(ctx), telemetry.Schedule(bp.Spec.Telemetry,
+	collectors := []telemetry.Collector{
 		telemetry.Host{}, telemetry.Sensors{}, telemetry.Net{},
 		telemetry.Resources{Layer: "units", List: list}, telemetry.Resources{Layer: "containers", List: list},
+		&telemetry.ContainerUsage{URI: cmp.Or(a.cfg.PodmanURI, containers.DefaultURI), Blueprint: a.appliedBlueprint},
 		telemetry.Link{Conn: nc, Site: a.cfg.Site},
 		telemetry.Agent{Status: a.collector.Last},
-	)...)
+	}
+	if !a.cfg.Sandbox {
+		bus := func(ctx context.Context) (*godbus.Conn, error) {
+			return godbus.ConnectSystemBus(godbus.WithContext(ctx))
+		}
+		if a.cfg.SystemdBus != "" {
+			bus = units.DialBus(a.cfg.SystemdBus)
+		}
+		collectors = append(collectors, &telemetry.UnitUsage{Bus: bus, Root: a.cfg.Root, Blueprint: a.appliedBlueprint})
+	}
+	go telemetry.Run(ctx, a.log.With("component", "telemetry"), mon.Sink(ctx), telemetry.Schedule(bp.Spec.Telemetry, collectors...)...)
 }
 
 // resources is every driver's report.

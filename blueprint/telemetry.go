@@ -2,6 +2,10 @@ package blueprint
 
 import (
 	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // Telemetry configures collectors and the site buffer.
@@ -9,6 +13,53 @@ type Telemetry struct {
 	Retention  Retention   `json:"retention,omitempty"`
 	Collectors []Collector `json:"collectors,omitempty"`
 	Sensors    []Sensor    `json:"sensors,omitempty"`
+	Logs       *Logs       `json:"logs,omitempty" doc:"Log lines collected into the site's LOGS stream; none without it."`
+}
+
+// Logs selects the lines the agent collects: units' journal and containers'
+// output, above a level floor, with a rate limit per source.
+type Logs struct {
+	Units      []string `json:"units,omitempty" doc:"Units whose journal is collected, or \"*\" for every unit of the blueprint. With neither units nor containers: every unit and container of the blueprint."`
+	Containers []string `json:"containers,omitempty" doc:"Containers whose output is collected, or \"*\" for every container of the blueprint."`
+	Level      string   `json:"level,omitempty" doc:"Lowest level kept: emerg, alert, crit, err, warning, notice, info (default) or debug."`
+	Rate       int      `json:"rate,omitempty" doc:"Lines per second kept per source (default 100); lines beyond are dropped and counted (metric logs.dropped)."`
+	Burst      int      `json:"burst,omitempty" doc:"Lines a source may write at once above its rate (default twice the rate)."`
+}
+
+// Defaults of spec.telemetry.logs.
+const (
+	DefaultLogRate  = 100
+	DefaultLogLevel = "info"
+)
+
+// Sources resolves the selection against the blueprint: the unit and
+// container names whose lines are collected.
+func (l *Logs) Sources(s *Spec) (units, containers []string) {
+	if l == nil {
+		return nil, nil
+	}
+	all := len(l.Units) == 0 && len(l.Containers) == 0
+	if all || slices.Contains(l.Units, "*") {
+		for _, u := range s.Units {
+			units = append(units, u.Name)
+		}
+	}
+	if all || slices.Contains(l.Containers, "*") {
+		for _, c := range s.Containers {
+			containers = append(containers, c.Name)
+		}
+	}
+	for _, u := range l.Units {
+		if u != "*" && !slices.Contains(units, u) {
+			units = append(units, u)
+		}
+	}
+	for _, c := range l.Containers {
+		if c != "*" && !slices.Contains(containers, c) {
+			containers = append(containers, c)
+		}
+	}
+	return units, containers
 }
 
 // Retention limits the site's telemetry buffer.
@@ -80,6 +131,7 @@ func (c *checker) telemetry(t *Telemetry) {
 			c.add(p+".interval", "%s must not be negative", col.Interval)
 		}
 	}
+	c.logs(t.Logs)
 	for i, s := range t.Sensors {
 		p := fmt.Sprintf("spec.telemetry.sensors[%d]", i)
 		if s.Name == "" {
@@ -88,6 +140,34 @@ func (c *checker) telemetry(t *Telemetry) {
 		if s.Min != nil && s.Max != nil && *s.Min > *s.Max {
 			c.add(p, "min %v is above max %v", *s.Min, *s.Max)
 		}
+	}
+}
+
+func (c *checker) logs(l *Logs) {
+	if l == nil {
+		return
+	}
+	for i, u := range l.Units {
+		p := fmt.Sprintf("spec.telemetry.logs.units[%d]", i)
+		if u == "*" {
+			continue
+		}
+		c.name(p, u)
+		if u != "" && !unitSuffix(u) {
+			c.add(p, "%q needs a unit suffix such as .service (one of %s)", u, strings.Join(unitSuffixes, ", "))
+		}
+	}
+	for i, n := range l.Containers {
+		if n != "*" {
+			c.name(fmt.Sprintf("spec.telemetry.logs.containers[%d]", i), n)
+		}
+	}
+	c.oneOf("spec.telemetry.logs.level", l.Level, streams.Levels...)
+	if l.Rate < 0 {
+		c.add("spec.telemetry.logs.rate", "%d must not be negative", l.Rate)
+	}
+	if l.Burst < 0 {
+		c.add("spec.telemetry.logs.burst", "%d must not be negative", l.Burst)
 	}
 }
 

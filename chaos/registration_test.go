@@ -11,6 +11,7 @@ import (
 
 	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/leaf"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // Sites added at the same moment all get their uplink sources on the hub's
@@ -46,7 +47,7 @@ func TestConcurrentSiteRegistration(t *testing.T) {
 	// is there, so all are in place when the adds return; the wait allows
 	// for the leaves' recheck that the open mode relies on.
 	start := time.Now()
-	for _, name := range []string{"KV_status", "TELEMETRY", "EVENTS"} {
+	for _, name := range streams.Uplinks() {
 		check.For(t, 2*leaf.RecheckEvery, 200*time.Millisecond, func() error {
 			st, err := f.js.Stream(ctx, name)
 			if err != nil {
@@ -62,5 +63,5 @@ func TestConcurrentSiteRegistration(t *testing.T) {
 			return nil
 		})
 	}
-	t.Logf("all %d sites registered on the 3 hub streams %v after the last synced", n, time.Since(start).Round(time.Millisecond))
+	t.Logf("all %d sites registered on the %d hub streams %v after the last synced", n, len(streams.Uplinks()), time.Since(start).Round(time.Millisecond))
 }

@@ -54,9 +54,29 @@ func TestProductionWalkthrough(t *testing.T) {
 		telemetryStep
 		revokeStep
 		installStep
+		// The "Fleets and rollouts" section, run before the revoke.
+		labelStep
+		fleetApplyStep
+		rolloutStatusStep
+		// The "Air-gapped sites" section, run after the fleet.
+		gapAddStep
+		gapExportStep
+		gapSiteStep
+		gapImportStep
+		gapUplinkStep
 	)
 	if len(blocks) != installStep+1 {
 		t.Fatalf("the README's production section has %d sh blocks, want %d (the steps this test runs)", len(blocks), installStep+1)
+	}
+	fleets, _, _ := strings.Cut(string(readme[strings.Index(string(readme), "## Fleets and rollouts"):]), "\n## ")
+	blocks = append(blocks, regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(fleets, -1)...)
+	if len(blocks) != rolloutStatusStep+1 {
+		t.Fatalf("the README's fleets section has %d sh blocks, want %d", len(blocks)-installStep-1, rolloutStatusStep-installStep)
+	}
+	gap, _, _ := strings.Cut(string(readme[strings.Index(string(readme), "## Air-gapped sites"):]), "\n## ")
+	blocks = append(blocks, regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(gap, -1)...)
+	if len(blocks) != gapUplinkStep+1 {
+		t.Fatalf("the README's air-gapped section has %d sh blocks, want %d", len(blocks)-rolloutStatusStep-1, gapUplinkStep-rolloutStatusStep)
 	}
 
 	// The documented layout: the repository's bin/ and examples/ one level
@@ -71,9 +91,9 @@ func TestProductionWalkthrough(t *testing.T) {
 	// site leaf's clients 4223): -1 until a process has bound one of its own
 	// choosing, then the port its ready line reports, which a restart reuses.
 	// No port is guessed free beforehand: another process could take it.
-	ports := map[string]string{"4222": "-1", "7422": "-1", "4223": "-1"}
+	ports := map[string]string{"4222": "-1", "7422": "-1", "4223": "-1", "4224": "-1"}
 	subst := func(script string) string {
-		return strings.NewReplacer("4222", ports["4222"], "7422", ports["7422"], "4223", ports["4223"],
+		return strings.NewReplacer("4222", ports["4222"], "7422", ports["7422"], "4223", ports["4223"], "4224", ports["4224"],
 			"unix:///run/podman/podman.sock", pm.URI).Replace(script)
 	}
 	// bound records the port a ready line reports for a documented one.
@@ -271,6 +291,37 @@ func TestProductionWalkthrough(t *testing.T) {
 	out = run(telemetryStep, prod)
 	if !strings.Contains(out, "telemetry.s1.n1.host.") {
 		t.Fatalf("telemetry step: no host metrics of s1.n1 in:\n%s", out)
+	}
+
+	// A fleet of the labelled node, rolled out and converged.
+	out = run(labelStep, prod)
+	if !strings.Contains(out, "role=meter,zone=north") || !strings.Contains(out, "s1.n1") {
+		t.Fatalf("label step:\n%s", out)
+	}
+	out = run(fleetApplyStep, prod)
+	if !strings.Contains(out, "1 node(s) signed and staged") || !strings.Contains(out, "rollout of meters started") {
+		t.Fatalf("fleet apply step:\n%s", out)
+	}
+	runUntil(rolloutStatusStep, "Completed", false)
+	out = run(rolloutStatusStep, prod)
+	for _, want := range []string{"1 good", "zone=north", "bucket=plant-s1-readings", "address=10.20.0.11"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("rollout status step lacks %q:\n%s", want, out)
+		}
+	}
+
+	// An air-gapped site: no --hub, a stick both ways.
+	run(gapAddStep, prod)
+	out = run(gapExportStep, prod)
+	line, _ = start(gapSiteStep, "site2.log", "leaf ready")
+	bound(line, "clients", "4224")
+	runUntil(gapImportStep, "greeting=hi", false)
+	out = run(gapUplinkStep, prod)
+	if !strings.Contains(out, "s2") || !strings.Contains(out, "n1") {
+		t.Fatalf("air-gapped site's status at the hub after the uplink bundle:\n%s", out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(work, "site2.log")); strings.Contains(string(b), "nats-leaf") {
+		t.Fatalf("the air-gapped site dialled a hub:\n%s", b)
 	}
 
 	// Revoke: cut off at once and refused from then on.

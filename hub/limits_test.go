@@ -33,9 +33,10 @@ func TestBootstrapLimitsUpgradesStreams(t *testing.T) {
 		_, err := js.CreateStream(ctx, old)
 		check.NoError(t, err)
 	}
-	lim := streams.HubLimits{TelemetryBytes: 64 << 20, EventsBytes: 32 << 20, StatusBytes: 16 << 20}
+	lim := streams.HubLimits{TelemetryBytes: 64 << 20, EventsBytes: 32 << 20, StatusBytes: 16 << 20, LogsBytes: 8 << 20}
 	check.NoError(t, hub.BootstrapLimits(ctx, js, 1, &lim))
-	want := map[string]int64{streams.TelemetryStream: lim.TelemetryBytes, streams.EventsStream: lim.EventsBytes, streams.StatusStream: lim.StatusBytes}
+	want := map[string]int64{streams.TelemetryStream: lim.TelemetryBytes, streams.EventsStream: lim.EventsBytes, streams.StatusStream: lim.StatusBytes,
+		streams.LogsStream: lim.LogsBytes}
 	for _, name := range streams.Uplinks() {
 		s, err := js.Stream(ctx, name)
 		check.NoError(t, err)

@@ -28,8 +28,11 @@ import (
 
 // Config is what a site leaf needs.
 type Config struct {
-	Site     string
-	HubURLs  []string // nats-leaf:// URLs of every hub member
+	Site string
+	// HubURLs are the nats-leaf:// URLs of every hub member. None makes an
+	// air-gapped site: its blueprints, cloud and artifacts stores are plain
+	// ones that `alpha bundle import` fills instead of mirrors of the hub.
+	HubURLs  []string
 	StoreDir string
 	Listen   string // client listener for agents, HOST:PORT
 	Log      *slog.Logger
@@ -103,8 +106,9 @@ func Start(ctx context.Context, cfg Config) (*Leaf, error) {
 			urls = append(urls, u)
 		}
 	}
-	if len(urls) == 0 {
-		return nil, errors.New("leaf: --hub is required")
+	var remotes []*server.RemoteLeafOpts
+	if len(urls) > 0 {
+		remotes = []*server.RemoteLeafOpts{{URLs: urls, Compression: server.CompressionOpts{Mode: cfg.Compression}}}
 	}
 	opts := &server.Options{
 		ServerName:      "leaf-" + cfg.Site,
@@ -120,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (*Leaf, error) {
 		MaxPingsOut:  2,
 		LeafNode: server.LeafNodeOpts{
 			ReconnectInterval: 500 * time.Millisecond,
-			Remotes:           []*server.RemoteLeafOpts{{URLs: urls, Compression: server.CompressionOpts{Mode: cfg.Compression}}},
+			Remotes:           remotes,
 		},
 	}
 	if cfg.Options != nil {
@@ -169,7 +173,7 @@ func (l *Leaf) answerLink(m *nats.Msg) {
 	info := streams.LinkInfo{Connected: l.Connected(), Synced: l.Synced(), At: time.Now().UTC(), Pending: map[string]uint64{}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	for _, name := range []string{streams.TelemetryStream, streams.EventsStream} {
+	for _, name := range streams.SiteStreams() {
 		c, err := l.js.Consumer(ctx, name, streams.UplinkConsumer(name))
 		if err != nil {
 			continue
@@ -181,6 +185,10 @@ func (l *Leaf) answerLink(m *nats.Msg) {
 	b, _ := json.Marshal(info)
 	m.Respond(b)
 }
+
+// AirGapped reports that the leaf has no uplink configured: bundles on a
+// stick are its only link to the hub.
+func (l *Leaf) AirGapped() bool { return len(l.cfg.HubURLs) == 0 }
 
 // ClientURL is where agents connect.
 func (l *Leaf) ClientURL() string { return l.Server.ClientURL() }
@@ -218,7 +226,7 @@ func (l *Leaf) ensureLocal(ctx context.Context) error {
 			return fmt.Errorf("leaf: status bucket: %w", err)
 		}
 	}
-	for _, name := range []string{streams.TelemetryStream, streams.EventsStream} {
+	for _, name := range streams.SiteStreams() {
 		if _, err := l.js.CreateOrUpdateStream(ctx, streams.SiteStreamConfig(name, site, l.cfg.Limits)); err != nil {
 			return fmt.Errorf("leaf: stream %s: %w", name, err)
 		}
@@ -237,46 +245,65 @@ func (l *Leaf) ensureLocal(ctx context.Context) error {
 	}
 	for _, st := range streams.Mirrored() {
 		if _, err := l.js.Stream(ctx, st.Stream()); err == nil {
-			continue // already on disk: served offline as it is
+			// Already on disk: served offline as it is. A store that bundles
+			// filled while the site had no uplink becomes the hub's mirror
+			// once the uplink is up (convertBundleStores).
+			continue
 		}
-		cc := streams.MirrorConsumerConfig(site, st)
-		mirror := &jetstream.StreamSource{
-			Name:     st.Stream(),
-			Domain:   streams.HubDomain,
-			Consumer: &jetstream.StreamConsumerSource{Name: cc.Durable, DeliverSubject: cc.DeliverSubject},
-		}
-		var err error
-		if st.Object {
-			// nats.go makes no object store mirrors; the stream is shaped
-			// as its object stores are (rollups replace an object's meta).
-			_, err = l.js.CreateStream(ctx, jetstream.StreamConfig{
-				Name:        st.Stream(),
-				Description: "mirror of the hub's " + st.Bucket + " object store",
-				Storage:     jetstream.FileStorage,
-				Discard:     jetstream.DiscardNew,
-				AllowRollup: true,
-				AllowDirect: true,
-				Mirror:      mirror,
-			})
-			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-				err = nil
+		if l.AirGapped() {
+			if err := createBundleStore(ctx, l.js, st); err != nil {
+				return fmt.Errorf("leaf: %s: %w", st.Bucket, err)
 			}
-		} else {
-			mirror.Name = st.Bucket // the KV API names the bucket
-			_, err = l.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-				Bucket:      st.Bucket,
-				History:     streams.BlueprintHistory,
-				Storage:     jetstream.FileStorage,
-				Description: "mirror of this site's keys of the hub's " + st.Bucket,
-				Mirror:      mirror,
-			})
-			if errors.Is(err, jetstream.ErrBucketExists) {
-				err = nil
-			}
+			continue
 		}
-		if err != nil {
-			return fmt.Errorf("leaf: mirror of %s: %w", st.Bucket, err)
+		if err := l.createMirror(ctx, st); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// createMirror makes the site's mirror of a hub store, fed by the durable
+// consumer `alpha site add` (or the leaf itself) made at the hub.
+func (l *Leaf) createMirror(ctx context.Context, st streams.Store) error {
+	site := l.cfg.Site
+	cc := streams.MirrorConsumerConfig(site, st)
+	mirror := &jetstream.StreamSource{
+		Name:     st.Stream(),
+		Domain:   streams.HubDomain,
+		Consumer: &jetstream.StreamConsumerSource{Name: cc.Durable, DeliverSubject: cc.DeliverSubject},
+	}
+	var err error
+	if st.Object {
+		// nats.go makes no object store mirrors; the stream is shaped
+		// as its object stores are (rollups replace an object's meta).
+		_, err = l.js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:        st.Stream(),
+			Description: "mirror of the hub's " + st.Bucket + " object store",
+			Storage:     jetstream.FileStorage,
+			Discard:     jetstream.DiscardNew,
+			AllowRollup: true,
+			AllowDirect: true,
+			Mirror:      mirror,
+		})
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			err = nil
+		}
+	} else {
+		mirror.Name = st.Bucket // the KV API names the bucket
+		_, err = l.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      st.Bucket,
+			History:     streams.BlueprintHistory,
+			Storage:     jetstream.FileStorage,
+			Description: "mirror of this site's keys of the hub's " + st.Bucket,
+			Mirror:      mirror,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			err = nil
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("leaf: mirror of %s: %w", st.Bucket, err)
 	}
 	return nil
 }
@@ -306,7 +333,10 @@ func (l *Leaf) uplink(ctx context.Context, log *slog.Logger) {
 				l.setSynced(false)
 			}
 		} else if !l.Synced() {
-			err := l.ensureHub(ctx)
+			err := l.convertBundleStores(ctx, log)
+			if err == nil {
+				err = l.ensureHub(ctx)
+			}
 			if err != nil {
 				log.Debug("hub side not ready yet", "err", err)
 			} else {

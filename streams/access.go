@@ -81,6 +81,9 @@ const (
 	Publish OpKind = "publish"
 	// Request asks the service on Filter; the reply comes on the inbox.
 	Request OpKind = "request"
+	// StreamRead reads stream Name's messages on subjects matching Filter
+	// with ordered consumers (alpha logs at the site).
+	StreamRead OpKind = "stream-read"
 )
 
 // Op is one operation a role performs at its site leaf.
@@ -103,14 +106,24 @@ func AgentOps(site, node string) []Op {
 		{Kind: Publish, Filter: TelemetryRoot + "." + key + ".>", Why: "its metrics"},
 		{Kind: Publish, Filter: EventsRoot + "." + key + ".>", Why: "its health changes, remediation and drift events"},
 		{Kind: Request, Filter: LinkSubject(site), Why: "uplink state for link telemetry"},
+		{Kind: Publish, Filter: LogsRoot + "." + key + ".>", Why: "its units' journal and its containers' output (spec.telemetry.logs)"},
 	}
 }
 
 // SiteOperatorOps is what people working at the site may do with the site
-// operator credential of the bundle: set and release holds, read status.
+// operator credential of the bundle: set and release holds, read status
+// and log lines.
 func SiteOperatorOps(site string) []Op {
 	return []Op{
 		{Kind: KVWrite, Name: HoldsBucket, Filter: site + ".*", Why: "set, list and release holds (alpha hold)"},
 		{Kind: KVRead, Name: StatusBucket, Filter: site + ".*", Why: "read the site's node status"},
+		{Kind: Request, Filter: BundleSubject(site, "*"), Why: "have the leaf import a signed bundle or export the uplink (alpha bundle)"},
+		{Kind: StreamRead, Name: LogsStream, Filter: LogsSubjects(site), Why: "read the site's log lines, uplink or not (alpha logs --at site)"},
 	}
 }
+
+// BundleSubject is the site leaf's bundle service for op (import,
+// export-uplink): the leaf reads or writes the file named in the request
+// with its own rights, so the site operator needs no write access to the
+// site's stores.
+func BundleSubject(site, op string) string { return "alpha.bundle." + site + "." + op }

@@ -22,8 +22,12 @@ const (
 // remediation decisions).
 func EventsSubjects(site string) string { return "events." + site + ".>" }
 
+// SiteStreams are the plain streams a leaf keeps for its site (status is a
+// KV bucket).
+func SiteStreams() []string { return []string{TelemetryStream, EventsStream, LogsStream} }
+
 // Uplinks are the site streams that flow up to same-named hub streams.
-func Uplinks() []string { return []string{StatusStream, TelemetryStream, EventsStream} }
+func Uplinks() []string { return []string{StatusStream, TelemetryStream, EventsStream, LogsStream} }
 
 // HubUplinkConfig is the hub side of an uplink: no subjects of its own (a hub
 // stream listening on the subjects would also capture the leaves' publishes
@@ -66,6 +70,11 @@ func HubUplinkConfig(name string, replicas int, lim HubLimits) jetstream.StreamC
 		cfg.MaxAge = 90 * 24 * time.Hour
 		cfg.Duplicates = 10 * time.Minute
 		cfg.MaxBytes = lim.EventsBytes
+	case LogsStream:
+		cfg.Description = "journal and container lines from every site (sourced)"
+		cfg.MaxAge = 30 * 24 * time.Hour
+		cfg.Duplicates = 10 * time.Minute
+		cfg.MaxBytes = lim.LogsBytes
 	}
 	return cfg
 }
@@ -76,15 +85,28 @@ type HubLimits struct {
 	TelemetryBytes int64
 	EventsBytes    int64
 	StatusBytes    int64
+	// LogsBytes bounds LOGS (0: the default), apart from the others so
+	// lines never push out metrics or events.
+	LogsBytes int64
 }
 
-// DefaultHubLimits keep 1 GiB of telemetry, 256 MiB of events and 64 MiB
-// of status per tenant at the hub.
-var DefaultHubLimits = HubLimits{TelemetryBytes: 1 << 30, EventsBytes: 256 << 20, StatusBytes: 64 << 20}
+// DefaultHubLimits keep 1 GiB of telemetry, 256 MiB of events, 64 MiB of
+// status and 256 MiB of logs per tenant at the hub.
+var DefaultHubLimits = HubLimits{TelemetryBytes: 1 << 30, EventsBytes: 256 << 20, StatusBytes: 64 << 20, LogsBytes: 256 << 20}
 
 // Validate names the first limit that is not positive.
 func (l HubLimits) Validate() error {
-	return positive("hub limit", map[string]int64{"telemetry": l.TelemetryBytes, "events": l.EventsBytes, "status": l.StatusBytes})
+	err := positive("hub limit", map[string]int64{"telemetry": l.TelemetryBytes, "events": l.EventsBytes, "status": l.StatusBytes})
+	return errors.Join(err, notNegative("hub limit logs", l.LogsBytes))
+}
+
+// notNegative accepts 0 (the default) for limits added after a release, so
+// configurations written before them stay valid.
+func notNegative(what string, v int64) error {
+	if v < 0 {
+		return fmt.Errorf("%s %d must be positive (or 0 for the default)", what, v)
+	}
+	return nil
 }
 
 func positive(what string, fields map[string]int64) error {
@@ -112,6 +134,9 @@ func (l HubLimits) withDefaults() HubLimits {
 	if l.StatusBytes > 0 {
 		d.StatusBytes = l.StatusBytes
 	}
+	if l.LogsBytes > 0 {
+		d.LogsBytes = l.LogsBytes
+	}
 	return d
 }
 
@@ -127,6 +152,8 @@ func UplinkSubjects(name, site string) string {
 		return KVSubjects(StatusBucket, site)
 	case EventsStream:
 		return EventsSubjects(site)
+	case LogsStream:
+		return LogsSubjects(site)
 	}
 	return TelemetrySubjects(site)
 }
@@ -142,19 +169,24 @@ type SiteQuota struct {
 	EventsBytes    int64
 	StatusKeys     int64
 	StatusBytes    int64
-	Window         time.Duration
+	// LogsBytes of log lines per Window (0: the default); a site that logs
+	// more waits at the site, it never takes telemetry's share.
+	LogsBytes int64
+	Window    time.Duration
 }
 
-// DefaultSiteQuota: 32 MiB of telemetry and 8 MiB of events per 10
-// minutes (about 55 KB/s of telemetry), 4096 status keys in 4 MiB; 44 MiB
+// DefaultSiteQuota: 32 MiB of telemetry, 8 MiB of events and 8 MiB of log
+// lines per 10 minutes (about 55 KB/s of telemetry, 14 KB/s of lines: a
+// site that logs more catches up later), 4096 status keys in 4 MiB; 52 MiB
 // reserved at the hub per site.
 var DefaultSiteQuota = SiteQuota{TelemetryBytes: 32 << 20, EventsBytes: 8 << 20, StatusKeys: 4096, StatusBytes: 4 << 20,
-	Window: 10 * time.Minute}
+	LogsBytes: 8 << 20, Window: 10 * time.Minute}
 
 // Validate names every quota that is not positive.
 func (q SiteQuota) Validate() error {
-	return positive("site quota", map[string]int64{"telemetry": q.TelemetryBytes, "events": q.EventsBytes,
+	err := positive("site quota", map[string]int64{"telemetry": q.TelemetryBytes, "events": q.EventsBytes,
 		"status keys": q.StatusKeys, "status": q.StatusBytes, "window (ns)": int64(q.Window)})
+	return errors.Join(err, notNegative("site quota logs", q.LogsBytes))
 }
 
 // HubLandingConfig is the hub stream that receives one site's uplink of
@@ -186,6 +218,11 @@ func HubLandingConfig(name, site string, replicas int, q SiteQuota) jetstream.St
 		cfg.MaxBytes = q.TelemetryBytes
 	case EventsStream:
 		cfg.MaxBytes = q.EventsBytes
+	case LogsStream:
+		cfg.MaxBytes = q.LogsBytes
+		if cfg.MaxBytes <= 0 {
+			cfg.MaxBytes = DefaultSiteQuota.LogsBytes
+		}
 	}
 	return cfg
 }
@@ -198,11 +235,16 @@ type SiteLimits struct {
 	MaxBytes int64
 	// EventsMaxBytes bounds the EVENTS stream (0: no byte limit).
 	EventsMaxBytes int64
+	// LogsMaxAge and LogsMaxBytes bound the LOGS stream (0: the defaults);
+	// a node's blueprint may change them (spec.telemetry.logs.retention).
+	LogsMaxAge   time.Duration
+	LogsMaxBytes int64
 }
 
-// DefaultSiteLimits keep a week or 1 GiB of metrics and 30 days or 256 MiB of
-// events at a site.
-var DefaultSiteLimits = SiteLimits{MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30, EventsMaxBytes: 256 << 20}
+// DefaultSiteLimits keep a week or 1 GiB of metrics, 30 days or 256 MiB of
+// events and 3 days or 256 MiB of log lines at a site.
+var DefaultSiteLimits = SiteLimits{MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30, EventsMaxBytes: 256 << 20,
+	LogsMaxAge: 3 * 24 * time.Hour, LogsMaxBytes: 256 << 20}
 
 // SiteStreamConfig is the site side of an uplink stream (status is a KV
 // bucket created through the KV API instead).
@@ -223,6 +265,15 @@ func SiteStreamConfig(name, site string, lim SiteLimits) jetstream.StreamConfig 
 		cfg.MaxAge = 30 * 24 * time.Hour
 		if lim.EventsMaxBytes > 0 {
 			cfg.MaxBytes = lim.EventsMaxBytes
+		}
+	case LogsStream:
+		cfg.Subjects = []string{LogsSubjects(site)}
+		cfg.MaxAge, cfg.MaxBytes = DefaultSiteLimits.LogsMaxAge, DefaultSiteLimits.LogsMaxBytes
+		if lim.LogsMaxAge > 0 {
+			cfg.MaxAge = lim.LogsMaxAge
+		}
+		if lim.LogsMaxBytes > 0 {
+			cfg.MaxBytes = lim.LogsMaxBytes
 		}
 	}
 	return cfg

@@ -296,7 +296,14 @@ func (e *Engine) take() {
 	c := e.pending
 	e.pending = nil
 	e.mu.Unlock()
-	if c == nil || (e.target != nil && c.Revision == e.target.Rev && c.Err == nil) {
+	if c == nil {
+		return
+	}
+	if e.target != nil && c.Revision == e.target.Rev && c.Err == nil {
+		// The target offered again (a re-watch): a refusal offered in
+		// between (an older revision replayed while a site's mirror
+		// catches up) no longer stands.
+		e.desiredRev, e.invalid = c.Revision, nil
 		return
 	}
 	if e.rolledBack != nil && c.Revision == e.rolledBack.Revision {

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,6 +123,22 @@ func TestInvalidRevisionKeepsLastGood(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A refused revision offered between two offers of the running one (an
+// older signed revision replayed while a site's new mirror catches up)
+// stops counting once the running one is offered again.
+func TestTargetOfferedAgainClearsRefusal(t *testing.T) {
+	h := start(t, t.TempDir(), t.TempDir(), nil)
+	h.eng.Offer(engine.Candidate{Revision: 2, Data: doc("a", "two")})
+	h.waitPhase(t, engine.PhaseConverged, 2)
+	h.eng.Offer(engine.Candidate{Revision: 1, Err: errors.New("signature: older than the last accepted revision (replay)")})
+	h.waitPhase(t, engine.PhaseInvalid, 2)
+	h.eng.Offer(engine.Candidate{Revision: 2, Data: doc("a", "two")})
+	s := h.waitPhase(t, engine.PhaseConverged, 2)
+	if s.DesiredRevision != 2 || len(s.Invalid) != 0 {
+		t.Fatalf("status %+v", s)
+	}
 }
 
 func TestRestartOfflineReappliesPersisted(t *testing.T) {

@@ -50,6 +50,7 @@ type Driver struct {
 var (
 	_ driver.Driver  = (*Driver)(nil)
 	_ driver.Watcher = (*Driver)(nil)
+	_ applier        = (*Driver)(nil)
 )
 
 // state is what the driver remembers across restarts: the tables it made,
@@ -106,15 +107,45 @@ func (d *Driver) statePath() string { return filepath.Join(d.env.StateDir, "fire
 // ResourceID is the id of the firewall table in plans and drift events.
 func ResourceID(table string) string { return blueprint.ResourceID("firewall", table) }
 
-// Plan observes the agent's table(s) and returns at most one change per
-// table: replace it (created, changed or drifted) or delete it.
+// Plan observes the table the blueprint wants, then leaves the decision to
+// plan.
 func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan, error) {
 	d.mu.Lock()
-	st := d.state
+	st := state{Tables: make(map[string]applied, len(d.state.Tables))}
+	for name, a := range d.state.Tables {
+		st.Tables[name] = a
+	}
 	d.mu.Unlock()
-	var plan driver.Plan
-	want := ""
+	var obs observed
 	if fw := bp.Spec.Firewall; fw != nil {
+		// A table that is not Alpha's is not even listed; plan refuses it.
+		if name := tableName(fw); blueprint.CheckFirewallTable(name) == nil {
+			var err error
+			if obs, err = d.observe(ctx, name); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return plan(d, bp.Spec.Firewall, st, obs)
+}
+
+// applier is what the changes of a plan do to the node: *Driver in
+// production, a recorder in the tests of plan.
+type applier interface {
+	replace(ctx context.Context, table, script, hash string, stale []string) error
+	delete(ctx context.Context, table string) error
+}
+
+// plan compares the wanted firewall (nil: none), what the driver recorded
+// of the tables it made (st) and what observe found of the wanted table. It
+// does no I/O, so unit tests call it with made-up observations; only the
+// changes' Apply touch the node, through a.
+//
+// It returns at most one change per table: replace it (created, changed or
+// drifted) or delete it. Only tables recorded in st are ever deleted.
+func plan(a applier, fw *blueprint.Firewall, st state, obs observed) (driver.Plan, error) {
+	want := ""
+	if fw != nil {
 		want = tableName(fw)
 		// Validation refuses this already; the driver refuses too, so a
 		// spec that skipped validation cannot replace another program's
@@ -130,54 +161,51 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 		}
 	}
 	sort.Strings(stale)
-	if fw := bp.Spec.Firewall; fw != nil {
-		script := Render(fw)
-		hash := digest(script)
-		seen, exists, err := d.observe(ctx, want)
-		if err != nil {
-			return nil, err
+	var p driver.Plan
+	if fw == nil {
+		for _, name := range stale {
+			p = append(p, driver.NewChange(ResourceID(name), driver.Delete, "table left the blueprint", func(ctx context.Context) error {
+				return a.delete(ctx, name)
+			}))
 		}
-		prev, known := st.Tables[want]
-		var detail, found string
-		switch {
-		case !exists:
-			detail, found = "table missing", "absent"
-			if known {
-				detail = "table deleted or flushed by hand"
-			}
-		case !known || prev.Script != hash:
-			detail, found = "rule set differs from the blueprint", "other rule set"
-		case prev.Seen != seen:
-			detail, found = "rules changed by hand", "modified"
-		case len(stale) > 0:
-			detail, found = "old tables to remove", strings.Join(stale, ", ")
-		}
-		if detail != "" {
-			op := driver.Update
-			if !exists {
-				op = driver.Create
-			}
-			// Old tables (the table was renamed) go in the same
-			// transaction, so the node is never without the agent's rules.
-			full := script
-			for _, name := range stale {
-				full = fmt.Sprintf("table inet %s\ndelete table inet %s\n", name, name) + full
-				detail += "; replaces table " + name
-			}
-			c := driver.NewChange(ResourceID(want), op, detail, func(ctx context.Context) error {
-				return d.replace(ctx, want, full, hash, stale)
-			})
-			c.Found, c.Want = found, fmt.Sprintf("%d rules, policy input %s", len(fw.Rules), or(fw.Policy.Input, "accept"))
-			plan = append(plan, c)
-		}
-		return plan, nil
+		return p, nil
 	}
+	script := Render(fw)
+	hash := digest(script)
+	prev, known := st.Tables[want]
+	var detail, found string
+	switch {
+	case !obs.exists:
+		detail, found = "table missing", "absent"
+		if known {
+			detail = "table deleted or flushed by hand"
+		}
+	case !known || prev.Script != hash:
+		detail, found = "rule set differs from the blueprint", "other rule set"
+	case prev.Seen != obs.seen:
+		detail, found = "rules changed by hand", "modified"
+	case len(stale) > 0:
+		detail, found = "old tables to remove", strings.Join(stale, ", ")
+	}
+	if detail == "" {
+		return nil, nil
+	}
+	op := driver.Update
+	if !obs.exists {
+		op = driver.Create
+	}
+	// Old tables (the table was renamed) go in the same transaction, so
+	// the node is never without the agent's rules.
+	full := script
 	for _, name := range stale {
-		plan = append(plan, driver.NewChange(ResourceID(name), driver.Delete, "table left the blueprint", func(ctx context.Context) error {
-			return d.delete(ctx, name)
-		}))
+		full = fmt.Sprintf("table inet %s\ndelete table inet %s\n", name, name) + full
+		detail += "; replaces table " + name
 	}
-	return plan, nil
+	c := driver.NewChange(ResourceID(want), op, detail, func(ctx context.Context) error {
+		return a.replace(ctx, want, full, hash, stale)
+	})
+	c.Found, c.Want = found, fmt.Sprintf("%d rules, policy input %s", len(fw.Rules), or(fw.Policy.Input, "accept"))
+	return append(p, c), nil
 }
 
 func tableName(fw *blueprint.Firewall) string { return or(fw.Table, DefaultTable) }
@@ -194,19 +222,25 @@ func digest(s string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
+// observed is one table as nft lists it.
+type observed struct {
+	exists bool
+	seen   string // canonical listing, see canonical
+}
+
 // observe lists the table and returns a canonical form of it: the JSON of
 // its chains and rules without handles, which nft renumbers.
-func (d *Driver) observe(ctx context.Context, table string) (string, bool, error) {
+func (d *Driver) observe(ctx context.Context, table string) (observed, error) {
 	out, err := d.run.Run(ctx, nil, "nft", "-j", "list", "table", "inet", table)
 	if err != nil {
 		var ee *oscmd.Error
 		if errors.As(err, &ee) && strings.Contains(ee.Stderr, "No such file or directory") {
-			return "", false, nil
+			return observed{}, nil
 		}
-		return "", false, fmt.Errorf("firewall: observing table %s: %w", table, err)
+		return observed{}, fmt.Errorf("firewall: observing table %s: %w", table, err)
 	}
 	s, err := canonical(out)
-	return s, true, err
+	return observed{exists: true, seen: s}, err
 }
 
 func canonical(out []byte) (string, error) {
@@ -239,12 +273,12 @@ func (d *Driver) replace(ctx context.Context, table, script, hash string, stale 
 	if _, err := d.run.Run(ctx, []byte(script), "nft", "-f", "-"); err != nil {
 		return fmt.Errorf("%w: table %s: %w", ErrRejected, table, err)
 	}
-	seen, _, err := d.observe(ctx, table)
+	obs, err := d.observe(ctx, table)
 	if err != nil {
 		return err
 	}
 	return d.record(func(s *state) {
-		s.Tables[table] = applied{Script: hash, Seen: seen}
+		s.Tables[table] = applied{Script: hash, Seen: obs.seen}
 		for _, name := range stale {
 			delete(s.Tables, name)
 		}

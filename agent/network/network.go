@@ -158,6 +158,9 @@ func normDst(s string) string {
 	if p.IsSingleIP() {
 		return p.Addr().String()
 	}
+	if p.Bits() == 0 {
+		return "default" // how ip -j lists 0.0.0.0/0 and ::/0
+	}
 	return p.String()
 }
 
@@ -169,46 +172,106 @@ func normAddr(s string) string {
 	return p.String()
 }
 
-// Plan compares every named link and the agent's routes with the blueprint.
-// A missing link is a change that fails with ErrNoLink, for that link only;
-// the rest still applies.
+// Plan observes every named link and the agent's routes, then leaves the
+// decision to plan.
 func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan, error) {
 	n := bp.Spec.Network
 	if n == nil {
 		n = &blueprint.Network{}
 	}
-	var plan driver.Plan
-	var problems []error
-	for i, it := range n.Interfaces {
-		obs, ok, err := d.observeLink(ctx, it.Name)
-		if err != nil {
-			problems = append(problems, err)
-			continue
-		}
-		if !ok {
-			// A failing change rather than a Plan error, so the engine
-			// still applies the rest and marks this link failed.
-			err := fmt.Errorf("spec.network.interfaces[%d].name: %w: %q", i, ErrNoLink, it.Name)
-			plan = append(plan, driver.NewChange(linkID(it.Name), driver.Update, err.Error(), func(context.Context) error { return err }))
-			continue
-		}
-		plan = append(plan, diffLink(d, it, obs)...)
+	return plan(d.ip, n, d.observe(ctx, n))
+}
+
+// observed is what the node has: each link the blueprint names and the
+// routes carrying the agent's mark.
+type observed struct {
+	links map[string]linkState // by name
+	// listed is false when the routes were not looked at: none are wanted
+	// and the driver knows it has none (see noRoutesAt), or listing them
+	// failed (routesErr).
+	listed    bool
+	routes    []Route
+	routesErr error
+}
+
+// linkState is one named link: found, missing, or unreadable (err).
+type linkState struct {
+	link  Link
+	found bool
+	err   error
+}
+
+// observe reads the links n names and, unless known to be none of ours
+// while none are wanted, the agent's routes. It changes nothing on the node.
+func (d *Driver) observe(ctx context.Context, n *blueprint.Network) observed {
+	obs := observed{links: map[string]linkState{}}
+	for _, it := range n.Interfaces {
+		l, ok, err := d.observeLink(ctx, it.Name)
+		obs.links[it.Name] = linkState{link: l, found: ok, err: err}
 	}
 	if len(n.Routes) == 0 && d.knownNoRoutes() {
-		return plan, errors.Join(problems...)
+		return obs
 	}
-	obs, err := d.observeRoutes(ctx)
-	if err != nil {
-		return plan, errors.Join(append(problems, err)...)
+	obs.routes, obs.routesErr = d.observeRoutes(ctx)
+	if obs.routesErr != nil {
+		return obs
 	}
+	obs.listed = true
 	d.mu.Lock()
 	d.noRoutesAt = time.Time{}
-	if len(n.Routes) == 0 && len(obs) == 0 {
+	if len(n.Routes) == 0 && len(obs.routes) == 0 {
 		d.noRoutesAt = d.now()
 	}
 	d.mu.Unlock()
-	plan = append(plan, diffRoutes(d, n.Routes, obs)...)
-	return plan, errors.Join(problems...)
+	return obs
+}
+
+// runIP runs ip with args. The changes of a plan touch the node only
+// through it: Driver.ip in production, a recorder in the tests of plan.
+type runIP func(ctx context.Context, args ...string) error
+
+func (d *Driver) ip(ctx context.Context, args ...string) error {
+	_, err := d.run.Run(ctx, nil, "ip", args...)
+	return err
+}
+
+// plan compares every named link and the agent's routes with n. It does no
+// I/O, so unit tests call it with made-up observations.
+//
+// Link changes come first, in blueprint order, so an address a route's
+// gateway needs is there before the route. A missing link is a change that
+// fails with ErrNoLink, for that link only; the rest still applies. A link
+// or route listing that could not be read is a Plan error, and nothing is
+// planned for what it would have shown.
+func plan(ip runIP, n *blueprint.Network, obs observed) (driver.Plan, error) {
+	var p driver.Plan
+	var problems []error
+	for i, it := range n.Interfaces {
+		l, ok := obs.links[it.Name]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Errorf("network: link %s was not read", it.Name))
+		case l.err != nil:
+			problems = append(problems, l.err)
+		case !l.found:
+			// A failing change rather than a Plan error, so the engine
+			// still applies the rest and marks this link failed.
+			err := fmt.Errorf("spec.network.interfaces[%d].name: %w: %q", i, ErrNoLink, it.Name)
+			p = append(p, driver.NewChange(linkID(it.Name), driver.Update, err.Error(), func(context.Context) error { return err }))
+		default:
+			p = append(p, diffLink(ip, it, l.link)...)
+		}
+	}
+	switch {
+	case obs.routesErr != nil:
+		problems = append(problems, obs.routesErr)
+	case !obs.listed && len(n.Routes) > 0:
+		// Creating every wanted route blind could not remove strays.
+		problems = append(problems, errors.New("network: routes were not listed"))
+	default:
+		p = append(p, diffRoutes(ip, n.Routes, obs.routes)...)
+	}
+	return p, errors.Join(problems...)
 }
 
 func (d *Driver) knownNoRoutes() bool {
@@ -227,16 +290,15 @@ func (d *Driver) forgetRoutes() {
 func linkID(name string) string { return blueprint.ResourceID("interface", name) }
 
 // diffLink is the pure comparison of one link.
-func diffLink(d *Driver, it blueprint.Interface, obs Link) driver.Plan {
-	var plan driver.Plan
+func diffLink(ip runIP, it blueprint.Interface, obs Link) driver.Plan {
+	var p driver.Plan
 	id := linkID(it.Name)
 	add := func(detail, found, want string, args ...string) {
 		c := driver.NewChange(id, driver.Update, detail, func(ctx context.Context) error {
-			_, err := d.run.Run(ctx, nil, "ip", args...)
-			return err
+			return ip(ctx, args...)
 		})
 		c.Found, c.Want = found, want
-		plan = append(plan, c)
+		p = append(p, c)
 	}
 	if it.MTU != 0 && obs.MTU != it.MTU {
 		add(fmt.Sprintf("mtu %d, want %d", obs.MTU, it.MTU), strconv.Itoa(obs.MTU), strconv.Itoa(it.MTU),
@@ -265,12 +327,12 @@ func diffLink(d *Driver, it blueprint.Interface, obs Link) driver.Plan {
 		add(fmt.Sprintf("link %s, want %s", state[obs.Up], state[*it.Up]), state[obs.Up], state[*it.Up],
 			"link", "set", "dev", it.Name, state[*it.Up])
 	}
-	return plan
+	return p
 }
 
 // diffRoutes is the pure comparison of the agent's routes.
-func diffRoutes(d *Driver, want []blueprint.Route, obs []Route) driver.Plan {
-	var plan driver.Plan
+func diffRoutes(ip runIP, want []blueprint.Route, obs []Route) driver.Plan {
+	var p driver.Plan
 	wanted := map[string]bool{}
 	for _, w := range want {
 		r := Route{Dst: normDst(w.Destination), Gateway: w.Gateway, Dev: w.Interface}
@@ -297,23 +359,21 @@ func diffRoutes(d *Driver, want []blueprint.Route, obs []Route) driver.Plan {
 		}
 		args = append(args, "proto", Proto)
 		c := driver.NewChange(blueprint.ResourceID("route", r.Dst), op, detail, func(ctx context.Context) error {
-			_, err := d.run.Run(ctx, nil, "ip", args...)
-			return err
+			return ip(ctx, args...)
 		})
 		c.Found, c.Want = was, r.String()
-		plan = append(plan, c)
+		p = append(p, c)
 	}
 	for _, o := range obs {
 		if wanted[o.Dst] {
 			continue
 		}
 		o := o
-		plan = append(plan, driver.NewChange(blueprint.ResourceID("route", o.Dst), driver.Delete, "route "+o.String()+" left the blueprint", func(ctx context.Context) error {
-			_, err := d.run.Run(ctx, nil, "ip", "route", "del", o.Dst, "proto", Proto)
-			return err
+		p = append(p, driver.NewChange(blueprint.ResourceID("route", o.Dst), driver.Delete, "route "+o.String()+" left the blueprint", func(ctx context.Context) error {
+			return ip(ctx, "route", "del", o.Dst, "proto", Proto)
 		}))
 	}
-	return plan
+	return p
 }
 
 // Watch follows ip monitor (links, addresses, routes) and asks for a

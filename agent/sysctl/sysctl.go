@@ -48,6 +48,7 @@ type Driver struct {
 var (
 	_ driver.Driver  = (*Driver)(nil)
 	_ driver.Watcher = (*Driver)(nil)
+	_ applier        = (*Driver)(nil)
 )
 
 // New builds the driver; run is how sysctl is invoked (empty prefix in
@@ -102,17 +103,9 @@ func (d *Driver) Read(ctx context.Context, key string) (string, error) {
 	return Normalize(string(out)), nil
 }
 
-// Plan reads every key and returns a change per value that differs, one to
-// restore each key that left the blueprint, and one for the drop-in file.
-// An unknown key becomes a change that fails with ErrNoSuchKey, naming the
-// field, so the other keys still apply and status shows the bad one.
+// Plan reads every key and the drop-in, then leaves the decision to plan.
 func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan, error) {
 	want := bp.Spec.Sysctl
-	keys := make([]string, 0, len(want))
-	for k := range want {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	d.mu.Lock()
 	d.want = map[string]string{}
 	for k, v := range want {
@@ -123,17 +116,73 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 		orig[k] = v
 	}
 	d.mu.Unlock()
+	return plan(d, want, orig, d.observe(ctx, want))
+}
 
-	var plan driver.Plan
+// observed is what the node has: each wanted key's value, or why it could
+// not be read, and the drop-in's content ("" when absent or unreadable).
+type observed struct {
+	values map[string]string
+	errs   map[string]error
+	dropIn string
+}
+
+// observe reads every key of want and the drop-in. It changes nothing.
+func (d *Driver) observe(ctx context.Context, want map[string]string) observed {
+	obs := observed{values: map[string]string{}, errs: map[string]error{}}
+	for k := range want {
+		v, err := d.Read(ctx, k)
+		if err != nil {
+			obs.errs[k] = err
+			continue
+		}
+		obs.values[k] = v
+	}
+	cur, _ := os.ReadFile(d.dropIn())
+	obs.dropIn = string(cur)
+	return obs
+}
+
+// applier is what the changes of a plan do to the node: *Driver in
+// production, a recorder in the tests of plan.
+type applier interface {
+	set(ctx context.Context, key, value, found string) error
+	restore(ctx context.Context, key, value string) error
+	persist(content string) error
+}
+
+// plan compares the wanted keys (want), the values found before the agent
+// first set each key (orig) and what observe found. It does no I/O, so
+// unit tests call it with made-up observations; only the changes' Apply
+// touch the node, through a.
+//
+// It returns a change per value that differs, one to restore each key that
+// left the blueprint, and one for the drop-in file, in that order. An
+// unknown key becomes a change that fails with ErrNoSuchKey, naming the
+// field, so the other keys still apply and status shows the bad one. A key
+// that could not be read is a Plan error and is left out of the drop-in
+// until it can be.
+func plan(a applier, want, orig map[string]string, obs observed) (driver.Plan, error) {
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var p driver.Plan
 	var problems []error
 	valid := map[string]string{}
 	for _, k := range keys {
-		found, err := d.Read(ctx, k)
+		found, ok := obs.values[k]
+		err := obs.errs[k]
+		if !ok && err == nil {
+			// Planning from a guess could overwrite a value nobody read.
+			err = fmt.Errorf("sysctl: %s was not read", k)
+		}
 		if errors.Is(err, ErrNoSuchKey) {
 			// A failing change rather than a Plan error: the engine then
 			// still applies the other keys and marks this one failed.
 			err := driver.Terminal(fmt.Errorf("spec.sysctl.%s: %w", k, err))
-			plan = append(plan, driver.NewChange(ResourceID(k), driver.Update, err.Error(), func(context.Context) error { return err }))
+			p = append(p, driver.NewChange(ResourceID(k), driver.Update, err.Error(), func(context.Context) error { return err }))
 			continue
 		}
 		if err != nil {
@@ -147,10 +196,10 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 		}
 		k := k
 		c := driver.NewChange(ResourceID(k), driver.Update, fmt.Sprintf("%s is %q, want %q", k, found, w), func(ctx context.Context) error {
-			return d.set(ctx, k, w, found)
+			return a.set(ctx, k, w, found)
 		})
 		c.Found, c.Want = found, w
-		plan = append(plan, c)
+		p = append(p, c)
 	}
 	var gone []string
 	for k := range orig {
@@ -161,21 +210,20 @@ func (d *Driver) Plan(ctx context.Context, bp *blueprint.Blueprint) (driver.Plan
 	sort.Strings(gone)
 	for _, k := range gone {
 		k, v := k, orig[k]
-		plan = append(plan, driver.NewChange(ResourceID(k), driver.Delete, fmt.Sprintf("%s left the blueprint; restoring %q", k, v), func(ctx context.Context) error {
-			return d.restore(ctx, k, v)
+		p = append(p, driver.NewChange(ResourceID(k), driver.Delete, fmt.Sprintf("%s left the blueprint; restoring %q", k, v), func(ctx context.Context) error {
+			return a.restore(ctx, k, v)
 		}))
 	}
-	content := render(valid)
-	if cur, _ := os.ReadFile(d.dropIn()); string(cur) != content {
+	if content := render(valid); obs.dropIn != content {
 		op := driver.Update
 		if len(valid) == 0 {
 			op = driver.Delete
 		}
-		plan = append(plan, driver.NewChange(blueprint.ResourceID("file", DropIn), op, "sysctl.d drop-in differs", func(ctx context.Context) error {
-			return d.persist(content)
+		p = append(p, driver.NewChange(blueprint.ResourceID("file", DropIn), op, "sysctl.d drop-in differs", func(ctx context.Context) error {
+			return a.persist(content)
 		}))
 	}
-	return plan, errors.Join(problems...)
+	return p, errors.Join(problems...)
 }
 
 func render(vals map[string]string) string {

@@ -3,12 +3,16 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/shirou/gopsutil/v3/cpu"
 	"github.com/shirou/gopsutil/v3/disk"
-	"github.com/shirou/gopsutil/v3/host"
 	"github.com/shirou/gopsutil/v3/load"
 	"github.com/shirou/gopsutil/v3/mem"
 	"github.com/shirou/gopsutil/v3/net"
@@ -71,26 +75,120 @@ func (Host) Collect(ctx context.Context) ([]streams.Metric, error) {
 	return out, errors.Join(errs...)
 }
 
-// Sensors reads temperatures from hwmon (or thermal zones) under HOST_SYS.
-// Each becomes temperature.<sensor key>, e.g. temperature.cpu or
-// temperature.coretemp_core_0, the names blueprint sensors declare ranges for.
+// Sensors reads every hwmon class under HOST_SYS (default /sys) in one
+// form: temperatures, voltages, fans, power and current, each as
+// <signal>.<sensor key> (temperature.cpu, voltage.nct6775_vcore,
+// fan.nct6775_fan1, power.amdgpu, current.ina219), the names blueprint
+// sensors declare ranges for. Without any hwmon temperature it reads the
+// thermal zones, as on boards that have no hwmon.
 type Sensors struct{}
 
 // Name is the layer.
 func (Sensors) Name() string { return "sensors" }
 
-// Collect reads every temperature sensor.
+// hwmonClasses are the sysfs-interface classes read, with the signal name,
+// the unit and the divisor that turns the kernel's integer into it.
+var hwmonClasses = []struct {
+	prefix, signal, unit string
+	div                  float64
+}{
+	{"temp", "temperature", "Cel", 1000}, // millidegree Celsius
+	{"in", "voltage", "V", 1000},         // millivolt
+	{"fan", "fan", "rpm", 1},             // revolutions per minute
+	{"power", "power", "W", 1e6},         // microwatt
+	{"curr", "current", "A", 1000},       // milliampere
+}
+
+var hwmonInput = regexp.MustCompile(`^(temp|in|fan|power|curr)([0-9]+)_(input|average)$`)
+
+// Collect reads every sensor; unreadable ones are skipped and reported
+// together, as long as nothing was read.
 func (Sensors) Collect(ctx context.Context) ([]streams.Metric, error) {
-	ts, err := host.SensorsTemperaturesWithContext(ctx)
+	sys := os.Getenv("HOST_SYS")
+	if sys == "" {
+		sys = "/sys"
+	}
+	type reading struct {
+		chip, class, index, label string
+		value                     float64
+	}
+	var rs []reading
+	var errs []error
+	chips, _ := filepath.Glob(filepath.Join(sys, "class/hwmon/hwmon*"))
+	for _, chip := range chips {
+		dir := chip
+		name := readTrim(filepath.Join(dir, "name"))
+		if name == "" {
+			// Older drivers keep their files under device/.
+			dir = filepath.Join(chip, "device")
+			if name = readTrim(filepath.Join(dir, "name")); name == "" {
+				continue
+			}
+		}
+		files, _ := os.ReadDir(dir)
+		seen := map[string]bool{}
+		for _, f := range files {
+			m := hwmonInput.FindStringSubmatch(f.Name())
+			if m == nil || seen[m[1]+m[2]] {
+				continue // power has _input or _average: the first wins
+			}
+			raw := readTrim(filepath.Join(dir, f.Name()))
+			v, err := strconv.ParseFloat(raw, 64)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %q is not a number", filepath.Join(dir, f.Name()), raw))
+				continue
+			}
+			seen[m[1]+m[2]] = true
+			rs = append(rs, reading{chip: name, class: m[1], index: m[2], label: readTrim(filepath.Join(dir, m[1]+m[2]+"_label")), value: v})
+		}
+	}
+	// A chip with one unlabelled input of a class keeps the chip's name
+	// (temperature.cpu); several are told apart by their file prefix.
+	unlabelled := map[string]int{}
+	for _, r := range rs {
+		if r.label == "" {
+			unlabelled[r.chip+"/"+r.class]++
+		}
+	}
 	var out []streams.Metric
-	for _, t := range ts {
-		out = append(out, streams.Metric{Name: "temperature." + SensorName(t.SensorKey), Value: t.Temperature, Unit: "Cel"})
+	for _, r := range rs {
+		for _, c := range hwmonClasses {
+			if c.prefix != r.class {
+				continue
+			}
+			key := r.chip
+			switch {
+			case r.label != "":
+				key += "_" + r.label
+			case unlabelled[r.chip+"/"+r.class] > 1:
+				key += "_" + r.class + r.index
+			}
+			out = append(out, streams.Metric{Name: c.signal + "." + SensorName(key), Value: r.value / c.div, Unit: c.unit})
+		}
 	}
-	// gopsutil returns partial readings with a warning error; keep them.
+	if !slices.ContainsFunc(out, func(m streams.Metric) bool { return strings.HasPrefix(m.Name, "temperature.") }) {
+		zones, _ := filepath.Glob(filepath.Join(sys, "class/thermal/thermal_zone*"))
+		for _, z := range zones {
+			name := readTrim(filepath.Join(z, "type"))
+			v, err := strconv.ParseFloat(readTrim(filepath.Join(z, "temp")), 64)
+			if name == "" || err != nil {
+				continue
+			}
+			out = append(out, streams.Metric{Name: "temperature." + SensorName(name), Value: v / 1000, Unit: "Cel"})
+		}
+	}
 	if len(out) > 0 {
-		err = nil
+		return out, nil
 	}
-	return out, err
+	return nil, errors.Join(errs...)
+}
+
+func readTrim(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // SensorName turns a gopsutil sensor key into one name token.

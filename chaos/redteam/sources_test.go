@@ -94,10 +94,11 @@ func (e *srcEnv) stolenBox(site, bundle string) jetstream.JetStream {
 	ctx := context.Background()
 	_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: streams.StatusBucket, History: 1})
 	check.NoError(e.t, err)
-	for _, name := range []string{streams.TelemetryStream, streams.EventsStream} {
+	for _, name := range streams.SiteStreams() {
 		cfg := streams.SiteStreamConfig(name, site, streams.DefaultSiteLimits)
 		// The attacker's edit: every site's subjects, not only its own.
-		cfg.Subjects = []string{map[string]string{streams.TelemetryStream: "telemetry.>", streams.EventsStream: "events.>"}[name]}
+		cfg.Subjects = []string{map[string]string{streams.TelemetryStream: "telemetry.>", streams.EventsStream: "events.>",
+			streams.LogsStream: "logs.>"}[name]}
 		_, err := js.CreateStream(ctx, cfg)
 		check.NoError(e.t, err)
 	}
@@ -178,7 +179,7 @@ func TestStolenBoxWritesAsAnotherSite(t *testing.T) {
 	_, err = st.Put(ctx, "s2.n9", forged)
 	check.NoError(t, err)
 	const mark = "FORGED-by-stolen-s1"
-	for _, subj := range []string{"telemetry.s2.n1.host.cpu", "events.s2.n1.x"} {
+	for _, subj := range []string{"telemetry.s2.n1.host.cpu", "events.s2.n1.x", "logs.s2.n1.unit.x"} {
 		_, err := box.Publish(ctx, subj, []byte(`{"value":99,"note":"`+mark+`"}`))
 		check.NoError(t, err)
 	}
@@ -187,13 +188,14 @@ func TestStolenBoxWritesAsAnotherSite(t *testing.T) {
 	own, _ := json.Marshal(streams.NodeStatus{Site: "s1", Node: "n1", Blueprint: "own-s1", Phase: "Converged"})
 	_, err = st.Put(ctx, "s1.n1", own)
 	check.NoError(t, err)
-	for _, subj := range []string{"telemetry.s1.n1.host.cpu", "events.s1.n1.x"} {
+	for _, subj := range []string{"telemetry.s1.n1.host.cpu", "events.s1.n1.x", "logs.s1.n1.unit.x"} {
 		_, err := box.Publish(ctx, subj, []byte(`{"value":1,"note":"own-s1"}`))
 		check.NoError(t, err)
 	}
 	srcStreamHolds(t, hjs, streams.StatusStream, "$KV.status.s1.n1", "own-s1")
 	srcStreamHolds(t, hjs, streams.TelemetryStream, "telemetry.s1.n1.host.cpu", "own-s1")
 	srcStreamHolds(t, hjs, streams.EventsStream, "events.s1.n1.x", "own-s1")
+	srcStreamHolds(t, hjs, streams.LogsStream, "logs.s1.n1.unit.x", "own-s1")
 
 	hst, err := hjs.KeyValue(ctx, streams.StatusBucket)
 	check.NoError(t, err)
@@ -205,7 +207,7 @@ func TestStolenBoxWritesAsAnotherSite(t *testing.T) {
 	if !bytes.Contains(en.Value(), []byte("genuine-s2")) {
 		t.Errorf("hub status of s2.n1 is %s, want s2's own", en.Value())
 	}
-	for _, stream := range []string{streams.TelemetryStream, streams.EventsStream, streams.StatusStream} {
+	for _, stream := range []string{streams.TelemetryStream, streams.EventsStream, streams.StatusStream, streams.LogsStream} {
 		if n, subjects := srcScan(t, hjs, stream, mark); n > 0 {
 			t.Errorf("hub %s holds %d of the attacker's messages, on %v", stream, n, subjects)
 		}

@@ -50,13 +50,14 @@ func runNode(ctx context.Context, args []string) error {
 	}
 	fs := newFlags("node label")
 	hf := addHubFlags(fs)
-	if err := fs.Parse(args[1:]); err != nil {
+	pos, err := parseInterleaved(fs, args[1:])
+	if err != nil {
 		return err
 	}
-	if fs.NArg() < 2 {
+	if len(pos) < 2 {
 		return errors.New("usage: alpha node label SITE.NODE key=value... [key-...]")
 	}
-	set, remove, err := inventory.ParseLabels(fs.Args()[1:])
+	set, remove, err := inventory.ParseLabels(pos[1:])
 	if err != nil {
 		return err
 	}
@@ -67,12 +68,29 @@ func runNode(ctx context.Context, args []string) error {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	labels, err := inventory.SetLabels(ctx, js, fs.Arg(0), set, remove)
+	labels, err := inventory.SetLabels(ctx, js, pos[0], set, remove)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s\t%s\n", fs.Arg(0), formatLabels(labels))
+	fmt.Printf("%s\t%s\n", pos[0], formatLabels(labels))
 	return nil
+}
+
+// parseInterleaved parses flags wherever they stand among the positional
+// arguments (alpha node label a.n1 role=x --creds F), which flag.Parse
+// alone stops at, and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
 }
 
 func formatLabels(m map[string]string) string {

@@ -76,8 +76,8 @@ func addTenantLimitFlags(fs *flag.FlagSet) *accounts.TenantLimits {
 	l := accounts.DefaultTenantLimits
 	fs.Var(byteSize{&l.Storage}, "max-storage", "tenant's JetStream file storage at the hub (-1: unlimited)")
 	fs.Var(byteSize{&l.Memory}, "max-memory", "tenant's JetStream memory storage at the hub (-1: unlimited)")
-	fs.Int64Var(&l.Streams, "max-streams", l.Streams, "tenant's streams and buckets at the hub, 3 per site (-1: unlimited)")
-	fs.Int64Var(&l.Consumers, "max-consumers", l.Consumers, "tenant's consumers at the hub, 5 per site (-1: unlimited)")
+	fs.Int64Var(&l.Streams, "max-streams", l.Streams, "tenant's streams and buckets at the hub, 4 per site (a landing stream per uplink) (-1: unlimited)")
+	fs.Int64Var(&l.Consumers, "max-consumers", l.Consumers, "tenant's consumers at the hub, 7 per site (3 mirrors, 4 uplinks) (-1: unlimited)")
 	return &l
 }
 
@@ -88,6 +88,7 @@ func addHubLimitFlags(fs *flag.FlagSet) *streams.HubLimits {
 	fs.Var(byteSize{&l.TelemetryBytes}, "max-telemetry", "bytes of TELEMETRY kept per tenant; oldest dropped first")
 	fs.Var(byteSize{&l.EventsBytes}, "max-events", "bytes of EVENTS kept per tenant; oldest dropped first")
 	fs.Var(byteSize{&l.StatusBytes}, "max-status", "bytes of the status bucket per tenant; oldest keys dropped first")
+	fs.Var(byteSize{&l.LogsBytes}, "max-logs", "bytes of LOGS (journal and container lines) kept per tenant; oldest dropped first")
 	return &l
 }
 
@@ -96,6 +97,7 @@ func addSiteQuotaFlags(fs *flag.FlagSet) *streams.SiteQuota {
 	q := streams.DefaultSiteQuota
 	fs.Var(byteSize{&q.TelemetryBytes}, "quota-telemetry", "telemetry the hub takes from the site per --quota-window; beyond, the site buffers")
 	fs.Var(byteSize{&q.EventsBytes}, "quota-events", "events the hub takes from the site per --quota-window")
+	fs.Var(byteSize{&q.LogsBytes}, "quota-logs", "log lines the hub takes from the site per --quota-window; beyond, the site buffers")
 	fs.Int64Var(&q.StatusKeys, "quota-status-keys", q.StatusKeys, "status keys the site may hold at the hub")
 	fs.Var(byteSize{&q.StatusBytes}, "quota-status", "bytes of status the site may hold at the hub")
 	fs.DurationVar(&q.Window, "quota-window", q.Window, "window of the telemetry and events quotas")

@@ -10,8 +10,10 @@ import (
 	"strings"
 
 	"github.com/alpha-edge/alpha/agent"
+	"github.com/alpha-edge/alpha/bundle"
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/leaf"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 func init() {
@@ -115,24 +117,36 @@ func clusterAddr(h *hub.Hub) string {
 }
 
 type leafFlags struct {
-	site, hub, store, listen, compression *string
+	site, hub, store, listen, compression, stickDirs *string
+	limits                                           *streams.SiteLimits
 }
 
-func addLeafFlags(fs interface {
-	String(name, value, usage string) *string
-}) leafFlags {
+func addLeafFlags(fs *flag.FlagSet) leafFlags {
+	lim := streams.DefaultSiteLimits
+	// The site keeps its log lines apart from metrics and events, under
+	// limits of their own.
+	fs.DurationVar(&lim.LogsMaxAge, "logs-max-age", lim.LogsMaxAge, "how long the site's LOGS stream keeps journal and container lines")
+	fs.Var(byteSize{&lim.LogsMaxBytes}, "logs-max-bytes", "bytes of lines the site's LOGS stream keeps; oldest dropped first")
 	return leafFlags{
+		limits: &lim,
 		site:   fs.String("site", "", "site id (required)"),
-		hub:    fs.String("hub", "", "hub leafnode URL(s), comma-separated: nats-leaf://HOST:7422 (required)"),
+		hub:    fs.String("hub", "", "hub leafnode URL(s), comma-separated: nats-leaf://HOST:7422; none: an air-gapped site fed by 'alpha bundle import'"),
 		store:  fs.String("store", "/var/lib/alpha/leaf", "JetStream store directory"),
 		listen: fs.String("listen", "127.0.0.1:4222", "client listener for agents, HOST:PORT"),
+		stickDirs: fs.String("stick-dir", strings.Join(bundle.DefaultDirs, ","),
+			"directories, comma-separated, the leaf imports bundles from and writes uplink bundles to (alpha bundle; where sticks are mounted)"),
 		compression: fs.String("uplink-compression", "s2_auto",
 			"uplink compression: s2_auto (level by round trip), off (a site on the hub's LAN: saves ~0.9 MB of hub memory per site), s2_fast, s2_better, s2_best"),
 	}
 }
 
 func (f leafFlags) config() leaf.Config {
-	return leaf.Config{Site: *f.site, HubURLs: []string{*f.hub}, StoreDir: *f.store, Listen: *f.listen, Compression: *f.compression, Log: logger()}
+	var hubs []string
+	if *f.hub != "" {
+		hubs = []string{*f.hub}
+	}
+	return leaf.Config{Site: *f.site, HubURLs: hubs, StoreDir: *f.store, Listen: *f.listen, Compression: *f.compression,
+		Limits: *f.limits, Log: logger()}
 }
 
 func runLeaf(ctx context.Context, args []string) error {
@@ -142,9 +156,6 @@ func runLeaf(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *lf.hub == "" {
-		return fmt.Errorf("--hub is required")
-	}
 	lc := lf.config()
 	if err := sec.leaf(&lc); err != nil {
 		return err
@@ -153,7 +164,13 @@ func runLeaf(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	logger().Info("leaf ready", "site", lc.Site, "clients", l.ClientURL())
+	if sec.bundle != "" && !sec.insecure {
+		if err := startBundleService(ctx, l, lc, sec.bundle, splitList(*lf.stickDirs), lc.Log); err != nil {
+			l.Shutdown()
+			return err
+		}
+	}
+	logger().Info("leaf ready", "site", lc.Site, "clients", l.ClientURL(), "air-gapped", l.AirGapped())
 	<-ctx.Done()
 	l.Shutdown()
 	return nil
@@ -204,10 +221,8 @@ func runSite(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *lf.hub == "" {
-		return fmt.Errorf("--hub is required")
-	}
 	sec.runtime = rt
+	sec.stickDirs = splitList(*lf.stickDirs)
 	if *state == "" {
 		*state = filepath.Join(*lf.store, "agent")
 	}
@@ -236,7 +251,12 @@ func runLeafAndAgentSecure(ctx context.Context, lc leaf.Config, node, root, stat
 		return err
 	}
 	defer l.Shutdown()
-	lc.Log.Info("leaf ready", "site", lc.Site, "clients", l.ClientURL())
+	if sec != nil && sec.bundle != "" && !sec.insecure {
+		if err := startBundleService(ctx, l, lc, sec.bundle, sec.stickDirs, lc.Log); err != nil {
+			return err
+		}
+	}
+	lc.Log.Info("leaf ready", "site", lc.Site, "clients", l.ClientURL(), "air-gapped", l.AirGapped())
 	// The dev stack (sec == nil) must not touch its host's kernel.
 	ac := agent.Config{Site: lc.Site, Node: node, NATSURL: l.ClientURL(), Root: root, StateDir: state, Log: lc.Log, Sandbox: sec == nil}
 	if sec != nil {

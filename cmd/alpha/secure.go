@@ -31,7 +31,8 @@ type secureFlags struct {
 	// hub
 	operatorDir string
 	// leaf and site
-	bundle string
+	bundle    string
+	stickDirs []string // where the leaf's bundle service takes sticks from
 	// agent
 	creds, trustedKeys, hubOutputsKey string
 	runtime                           runtimeFlags

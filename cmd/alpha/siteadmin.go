@@ -6,13 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/alpha-edge/alpha/accounts"
+	"github.com/alpha-edge/alpha/hub/inventory"
 	"github.com/alpha-edge/alpha/internal/tlsfiles"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 func init() {
@@ -54,10 +55,18 @@ func runSiteAdd(ctx context.Context, args []string) error {
 	nodes := fs.String("nodes", "", "node ids at the site, comma-separated (one agent each; required)")
 	out := fs.String("out", "", "bundle directory to write (default OPERATOR-DIR/bundles/SITE-TENANT)")
 	noRegister := fs.Bool("no-register", false, "only write the bundle; register later by running add again with --hub")
+	labelList := fs.String("labels", "", "labels of every node of the site, key=value,... (alpha node label changes them later)")
 	quota := addSiteQuotaFlags(fs)
 	site, err := parseOne(fs, args, "SITE")
 	if err != nil {
 		return fmt.Errorf("%w (usage: alpha site add SITE --tenant T --nodes N1,N2 --hub URL --tls-ca CA)", err)
+	}
+	labels, _, err := inventory.ParseLabels(splitList(*labelList))
+	if err != nil {
+		return fmt.Errorf("--labels: %w", err)
+	}
+	if len(labels) > 0 && *noRegister {
+		return errors.New("--labels are kept at the hub: not with --no-register")
 	}
 	op, err := accounts.Load(*af.dir)
 	if err != nil {
@@ -97,6 +106,14 @@ func runSiteAdd(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("site %s registered at %s: mirror consumers and uplink sources in place\n", site, *af.hub)
+	if len(labels) > 0 {
+		for _, n := range splitList(*nodes) {
+			if _, err := inventory.SetLabels(ctx, js, streams.Key(site, n), labels, nil); err != nil {
+				return fmt.Errorf("labels of %s.%s: %w", site, n, err)
+			}
+		}
+		fmt.Printf("site %s: nodes labelled %s\n", site, formatLabels(labels))
+	}
 	return nil
 }
 
@@ -147,20 +164,14 @@ func runSiteRevoke(ctx context.Context, args []string) error {
 }
 
 // parseOne parses flags around exactly one positional argument, which may
-// come first (alpha site add s1 --nodes n1) or last.
+// stand anywhere among them (alpha site add s1 --nodes n1, or last).
 func parseOne(fs *flag.FlagSet, args []string, what string) (string, error) {
-	var name string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		name, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
 		return "", err
 	}
-	if name == "" && fs.NArg() == 1 {
-		return fs.Arg(0), nil
-	}
-	if name == "" || fs.NArg() != 0 {
+	if len(pos) != 1 {
 		return "", fmt.Errorf("exactly one %s is required", what)
 	}
-	return name, nil
+	return pos[0], nil
 }

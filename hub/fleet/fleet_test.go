@@ -9,6 +9,7 @@ import (
 	"github.com/alpha-edge/alpha/blueprint"
 	"github.com/alpha-edge/alpha/blueprint/sign"
 	"github.com/alpha-edge/alpha/hub/inventory"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 const doc = `apiVersion: alpha/v1
@@ -185,5 +186,32 @@ func TestFleetErrorsNameFieldAndValue(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s -> %s: error %v, want it to name %s", tc.from, tc.to, err, tc.want)
 		}
+	}
+}
+
+// Facts are the node's own report. A node (or its site) that reports a
+// fact with YAML in it must not get that YAML signed into its blueprint by
+// a template that prints the fact.
+func TestReportedFactsCannotInjectIntoTheSignedBlueprint(t *testing.T) {
+	d := strings.Replace(doc, "ip={{ .Params.ip }}", `ip={{ .Params.ip }} os={{ index .Labels "facts.os" }}`, 1)
+	f, err := Parse([]byte(d), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := node("plant-7", "n1")
+	n.Status = &streams.NodeStatus{Facts: &streams.NodeFacts{OS: "debian 13\"\n    - path: /etc/evil\n      content: \"pwned"}}
+	out, err := f.Render(n, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bp, err := blueprint.Parse(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bp.Spec.Files) != 1 {
+		t.Fatalf("the rendered blueprint has %d files (%+v), want only the template's", len(bp.Spec.Files), bp.Spec.Files)
+	}
+	if got := bp.Spec.Files[0].Content; strings.Contains(got, "\n    -") || strings.Contains(got, `"`) || !strings.Contains(got, "os=debian_13") {
+		t.Errorf("content %q carries the fact unescaped", got)
 	}
 }

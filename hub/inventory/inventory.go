@@ -39,10 +39,29 @@ func (n Node) All() map[string]string {
 		out = map[string]string{}
 	}
 	if n.Status != nil {
-		maps.Copy(out, n.Status.Facts.Labels())
+		for k, v := range n.Status.Facts.Labels() {
+			out[k] = factValue(v)
+		}
 	}
 	out["site"], out["node"] = n.Site, n.Node
 	return out
+}
+
+// factValue makes a reported fact safe as a label value: facts are the
+// node's own word, and fleet templates render labels into YAML that the
+// publisher signs, so a fact may not carry a newline, quote or colon that
+// would add to the blueprint. Anything but letters, digits and . _ + -
+// becomes _ ("debian 13" selects as facts.os=debian_13).
+func factValue(v string) string {
+	if len(v) > 63 {
+		v = v[:63]
+	}
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._+-", r) {
+			return r
+		}
+		return '_'
+	}, v)
 }
 
 // List returns the tenant's nodes that sel matches, sorted by site and

@@ -29,6 +29,11 @@ type Config struct {
 	// Stale is how old a node's status may be before the node counts as
 	// unreachable (default 3 status heartbeats).
 	Stale time.Duration
+	// LinkGrace is how long a site must stay unlinked before its nodes
+	// count as pending (default 15 s): after a hub restart every site is
+	// unlinked for the moment it takes to reconnect, and a gate must not
+	// pass on that.
+	LinkGrace time.Duration
 	// Tick is how often running rollouts advance (default 500 ms); status
 	// changes advance them sooner.
 	Tick time.Duration
@@ -43,6 +48,10 @@ type Controller struct {
 	mu     sync.Mutex
 	status map[string]streams.NodeStatus
 	moved  chan struct{}
+
+	// unlinked is since when each site has been seen unlinked (by this
+	// controller: a restart starts the clock again).
+	unlinked map[string]time.Time
 }
 
 // New returns a controller; Run starts it.
@@ -53,13 +62,17 @@ func New(cfg Config) *Controller {
 	if cfg.Stale <= 0 {
 		cfg.Stale = 3 * streams.StatusHeartbeat
 	}
+	if cfg.LinkGrace <= 0 {
+		cfg.LinkGrace = 15 * time.Second
+	}
 	if cfg.Tick <= 0 {
 		cfg.Tick = 500 * time.Millisecond
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Controller{cfg: cfg, log: cfg.Log, status: map[string]streams.NodeStatus{}, moved: make(chan struct{}, 1)}
+	return &Controller{cfg: cfg, log: cfg.Log, status: map[string]streams.NodeStatus{}, moved: make(chan struct{}, 1),
+		unlinked: map[string]time.Time{}}
 }
 
 // Run advances rollouts until ctx is done.
@@ -216,6 +229,16 @@ func (c *Controller) step(ctx context.Context, r *Rollout, st map[string]streams
 		v, ok := linked[site]
 		if !ok {
 			v = c.cfg.Reachable(site)
+			if v {
+				delete(c.unlinked, site)
+			} else {
+				since, seen := c.unlinked[site]
+				if !seen {
+					since = now
+					c.unlinked[site] = since
+				}
+				v = now.Sub(since) < c.cfg.LinkGrace
+			}
 			linked[site] = v
 		}
 		return v
@@ -268,6 +291,9 @@ func (c *Controller) step(ctx context.Context, r *Rollout, st map[string]streams
 func (c *Controller) judge(key string, n *Node, st map[string]streams.NodeStatus, reachable func(string) bool, now time.Time) {
 	s, ok := st[key]
 	site, _, _ := strings.Cut(key, ".")
+	if ok && n.Revision > 0 && s.DesiredRevision >= n.Revision {
+		n.Seen = true
+	}
 	switch {
 	case ok && s.RolledBack != nil && s.RolledBack.Revision == n.Revision:
 		n.Phase, n.Reason = NodeFailed, "rolled back: "+s.RolledBack.Reason
@@ -286,6 +312,9 @@ func (c *Controller) judge(key string, n *Node, st map[string]streams.NodeStatus
 		if s.Gate != "" {
 			n.Reason += ": " + s.Gate
 		}
+	}
+	if n.Phase == NodePending && n.Seen {
+		n.Reason += "; it had started on the revision, so its batch waits for its verdict"
 	}
 }
 
@@ -343,14 +372,20 @@ func (c *Controller) putBatch(ctx context.Context, r *Rollout, bp, staged jetstr
 }
 
 // gatePassed says every node of batches up to b has an outcome or is
-// pending: pending nodes do not hold the gate, failures are the budget's
-// business.
+// pending without having started on the target: those do not hold the
+// gate. A node that went quiet while trying the target does: its verdict
+// (good, or rolled back by its own guard) may be the one that stops a bad
+// revision. Failures are the budget's business.
 func (r *Rollout) gatePassed(b int) bool {
 	for i := 0; i <= b; i++ {
 		for _, k := range r.Batches[i] {
-			switch r.Nodes[k].Phase {
+			switch n := r.Nodes[k]; n.Phase {
 			case NodeWaiting, NodeUpdating:
 				return false
+			case NodePending:
+				if n.Seen {
+					return false
+				}
 			}
 		}
 	}

@@ -78,7 +78,10 @@ type Node struct {
 	Revision uint64    `json:"revision,omitempty"`
 	Previous uint64    `json:"previous,omitempty"`
 	Since    time.Time `json:"since,omitzero"`
-	Reason   string    `json:"reason,omitempty"`
+	// Seen says the node reported working on the target (its desired
+	// revision reached it): pending after that, it holds its batch.
+	Seen   bool   `json:"seen,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // Done says the rollout will put nothing more.

@@ -9,6 +9,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/accounts"
+	albundle "github.com/alpha-edge/alpha/bundle"
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/internal/testkit/stack"
@@ -132,6 +134,12 @@ type LeafOptions struct {
 	// certificate (agents then connect with TLS); otherwise it stays plain
 	// on loopback, as in the README's walkthrough.
 	ServeTLS bool
+	// NoHub starts an air-gapped leaf: no uplink, stores that signed
+	// bundles fill (alpha bundle import).
+	NoHub bool
+	// StickDirs are where the leaf's bundle service takes sticks from
+	// (default: the system's temp directory, where tests keep them).
+	StickDirs []string
 }
 
 // StartLeaf runs a genuine site leaf from its bundle: its uplink
@@ -143,8 +151,12 @@ func (p *Hub) StartLeaf(bundle string, o LeafOptions) (*leaf.Leaf, func()) {
 	check.NoError(p.T, err)
 	cfg, err := accounts.LoadSite(bundle)
 	check.NoError(p.T, err)
-	if o.HubURL == "" {
-		o.HubURL = p.Hub.LeafURL()
+	var hubs []string
+	if !o.NoHub {
+		if o.HubURL == "" {
+			o.HubURL = p.Hub.LeafURL()
+		}
+		hubs = []string{o.HubURL}
 	}
 	if o.Store == "" {
 		o.Store = p.T.TempDir()
@@ -163,7 +175,7 @@ func (p *Hub) StartLeaf(bundle string, o LeafOptions) (*leaf.Leaf, func()) {
 	var l *leaf.Leaf
 	check.Rebind(p.T, func() (err error) { // a restart binds the port it had
 		l, err = leaf.Start(context.Background(), leaf.Config{
-			Site: cfg.Site, HubURLs: []string{o.HubURL}, StoreDir: o.Store, Listen: o.Listen, Log: log,
+			Site: cfg.Site, HubURLs: hubs, StoreDir: o.Store, Listen: o.Listen, Log: log,
 			Options: func(so *server.Options) error {
 				if err := setup.Options(so); err != nil {
 					return err
@@ -175,6 +187,21 @@ func (p *Hub) StartLeaf(bundle string, o LeafOptions) (*leaf.Leaf, func()) {
 		})
 		return err
 	})
+	// The leaf's bundle service, as `alpha site` and `alpha leaf` run it.
+	ctx, cancel := context.WithCancel(context.Background())
+	trust, err := accounts.BundleTrust(bundle)
+	check.NoError(p.T, err)
+	seed, err := accounts.LeafSeed(bundle)
+	check.NoError(p.T, err)
+	nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(l.Server)}, setup.ClientOptions...)...)
+	check.NoError(p.T, err)
+	ljs, err := jetstream.NewWithDomain(nc, cfg.Site)
+	check.NoError(p.T, err)
+	if len(o.StickDirs) == 0 {
+		o.StickDirs = []string{os.TempDir()}
+	}
+	check.NoError(p.T, albundle.Serve(ctx, ljs, albundle.ServeConfig{Site: cfg.Site, Tenant: cfg.Tenant, Trusted: trust, Seed: seed,
+		Dirs: o.StickDirs, Log: log}))
 	p.mu.Lock()
 	if p.leafs == nil {
 		p.leafs = map[*leaf.Leaf]leafSelf{}
@@ -185,6 +212,8 @@ func (p *Hub) StartLeaf(bundle string, o LeafOptions) (*leaf.Leaf, func()) {
 	stop := func() {
 		if !stopped {
 			stopped = true
+			cancel()
+			nc.Close()
 			l.Shutdown()
 		}
 	}
