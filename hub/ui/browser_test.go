@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -103,25 +102,17 @@ func (d *dashboard) waitPhase(site, node, phase string) {
 	})
 }
 
-// publishLogs puts log lines of s1.n1 where the hub's LOGS stream holds
-// them. Until logs reach the hub on their own (the logs work), the test
-// makes the hub's LOGS stream itself; once the hub has one, the lines are
-// published at the site and flow up.
+// publishLogs puts log lines of s1.n1 into the site's LOGS stream, as the
+// node's agent does, with the leaf's own identity; they flow up to the
+// hub's LOGS like every uplink.
 func (d *dashboard) publishLogs(lines ...string) {
 	d.t.Helper()
-	ctx := context.Background()
-	js := d.js
-	if _, err := d.js.Stream(ctx, streams.LogsStream); errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err := d.js.CreateStream(ctx, jetstream.StreamConfig{Name: streams.LogsStream, Subjects: []string{streams.LogsRoot + ".>"}})
-		check.NoError(d.t, err)
-	} else {
-		js = d.p.LeafJetStream(d.leaves["s1"])
-	}
+	js := d.p.LeafJetStream(d.leaves["s1"])
 	for i, text := range lines {
 		l := streams.LogLine{TS: time.Now().UTC(), Site: "s1", Node: "n1", Kind: "unit", Source: "web.service", Level: "err",
 			Text: text, ID: fmt.Sprintf("n1.test.%d", i)}
 		b, _ := json.Marshal(l)
-		_, err := js.Publish(ctx, l.Subject(), b, jetstream.WithMsgID(l.ID))
+		_, err := js.Publish(context.Background(), l.Subject(), b, jetstream.WithMsgID(l.ID))
 		check.NoError(d.t, err)
 	}
 }
