@@ -189,14 +189,22 @@ func RegisterSite(ctx context.Context, hub jetstream.JetStream, site string) err
 // RegisterSiteQuota is RegisterSite that also sets the site's quota at the
 // hub (nil: the defaults for a new site, an existing one keeps its own).
 func RegisterSiteQuota(ctx context.Context, hub jetstream.JetStream, site string, quota *streams.SiteQuota) error {
-	for _, st := range streams.Mirrored() {
-		cc := streams.MirrorConsumerConfig(site, st)
-		if _, err := hub.CreateOrUpdateConsumer(ctx, st.Stream(), cc); err != nil {
-			return fmt.Errorf("accounts: mirror consumer %s on hub bucket %s: %w", cc.Durable, st.Bucket, err)
+	return RegisterSites(ctx, hub, []string{site}, quota)
+}
+
+// RegisterSites is RegisterSiteQuota for many sites, with one rewrite of
+// each hub stream's sources for all of them (leaf.RegisterSites).
+func RegisterSites(ctx context.Context, hub jetstream.JetStream, sites []string, quota *streams.SiteQuota) error {
+	for _, site := range sites {
+		for _, st := range streams.Mirrored() {
+			cc := streams.MirrorConsumerConfig(site, st)
+			if _, err := hub.CreateOrUpdateConsumer(ctx, st.Stream(), cc); err != nil {
+				return fmt.Errorf("accounts: mirror consumer %s on hub bucket %s: %w", cc.Durable, st.Bucket, err)
+			}
 		}
 	}
 	for _, name := range streams.Uplinks() {
-		if err := leaf.RegisterQuota(ctx, hub, site, name, quota); err != nil {
+		if err := leaf.RegisterSites(ctx, hub, sites, name, quota); err != nil {
 			return err
 		}
 	}

@@ -70,12 +70,28 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		// Dead sites are noticed in seconds, not the default minutes.
 		PingInterval: 2 * time.Second,
 		MaxPingsOut:  3,
+		// Each site has a mirror consumer on every hub bucket it mirrors.
+		// nats-server caps a stream at 1,000 consumers unless the stream
+		// or the account sets a limit, and a tenant without a consumer
+		// limit (-1) counts as "not set": its 1,000th site would be
+		// refused. The tenant's own limit is the one that should hold.
+		JetStreamLimits: server.JSLimitOpts{DefaultMaxConsumers: -1},
 		LeafNode: server.LeafNodeOpts{
 			Host: lhost,
 			Port: lport,
 			// Without this the hub tells leaves its own address and they
 			// reconnect around any proxy or NAT they were given.
 			NoAdvertise: true,
+			// Sites talk to the hub, never to each other, so one site's
+			// subscriptions are not sent to the others. Without it every
+			// leafnode connect walked and permission-checked every site's
+			// interest in the tenant account: at 1,000 registered sites a
+			// connect took ~10 s of hub CPU (65% of it in
+			// initLeafNodeSmapAndSendSubs), leaves hit their TLS and auth
+			// deadlines and reconnected in a storm that never settled; and
+			// each uplink cached up to 1,024 permission checks of other
+			// sites' subjects (~250 KB of hub heap per site at 300 sites).
+			IsolateLeafnodeInterest: true,
 		},
 	}
 	if cfg.Options != nil {

@@ -15,8 +15,8 @@ import (
 )
 
 // The uplink's compression is the site's choice: off for a site on the
-// hub's LAN (no s2 buffers at either end), s2_auto by default; the hub
-// follows. Blueprints mirror either way. A mode nats-server does not know
+// hub's LAN and by default (no s2 buffers at either end), s2_auto for a
+// thin link; the hub follows. Blueprints mirror either way. A mode nats-server does not know
 // is refused with the value named.
 func TestUplinkCompression(t *testing.T) {
 	ctx := context.Background()
@@ -24,7 +24,8 @@ func TestUplinkCompression(t *testing.T) {
 	hubBP := kv(t, h.ClientURL(), "hub", streams.BlueprintsBucket)
 	for _, c := range []struct{ site, mode, want string }{
 		{"lan", "off", server.CompressionOff},
-		{"sat", "", server.CompressionS2Auto},
+		{"default", "", server.CompressionOff},
+		{"sat", "s2_auto", server.CompressionS2Auto},
 		{"fast", "s2_fast", server.CompressionS2Fast},
 	} {
 		l, err := leaf.Start(ctx, leaf.Config{Site: c.site, HubURLs: []string{h.LeafURL()}, StoreDir: t.TempDir(),

@@ -45,12 +45,16 @@ type Config struct {
 	// `alpha site add` registers the site and the leaf's credentials may
 	// not change hub streams.
 	NoRegister bool
-	// Compression of the uplink (nats-server's leafnode modes: "s2_auto",
-	// the default, picks a level from the measured round trip; "off";
-	// "s2_fast", "s2_better", "s2_best"). A compressed link's s2 buffers
-	// cost the hub about 0.9 MB of RSS per site (measured: 1803 KiB per
-	// idle site with s2_auto, 925 with off, 20 sites); a site on the hub's
-	// LAN gains nothing from it, one on a cellular or satellite link a lot.
+	// Compression of the uplink (nats-server's leafnode modes: "off", the
+	// default ""; "s2_auto" picks a level from the measured round trip;
+	// "s2_fast", "s2_better", "s2_best"). Off by default because a
+	// compressed link's s2 writer and reader cost the hub 0.9 MB (RSS, 20
+	// idle sites) to 6 MB (heap, 30 sites after minutes) per site, and
+	// s2_auto on a busy hub measures long round trips and picks the best
+	// (CPU-heaviest) level: with 100 sites in one process the hub then
+	// missed TLS and auth deadlines and the leaves reconnected in a storm,
+	// where with off all connected in 22 s. A site on a cellular or
+	// satellite link turns it on.
 	Compression string
 	// Quota is the site's quota at the hub when the leaf registers itself
 	// (without operator mode; `alpha site add --quota-*` otherwise); nil
@@ -88,6 +92,9 @@ func Start(ctx context.Context, cfg Config) (*Leaf, error) {
 	}
 	if cfg.Limits == (streams.SiteLimits{}) {
 		cfg.Limits = streams.DefaultSiteLimits
+	}
+	if cfg.Compression == "" {
+		cfg.Compression = server.CompressionOff
 	}
 	host, port, err := natsutil.SplitAddr("--listen", cfg.Listen)
 	if err != nil {
@@ -409,6 +416,14 @@ func Register(ctx context.Context, hub jetstream.JetStream, site, name string) e
 // RegisterQuota is Register with the site's quota: nil leaves an existing
 // landing stream's limits alone and creates a new one with the defaults.
 func RegisterQuota(ctx context.Context, hub jetstream.JetStream, site, name string, quota *streams.SiteQuota) error {
+	return RegisterSites(ctx, hub, []string{site}, name, quota)
+}
+
+// RegisterSites is RegisterQuota for many sites at once: the hub stream's
+// sources are rewritten once for all of them instead of once per site (each
+// rewrite is a read-modify-write verified after a random pause, so
+// registering 1,000 sites one by one took minutes).
+func RegisterSites(ctx context.Context, hub jetstream.JetStream, sites []string, name string, quota *streams.SiteQuota) error {
 	agg, err := hub.Stream(ctx, name)
 	if err != nil {
 		return fmt.Errorf("hub stream %s: %w", name, err)
@@ -421,47 +436,81 @@ func RegisterQuota(ctx context.Context, hub jetstream.JetStream, site, name stri
 	if quota != nil {
 		q = *quota
 	}
-	want := streams.HubLandingConfig(name, site, max(info.Config.Replicas, 1), q)
-	if err := ensureLanding(ctx, hub, want, quota != nil); err != nil {
-		return fmt.Errorf("site %s: %w", site, err)
+	for _, site := range sites {
+		want := streams.HubLandingConfig(name, site, max(info.Config.Replicas, 1), q)
+		direct := UplinkSource(site, name)
+		// A new site's landing stream is made with its source in place,
+		// saving an update and its verification pause. A site the hub
+		// stream still sources directly (registered before landing
+		// streams) gets it only after the hub stream let go, below.
+		if !slices.ContainsFunc(info.Config.Sources, func(h *jetstream.StreamSource) bool { return sameExternal(h, direct) }) {
+			want.Sources = []*jetstream.StreamSource{direct}
+		}
+		if err := ensureLanding(ctx, hub, want, quota != nil); err != nil {
+			return fmt.Errorf("site %s: %w", site, err)
+		}
 	}
 	// The hub stream first: once the landing stream has the site's source,
 	// two streams sharing the site's deliver subject would both store.
-	filtered := LandingSource(site, name)
-	direct := UplinkSource(site, name)
 	err = updateSources(ctx, hub, name, func(have []*jetstream.StreamSource) ([]*jetstream.StreamSource, bool) {
-		var keep []*jetstream.StreamSource
-		found := false
-		for _, h := range have {
-			switch {
-			case sameExternal(h, direct):
-				continue // unfiltered, from before landing streams
-			case h.External == nil && h.Name == filtered.Name:
-				if found || h.FilterSubject != filtered.FilterSubject || len(h.SubjectTransforms) > 0 {
-					continue // replaced by the filtered one below
-				}
-				found = true
-			}
-			keep = append(keep, h)
+		changed := false
+		for _, site := range sites {
+			var fixed bool
+			have, fixed = fixSources(have, site, name)
+			changed = changed || fixed
 		}
-		if !found {
-			keep = append(keep, filtered)
-		}
-		return keep, !found || len(keep) != len(have)
+		return have, changed
 	})
 	if err != nil {
-		return fmt.Errorf("site %s: %w", site, err)
+		return fmt.Errorf("sites %s: %w", siteList(sites), err)
 	}
-	err = updateSources(ctx, hub, want.Name, func(have []*jetstream.StreamSource) ([]*jetstream.StreamSource, bool) {
-		if slices.ContainsFunc(have, func(h *jetstream.StreamSource) bool { return sameExternal(h, direct) }) {
-			return have, false
+	for _, site := range sites {
+		direct := UplinkSource(site, name)
+		err = updateSources(ctx, hub, streams.LandingStream(name, site), func(have []*jetstream.StreamSource) ([]*jetstream.StreamSource, bool) {
+			if slices.ContainsFunc(have, func(h *jetstream.StreamSource) bool { return sameExternal(h, direct) }) {
+				return have, false
+			}
+			return append(have, direct), true
+		})
+		if err != nil {
+			return fmt.Errorf("site %s: %w", site, err)
 		}
-		return append(have, direct), true
-	})
-	if err != nil {
-		return fmt.Errorf("site %s: %w", site, err)
 	}
 	return nil
+}
+
+// fixSources gives a hub stream's sources exactly one filtered source of
+// site's landing stream and none straight from the site; it reports
+// whether it changed anything.
+func fixSources(have []*jetstream.StreamSource, site, name string) ([]*jetstream.StreamSource, bool) {
+	filtered := LandingSource(site, name)
+	direct := UplinkSource(site, name)
+	var keep []*jetstream.StreamSource
+	found := false
+	for _, h := range have {
+		switch {
+		case sameExternal(h, direct):
+			continue // unfiltered, from before landing streams
+		case h.External == nil && h.Name == filtered.Name:
+			if found || h.FilterSubject != filtered.FilterSubject || len(h.SubjectTransforms) > 0 {
+				continue // replaced by the filtered one below
+			}
+			found = true
+		}
+		keep = append(keep, h)
+	}
+	if !found {
+		keep = append(keep, filtered)
+	}
+	return keep, !found || len(keep) != len(have)
+}
+
+// siteList names sites in an error, the first few of a long list.
+func siteList(sites []string) string {
+	if len(sites) > 5 {
+		return strings.Join(sites[:5], ", ") + fmt.Sprintf(" and %d more", len(sites)-5)
+	}
+	return strings.Join(sites, ", ")
 }
 
 // ensureLanding creates the site's landing stream, or, with update, brings

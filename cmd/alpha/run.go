@@ -135,8 +135,8 @@ func addLeafFlags(fs *flag.FlagSet) leafFlags {
 		listen: fs.String("listen", "127.0.0.1:4222", "client listener for agents, HOST:PORT"),
 		stickDirs: fs.String("stick-dir", strings.Join(bundle.DefaultDirs, ","),
 			"directories, comma-separated, the leaf imports bundles from and writes uplink bundles to (alpha bundle; where sticks are mounted)"),
-		compression: fs.String("uplink-compression", "s2_auto",
-			"uplink compression: s2_auto (level by round trip), off (a site on the hub's LAN: saves ~0.9 MB of hub memory per site), s2_fast, s2_better, s2_best"),
+		compression: fs.String("uplink-compression", "off",
+			"uplink compression: off (no s2 buffers at the hub: 1-6 MB per site), s2_auto (level by round trip: for a cellular or satellite link), s2_fast, s2_better, s2_best"),
 	}
 }
 

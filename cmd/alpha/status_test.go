@@ -67,7 +67,7 @@ func TestStatusShowsPosture(t *testing.T) {
 	js, _ := jetstream.NewWithDomain(nc, "hub")
 	var out bytes.Buffer
 	check.For(t, 15*time.Second, 100*time.Millisecond, func() error {
-		rep, err := collect(context.Background(), js)
+		rep, err := collect(context.Background(), js, statusFilter{})
 		if err != nil {
 			return err
 		}

@@ -9,10 +9,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -38,6 +40,12 @@ type Options struct {
 	Limits accounts.TenantLimits
 	// Log, if set, receives the hub's log at debug level.
 	Log io.Writer
+	// Binary, if set, is the alpha binary to run the hub with, as `alpha
+	// hub` in a child process, so its memory and CPU are its own (for
+	// benchmarks); Hub is nil then. Env is added to its environment
+	// (ALPHA_PPROF, GOGC).
+	Binary string
+	Env    []string
 }
 
 // Hub is a running production hub and its operator directory and PKI.
@@ -46,10 +54,15 @@ type Hub struct {
 	Dir string
 	Op  *accounts.Operator
 	PKI tlsfiles.Files
-	Hub *hub.Hub
+	Hub *hub.Hub // nil when the hub is a child process (Options.Binary)
+	// Proc is the hub's child process (Options.Binary), else nil.
+	Proc *Proc
 
-	mu    sync.Mutex
-	leafs map[*leaf.Leaf]leafSelf
+	cfg hub.Config // to restart it on the same ports and store
+
+	mu     sync.Mutex
+	leafs  map[*leaf.Leaf]leafSelf
+	admins map[string]jetstream.JetStream
 }
 
 // leafSelf is how the leaf's own process connects to it: a key made fresh
@@ -76,7 +89,13 @@ func Start(t testing.TB, o Options) *Hub {
 		log = slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	store := filepath.Join(dir, "hub")
-	h, err := hub.Start(context.Background(), hub.Config{
+	if o.Binary != "" {
+		args := []string{"hub", "--store", store, "--listen", "127.0.0.1:-1", "--leaf-listen", "127.0.0.1:-1",
+			"--operator-dir", op.Dir, "--tls-cert", pki.Cert, "--tls-key", pki.Key}
+		p := &Hub{T: t, Dir: dir, Op: op, PKI: pki, Proc: startProc(t, o.Binary, o.Env, o.Log, args)}
+		return p
+	}
+	cfg := hub.Config{
 		StoreDir: store, Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Log: log,
 		Options: func(so *server.Options) error {
 			if err := op.HubOptions(filepath.Join(store, "resolver"))(so); err != nil {
@@ -85,15 +104,62 @@ func Start(t testing.TB, o Options) *Hub {
 			return pki.Hub(so)
 		},
 		ClientOptions: []nats.Option{nats.UserCredentials(op.AdminCreds(o.Tenants[0]))},
-	})
+	}
+	h, err := hub.Start(context.Background(), cfg)
 	check.NoError(t, err)
 	t.Cleanup(h.Shutdown)
-	p := &Hub{T: t, Dir: dir, Op: op, PKI: pki, Hub: h}
+	p := &Hub{T: t, Dir: dir, Op: op, PKI: pki, Hub: h, cfg: cfg}
 	for _, tn := range o.Tenants[1:] {
 		_, js := p.Admin(tn)
 		check.NoError(t, hub.Bootstrap(context.Background(), js, 1))
 	}
 	return p
+}
+
+// Restart stops the hub and starts it again from its store on the same
+// client and leafnode ports, so leaves and admin connections come back by
+// themselves.
+func (p *Hub) Restart() {
+	p.T.Helper()
+	if p.Proc != nil {
+		p.Proc.restart(p.T)
+		return
+	}
+	cfg := p.cfg
+	cfg.Listen = hostPort(p.T, p.Hub.ClientURL())
+	cfg.LeafListen = hostPort(p.T, p.Hub.LeafURL())
+	p.Hub.Shutdown()
+	var h *hub.Hub
+	check.Rebind(p.T, func() (err error) {
+		h, err = hub.Start(context.Background(), cfg)
+		return err
+	})
+	p.T.Cleanup(h.Shutdown)
+	p.mu.Lock()
+	p.Hub = h
+	p.mu.Unlock()
+}
+
+func hostPort(t testing.TB, raw string) string {
+	u, err := url.Parse(raw)
+	check.NoError(t, err)
+	return u.Host
+}
+
+// ClientURL is where the hub's clients connect.
+func (p *Hub) ClientURL() string {
+	if p.Proc != nil {
+		return p.Proc.clientURL
+	}
+	return p.Hub.ClientURL()
+}
+
+// LeafURL is where site leaves connect.
+func (p *Hub) LeafURL() string {
+	if p.Proc != nil {
+		return p.Proc.leafURL
+	}
+	return p.Hub.LeafURL()
 }
 
 // TLS is the client option that verifies the test CA.
@@ -107,7 +173,7 @@ func (p *Hub) TLS() nats.Option {
 // over TLS; closed when the test ends.
 func (p *Hub) Admin(tenant string) (*nats.Conn, jetstream.JetStream) {
 	p.T.Helper()
-	nc, js, err := p.Op.AdminJetStream(p.Hub.ClientURL(), tenant, p.TLS())
+	nc, js, err := p.Op.AdminJetStream(p.ClientURL(), tenant, p.TLS(), nats.MaxReconnects(-1))
 	check.NoError(p.T, err)
 	p.T.Cleanup(nc.Close)
 	return nc, js
@@ -120,9 +186,46 @@ func (p *Hub) AddSite(site, tenant string, quota *streams.SiteQuota, nodes ...st
 	out := filepath.Join(p.Dir, "bundle-"+site+"-"+tenant)
 	_, err := p.Op.AddSite(site, tenant, nodes, out)
 	check.NoError(p.T, err)
-	_, js := p.Admin(tenant)
-	check.NoError(p.T, accounts.RegisterSiteQuota(context.Background(), js, site, quota))
+	check.NoError(p.T, accounts.RegisterSiteQuota(context.Background(), p.admin(tenant), site, quota))
 	return out
+}
+
+// AddSites is AddSite for many sites with the same nodes, registered at the
+// hub in one go (accounts.RegisterSites); it returns the bundle
+// directories in the order of sites.
+func (p *Hub) AddSites(sites []string, tenant string, quota *streams.SiteQuota, nodes ...string) []string {
+	p.T.Helper()
+	var bundles []string
+	for _, site := range sites {
+		out := filepath.Join(p.Dir, "bundle-"+site+"-"+tenant)
+		_, err := p.Op.AddSite(site, tenant, nodes, out)
+		check.NoError(p.T, err)
+		bundles = append(bundles, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	check.NoError(p.T, accounts.RegisterSites(ctx, p.admin(tenant), sites, quota))
+	return bundles
+}
+
+// admin is one administrator JetStream per tenant, shared by AddSite calls:
+// a connection per site would stay open until the test ends and count in
+// the hub's memory.
+func (p *Hub) admin(tenant string) jetstream.JetStream {
+	p.mu.Lock()
+	js, ok := p.admins[tenant]
+	p.mu.Unlock()
+	if ok {
+		return js
+	}
+	_, js = p.Admin(tenant)
+	p.mu.Lock()
+	if p.admins == nil {
+		p.admins = map[string]jetstream.JetStream{}
+	}
+	p.admins[tenant] = js
+	p.mu.Unlock()
+	return js
 }
 
 // LeafOptions place a site leaf; zero values pick a temp store, a port of
@@ -134,6 +237,8 @@ type LeafOptions struct {
 	// certificate (agents then connect with TLS); otherwise it stays plain
 	// on loopback, as in the README's walkthrough.
 	ServeTLS bool
+	// Compression of the uplink (leaf.Config.Compression; "" the default).
+	Compression string
 	// NoHub starts an air-gapped leaf: no uplink, stores that signed
 	// bundles fill (alpha bundle import).
 	NoHub bool
@@ -154,7 +259,7 @@ func (p *Hub) StartLeaf(bundle string, o LeafOptions) (*leaf.Leaf, func()) {
 	var hubs []string
 	if !o.NoHub {
 		if o.HubURL == "" {
-			o.HubURL = p.Hub.LeafURL()
+			o.HubURL = p.LeafURL()
 		}
 		hubs = []string{o.HubURL}
 	}
@@ -184,6 +289,7 @@ func (p *Hub) StartLeaf(bundle string, o LeafOptions) (*leaf.Leaf, func()) {
 			},
 			ClientOptions: setup.ClientOptions,
 			NoRegister:    true,
+			Compression:   o.Compression,
 		})
 		return err
 	})
@@ -219,6 +325,21 @@ func (p *Hub) StartLeaf(bundle string, o LeafOptions) (*leaf.Leaf, func()) {
 	}
 	p.T.Cleanup(stop)
 	return l, stop
+}
+
+// AgentConn connects as node's agent of the bundle's site to leaf l, over
+// its client listener (agents may not connect in-process), with the
+// agent's own key and permissions. Closed when the test ends.
+func (p *Hub) AgentConn(l *leaf.Leaf, bundle, node string, extra ...nats.Option) *nats.Conn {
+	p.T.Helper()
+	cfg, err := accounts.LoadSite(bundle)
+	check.NoError(p.T, err)
+	opts, err := accounts.AgentOptions(cfg.Site, node, filepath.Join(bundle, accounts.AgentSeedFile(node)))
+	check.NoError(p.T, err)
+	nc, err := nats.Connect(l.ClientURL(), append(append(opts, nats.MaxReconnects(-1)), extra...)...)
+	check.NoError(p.T, err)
+	p.T.Cleanup(nc.Close)
+	return nc
 }
 
 // LeafJetStream is a client of the leaf's own domain with the leaf's own

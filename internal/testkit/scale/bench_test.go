@@ -1,0 +1,165 @@
+package scale_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/alpha-edge/alpha/chaos"
+	"github.com/alpha-edge/alpha/internal/testkit/scale"
+)
+
+// The benchmarks sample each figure many times within one run (make bench
+// uses -benchtime 1x) and report it with chaos.Report for cmd/benchtable.
+// The fleet's hub runs as its own `alpha hub` process (ALPHA_BIN), so its
+// memory and CPU are measured alone; the sites share this process.
+
+// envInt is a positive integer from the environment, or def.
+func envInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive number", name, v)
+	}
+	return n
+}
+
+func msOf(ds []time.Duration) []float64 {
+	out := make([]float64, len(ds))
+	for i, d := range ds {
+		out[i] = float64(d) / float64(time.Millisecond)
+	}
+	return out
+}
+
+func binary(b *testing.B) string {
+	bin := os.Getenv("ALPHA_BIN")
+	if bin == "" {
+		b.Skip("ALPHA_BIN is not set: the hub runs as its own process (make bench sets it)")
+	}
+	return bin
+}
+
+// rounds puts one blueprint per node n times and returns put → applied at
+// the node and put → good status at the hub.
+func rounds(b *testing.B, f *scale.Fleet, n int) (applied, status []time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	for r := range n {
+		puts := f.PutAll(ctx, "round "+strconv.Itoa(r))
+		a, err := f.WaitApplied(ctx, puts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := f.WaitStatus(ctx, puts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		applied, status = append(applied, a...), append(status, s...)
+	}
+	return applied, status
+}
+
+// BenchmarkFleetScale runs the largest fleet this machine holds
+// (ALPHA_SCALE_SITES, default 300 sites of one node; see BENCHMARKS.md for
+// why not 1,000 here), leaves it idle for ALPHA_SCALE_IDLE_S seconds
+// (default 120), and measures:
+//   - the hub's RSS per connected idle site (above the hub's RSS before any
+//     site), 1 s samples over 30 s, and its CPU per site;
+//   - fan-out: 5 rounds of one put per node, put → applied at the node and
+//     put → good status back at the hub;
+//   - the reconnect storm: the hub restarted with every site linked, time
+//     from the hub ready again to a revision put then applied everywhere.
+//
+// ALPHA_SCALE_PPROF=HOST:PORT serves the hub's profiler there and, with
+// ALPHA_SCALE_HEAP=FILE, saves its heap profile after the idle period.
+func BenchmarkFleetScale(b *testing.B) {
+	n := envInt(b, "ALPHA_SCALE_SITES", 300)
+	idle := time.Duration(envInt(b, "ALPHA_SCALE_IDLE_S", 120)) * time.Second
+	var env []string
+	if addr := os.Getenv("ALPHA_SCALE_PPROF"); addr != "" {
+		env = append(env, "ALPHA_PPROF="+addr)
+	}
+	f := scale.Start(b, scale.Options{Binary: binary(b), HubEnv: env})
+	pid, err := f.HubPID()
+	if err != nil {
+		b.Fatal(err)
+	}
+	before, err := chaos.ProcUsage(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	f.AddSites(n)
+	chaos.Report(b, "start-s", []float64{time.Since(start).Seconds()})
+	b.ReportMetric(float64(n), "sites")
+	time.Sleep(time.Until(start.Add(idle)))
+	var rss, cpu []float64
+	last, lastAt := before, time.Now()
+	for i := 1; i <= 30; i++ {
+		time.Sleep(time.Second)
+		u, err := chaos.ProcUsage(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rss = append(rss, float64(u.RSS-before.RSS)/1024/float64(n))
+		if i%5 == 0 {
+			now := time.Now()
+			cpu = append(cpu, 100*float64(u.CPU-last.CPU)/float64(now.Sub(lastAt))/float64(n))
+			last, lastAt = u, now
+		}
+	}
+	if addr, out := os.Getenv("ALPHA_SCALE_PPROF"), os.Getenv("ALPHA_SCALE_HEAP"); addr != "" && out != "" {
+		saveHeap(b, addr, out)
+	}
+	chaos.Report(b, "hubRssPerSiteKiB", rss)
+	chaos.Report(b, "hubCpuPerSite%", cpu)
+	b.ReportMetric(time.Since(start).Seconds(), "idle-s")
+
+	applied, status := rounds(b, f, 5)
+	chaos.Report(b, "applied-ms", msOf(applied))
+	chaos.Report(b, "hubstatus-ms", msOf(status))
+
+	f.Hub.Restart()
+	ready := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	puts := f.PutAll(ctx, "after restart")
+	if _, err := f.WaitApplied(ctx, puts); err != nil {
+		b.Fatal(err)
+	}
+	chaos.Report(b, "storm-s", []float64{time.Since(ready).Seconds()})
+}
+
+// BenchmarkFleet100 is put → applied at 100 sites: 10 rounds of one put
+// per site, measured at the node and back at the hub.
+func BenchmarkFleet100(b *testing.B) {
+	f := scale.Start(b, scale.Options{Sites: 100, Binary: binary(b)})
+	applied, status := rounds(b, f, 10)
+	chaos.Report(b, "applied-ms", msOf(applied))
+	chaos.Report(b, "hubstatus-ms", msOf(status))
+}
+
+// saveHeap writes the hub's heap profile (served on ALPHA_PPROF) to path.
+func saveHeap(b *testing.B, addr, path string) {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap")
+	if err != nil {
+		b.Logf("heap profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(path, raw, 0o644)
+	}
+	if err != nil {
+		b.Logf("heap profile: %v", err)
+	}
+}
