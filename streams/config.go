@@ -64,7 +64,9 @@ func HubUplinkConfig(name string, replicas int, lim HubLimits) jetstream.StreamC
 		cfg.Duplicates = 10 * time.Minute
 		cfg.MaxBytes = lim.TelemetryBytes
 	case EventsStream:
-		cfg.Description = "drift, hold and remediation events from every site (sourced)"
+		cfg.Description = "drift, hold and remediation events from every site (sourced), and the hub's alerts"
+		// The hub's own alerts (hub/alerts); no site credential may publish there.
+		cfg.Subjects = append(cfg.Subjects, AlertsRoot+".>")
 		cfg.MaxAge = 90 * 24 * time.Hour
 		cfg.Duplicates = 10 * time.Minute
 		cfg.MaxBytes = lim.EventsBytes

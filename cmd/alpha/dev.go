@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/alpha-edge/alpha/hub"
+	"github.com/alpha-edge/alpha/internal/tlsfiles"
 	"github.com/alpha-edge/alpha/leaf"
 )
 
@@ -20,6 +21,7 @@ func runDev(ctx context.Context, args []string) error {
 	listen := fs.String("listen", "127.0.0.1:4222", "hub client listener")
 	cf := addCloudFlags(fs)
 	mf := addMetricsFlags(fs)
+	uf := addUIFlags(fs, "127.0.0.1:8464")
 	podman := fs.String("podman", "unix:///run/podman/podman.sock", "podman REST API socket, for spec.containers")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -42,19 +44,28 @@ func runDev(ctx context.Context, args []string) error {
 	if err := mf.start(ctx, h, nil, log); err != nil {
 		return err
 	}
+	stopUI, uiURL, err := uf.start(ctx, h, nil, tlsfiles.Files{}, log)
+	defer stopUI()
+	if err != nil {
+		return err
+	}
+	dashboard := ""
+	if uiURL != "" {
+		dashboard = "  open " + uiURL + "   # the fleet dashboard, live\n"
+	}
 	root := filepath.Join(abs, "root")
 	fmt.Fprintf(os.Stderr, `
 Alpha dev stack is running: hub %s, site "dev" (leaf), agent "dev-1" (root %s).
 In another terminal:
 
-  nats kv put blueprints dev.dev-1 "$(cat examples/hello.yaml)"
+%s  nats kv put blueprints dev.dev-1 "$(cat examples/hello.yaml)"
   cat %s/etc/hello.conf
   nats kv get status dev.dev-1
   ./bin/alpha status
 
 Ctrl-C stops it; state stays in %s.
 
-`, h.ClientURL(), root, root, abs)
+`, h.ClientURL(), root, dashboard, root, abs)
 	return runLeafAndAgent(ctx, leaf.Config{Site: "dev", HubURLs: []string{h.LeafURL()}, StoreDir: filepath.Join(abs, "leaf"),
 		Listen: "127.0.0.1:-1", Log: log}, "dev-1", root, filepath.Join(abs, "agent"), *podman)
 }

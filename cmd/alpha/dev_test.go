@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,7 +32,7 @@ func TestDevStackAsInREADME(t *testing.T) {
 	}
 	// The hub binds a port of its own choosing; the stack prints it.
 	dir := t.TempDir()
-	dev := exec.Command(bin, "dev", "--dir", dir, "--listen", "127.0.0.1:-1", "--metrics-listen", "")
+	dev := exec.Command(bin, "dev", "--dir", dir, "--listen", "127.0.0.1:-1", "--metrics-listen", "", "--ui-listen", "127.0.0.1:-1")
 	stderr, err := dev.StderrPipe()
 	check.NoError(t, err)
 	check.NoError(t, dev.Start())
@@ -45,7 +47,7 @@ func TestDevStackAsInREADME(t *testing.T) {
 		}
 	})
 	ready := make(chan struct{})
-	var url string // written before ready is closed
+	var url, dashboard string // written before ready is closed
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		once := false
@@ -53,6 +55,9 @@ func TestDevStackAsInREADME(t *testing.T) {
 			line := sc.Text()
 			if u, ok := strings.CutPrefix(line, "Alpha dev stack is running: hub "); ok && url == "" {
 				url, _, _ = strings.Cut(u, ",")
+			}
+			if u, ok := strings.CutPrefix(strings.TrimSpace(line), "open "); ok && dashboard == "" {
+				dashboard, _, _ = strings.Cut(u, " ")
 			}
 			if !once && strings.Contains(line, "nats kv put blueprints dev.dev-1") {
 				once = true
@@ -85,7 +90,18 @@ func TestDevStackAsInREADME(t *testing.T) {
 	out, err := exec.Command(bin, "status", "--nats", url).CombinedOutput()
 	check.NoError(t, err)
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 2 || !strings.Contains(lines[1], "dev-1") || !strings.Contains(lines[1], "Converged") || !strings.HasSuffix(lines[1], "connected") {
+	if len(lines) < 2 || !strings.Contains(lines[1], "dev-1") || !strings.Contains(lines[1], "Converged") || !strings.HasSuffix(lines[1], "connected") {
 		t.Fatalf("alpha status printed:\n%s", out)
+	}
+	// The dashboard it printed shows the node, on loopback, without sign-in.
+	if !strings.HasPrefix(dashboard, "http://127.0.0.1:") {
+		t.Fatalf("alpha dev did not print the dashboard's bound address: %q", dashboard)
+	}
+	resp, err := http.Get(dashboard)
+	check.NoError(t, err)
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), `data-node="dev.dev-1" data-phase="Converged"`) {
+		t.Fatalf("dashboard %s answered %s:\n%s", dashboard, resp.Status, page)
 	}
 }

@@ -35,6 +35,7 @@ func runHub(ctx context.Context, args []string) error {
 	store := fs.String("store", "/var/lib/alpha/hub", "JetStream store directory")
 	cf := addCloudFlags(fs)
 	mf := addMetricsFlags(fs)
+	uf := addUIFlags(fs, "")
 	listen := fs.String("listen", "0.0.0.0:4222", "client listener HOST:PORT")
 	leafListen := fs.String("leaf-listen", "0.0.0.0:7422", "leafnode listener HOST:PORT")
 	sec := addSecureFlags(fs, roleHub)
@@ -88,7 +89,18 @@ func runHub(ctx context.Context, args []string) error {
 		h.Shutdown()
 		return err
 	}
+	stopUI, uiURL, err := uf.start(ctx, h, op, sec.tls, log)
+	if err != nil {
+		stopRollouts()
+		stopCloud()
+		h.Shutdown()
+		return err
+	}
+	if uiURL != "" {
+		log.Info("dashboard ready", "url", uiURL)
+	}
 	<-ctx.Done()
+	stopUI()
 	stopRollouts()
 	stopCloud()
 	h.Shutdown()

@@ -75,6 +75,7 @@ func runStatus(ctx context.Context, args []string) error {
 		return nil
 	}
 	rep.print(os.Stdout, *verbose, time.Now())
+	printAlerts(ctx, os.Stdout, js, time.Now())
 	return nil
 }
 

@@ -1,0 +1,55 @@
+// Package scan reads a hub stream's messages under subject filters since a
+// time, through a consumer that lives only as long as the read.
+package scan
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Since calls fn with the messages of stream under filters from since on,
+// in stream order, at most max of them (0: all). The consumer is deleted
+// afterwards: pages and rule evaluations read every few seconds, and
+// consumers left to the server's default 5 minutes of inactivity would pile
+// up against the tenant's consumer limit.
+func Since(ctx context.Context, js jetstream.JetStream, stream string, filters []string, since time.Time, max int, fn func(jetstream.Msg)) error {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return err
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    filters,
+		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
+		OptStartTime:      &since,
+		InactiveThreshold: 10 * time.Second, // if the delete below is lost
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if info := c.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			s.DeleteConsumer(dctx, info.Name)
+			cancel()
+		}
+	}()
+	seen := 0
+	for max == 0 || seen < max {
+		batch, err := c.FetchNoWait(500)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			fn(m)
+		}
+		if n == 0 {
+			return nil
+		}
+		seen += n
+	}
+	return nil
+}
