@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/hub/inventory"
 	"github.com/alpha-edge/alpha/hub/scan"
 	"github.com/alpha-edge/alpha/hub/sites"
 	"github.com/alpha-edge/alpha/streams"
@@ -334,7 +335,7 @@ func (e *Engine) evaluate(ctx context.Context, ts *tenantState, now time.Time) (
 	defer cancel()
 	want := map[string]streams.Alert{}
 	add := func(a streams.Alert) { want[Key(a)] = a }
-	nodes, err := statuses(ctx, ts.JS)
+	nodes, err := inventory.Statuses(ctx, ts.JS)
 	if err != nil {
 		return nil, err
 	}
@@ -452,30 +453,6 @@ func siteOfSubject(subj string) string {
 		return ""
 	}
 	return parts[1]
-}
-
-// statuses reads every node's status document.
-func statuses(ctx context.Context, js jetstream.JetStream) ([]streams.NodeStatus, error) {
-	kv, err := js.KeyValue(ctx, streams.StatusBucket)
-	if err != nil {
-		return nil, fmt.Errorf("status bucket: %w", err)
-	}
-	keys, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("status keys: %w", err)
-	}
-	var out []streams.NodeStatus
-	for k := range keys.Keys() {
-		en, err := kv.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		var ns streams.NodeStatus
-		if json.Unmarshal(en.Value(), &ns) == nil {
-			out = append(out, ns)
-		}
-	}
-	return out, nil
 }
 
 // post sends alerts in the body Alertmanager's POST /api/v2/alerts takes:

@@ -197,3 +197,21 @@ func SetLabels(ctx context.Context, js jetstream.JetStream, key string, set map[
 	}
 	return nil, fmt.Errorf("labels of %s: too many concurrent writers", key)
 }
+
+// Statuses reads every node's status, sorted by key, in one pass of a
+// watcher rather than a Get per key (the dashboard and the alert rules read
+// it every few seconds).
+func Statuses(ctx context.Context, js jetstream.JetStream) ([]streams.NodeStatus, error) {
+	var out []streams.NodeStatus
+	err := each(ctx, js, streams.StatusBucket, func(_ string, v []byte) error {
+		var ns streams.NodeStatus
+		if json.Unmarshal(v, &ns) == nil {
+			out = append(out, ns)
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool {
+		return streams.Key(out[i].Site, out[i].Node) < streams.Key(out[j].Site, out[j].Node)
+	})
+	return out, err
+}

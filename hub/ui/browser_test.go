@@ -171,8 +171,13 @@ func artifacts(t *testing.T) string {
 
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG; less is JPEG
-	check.NoError(t, err)
+	// A page being swapped or navigated has no layout for a moment ("Cannot
+	// take screenshot with 0 width"): try again until it has.
+	var png []byte
+	check.For(t, 10*time.Second, 100*time.Millisecond, func() (err error) {
+		png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG; less is JPEG
+		return err
+	})
 	path := filepath.Join(artifacts(t), name)
 	check.NoError(t, os.WriteFile(path, png, 0o644))
 	t.Logf("screenshot %s", path)
@@ -249,10 +254,14 @@ func TestDashboardInBrowser(t *testing.T) {
 	screenshot(t, ctx, "fleet-degraded.png")
 
 	// Filter by site: only s1's node is listed.
-	check.NoError(t, chromedp.Do(ctx,
-		chromedp.SetValue(chromedp.CSS(`select[name="site"]`), "s1"),
-		chromedp.Submit(chromedp.CSS(`#filter`)),
-	))
+	// In one script: the live part may be swapped between a query for the
+	// select and an action on it (seen as "No node with given id found").
+	_, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => {
+		document.querySelector('select[name="site"]').value = "s1";
+		document.querySelector('#filter').requestSubmit();
+		return true;
+	})()`))
+	check.NoError(t, err)
 	waitFor(t, ctx, `body[data-filter-site="s1"] tr[data-node="s1.n1"]`)
 	s2rows, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('tr[data-node="s2.n1"]').length`))
 	check.NoError(t, err)

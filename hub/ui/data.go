@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/hub/alerts"
+	"github.com/alpha-edge/alpha/hub/inventory"
 	"github.com/alpha-edge/alpha/hub/rollout"
 	"github.com/alpha-edge/alpha/hub/scan"
 	"github.com/alpha-edge/alpha/hub/sites"
@@ -98,33 +99,6 @@ func linkState(links map[string]time.Duration, site string) (string, time.Durati
 	return "connected", a
 }
 
-// statuses reads every node's status document, sorted by key.
-func statuses(ctx context.Context, js jetstream.JetStream) ([]streams.NodeStatus, error) {
-	kv, err := js.KeyValue(ctx, streams.StatusBucket)
-	if err != nil {
-		return nil, fmt.Errorf("status bucket: %w", err)
-	}
-	keys, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("status keys: %w", err)
-	}
-	var out []streams.NodeStatus
-	for k := range keys.Keys() {
-		en, err := kv.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		var ns streams.NodeStatus
-		if json.Unmarshal(en.Value(), &ns) == nil {
-			out = append(out, ns)
-		}
-	}
-	slices.SortFunc(out, func(a, b streams.NodeStatus) int {
-		return cmp.Compare(streams.Key(a.Site, a.Node), streams.Key(b.Site, b.Node))
-	})
-	return out, nil
-}
-
 func firingList(ctx context.Context, js jetstream.JetStream) []streams.Alert {
 	f, _ := alerts.Firing(ctx, js)
 	out := slices.Collect(maps.Values(f))
@@ -135,7 +109,7 @@ func firingList(ctx context.Context, js jetstream.JetStream) []streams.Alert {
 }
 
 func loadFleet(ctx context.Context, js jetstream.JetStream, f filter, now time.Time) (*fleetView, error) {
-	nodes, err := statuses(ctx, js)
+	nodes, err := inventory.Statuses(ctx, js)
 	if err != nil {
 		return nil, err
 	}
