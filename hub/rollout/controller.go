@@ -221,31 +221,37 @@ func (r *Rollout) tracking() bool {
 // step judges every node from its status, then stops, restores or puts.
 func (c *Controller) step(ctx context.Context, r *Rollout, st map[string]streams.NodeStatus) error {
 	now := c.cfg.Now()
-	linked := map[string]bool{} // Reachable once per site and pass
-	reachable := func(site string) bool {
+	raw := map[string]bool{} // Reachable once per site and pass
+	linkedNow := func(site string) (v, known bool) {
 		if c.cfg.Reachable == nil {
-			return true
+			return true, false
 		}
-		v, ok := linked[site]
+		v, ok := raw[site]
 		if !ok {
 			v = c.cfg.Reachable(site)
+			raw[site] = v
 			if v {
 				delete(c.unlinked, site)
-			} else {
-				since, seen := c.unlinked[site]
-				if !seen {
-					since = now
-					c.unlinked[site] = since
-				}
-				v = now.Sub(since) < c.cfg.LinkGrace
+			} else if _, seen := c.unlinked[site]; !seen {
+				c.unlinked[site] = now
 			}
-			linked[site] = v
 		}
-		return v
+		return v, true
+	}
+	// reachable: linked, or unlinked for less than the grace.
+	reachable := func(site string) bool {
+		if v, _ := linkedNow(site); v {
+			return true
+		}
+		return now.Sub(c.unlinked[site]) < c.cfg.LinkGrace
 	}
 	for _, k := range sortedKeys(r.Nodes) {
 		n := r.Nodes[k]
 		if n.Phase == NodeUpdating || n.Phase == NodePending {
+			site, _, _ := strings.Cut(k, ".")
+			if v, known := linkedNow(site); known && v {
+				n.Seen = true // linked since the put: its mirror may have it
+			}
 			c.judge(k, n, st, reachable, now)
 		}
 	}
@@ -270,7 +276,7 @@ func (c *Controller) step(ctx context.Context, r *Rollout, st map[string]streams
 		return err
 	}
 	for r.Batch < len(r.Batches) {
-		if err := c.putBatch(ctx, r, bp, staged, now); err != nil {
+		if err := c.putBatch(ctx, r, bp, staged, linkedNow, now); err != nil {
 			return err
 		}
 		if !r.gatePassed(r.Batch) {
@@ -291,7 +297,9 @@ func (c *Controller) step(ctx context.Context, r *Rollout, st map[string]streams
 func (c *Controller) judge(key string, n *Node, st map[string]streams.NodeStatus, reachable func(string) bool, now time.Time) {
 	s, ok := st[key]
 	site, _, _ := strings.Cut(key, ".")
-	if ok && n.Revision > 0 && s.DesiredRevision >= n.Revision {
+	if ok && n.Revision > 0 && (s.DesiredRevision >= n.Revision || s.Reported.After(n.Since)) {
+		// It reported the target, or reported at all after the put: its
+		// link was up after the put, so its mirror may have the target.
 		n.Seen = true
 	}
 	switch {
@@ -314,13 +322,13 @@ func (c *Controller) judge(key string, n *Node, st map[string]streams.NodeStatus
 		}
 	}
 	if n.Phase == NodePending && n.Seen {
-		n.Reason += "; it had started on the revision, so its batch waits for its verdict"
+		n.Reason += "; it may have the revision (linked after the put), so its batch waits for its verdict"
 	}
 }
 
 // putBatch puts the staged envelope into the keys of the batch's waiting
 // nodes, at most MaxPerSite updating nodes per site.
-func (c *Controller) putBatch(ctx context.Context, r *Rollout, bp, staged jetstream.KeyValue, now time.Time) error {
+func (c *Controller) putBatch(ctx context.Context, r *Rollout, bp, staged jetstream.KeyValue, linkedNow func(string) (bool, bool), now time.Time) error {
 	busy := map[string]int{}
 	for k, n := range r.Nodes {
 		if n.Phase == NodeUpdating || n.Phase == NodePending {
@@ -365,6 +373,9 @@ func (c *Controller) putBatch(ctx context.Context, r *Rollout, bp, staged jetstr
 			return fmt.Errorf("putting %s: %w", k, err)
 		}
 		n.Phase, n.Revision, n.Previous, n.Since = NodeUpdating, rev, prev, now.UTC()
+		if v, known := linkedNow(site); known && v {
+			n.Seen = true // put while its site is linked: the mirror delivers it now
+		}
 		busy[site]++
 		c.log.Info("rollout put", "fleet", r.Fleet, "node", k, "revision", rev, "batch", r.Batch+1)
 	}
@@ -372,10 +383,11 @@ func (c *Controller) putBatch(ctx context.Context, r *Rollout, bp, staged jetstr
 }
 
 // gatePassed says every node of batches up to b has an outcome or is
-// pending without having started on the target: those do not hold the
-// gate. A node that went quiet while trying the target does: its verdict
-// (good, or rolled back by its own guard) may be the one that stops a bad
-// revision. Failures are the budget's business.
+// pending without the target having reached it: a site offline since
+// before the put does not hold the gate. A node that may have the target
+// (its site was linked at or after the put) and then went quiet does: its
+// verdict (good, or rolled back by its own guard) may be the one that
+// stops a bad revision. Failures are the budget's business.
 func (r *Rollout) gatePassed(b int) bool {
 	for i := 0; i <= b; i++ {
 		for _, k := range r.Batches[i] {

@@ -144,23 +144,28 @@ func TestDisruptionAndFailureBudgets(t *testing.T) {
 	}
 }
 
-// A site that is unlinked past the grace is pending and does not hold its
-// batch; one that had started on the target holds it until its verdict.
-func TestPendingHoldsTheGateOnlyOnceStarted(t *testing.T) {
-	for _, started := range []bool{false, true} {
-		t.Run(fmt.Sprint("started=", started), func(t *testing.T) {
+// A site unlinked past the grace is pending. Put while it was already
+// offline, it does not hold its batch; put while it was linked (its mirror
+// may have the target), it holds the batch until its verdict arrives.
+func TestPendingHoldsTheGateOnlyIfTheTargetMayHaveReachedIt(t *testing.T) {
+	for _, linkedAtPut := range []bool{false, true} {
+		t.Run(fmt.Sprint("linkedAtPut=", linkedAtPut), func(t *testing.T) {
 			e := newCtlEnv(t, fleet.Policy{Batches: []string{"1", "100%"}}, "a.n1", "b.n1")
-			r := e.pass(0)
-			rev := r.Nodes["a.n1"].Revision
-			e.report("a.n1", func(s *streams.NodeStatus) {
-				if started {
-					s.DesiredRevision = rev
-				}
-			})
+			unlink := func() {
+				e.mu.Lock()
+				e.unlinked["a"] = true
+				e.mu.Unlock()
+			}
+			e.report("a.n1", func(s *streams.NodeStatus) { s.DesiredRevision = 1 })
 			e.report("b.n1", func(s *streams.NodeStatus) {})
-			e.mu.Lock()
-			e.unlinked["a"] = true
-			e.mu.Unlock()
+			if !linkedAtPut {
+				unlink()
+			}
+			r := e.pass(0) // the put
+			if r.Nodes["a.n1"].Revision == 0 {
+				t.Fatalf("a.n1 not put: %s", phases(r, "a.n1"))
+			}
+			unlink()
 			r = e.pass(time.Second) // unlinked, within the grace: still updating
 			if got := phases(r, "a.n1", "b.n1"); got != "[a.n1=Updating b.n1=Waiting]" {
 				t.Fatalf("within the grace: %s", got)
@@ -168,13 +173,13 @@ func TestPendingHoldsTheGateOnlyOnceStarted(t *testing.T) {
 			e.pass(11 * time.Second)
 			r = e.pass(time.Second)
 			want := "[a.n1=Pending b.n1=Updating]"
-			if started {
+			if linkedAtPut {
 				want = "[a.n1=Pending b.n1=Waiting]"
 			}
 			if got := phases(r, "a.n1", "b.n1"); got != want {
 				t.Fatalf("past the grace: %s, want %s", got, want)
 			}
-			if started && r.State != Running {
+			if r.State != Running {
 				t.Fatalf("rollout %s", r.State)
 			}
 		})

@@ -78,8 +78,9 @@ type Node struct {
 	Revision uint64    `json:"revision,omitempty"`
 	Previous uint64    `json:"previous,omitempty"`
 	Since    time.Time `json:"since,omitzero"`
-	// Seen says the node reported working on the target (its desired
-	// revision reached it): pending after that, it holds its batch.
+	// Seen says the target may have reached the node: its site was linked
+	// at or after the put, or it reported since. Pending after that, it
+	// holds its batch until its verdict arrives.
 	Seen   bool   `json:"seen,omitempty"`
 	Reason string `json:"reason,omitempty"`
 }
