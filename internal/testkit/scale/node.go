@@ -156,8 +156,11 @@ func (n *Node) publish(ctx context.Context, js jetstream.JetStream, seq uint64) 
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for i, name := range telemetryMetrics {
+		// The id names the site: the hub's streams drop a repeated id
+		// within their duplicate window whatever site it came from, so
+		// "n1.<seq>" from every site would keep all but the first out.
 		m := streams.Metric{Name: name, Value: float64(seq), TS: time.Now().UTC(), Site: n.Site.ID, Node: n.ID,
-			Layer: "host", Kind: streams.KindMetric, ID: fmt.Sprintf("%s.%d.%d", n.ID, seq, i)}
+			Layer: "host", Kind: streams.KindMetric, ID: fmt.Sprintf("%s.%s.%d.%d", n.Site.ID, n.ID, seq, i)}
 		b, _ := json.Marshal(m)
 		msg := &nats.Msg{Subject: m.Subject(), Data: b, Header: nats.Header{}}
 		msg.Header.Set(nats.MsgIdHdr, m.ID)
