@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -39,16 +40,37 @@ func (f metricsFlags) start(ctx context.Context, h *hub.Hub, op *accounts.Operat
 		}
 		cfg.Tenants = append(cfg.Tenants, metrics.Tenant{Name: t.name, JS: js})
 	}
-	exp, err := metrics.Start(ctx, cfg)
-	if err != nil {
-		closeAll(tenants)
-		return err
-	}
-	go func() {
+	serve := func(exp *metrics.Exporter) {
 		defer closeAll(tenants)
 		defer exp.Stop()
 		if err := exp.ListenAndServe(ctx, *f.listen); err != nil && ctx.Err() == nil {
 			log.Error("metrics endpoint stopped", "err", err)
+		}
+	}
+	exp, err := metrics.Start(ctx, cfg)
+	if err == nil {
+		go serve(exp)
+		return nil
+	}
+	// A hub restarted under a reconnect storm answers the exporter's
+	// consumer requests late (seen with 300 sites: "context deadline
+	// exceeded", and the whole hub exited). The endpoint is not worth the
+	// hub: keep trying in the background.
+	log.Warn("metrics endpoint not started yet; retrying", "err", err)
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				closeAll(tenants)
+				return
+			case <-t.C:
+			}
+			if exp, err := metrics.Start(ctx, cfg); err == nil {
+				serve(exp)
+				return
+			}
 		}
 	}()
 	return nil

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -114,12 +115,22 @@ func bootstrapTenants(ctx context.Context, h *hub.Hub, op *accounts.Operator, lo
 			return fmt.Errorf("tenant %s: %w", t, err)
 		}
 		js, _ := jetstream.New(nc)
-		err = hub.BootstrapLimits(ctx, js, 1, h.Limits())
-		if err == nil {
-			var sites []string
-			if sites, err = leaf.Upgrade(ctx, js); len(sites) > 0 {
-				log.Info("site uplinks converted to filtered landing streams", "tenant", t, "sites", sites)
+		// A hub restarted while hundreds of sites reconnect answers late;
+		// a timeout is retried for a while instead of ending the hub
+		// (seen at 300 sites: "tenant acme: context deadline exceeded").
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			err = hub.BootstrapLimits(ctx, js, 1, h.Limits())
+			if err == nil {
+				var sites []string
+				if sites, err = leaf.Upgrade(ctx, js); len(sites) > 0 {
+					log.Info("site uplinks converted to filtered landing streams", "tenant", t, "sites", sites)
+				}
 			}
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) || ctx.Err() != nil || time.Now().After(deadline) {
+				break
+			}
+			log.Warn("tenant bootstrap timed out; retrying", "tenant", t, "err", err)
 		}
 		nc.Close()
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {

@@ -2,6 +2,7 @@ package prodtest
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -40,23 +41,25 @@ var readyField = regexp.MustCompile(`(\w+)=("[^"]*"|\S+)`)
 func startProc(t testing.TB, bin string, env []string, log io.Writer, args []string) *Proc {
 	t.Helper()
 	p := &Proc{bin: bin, env: env, log: log, args: args}
-	p.start(t)
 	t.Cleanup(p.stop)
+	if err := p.start(t); err != nil {
+		t.Fatal(err)
+	}
 	return p
 }
 
 // start runs the hub and waits for its "hub ready" line, which names the
 // addresses it bound; they are pinned for restarts.
-func (p *Proc) start(t testing.TB) {
+func (p *Proc) start(t testing.TB) error {
 	t.Helper()
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Env = append(os.Environ(), p.env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("prodtest: starting %s hub: %v", p.bin, err)
+		return fmt.Errorf("prodtest: starting %s hub: %w", p.bin, err)
 	}
 	exited := make(chan struct{})
 	ready := make(chan string, 1)
@@ -95,13 +98,17 @@ func (p *Proc) start(t testing.TB) {
 		p.mu.Unlock()
 		p.pin("--listen", hostPort(t, p.clientURL))
 		p.pin("--leaf-listen", hostPort(t, p.leafURL))
+		return nil
 	case <-exited:
 		tailMu.Lock()
 		defer tailMu.Unlock()
-		t.Fatalf("prodtest: hub exited before it was ready:\n%s", strings.Join(tail, "\n"))
+		return fmt.Errorf("prodtest: hub exited before it was ready:\n%s", strings.Join(tail, "\n"))
 	case <-time.After(2 * time.Minute):
-		cmd.Process.Kill()
-		t.Fatal("prodtest: hub not ready after 2 min")
+		// Kept as the current process, so stop ends it.
+		p.mu.Lock()
+		p.cmd, p.exited = cmd, exited
+		p.mu.Unlock()
+		return errors.New("prodtest: hub not ready after 2 min")
 	}
 }
 
@@ -131,8 +138,8 @@ func (p *Proc) stop() {
 }
 
 // restart stops the hub and starts it again on the same ports.
-func (p *Proc) restart(t testing.TB) {
+func (p *Proc) restart(t testing.TB) error {
 	t.Helper()
 	p.stop()
-	p.start(t)
+	return p.start(t)
 }

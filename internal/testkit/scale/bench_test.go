@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -31,6 +32,15 @@ func envInt(b *testing.B, name string, def int) int {
 	return n
 }
 
+// report is chaos.Report that also logs the figure at once, so a long run
+// that fails later still shows what it measured.
+func report(b *testing.B, q string, samples []float64) {
+	b.Helper()
+	chaos.Report(b, q, samples)
+	s := slices.Sorted(slices.Values(samples))
+	b.Logf("%s: p50 %.4g p99 %.4g min %.4g max %.4g n %d", q, chaos.Percentile(s, 0.5), chaos.Percentile(s, 0.99), s[0], s[len(s)-1], len(s))
+}
+
 func msOf(ds []time.Duration) []float64 {
 	out := make([]float64, len(ds))
 	for i, d := range ds {
@@ -47,11 +57,17 @@ func binary(b *testing.B) string {
 	return bin
 }
 
-// rounds puts one blueprint per node n times and returns put → applied at
-// the node and put → good status at the hub.
+// rounds puts one blueprint per node n times (after a warm-up round) and
+// returns put → applied at the node and put → good status at the hub.
 func rounds(b *testing.B, f *scale.Fleet, n int) (applied, status []time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	// A warm-up round, not counted: the first put after the fleet started
+	// meets mirrors and uplinks still settling (1.3 s at 100 sites, then
+	// at most 135 ms).
+	if _, err := f.WaitApplied(ctx, f.PutAll(ctx, "warm-up")); err != nil {
+		b.Fatal(err)
+	}
 	for r := range n {
 		puts := f.PutAll(ctx, "round "+strconv.Itoa(r))
 		a, err := f.WaitApplied(ctx, puts)
@@ -62,6 +78,7 @@ func rounds(b *testing.B, f *scale.Fleet, n int) (applied, status []time.Duratio
 		if err != nil {
 			b.Fatal(err)
 		}
+		b.Logf("round %d: applied max %v, status max %v", r, slices.Max(a), slices.Max(s))
 		applied, status = append(applied, a...), append(status, s...)
 	}
 	return applied, status
@@ -87,7 +104,16 @@ func BenchmarkFleetScale(b *testing.B) {
 	if addr := os.Getenv("ALPHA_SCALE_PPROF"); addr != "" {
 		env = append(env, "ALPHA_PPROF="+addr)
 	}
-	f := scale.Start(b, scale.Options{Binary: binary(b), HubEnv: env})
+	var hubLog io.Writer
+	if path := os.Getenv("ALPHA_SCALE_HUB_LOG"); path != "" {
+		lf, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer lf.Close()
+		hubLog = lf
+	}
+	f := scale.Start(b, scale.Options{Binary: binary(b), HubEnv: env, HubLog: hubLog})
 	pid, err := f.HubPID()
 	if err != nil {
 		b.Fatal(err)
@@ -98,7 +124,7 @@ func BenchmarkFleetScale(b *testing.B) {
 	}
 	start := time.Now()
 	f.AddSites(n)
-	chaos.Report(b, "start-s", []float64{time.Since(start).Seconds()})
+	report(b, "start-s", []float64{time.Since(start).Seconds()})
 	b.ReportMetric(float64(n), "sites")
 	time.Sleep(time.Until(start.Add(idle)))
 	var rss, cpu []float64
@@ -119,23 +145,38 @@ func BenchmarkFleetScale(b *testing.B) {
 	if addr, out := os.Getenv("ALPHA_SCALE_PPROF"), os.Getenv("ALPHA_SCALE_HEAP"); addr != "" && out != "" {
 		saveHeap(b, addr, out)
 	}
-	chaos.Report(b, "hubRssPerSiteKiB", rss)
-	chaos.Report(b, "hubCpuPerSite%", cpu)
+	report(b, "hubRssPerSiteKiB", rss)
+	report(b, "hubCpuPerSite%", cpu)
 	b.ReportMetric(time.Since(start).Seconds(), "idle-s")
 
+	b.Log("fan-out")
 	applied, status := rounds(b, f, 5)
-	chaos.Report(b, "applied-ms", msOf(applied))
-	chaos.Report(b, "hubstatus-ms", msOf(status))
+	report(b, "applied-ms", msOf(applied))
+	report(b, "hubstatus-ms", msOf(status))
 
-	f.Hub.Restart()
+	b.Log("restarting the hub")
+	if err := f.Hub.TryRestart(); err != nil {
+		// The figures above stand; the storm's failure is the finding.
+		b.Logf("reconnect storm: %v", err)
+		return
+	}
 	ready := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	b.Log("hub ready again")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	puts := f.PutAll(ctx, "after restart")
 	if _, err := f.WaitApplied(ctx, puts); err != nil {
-		b.Fatal(err)
+		down := 0
+		for _, s := range f.Sites {
+			if !s.Leaf.Connected() {
+				down++
+			}
+		}
+		// The figures above stand; the storm's failure is the finding.
+		b.Logf("reconnect storm: %v (%d of %d leaves not connected)", err, down, len(f.Sites))
+		return
 	}
-	chaos.Report(b, "storm-s", []float64{time.Since(ready).Seconds()})
+	report(b, "storm-s", []float64{time.Since(ready).Seconds()})
 }
 
 // BenchmarkFleet100 is put → applied at 100 sites: 10 rounds of one put
@@ -143,8 +184,8 @@ func BenchmarkFleetScale(b *testing.B) {
 func BenchmarkFleet100(b *testing.B) {
 	f := scale.Start(b, scale.Options{Sites: 100, Binary: binary(b)})
 	applied, status := rounds(b, f, 10)
-	chaos.Report(b, "applied-ms", msOf(applied))
-	chaos.Report(b, "hubstatus-ms", msOf(status))
+	report(b, "applied-ms", msOf(applied))
+	report(b, "hubstatus-ms", msOf(status))
 }
 
 // saveHeap writes the hub's heap profile (served on ALPHA_PPROF) to path.

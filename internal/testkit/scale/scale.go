@@ -9,6 +9,7 @@ package scale
 import (
 	"context"
 	"fmt"
+	"io"
 	"runtime"
 	"sync"
 	"testing"
@@ -47,6 +48,8 @@ type Options struct {
 	// the hub alone.
 	Binary string
 	HubEnv []string
+	// HubLog, if set, receives the hub's log.
+	HubLog io.Writer
 }
 
 // Fleet is a running hub with its sites.
@@ -84,7 +87,7 @@ func Start(t testing.TB, o Options) *Fleet {
 		o.Telemetry = 15 * time.Second // agent/telemetry.DefaultInterval
 	}
 	if o.Hub == nil {
-		o.Hub = prodtest.Start(t, prodtest.Options{Tenants: []string{Tenant}, Binary: o.Binary, Env: o.HubEnv,
+		o.Hub = prodtest.Start(t, prodtest.Options{Tenants: []string{Tenant}, Binary: o.Binary, Env: o.HubEnv, Log: o.HubLog,
 			// The default limits fit about 150 sites (DefaultTenantLimits);
 			// the hub's own store (75% of the free disk) still bounds them.
 			Limits: accounts.TenantLimits{Storage: -1, Memory: 64 << 20, Streams: -1, Consumers: -1}})
