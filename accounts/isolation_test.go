@@ -180,7 +180,7 @@ func TestStolenSiteCredentials(t *testing.T) {
 		// share these subjects, so what counts is the attacker's payload.
 		var got counter
 		forged := []byte(`{"phase":"Converged","by":"attacker"}`)
-		for _, s := range []string{"telemetry.b.>", "$KV.status.b.>", "events.b.>", streams.UplinkDeliver("b", ">"), "$JS.hub.API.>"} {
+		for _, s := range []string{"telemetry.b.>", "$KV.status.b.>", "events.b.>", streams.IngestSubject("b"), "alpha.in.>", "$JS.hub.API.>"} {
 			_, err := adminNC.Subscribe(s, func(m *nats.Msg) {
 				if bytes.Contains(m.Data, []byte("attacker")) {
 					got.handler(m)
@@ -189,19 +189,27 @@ func TestStolenSiteCredentials(t *testing.T) {
 			check.NoError(t, err)
 		}
 		done := make(chan struct{}, 1)
-		_, err := adminNC.Subscribe(streams.UplinkDeliver("a", "EVENTS"), func(*nats.Msg) { done <- struct{}{} })
+		_, err := adminNC.Subscribe(streams.IngestSubject("a"), func(m *nats.Msg) {
+			if string(m.Data) == "marker" {
+				done <- struct{}{}
+			}
+		})
 		check.NoError(t, err)
 		check.NoError(t, adminNC.Flush())
 		// Give the hub's new interest time to reach the rogue leaf: the
 		// marker subscription is the last one made, so once the marker
 		// flows the others are in place too.
 		for _, s := range []string{"telemetry.b.n1.cpu", "$KV.status.b.n1", "events.b.n1.drift",
-			streams.UplinkDeliver("b", streams.StatusStream), streams.UplinkDeliver("b", streams.TelemetryStream),
-			"$JS.hub.API.$KV.status.b.n1"} {
+			"alpha.in." + streams.StatusStream + ".$KV.status.b.n1", "$JS.hub.API.$KV.status.b.n1"} {
 			check.NoError(t, nc.Publish(s, forged))
 		}
+		// B's uplink: a well-formed batch under B's name.
+		batch := nats.NewMsg(streams.IngestSubject("b"))
+		batch.Header.Set(streams.IngestStreamHeader, streams.StatusStream)
+		batch.Data = streams.AppendRecord(nil, streams.Record{Seq: 1, Subject: "$KV.status.b.n1", Data: forged})
+		check.NoError(t, nc.PublishMsg(batch))
 		check.For(t, 5*time.Second, 50*time.Millisecond, func() error {
-			check.NoError(t, nc.Publish(streams.UplinkDeliver("a", "EVENTS"), nil))
+			check.NoError(t, nc.Publish(streams.IngestSubject("a"), []byte("marker")))
 			select {
 			case <-done:
 				return nil

@@ -38,23 +38,13 @@ func LeafPermissions(site string) jwt.Permissions {
 	}
 	// The hub's mirror consumers push here; only this site's filter.
 	p.Sub.Allow.Add(streams.MirrorDeliver(site) + ".>")
-	siteAPI := streams.APIPrefix(site) + "."
-	for _, name := range streams.Uplinks() {
-		cc := streams.UplinkConsumerConfig(site, name)
-		p.Sub.Allow.Add(
-			// The hub's sources resume the site's durable uplink
-			// consumers, in the site's own domain.
-			siteAPI+"CONSUMER.RESET."+name+"."+cc.Durable,
-			// Flow-control replies (the acks) from the hub's sourcing stream.
-			"$JS.FC."+site+".*."+name+"."+cc.Durable+".*",
-		)
-		p.Pub.Allow.Add(
-			// Replies to those requests.
-			"$JSC.R."+site+".*."+name+"."+cc.Durable+".*",
-			// The uplink consumer's messages and heartbeats.
-			cc.DeliverSubject,
-		)
-	}
+	// The uplink: requests to the hub's ingest under the site's own name
+	// (the ingest trusts the name in the subject), which the hub may
+	// announce to the leaf, and the ingest's answers on the forwarder's
+	// inbox prefix.
+	ingest := streams.IngestSubject(site)
+	p.Pub.Allow.Add(ingest)
+	p.Sub.Allow.Add(ingest, streams.IngestReplyPrefix(site)+".>")
 	return p
 }
 
@@ -81,10 +71,11 @@ func SitePermissions(site, inbox string, ops []streams.Op) *server.Permissions {
 	// made (without the grant every stopped watch is a refused request);
 	// their names are random and no client may list consumers, so it
 	// cannot name another client's. The uplinks' durables it may never
-	// delete.
+	// delete, nor pull from: a message it took would not reach the hub.
 	for _, s := range streams.Uplinks() {
 		for _, api := range apis {
-			deny = append(deny, api+"CONSUMER.DELETE."+s+"."+streams.UplinkConsumer(s))
+			deny = append(deny, api+"CONSUMER.DELETE."+s+"."+streams.UplinkConsumer(s),
+				api+"CONSUMER.MSG.NEXT."+s+"."+streams.UplinkConsumer(s))
 		}
 	}
 	read := func(stream, filter string) {
@@ -126,8 +117,8 @@ func SitePermissions(site, inbox string, ops []streams.Op) *server.Permissions {
 		case streams.StreamRead:
 			read(op.Name, op.Filter)
 			for _, api := range apis {
-				// Ordered consumers pull. The only durable on the stream
-				// (the uplink's) is a push consumer and cannot be pulled.
+				// Ordered consumers pull. The uplink's durable is
+				// denied above.
 				pub = append(pub, api+"CONSUMER.MSG.NEXT."+op.Name+".*")
 			}
 		case streams.Publish, streams.Request:

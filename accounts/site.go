@@ -179,44 +179,31 @@ func (o *Operator) saveSiteRecord(rec *siteRecord) error {
 
 // RegisterSite puts the site's plumbing in place at the hub, with the
 // tenant administrator's rights the leaf does not have: the durable mirror
-// consumers on the hub's buckets (filtered to the site's keys) and the
-// sources of the hub's uplink streams, through the site's landing streams
-// (leaf.Register). Idempotent.
+// consumers on the hub's stores, filtered to the site's keys
+// (leaf.RegisterSites). Idempotent.
 func RegisterSite(ctx context.Context, hub jetstream.JetStream, site string) error {
 	return RegisterSiteQuota(ctx, hub, site, nil)
 }
 
 // RegisterSiteQuota is RegisterSite that also sets the site's quota at the
-// hub (nil: the defaults for a new site, an existing one keeps its own).
+// hub (nil: a new site has the defaults, an existing one keeps its own).
 func RegisterSiteQuota(ctx context.Context, hub jetstream.JetStream, site string, quota *streams.SiteQuota) error {
 	return RegisterSites(ctx, hub, []string{site}, quota)
 }
 
-// RegisterSites is RegisterSiteQuota for many sites, with one rewrite of
-// each hub stream's sources for all of them (leaf.RegisterSites).
+// RegisterSites is RegisterSiteQuota for many sites.
 func RegisterSites(ctx context.Context, hub jetstream.JetStream, sites []string, quota *streams.SiteQuota) error {
-	for _, site := range sites {
-		for _, st := range streams.Mirrored() {
-			cc := streams.MirrorConsumerConfig(site, st)
-			if _, err := hub.CreateOrUpdateConsumer(ctx, st.Stream(), cc); err != nil {
-				return fmt.Errorf("accounts: mirror consumer %s on hub bucket %s: %w", cc.Durable, st.Bucket, err)
-			}
-		}
-	}
-	for _, name := range streams.Uplinks() {
-		if err := leaf.RegisterSites(ctx, hub, sites, name, quota); err != nil {
-			return err
-		}
+	if err := leaf.RegisterSites(ctx, hub, sites, quota); err != nil {
+		return fmt.Errorf("accounts: %w", err)
 	}
 	return nil
 }
 
 // UnregisterSite removes what RegisterSite made; revocation calls it so the
-// hub stops asking a cut-off site for data. It also purges the site's status
-// keys at the hub: a cut-off site has no live status, and whatever a thief
-// wrote there under the site's own name goes with it. Its telemetry and
-// events stay (history; the landing filter kept them to its own name).
-// Idempotent.
+// hub stops serving a cut-off site. It also purges the site's status keys
+// at the hub: a cut-off site has no live status, and whatever a thief wrote
+// there under the site's own name goes with it. Its telemetry and events
+// stay (history). Idempotent.
 func UnregisterSite(ctx context.Context, hub jetstream.JetStream, site string) error {
 	for _, st := range streams.Mirrored() {
 		cc := streams.MirrorConsumerConfig(site, st)
@@ -224,39 +211,17 @@ func UnregisterSite(ctx context.Context, hub jetstream.JetStream, site string) e
 			return fmt.Errorf("accounts: deleting %s: %w", cc.Durable, err)
 		}
 	}
-	prefix := streams.APIPrefix(site)
-	for _, name := range streams.Uplinks() {
-		s, err := hub.Stream(ctx, name)
-		if err != nil {
-			return err
+	if kv, err := hub.KeyValue(ctx, streams.QuotasBucket); err == nil {
+		if err := kv.Purge(ctx, site); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("accounts: site %s's quota: %w", site, err)
 		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return err
-		}
-		cfg := info.Config
-		landing := streams.LandingStream(name, site)
-		var keep []*jetstream.StreamSource
-		for _, src := range cfg.Sources {
-			if src.External != nil && src.External.APIPrefix == prefix || src.External == nil && src.Name == landing {
-				continue
-			}
-			keep = append(keep, src)
-		}
-		if len(keep) != len(cfg.Sources) {
-			cfg.Sources = keep
-			if _, err := hub.UpdateStream(ctx, cfg); err != nil {
-				return fmt.Errorf("accounts: removing site %s from hub stream %s: %w", site, name, err)
-			}
-		}
-		if err := hub.DeleteStream(ctx, landing); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return fmt.Errorf("accounts: deleting landing stream %s: %w", landing, err)
-		}
-		if name == streams.StatusStream {
-			if err := s.Purge(ctx, jetstream.WithPurgeSubject(streams.UplinkSubjects(name, site))); err != nil {
-				return fmt.Errorf("accounts: purging site %s's status keys: %w", site, err)
-			}
-		}
+	}
+	s, err := hub.Stream(ctx, streams.StatusStream)
+	if err != nil {
+		return err
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(streams.UplinkSubjects(streams.StatusStream, site))); err != nil {
+		return fmt.Errorf("accounts: purging site %s's status keys: %w", site, err)
 	}
 	return nil
 }

@@ -423,8 +423,7 @@ func TestAirGappedSiteBothWays(t *testing.T) {
 	})
 	// The same uplink bundle again stores nothing, also once the hub's
 	// duplicate windows no longer hold its ids (as a month later).
-	for _, st := range []string{streams.TelemetryStream, bundle.BundleStream(streams.TelemetryStream, "s1"),
-		streams.LandingStream(streams.TelemetryStream, "s1")} {
+	for _, st := range []string{streams.TelemetryStream, bundle.BundleStream(streams.TelemetryStream, "s1")} {
 		forgetIDs(t, s.hjs, st)
 	}
 	res, err = bundle.ImportUplink(ctx, s.hjs, u1, leafKeys, "s1")
@@ -440,7 +439,7 @@ func TestAirGappedSiteBothWays(t *testing.T) {
 	// resumes after it.
 	uc, err := sjs.Stream(ctx, streams.TelemetryStream)
 	check.NoError(t, err)
-	pc, err := uc.PushConsumer(ctx, streams.UplinkConsumer(streams.TelemetryStream))
+	pc, err := uc.Consumer(ctx, streams.UplinkConsumer(streams.TelemetryStream))
 	check.NoError(t, err)
 	check.Equal(t, pc.CachedInfo().AckFloor.Stream, exported)
 

@@ -75,7 +75,7 @@ func ExportUplink(ctx context.Context, js jetstream.JetStream, cfg UplinkExportC
 		if err != nil {
 			return nil, fmt.Errorf("bundle: site stream %s: %w", name, err)
 		}
-		c, err := s.PushConsumer(ctx, streams.UplinkConsumer(name))
+		c, err := s.Consumer(ctx, streams.UplinkConsumer(name))
 		if err != nil {
 			return nil, fmt.Errorf("bundle: uplink consumer of %s: %w", name, err)
 		}
@@ -117,7 +117,7 @@ func ExportUplink(ctx context.Context, js jetstream.JetStream, cfg UplinkExportC
 		if err != nil {
 			return m, err
 		}
-		ci, err := s.PushConsumer(ctx, streams.UplinkConsumer(a.stream))
+		ci, err := s.Consumer(ctx, streams.UplinkConsumer(a.stream))
 		if err != nil {
 			return m, err
 		}
@@ -295,7 +295,7 @@ func importUplinkStream(ctx context.Context, hub jetstream.JetStream, marker jet
 			return fmt.Errorf("bundle: %s: %w", e.Name, err)
 		}
 		res.Messages++
-		if l.Seq < e.First || l.Seq > e.Last || !subjectMatches(filter, l.Subject) {
+		if l.Seq < e.First || l.Seq > e.Last || !streams.SubjectMatches(filter, l.Subject) {
 			res.Refused++
 			continue
 		}
@@ -434,18 +434,4 @@ func (rs ranges) add(first, last uint64) ranges {
 		merged = append(merged, r)
 	}
 	return merged
-}
-
-// subjectMatches reports whether subject matches filter (* and >).
-func subjectMatches(filter, subject string) bool {
-	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
-	for i, tok := range f {
-		if tok == ">" {
-			return len(s) > i
-		}
-		if i >= len(s) || (tok != "*" && tok != s[i]) {
-			return false
-		}
-	}
-	return len(f) == len(s)
 }

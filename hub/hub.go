@@ -8,14 +8,18 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/hub/ingest"
 	"github.com/alpha-edge/alpha/internal/natsutil"
+	"github.com/alpha-edge/alpha/leaf"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -41,6 +45,16 @@ type Hub struct {
 	Server *server.Server
 	cfg    Config
 	opts   *server.Options
+
+	mu      sync.Mutex
+	tenants []*tenant // served accounts: connection and ingest
+}
+
+// tenant is one account the hub serves: its bootstrap connection, kept
+// open for its ingest.
+type tenant struct {
+	nc     *nats.Conn
+	ingest *ingest.Service
 }
 
 // Start runs the server and creates the buckets and streams every site needs.
@@ -107,8 +121,8 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		return nil, err
 	}
 	h := &Hub{Server: s, cfg: cfg, opts: opts}
-	if err := h.bootstrap(ctx); err != nil {
-		s.Shutdown()
+	if err := h.ServeTenant(ctx); err != nil {
+		h.Shutdown()
 		return nil, err
 	}
 	return h, nil
@@ -141,34 +155,66 @@ func (h *Hub) Replicas() int { return max(h.cfg.Replicas, 1) }
 
 // Shutdown stops the server and waits for it.
 func (h *Hub) Shutdown() {
+	h.mu.Lock()
+	for _, t := range h.tenants {
+		t.ingest.Stop()
+		t.nc.Close()
+	}
+	h.tenants = nil
+	h.mu.Unlock()
 	h.Server.Shutdown()
 	h.Server.WaitForShutdown()
 }
 
-func (h *Hub) bootstrap(ctx context.Context) error {
-	nc, err := h.Connect()
+// ServeTenant makes an account's buckets and streams (BootstrapLimits with
+// the hub's limits), removes what hubs before the ingest kept per site
+// (leaf.Upgrade), and serves the account's ingest for as long as the hub
+// runs. opts authenticate the hub's connection in that account (none: the
+// hub's own ClientOptions, its first tenant or the open account).
+func (h *Hub) ServeTenant(ctx context.Context, opts ...nats.Option) error {
+	nc, err := h.Connect(opts...)
 	if err != nil {
 		return fmt.Errorf("hub: connect: %w", err)
 	}
-	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
+		nc.Close()
 		return err
 	}
 	// A cluster member starts before a JetStream meta leader exists, and
-	// API requests sent before one is elected go unanswered: retry with
-	// short attempts instead of one long wait.
+	// a hub restarted while hundreds of sites reconnect answers late: API
+	// requests go unanswered, so retry short attempts for a while instead
+	// of one long wait.
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err = BootstrapLimits(actx, js, max(h.cfg.Replicas, 1), &h.cfg.Limits)
+		if err == nil {
+			var sites []string
+			if sites, err = leaf.Upgrade(actx, js); len(sites) > 0 {
+				h.cfg.Log.Info("site uplinks moved to the ingest; their landing streams removed", "sites", len(sites))
+			}
+		}
 		cancel()
 		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
-			return err
+			break
 		}
 		h.cfg.Log.Debug("hub bootstrap not done yet; retrying", "err", err)
 		time.Sleep(250 * time.Millisecond)
 	}
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	in, err := ingest.Serve(nc, h.cfg.Log)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	h.mu.Lock()
+	h.tenants = append(h.tenants, &tenant{nc: nc, ingest: in})
+	h.mu.Unlock()
+	return nil
 }
 
 // Bootstrap creates the hub's buckets and streams if they are missing. It is
@@ -195,6 +241,8 @@ func BootstrapLimits(ctx context.Context, js jetstream.JetStream, replicas int, 
 			Description: "fleet blueprints rendered and signed by alpha fleet apply, key <fleet>.<site>.<node>", Replicas: replicas},
 		{Bucket: streams.RolloutsBucket, History: 8, Storage: jetstream.FileStorage,
 			Description: "rollout state per fleet, key <fleet>", Replicas: replicas},
+		{Bucket: streams.QuotasBucket, History: 1, Storage: jetstream.FileStorage,
+			Description: "per-site uplink quotas the ingest enforces, key <site>", Replicas: replicas},
 	}
 	for _, c := range kvs {
 		if _, err := js.KeyValue(ctx, c.Bucket); err == nil {
@@ -210,9 +258,7 @@ func BootstrapLimits(ctx context.Context, js jetstream.JetStream, replicas int, 
 			return fmt.Errorf("hub: object store %s: %w", streams.ArtifactsBucket, err)
 		}
 	}
-	// Streams that only source from sites. They have no subjects of their
-	// own: one that listened on telemetry.> would also capture the leaves'
-	// publishes directly across the leaf link, a duplicate path.
+	// The streams the ingest writes the sites' uplinks to.
 	var want streams.HubLimits
 	if lim != nil {
 		want = *lim
@@ -221,10 +267,8 @@ func BootstrapLimits(ctx context.Context, js jetstream.JetStream, replicas int, 
 		cfg := streams.HubUplinkConfig(name, replicas, want)
 		s, err := js.Stream(ctx, name)
 		if err == nil {
-			if lim != nil {
-				if err := applyLimits(ctx, js, s, cfg); err != nil {
-					return err
-				}
+			if err := applyUplinkConfig(ctx, js, s, cfg, lim != nil); err != nil {
+				return err
 			}
 			continue
 		}
@@ -235,20 +279,25 @@ func BootstrapLimits(ctx context.Context, js jetstream.JetStream, replicas int, 
 	return nil
 }
 
-// applyLimits brings an existing uplink stream's byte limit and discard
-// policy to want's, keeping its sources.
-func applyLimits(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, want jetstream.StreamConfig) error {
+// applyUplinkConfig brings an existing uplink stream's ingest subjects
+// (a hub from before the ingest had none) and, with limits, its byte limit
+// and discard policy to want's, keeping its sources (air-gap bundles).
+func applyUplinkConfig(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, want jetstream.StreamConfig, limits bool) error {
 	info, err := s.Info(ctx)
 	if err != nil {
 		return err
 	}
 	cfg := info.Config
-	if cfg.MaxBytes == want.MaxBytes && cfg.Discard == want.Discard {
+	same := slices.Equal(cfg.Subjects, want.Subjects) && cfg.SubjectTransform != nil && *cfg.SubjectTransform == *want.SubjectTransform
+	if same && (!limits || cfg.MaxBytes == want.MaxBytes && cfg.Discard == want.Discard) {
 		return nil
 	}
-	cfg.MaxBytes, cfg.Discard = want.MaxBytes, want.Discard
+	cfg.Subjects, cfg.SubjectTransform = want.Subjects, want.SubjectTransform
+	if limits {
+		cfg.MaxBytes, cfg.Discard = want.MaxBytes, want.Discard
+	}
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("hub: stream %s: max bytes %d: %w", cfg.Name, cfg.MaxBytes, err)
+		return fmt.Errorf("hub: stream %s: subjects %v, max bytes %d: %w", cfg.Name, cfg.Subjects, cfg.MaxBytes, err)
 	}
 	return nil
 }

@@ -13,10 +13,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// TestRestartKeepsStateAndSources restarts a hub on its store: blueprints
-// and the per-site sources of its uplink streams must survive, and
-// bootstrapping again must not reset them.
-func TestRestartKeepsStateAndSources(t *testing.T) {
+// TestRestartKeepsState restarts a hub on its store: blueprints and the
+// sites' mirror consumers must survive, and bootstrapping again must not
+// reset them.
+func TestRestartKeepsState(t *testing.T) {
 	ctx := context.Background()
 	store := t.TempDir()
 	cfg := hub.Config{StoreDir: store, Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Log: stack.Log()}
@@ -29,10 +29,7 @@ func TestRestartKeepsStateAndSources(t *testing.T) {
 	check.NoError(t, err)
 	rev, err := kv.PutString(ctx, "s.n", "x")
 	check.NoError(t, err)
-	for _, name := range streams.Uplinks() {
-		check.NoError(t, leaf.Register(ctx, js, "s", name))
-		check.NoError(t, leaf.Register(ctx, js, "s", name)) // idempotent
-	}
+	check.NoError(t, leaf.RegisterSites(ctx, js, []string{"s"}, nil))
 	nc.Close()
 	h.Shutdown()
 
@@ -53,12 +50,16 @@ func TestRestartKeepsStateAndSources(t *testing.T) {
 		check.NoError(t, err)
 		info, err := s.Info(ctx)
 		check.NoError(t, err)
-		check.Equal(t, len(info.Config.Sources), 1)
-		// Only the placeholder nobody publishes to (and, on EVENTS, the
-		// hub's own alerts.>): no site subject.
+		check.Equal(t, len(info.Config.Sources), 0)
+		// Only the ingest's subjects (and, on EVENTS, the hub's own
+		// alerts.>): no site subject.
 		check.Equal(t, strings.Join(info.Config.Subjects, " "), strings.Join(streams.HubUplinkConfig(name, 1, streams.HubLimits{}).Subjects, " "))
 	}
-	// The sourced status stream still answers as a KV bucket.
+	for _, st := range streams.Mirrored() {
+		_, err := js.PushConsumer(ctx, st.Stream(), streams.MirrorConsumerConfig("s", st).Durable)
+		check.NoError(t, err)
+	}
+	// The status stream still answers as a KV bucket.
 	_, err = js.KeyValue(ctx, streams.StatusBucket)
 	check.NoError(t, err)
 }

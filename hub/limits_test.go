@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -9,12 +10,12 @@ import (
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/internal/testkit/stack"
-	"github.com/alpha-edge/alpha/leaf"
 	"github.com/alpha-edge/alpha/streams"
 )
 
-// A hub's uplink streams made before limits existed (no byte limit, status
-// with DiscardNew) get the limits at the next start, sources kept.
+// A hub's uplink streams made before limits and the ingest existed (no
+// byte limit, status with DiscardNew, no subjects) get the limits and the
+// ingest's subjects at the next start, sources (air-gap bundles) kept.
 func TestBootstrapLimitsUpgradesStreams(t *testing.T) {
 	ctx := context.Background()
 	h := stack.Hub(t)
@@ -29,7 +30,8 @@ func TestBootstrapLimitsUpgradesStreams(t *testing.T) {
 		if name == streams.StatusStream {
 			old.Discard = jetstream.DiscardNew
 		}
-		old.Sources = []*jetstream.StreamSource{leaf.UplinkSource("s", name)}
+		old.Subjects, old.SubjectTransform = []string{"alpha.hub.none." + name}, nil
+		old.Sources = []*jetstream.StreamSource{{Name: "BUNDLE_" + name + "_s"}}
 		_, err := js.CreateStream(ctx, old)
 		check.NoError(t, err)
 	}
@@ -45,6 +47,8 @@ func TestBootstrapLimitsUpgradesStreams(t *testing.T) {
 		check.Equal(t, info.Config.MaxBytes, want[name])
 		check.Equal(t, info.Config.Discard, jetstream.DiscardOld)
 		check.Equal(t, len(info.Config.Sources), 1)
+		check.Equal(t, strings.Join(info.Config.Subjects, " "), strings.Join(streams.HubUplinkConfig(name, 1, lim).Subjects, " "))
+		check.Equal(t, info.Config.SubjectTransform.Destination, ">")
 	}
 	// Plain Bootstrap (tenant-add, a CLI) leaves them as they are.
 	check.NoError(t, hub.Bootstrap(ctx, js, 1))

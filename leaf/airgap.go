@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -81,7 +83,7 @@ func (l *Leaf) convertBundleStores(ctx context.Context, log *slog.Logger) error 
 
 // AddSource makes the hub stream name source src (a stream of the hub's
 // own, such as an uplink bundle's), unless it already sources a stream of
-// that name; read back after the write as Register's updates are.
+// that name.
 func AddSource(ctx context.Context, hub jetstream.JetStream, name string, src *jetstream.StreamSource) error {
 	return updateSources(ctx, hub, name, func(have []*jetstream.StreamSource) ([]*jetstream.StreamSource, bool) {
 		for _, h := range have {
@@ -91,4 +93,43 @@ func AddSource(ctx context.Context, hub jetstream.JetStream, name string, src *j
 		}
 		return append(have, src), true
 	})
+}
+
+// updateSources rewrites stream's sources with fix until a read-back shows
+// fix has nothing more to change. Stream updates are read-modify-writes
+// another writer may race (the JetStream API has no compare-and-set for
+// stream configs), so each is read back after a random pause.
+func updateSources(ctx context.Context, hub jetstream.JetStream, stream string,
+	fix func([]*jetstream.StreamSource) ([]*jetstream.StreamSource, bool)) error {
+	for attempt := 0; ; attempt++ {
+		s, err := hub.Stream(ctx, stream)
+		if err != nil {
+			return fmt.Errorf("hub stream %s: %w", stream, err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		srcs, changed := fix(info.Config.Sources)
+		if !changed {
+			return nil // as wanted, possibly verified after our own write
+		}
+		if attempt >= 5 {
+			return fmt.Errorf("sources of hub stream %s keep being overwritten", stream)
+		}
+		cfg := info.Config
+		cfg.Sources = srcs
+		// nats.go reports a reply whose source count differs from the
+		// request as "sourcing not supported": with several writers at
+		// once that is another's update landing beside ours, so read
+		// again and verify rather than fail.
+		if _, err := hub.UpdateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamSourceNotSupported) {
+			return fmt.Errorf("updating sources of hub stream %s: %w", stream, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50*time.Millisecond + time.Duration(rand.Int64N(int64(250*time.Millisecond)))):
+		}
+	}
 }

@@ -10,9 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -69,8 +67,11 @@ type Leaf struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream // the site's own domain
 	hub    jetstream.JetStream // the hub's domain, through the leaf link
+	up     *nats.Conn          // the forwarders' connection (nil when air-gapped)
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	forwarders sync.WaitGroup
 
 	mu     sync.Mutex
 	synced bool // hub-side consumers and sources are in place for this connection
@@ -170,6 +171,23 @@ func Start(ctx context.Context, cfg Config) (*Leaf, error) {
 	}
 	ctx, l.cancel = context.WithCancel(context.Background())
 	go l.uplink(ctx, log)
+	if !l.AirGapped() {
+		// The forwarders' own connection: the hub answers them on this
+		// inbox prefix, the only one the leaf may receive answers on.
+		uopts := append([]nats.Option{nats.InProcessServer(s), nats.Name("alpha-uplink-" + cfg.Site), nats.MaxReconnects(-1),
+			nats.CustomInboxPrefix(streams.IngestReplyPrefix(cfg.Site))}, cfg.ClientOptions...)
+		if l.up, err = nats.Connect("", uopts...); err != nil {
+			l.Shutdown()
+			return nil, fmt.Errorf("leaf: uplink connection: %w", err)
+		}
+		for _, name := range streams.Uplinks() {
+			l.forwarders.Add(1)
+			go func() {
+				defer l.forwarders.Done()
+				l.forward(ctx, l.up, name, log)
+			}()
+		}
+	}
 	return l, nil
 }
 
@@ -215,6 +233,10 @@ func (l *Leaf) Synced() bool {
 func (l *Leaf) Shutdown() {
 	l.cancel()
 	<-l.done
+	l.forwarders.Wait()
+	if l.up != nil {
+		l.up.Close()
+	}
 	l.nc.Close()
 	l.Server.Shutdown()
 	l.Server.WaitForShutdown()
@@ -239,7 +261,7 @@ func (l *Leaf) ensureLocal(ctx context.Context) error {
 		}
 	}
 	for _, name := range streams.Uplinks() {
-		if _, err := l.js.CreateOrUpdateConsumer(ctx, name, streams.UplinkConsumerConfig(site, name)); err != nil {
+		if err := ensureUplinkConsumer(ctx, l.js, site, name); err != nil {
 			return fmt.Errorf("leaf: uplink consumer on %s: %w", name, err)
 		}
 	}
@@ -379,255 +401,7 @@ func (l *Leaf) ensureHub(ctx context.Context) error {
 		// users that may send to all of $JS.hub.API.CONSUMER.>).
 		return nil
 	}
-	for _, st := range streams.Mirrored() {
-		cc := streams.MirrorConsumerConfig(site, st)
-		if _, err := l.hub.Consumer(ctx, st.Stream(), cc.Durable); err == nil {
-			continue
-		}
-		if _, err := l.hub.CreateOrUpdateConsumer(ctx, st.Stream(), cc); err != nil {
-			return fmt.Errorf("mirror consumer on hub %s: %w", st.Bucket, err)
-		}
-	}
-	for _, name := range streams.Uplinks() {
-		if err := RegisterQuota(ctx, l.hub, site, name, l.cfg.Quota); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// Register makes the hub's stream name take the site's same-named stream:
-// the site's durable uplink consumer feeds a landing stream of the site's
-// own at the hub (streams.HubLandingConfig, bounded by quota), and name
-// sources from it only the site's own subjects. The filter has to be on the
-// hub's side: a source's FilterSubject is only a request to the consumer,
-// which lives on the site's box, and the server stores whatever subject a
-// sourced message carries. Idempotent; a registration made before landing
-// streams (the site sourced directly, unfiltered) is converted.
-//
-// Stream updates are read-modify-writes that another site may race (the
-// JetStream API has no compare-and-set for stream configs), so each is read
-// back after a random pause and written again if it was overwritten; the
-// leaf's periodic recheck covers what slips through.
-func Register(ctx context.Context, hub jetstream.JetStream, site, name string) error {
-	return RegisterQuota(ctx, hub, site, name, nil)
-}
-
-// RegisterQuota is Register with the site's quota: nil leaves an existing
-// landing stream's limits alone and creates a new one with the defaults.
-func RegisterQuota(ctx context.Context, hub jetstream.JetStream, site, name string, quota *streams.SiteQuota) error {
-	return RegisterSites(ctx, hub, []string{site}, name, quota)
-}
-
-// RegisterSites is RegisterQuota for many sites at once: the hub stream's
-// sources are rewritten once for all of them instead of once per site (each
-// rewrite is a read-modify-write verified after a random pause, so
-// registering 1,000 sites one by one took minutes).
-func RegisterSites(ctx context.Context, hub jetstream.JetStream, sites []string, name string, quota *streams.SiteQuota) error {
-	agg, err := hub.Stream(ctx, name)
-	if err != nil {
-		return fmt.Errorf("hub stream %s: %w", name, err)
-	}
-	info, err := agg.Info(ctx)
-	if err != nil {
-		return err
-	}
-	q := streams.DefaultSiteQuota
-	if quota != nil {
-		q = *quota
-	}
-	for _, site := range sites {
-		want := streams.HubLandingConfig(name, site, max(info.Config.Replicas, 1), q)
-		direct := UplinkSource(site, name)
-		// A new site's landing stream is made with its source in place,
-		// saving an update and its verification pause. A site the hub
-		// stream still sources directly (registered before landing
-		// streams) gets it only after the hub stream let go, below.
-		if !slices.ContainsFunc(info.Config.Sources, func(h *jetstream.StreamSource) bool { return sameExternal(h, direct) }) {
-			want.Sources = []*jetstream.StreamSource{direct}
-		}
-		if err := ensureLanding(ctx, hub, want, quota != nil); err != nil {
-			return fmt.Errorf("site %s: %w", site, err)
-		}
-	}
-	// The hub stream first: once the landing stream has the site's source,
-	// two streams sharing the site's deliver subject would both store.
-	err = updateSources(ctx, hub, name, func(have []*jetstream.StreamSource) ([]*jetstream.StreamSource, bool) {
-		changed := false
-		for _, site := range sites {
-			var fixed bool
-			have, fixed = fixSources(have, site, name)
-			changed = changed || fixed
-		}
-		return have, changed
-	})
-	if err != nil {
-		return fmt.Errorf("sites %s: %w", siteList(sites), err)
-	}
-	for _, site := range sites {
-		direct := UplinkSource(site, name)
-		err = updateSources(ctx, hub, streams.LandingStream(name, site), func(have []*jetstream.StreamSource) ([]*jetstream.StreamSource, bool) {
-			if slices.ContainsFunc(have, func(h *jetstream.StreamSource) bool { return sameExternal(h, direct) }) {
-				return have, false
-			}
-			return append(have, direct), true
-		})
-		if err != nil {
-			return fmt.Errorf("site %s: %w", site, err)
-		}
-	}
-	return nil
-}
-
-// fixSources gives a hub stream's sources exactly one filtered source of
-// site's landing stream and none straight from the site; it reports
-// whether it changed anything.
-func fixSources(have []*jetstream.StreamSource, site, name string) ([]*jetstream.StreamSource, bool) {
-	filtered := LandingSource(site, name)
-	direct := UplinkSource(site, name)
-	var keep []*jetstream.StreamSource
-	found := false
-	for _, h := range have {
-		switch {
-		case sameExternal(h, direct):
-			continue // unfiltered, from before landing streams
-		case h.External == nil && h.Name == filtered.Name:
-			if found || h.FilterSubject != filtered.FilterSubject || len(h.SubjectTransforms) > 0 {
-				continue // replaced by the filtered one below
-			}
-			found = true
-		}
-		keep = append(keep, h)
-	}
-	if !found {
-		keep = append(keep, filtered)
-	}
-	return keep, !found || len(keep) != len(have)
-}
-
-// siteList names sites in an error, the first few of a long list.
-func siteList(sites []string) string {
-	if len(sites) > 5 {
-		return strings.Join(sites[:5], ", ") + fmt.Sprintf(" and %d more", len(sites)-5)
-	}
-	return strings.Join(sites, ", ")
-}
-
-// ensureLanding creates the site's landing stream, or, with update, brings
-// an existing one's limits to want's.
-func ensureLanding(ctx context.Context, hub jetstream.JetStream, want jetstream.StreamConfig, update bool) error {
-	s, err := hub.Stream(ctx, want.Name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		if _, err := hub.CreateStream(ctx, want); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return fmt.Errorf("landing stream %s (max bytes %d): %w", want.Name, want.MaxBytes, err)
-		}
-		return nil
-	}
-	if err != nil || !update {
-		return err
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return err
-	}
-	cfg := info.Config
-	if cfg.MaxBytes == want.MaxBytes && cfg.MaxMsgs == want.MaxMsgs && cfg.MaxAge == want.MaxAge {
-		return nil
-	}
-	cfg.MaxBytes, cfg.MaxMsgs, cfg.MaxAge = want.MaxBytes, want.MaxMsgs, want.MaxAge
-	if _, err := hub.UpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("landing stream %s: limits: %w", want.Name, err)
-	}
-	return nil
-}
-
-// updateSources rewrites stream's sources with fix until a read-back shows
-// fix has nothing more to change.
-func updateSources(ctx context.Context, hub jetstream.JetStream, stream string,
-	fix func([]*jetstream.StreamSource) ([]*jetstream.StreamSource, bool)) error {
-	for attempt := 0; ; attempt++ {
-		s, err := hub.Stream(ctx, stream)
-		if err != nil {
-			return fmt.Errorf("hub stream %s: %w", stream, err)
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return err
-		}
-		srcs, changed := fix(info.Config.Sources)
-		if !changed {
-			return nil // as wanted, possibly verified after our own write
-		}
-		if attempt >= 5 {
-			return fmt.Errorf("sources of hub stream %s keep being overwritten", stream)
-		}
-		cfg := info.Config
-		cfg.Sources = srcs
-		// nats.go reports a reply whose source count differs from the
-		// request as "sourcing not supported": with several registrations
-		// at once that is another site's update landing beside ours, so
-		// read again and verify rather than fail.
-		if _, err := hub.UpdateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamSourceNotSupported) {
-			return fmt.Errorf("updating sources of hub stream %s: %w", stream, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50*time.Millisecond + time.Duration(rand.Int64N(int64(250*time.Millisecond)))):
-		}
-	}
-}
-
-func sameExternal(h, src *jetstream.StreamSource) bool {
-	return h.External != nil && h.External.APIPrefix == src.External.APIPrefix && h.Name == src.Name
-}
-
-// LandingSource is the hub stream name's source of a site's landing
-// stream: the hub's own consumer, so its filter holds.
-func LandingSource(site, name string) *jetstream.StreamSource {
-	return &jetstream.StreamSource{Name: streams.LandingStream(name, site), FilterSubject: streams.UplinkSubjects(name, site)}
-}
-
-// UplinkSource is the hub-side source of a site stream, held by the site's
-// landing stream.
-func UplinkSource(site, name string) *jetstream.StreamSource {
-	cc := streams.UplinkConsumerConfig(site, name)
-	return &jetstream.StreamSource{
-		Name:     name,
-		External: &jetstream.ExternalStream{APIPrefix: streams.APIPrefix(site)},
-		Consumer: &jetstream.StreamConsumerSource{Name: cc.Durable, DeliverSubject: cc.DeliverSubject},
-	}
-}
-
-// Upgrade converts every site the hub's uplink streams source directly
-// (registrations made before landing streams) with Register, and returns
-// the sites it converted. Idempotent.
-func Upgrade(ctx context.Context, hub jetstream.JetStream) ([]string, error) {
-	var sites []string
-	for _, name := range streams.Uplinks() {
-		s, err := hub.Stream(ctx, name)
-		if err != nil {
-			return sites, fmt.Errorf("hub stream %s: %w", name, err)
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return sites, err
-		}
-		for _, src := range info.Config.Sources {
-			if src.External == nil {
-				continue
-			}
-			site := streams.DomainOfAPIPrefix(src.External.APIPrefix)
-			if streams.ValidID("site", site) != nil {
-				continue // not one of ours
-			}
-			if err := Register(ctx, hub, site, name); err != nil {
-				return sites, err
-			}
-			if !slices.Contains(sites, site) {
-				sites = append(sites, site)
-			}
-		}
-	}
-	return sites, nil
+	// Without operator mode the leaf registers itself: its mirror
+	// consumers at the hub and, if given, its quota.
+	return RegisterSites(ctx, l.hub, []string{site}, l.cfg.Quota)
 }

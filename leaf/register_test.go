@@ -2,6 +2,7 @@ package leaf_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -12,48 +13,33 @@ import (
 	"github.com/alpha-edge/alpha/streams"
 )
 
-// A hub registered before landing streams sources each site directly and
-// unfiltered; Register converts it: the direct source goes, the site lands
-// in its own stream and the hub stream takes only the site's subjects.
-func TestRegisterConvertsDirectSource(t *testing.T) {
+// A hub from before the ingest sourced each site's uplink into its stream,
+// straight or through a landing stream of the site's own. Upgrade removes
+// those sources and landing streams and keeps the air-gap bundle sources.
+func TestUpgradeRemovesSiteSources(t *testing.T) {
 	ctx := context.Background()
-	js := addDirect(t, "s", "other")
+	nc, err := startHub(t).Connect()
+	check.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	bundleSrc := func(name string) string { return "BUNDLE_" + name + "_c" }
 	for _, name := range streams.Uplinks() {
+		for _, extra := range []string{streams.LandingStream(name, "b"), bundleSrc(name)} {
+			_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: extra, Subjects: []string{"legacy." + extra}})
+			check.NoError(t, err)
+		}
 		s, err := js.Stream(ctx, name)
 		check.NoError(t, err)
-		check.NoError(t, leaf.Register(ctx, js, "s", name))
-		check.NoError(t, leaf.Register(ctx, js, "s", name)) // idempotent
-
 		info, err := s.Info(ctx)
 		check.NoError(t, err)
-		var got []string
-		for _, src := range info.Config.Sources {
-			ext := ""
-			if src.External != nil {
-				ext = src.External.APIPrefix
-			}
-			got = append(got, src.Name+"|"+ext+"|"+src.FilterSubject)
-		}
-		want := []string{name + "|$JS.other.API|", streams.LandingStream(name, "s") + "||" + streams.UplinkSubjects(name, "s")}
-		check.Equal(t, len(got), len(want))
-		for i := range want {
-			check.Equal(t, got[i], want[i])
-		}
-		ls, err := js.Stream(ctx, streams.LandingStream(name, "s"))
+		cfg := info.Config
+		cfg.Sources = append(cfg.Sources,
+			&jetstream.StreamSource{Name: name, External: &jetstream.ExternalStream{APIPrefix: streams.APIPrefix("a")}},
+			&jetstream.StreamSource{Name: streams.LandingStream(name, "b"), FilterSubject: streams.UplinkSubjects(name, "b")},
+			&jetstream.StreamSource{Name: bundleSrc(name), FilterSubject: streams.UplinkSubjects(name, "c")})
+		_, err = js.UpdateStream(ctx, cfg)
 		check.NoError(t, err)
-		linfo, err := ls.Info(ctx)
-		check.NoError(t, err)
-		check.Equal(t, len(linfo.Config.Sources), 1)
-		check.Equal(t, linfo.Config.Sources[0].External.APIPrefix, "$JS.s.API")
-		check.Equal(t, linfo.Config.Discard, jetstream.DiscardNew)
 	}
-}
-
-// Upgrade converts every direct registration the hub holds, as `alpha hub`
-// does for each tenant at start.
-func TestUpgradeConvertsEverySite(t *testing.T) {
-	ctx := context.Background()
-	js := addDirect(t, "a", "b")
 	sites, err := leaf.Upgrade(ctx, js)
 	check.NoError(t, err)
 	check.Equal(t, strings.Join(sites, ","), "a,b")
@@ -62,10 +48,10 @@ func TestUpgradeConvertsEverySite(t *testing.T) {
 		check.NoError(t, err)
 		info, err := s.Info(ctx)
 		check.NoError(t, err)
-		for _, src := range info.Config.Sources {
-			if src.External != nil || src.FilterSubject == "" {
-				t.Errorf("hub %s still has source %+v", name, src)
-			}
+		check.Equal(t, len(info.Config.Sources), 1)
+		check.Equal(t, info.Config.Sources[0].Name, bundleSrc(name))
+		if _, err := js.Stream(ctx, streams.LandingStream(name, "b")); err == nil {
+			t.Errorf("landing stream %s still there", streams.LandingStream(name, "b"))
 		}
 	}
 	again, err := leaf.Upgrade(ctx, js)
@@ -73,27 +59,38 @@ func TestUpgradeConvertsEverySite(t *testing.T) {
 	check.Equal(t, len(again), 0)
 }
 
-// addDirect starts a hub and registers sites the way hubs did before
-// landing streams: its uplink streams source each site directly,
-// unfiltered.
-func addDirect(t *testing.T, sites ...string) jetstream.JetStream {
-	t.Helper()
+// RegisterSites makes the mirror consumers and writes a given quota; again
+// it changes nothing.
+func TestRegisterSites(t *testing.T) {
 	ctx := context.Background()
 	nc, err := startHub(t).Connect()
 	check.NoError(t, err)
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	for _, name := range streams.Uplinks() {
-		s, err := js.Stream(ctx, name)
-		check.NoError(t, err)
-		info, err := s.Info(ctx)
-		check.NoError(t, err)
-		cfg := info.Config
-		for _, site := range sites {
-			cfg.Sources = append(cfg.Sources, leaf.UplinkSource(site, name))
-		}
-		_, err = js.UpdateStream(ctx, cfg)
-		check.NoError(t, err)
+	q := streams.DefaultSiteQuota
+	q.TelemetryBytes = 1 << 20
+	for range 2 {
+		check.NoError(t, leaf.RegisterSites(ctx, js, []string{"a", "b"}, &q))
 	}
-	return js
+	for _, site := range []string{"a", "b"} {
+		for _, st := range streams.Mirrored() {
+			_, err := js.PushConsumer(ctx, st.Stream(), streams.MirrorConsumerConfig(site, st).Durable)
+			check.NoError(t, err)
+		}
+	}
+	kv, err := js.KeyValue(ctx, streams.QuotasBucket)
+	check.NoError(t, err)
+	e, err := kv.Get(ctx, "a")
+	check.NoError(t, err)
+	check.Equal(t, e.Revision(), 1)
+	var got streams.SiteQuota
+	check.NoError(t, json.Unmarshal(e.Value(), &got))
+	check.Equal(t, got, q)
+
+	bad := q
+	bad.Window = 0
+	err = leaf.RegisterSites(ctx, js, []string{"a"}, &bad)
+	if err == nil || !strings.Contains(err.Error(), "window") {
+		t.Fatalf("a quota without a window: %v, want an error naming the window", err)
+	}
 }

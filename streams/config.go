@@ -29,22 +29,23 @@ func SiteStreams() []string { return []string{TelemetryStream, EventsStream, Log
 // Uplinks are the site streams that flow up to same-named hub streams.
 func Uplinks() []string { return []string{StatusStream, TelemetryStream, EventsStream, LogsStream} }
 
-// HubUplinkConfig is the hub side of an uplink: no subjects of its own (a hub
-// stream listening on the subjects would also capture the leaves' publishes
-// straight across the leaf link, a second path that duplicates or, for
-// status, reorders), one filtered source per site's landing stream
-// (HubLandingConfig), and a byte limit: full, it drops its oldest messages,
-// so a flood ages out history but never stops new messages from arriving.
+// HubUplinkConfig is the hub side of an uplink. It takes what the hub's
+// ingest publishes under HubIngestPrefix(name) and stores it under the
+// site's own subject (the prefix dropped by the stream's subject
+// transform). It does not listen on the sites' subjects themselves: in open
+// mode the leaves' own publishes cross the leaf link and would be stored a
+// second time, out of order. Full, it drops its oldest messages, so a flood
+// ages out history but never stops new messages from arriving. Air-gap
+// bundles reach it through sources of per-site bundle streams.
 func HubUplinkConfig(name string, replicas int, lim HubLimits) jetstream.StreamConfig {
 	lim = lim.withDefaults()
 	cfg := jetstream.StreamConfig{
-		Name:      name,
-		Storage:   jetstream.FileStorage,
-		Retention: jetstream.LimitsPolicy, // never WorkQueue/Interest across an unreliable link
-		Replicas:  replicas,
-		// The server would default subjects to the stream name; give it one
-		// nobody publishes to.
-		Subjects: []string{"alpha.hub.none." + name},
+		Name:             name,
+		Storage:          jetstream.FileStorage,
+		Retention:        jetstream.LimitsPolicy, // never WorkQueue/Interest across an unreliable link
+		Replicas:         replicas,
+		Subjects:         []string{HubIngestPrefix(name) + ".>"},
+		SubjectTransform: &jetstream.SubjectTransformConfig{Source: HubIngestPrefix(name) + ".>", Destination: ">"},
 		// DiscardNew on a sourced stream stalls every source once it is
 		// full (the server retries the message that did not fit forever).
 		Discard: jetstream.DiscardOld,
@@ -140,8 +141,8 @@ func (l HubLimits) withDefaults() HubLimits {
 	return d
 }
 
-// LandingStream is the hub stream one site's uplink of stream name lands in
-// before the hub copies the site's own subjects on to name.
+// LandingStream is the hub stream one site's uplink of stream name landed
+// in before the hub's ingest; leaf.Upgrade removes them.
 func LandingStream(name, site string) string { return "UPLINK_" + name + "_" + site }
 
 // UplinkSubjects are the only subjects of stream name the hub accepts from
@@ -158,12 +159,13 @@ func UplinkSubjects(name, site string) string {
 	return TelemetrySubjects(site)
 }
 
-// SiteQuota bounds what the hub takes from one site. A site's uplink lands
-// in its own stream; full, that stream refuses new messages (DiscardNew),
-// which stalls that site's uplink alone (the site buffers them) until old
-// ones age out. So one site moves at most TelemetryBytes of telemetry and
-// EventsBytes of events into the hub per Window, and holds at most
-// StatusKeys status keys there.
+// SiteQuota bounds what the hub takes from one site: the hub's ingest takes
+// at most TelemetryBytes of telemetry, EventsBytes of events and LogsBytes
+// of log lines from it per Window and holds at most StatusKeys status keys
+// of it. A site over a byte quota is told to come back when the window
+// ends; its data waits at the site. Status values for keys beyond
+// StatusKeys are dropped. StatusBytes is kept for configurations written
+// before the ingest; the key count bounds status now.
 type SiteQuota struct {
 	TelemetryBytes int64
 	EventsBytes    int64
@@ -177,8 +179,7 @@ type SiteQuota struct {
 
 // DefaultSiteQuota: 32 MiB of telemetry, 8 MiB of events and 8 MiB of log
 // lines per 10 minutes (about 55 KB/s of telemetry, 14 KB/s of lines: a
-// site that logs more catches up later), 4096 status keys in 4 MiB; 52 MiB
-// reserved at the hub per site.
+// site that logs more catches up later), 4096 status keys.
 var DefaultSiteQuota = SiteQuota{TelemetryBytes: 32 << 20, EventsBytes: 8 << 20, StatusKeys: 4096, StatusBytes: 4 << 20,
 	LogsBytes: 8 << 20, Window: 10 * time.Minute}
 
@@ -187,44 +188,6 @@ func (q SiteQuota) Validate() error {
 	err := positive("site quota", map[string]int64{"telemetry": q.TelemetryBytes, "events": q.EventsBytes,
 		"status keys": q.StatusKeys, "status": q.StatusBytes, "window (ns)": int64(q.Window)})
 	return errors.Join(err, notNegative("site quota logs", q.LogsBytes))
-}
-
-// HubLandingConfig is the hub stream that receives one site's uplink of
-// stream name. It accepts any subject (a source cannot refuse what the
-// site's consumer sends, and that consumer is on the site's box); the
-// hub-side copy to name is filtered to UplinkSubjects, so a stolen site box
-// cannot write under another site's name.
-func HubLandingConfig(name, site string, replicas int, q SiteQuota) jetstream.StreamConfig {
-	stream := LandingStream(name, site)
-	cfg := jetstream.StreamConfig{
-		Name:        stream,
-		Description: "site " + site + "'s uplink of " + name + ", before filtering",
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Replicas:    replicas,
-		Subjects:    []string{"alpha.hub.none." + stream},
-		Discard:     jetstream.DiscardNew,
-		MaxAge:      q.Window,
-	}
-	switch name {
-	case StatusStream:
-		// No MaxAge: a key slot freed by age would let the site invent
-		// another key. Updates of a key it holds always fit.
-		cfg.MaxAge = 0
-		cfg.MaxMsgsPerSubject = 1
-		cfg.MaxMsgs = q.StatusKeys
-		cfg.MaxBytes = q.StatusBytes
-	case TelemetryStream:
-		cfg.MaxBytes = q.TelemetryBytes
-	case EventsStream:
-		cfg.MaxBytes = q.EventsBytes
-	case LogsStream:
-		cfg.MaxBytes = q.LogsBytes
-		if cfg.MaxBytes <= 0 {
-			cfg.MaxBytes = DefaultSiteQuota.LogsBytes
-		}
-	}
-	return cfg
 }
 
 // SiteLimits bounds the site's telemetry buffer. Metrics (TELEMETRY) and
@@ -279,16 +242,18 @@ func SiteStreamConfig(name, site string, lim SiteLimits) jetstream.StreamConfig 
 	return cfg
 }
 
-// UplinkConsumerConfig is the durable push consumer on a site stream that the
-// hub sources through. Flow-control acks let it resume where it stopped.
+// UplinkConsumerConfig is the durable pull consumer on a site stream that
+// the leaf's forwarder reads; it acknowledges what the hub's ingest took,
+// so a restarted leaf resumes where the hub's answers ended.
 func UplinkConsumerConfig(site, stream string) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:        UplinkConsumer(stream),
-		DeliverSubject: UplinkDeliver(site, stream),
-		AckPolicy:      jetstream.AckFlowControlPolicy,
-		FlowControl:    true,
-		IdleHeartbeat:  time.Second,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		Durable:     UplinkConsumer(stream),
+		Description: "site " + site + "'s uplink of " + stream + " to the hub's ingest",
+		AckPolicy:   jetstream.AckAllPolicy,
+		// A batch the hub did not answer is sent again after this.
+		AckWait:       30 * time.Second,
+		MaxAckPending: 2000,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 }
 

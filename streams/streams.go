@@ -91,9 +91,6 @@ func Mirrored() []Store {
 // stream sources from (status or telemetry).
 func UplinkConsumer(stream string) string { return "uplink-" + stream }
 
-// UplinkDeliver is where that consumer pushes.
-func UplinkDeliver(site, stream string) string { return "alpha.deliver." + site + ".uplink." + stream }
-
 // NodeStatus is what an agent writes to its key in the status bucket.
 type NodeStatus struct {
 	Site            string     `json:"site"`

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,9 +152,9 @@ func srcScan(t testing.TB, js jetstream.JetStream, stream, mark string) (n int, 
 }
 
 // Finding 3: a stolen site box (s1's leaf credentials, the attacker's own
-// JetStream in domain s1, streams edited to take every site's subjects)
-// writes status, telemetry and events under s2's name. The hub must keep
-// none of it, and still take s1's own data.
+// server and software) sends the hub's ingest status, telemetry, events and
+// log lines under s2's name, both as s1 and as s2. The hub must keep none
+// of it, and still take s1's own data.
 func TestStolenBoxWritesAsAnotherSite(t *testing.T) {
 	ctx := context.Background()
 	e := srcNewEnv(t, "t1")
@@ -170,27 +171,66 @@ func TestStolenBoxWritesAsAnotherSite(t *testing.T) {
 	check.NoError(t, err)
 	srcStreamHolds(t, hjs, streams.StatusStream, "$KV.status.s2.n1", "genuine-s2")
 
-	box := e.stolenBox("s1", bundle1)
-	st, err := box.KeyValue(ctx, streams.StatusBucket)
+	// The thief answers on the inbox prefix the leaf's credentials allow.
+	box, err := nats.Connect(e.stolenBox("s1", bundle1).Conn().ConnectedUrl(), nats.CustomInboxPrefix(streams.IngestReplyPrefix("s1")))
 	check.NoError(t, err)
+	t.Cleanup(box.Close)
 	forged, _ := json.Marshal(streams.NodeStatus{Site: "s2", Node: "n1", Blueprint: "FORGED", Phase: "Converged"})
-	_, err = st.Put(ctx, "s2.n1", forged)
-	check.NoError(t, err)
-	_, err = st.Put(ctx, "s2.n9", forged)
-	check.NoError(t, err)
 	const mark = "FORGED-by-stolen-s1"
-	for _, subj := range []string{"telemetry.s2.n1.host.cpu", "events.s2.n1.x", "logs.s2.n1.unit.x"} {
-		_, err := box.Publish(ctx, subj, []byte(`{"value":99,"note":"`+mark+`"}`))
-		check.NoError(t, err)
+	note := []byte(`{"value":99,"note":"` + mark + `"}`)
+	forge := map[string][]streams.Record{
+		streams.StatusStream: {{Seq: 1, Subject: "$KV.status.s2.n1", Data: forged}, {Seq: 2, Subject: "$KV.status.s2.n9", Data: forged},
+			{Seq: 3, Subject: "$KV.status.*.n1", Data: forged}, {Seq: 4, Subject: "$KV.status.s1", Data: forged}},
+		streams.TelemetryStream: {{Seq: 1, Subject: "telemetry.s2.n1.host.cpu", ID: "x", Data: note}},
+		streams.EventsStream:    {{Seq: 1, Subject: "events.s2.n1.x", ID: "x", Data: note}, {Seq: 2, Subject: "alerts.s2.n1.stale", ID: "y", Data: note}},
+		streams.LogsStream:      {{Seq: 1, Subject: "logs.s2.n1.unit.x", ID: "x", Data: note}},
 	}
-	// Then s1's own data, which the hub must still take: sources deliver in
-	// order, so once these arrive the forged messages have been dealt with.
-	own, _ := json.Marshal(streams.NodeStatus{Site: "s1", Node: "n1", Blueprint: "own-s1", Phase: "Converged"})
-	_, err = st.Put(ctx, "s1.n1", own)
+	// As s1: the ingest takes the batch (so the site's own data behind it
+	// flows) but stores none of it. As s2: the hub's permissions keep the
+	// request from the ingest altogether.
+	for stream, recs := range forge {
+		check.For(t, 10*time.Second, 100*time.Millisecond, func() error {
+			r, err := srcIngest(box, "s1", stream, recs...)
+			if err != nil {
+				return err
+			}
+			check.Equal(t, r.Stored, len(recs))
+			return nil
+		})
+		if _, err := srcIngest(box, "s2", stream, recs...); err == nil {
+			t.Errorf("the ingest answered s1's box asking as s2 (%s)", stream)
+		}
+		// An operation on a stream other than status is not the site's to send.
+		if stream != streams.StatusStream {
+			r, err := srcIngest(box, "s1", stream, streams.Record{Seq: 9, Subject: strings.Replace(recs[0].Subject, "s2", "s1", 1), Op: "PURGE", Data: note})
+			check.NoError(t, err)
+			check.Equal(t, r.Stored, 1)
+		}
+	}
+	// A batch that does not decode is refused, naming the problem.
+	r, err := srcIngest(box, "s1", streams.TelemetryStream)
 	check.NoError(t, err)
-	for _, subj := range []string{"telemetry.s1.n1.host.cpu", "events.s1.n1.x", "logs.s1.n1.unit.x"} {
-		_, err := box.Publish(ctx, subj, []byte(`{"value":1,"note":"own-s1"}`))
+	bad := nats.NewMsg(streams.IngestSubject("s1"))
+	bad.Header.Set(streams.IngestStreamHeader, streams.TelemetryStream)
+	bad.Data = []byte{0xff, 0xff, 0xff}
+	m, err := box.RequestMsg(bad, 5*time.Second)
+	check.NoError(t, err)
+	check.NoError(t, json.Unmarshal(m.Data, &r))
+	if !strings.Contains(r.Error, "malformed") {
+		t.Errorf("malformed batch answered %+v", r)
+	}
+	// Then s1's own data, which the hub must still take.
+	own, _ := json.Marshal(streams.NodeStatus{Site: "s1", Node: "n1", Blueprint: "own-s1", Phase: "Converged"})
+	ownNote := []byte(`{"value":1,"note":"own-s1"}`)
+	for stream, rec := range map[string]streams.Record{
+		streams.StatusStream:    {Seq: 5, Subject: "$KV.status.s1.n1", Data: own},
+		streams.TelemetryStream: {Seq: 2, Subject: "telemetry.s1.n1.host.cpu", ID: "s1-own-1", Data: ownNote},
+		streams.EventsStream:    {Seq: 3, Subject: "events.s1.n1.x", ID: "s1-own-2", Data: ownNote},
+		streams.LogsStream:      {Seq: 2, Subject: "logs.s1.n1.unit.x", ID: "s1-own-3", Data: ownNote},
+	} {
+		r, err := srcIngest(box, "s1", stream, rec)
 		check.NoError(t, err)
+		check.Equal(t, r.Stored, 1)
 	}
 	srcStreamHolds(t, hjs, streams.StatusStream, "$KV.status.s1.n1", "own-s1")
 	srcStreamHolds(t, hjs, streams.TelemetryStream, "telemetry.s1.n1.host.cpu", "own-s1")
@@ -229,6 +269,21 @@ func TestStolenBoxWritesAsAnotherSite(t *testing.T) {
 	if !bytes.Contains(en.Value(), []byte("genuine-s2")) {
 		t.Errorf("after revoking s1, hub status of s2.n1 is %s", en.Value())
 	}
+}
+
+// srcIngest sends records to the hub's ingest as site, as a forwarder does.
+func srcIngest(nc *nats.Conn, site, stream string, recs ...streams.Record) (streams.IngestReply, error) {
+	req := nats.NewMsg(streams.IngestSubject(site))
+	req.Header.Set(streams.IngestStreamHeader, stream)
+	for _, r := range recs {
+		req.Data = streams.AppendRecord(req.Data, r)
+	}
+	var reply streams.IngestReply
+	m, err := nc.RequestMsg(req, 2*time.Second)
+	if err != nil {
+		return reply, err
+	}
+	return reply, json.Unmarshal(m.Data, &reply)
 }
 
 func srcValue(en jetstream.KeyValueEntry) string {

@@ -100,7 +100,10 @@ func (s *secureFlags) hub(c *hub.Config) (*accounts.Operator, error) {
 	return op, nil
 }
 
-// bootstrapTenants creates the buckets and streams of every tenant.
+// bootstrapTenants creates the buckets and streams of every tenant but the
+// first (the hub's own connection serves it) and serves their ingest; then,
+// until ctx ends, it serves tenants added to the operator directory while
+// the hub runs (alpha accounts tenant-add) within a few seconds.
 func bootstrapTenants(ctx context.Context, h *hub.Hub, op *accounts.Operator, log *slog.Logger) error {
 	if op == nil {
 		return nil
@@ -109,36 +112,45 @@ func bootstrapTenants(ctx context.Context, h *hub.Hub, op *accounts.Operator, lo
 	if err != nil {
 		return err
 	}
-	for _, t := range tenants {
-		nc, err := h.Connect(nats.UserCredentials(op.AdminCreds(t)))
-		if err != nil {
-			return fmt.Errorf("tenant %s: %w", t, err)
-		}
-		js, _ := jetstream.New(nc)
-		// A hub restarted while hundreds of sites reconnect answers late;
-		// a timeout is retried for a while instead of ending the hub
-		// (seen at 300 sites: "tenant acme: context deadline exceeded").
-		deadline := time.Now().Add(2 * time.Minute)
+	served := map[string]bool{tenants[0]: true}
+	if err := serveTenants(ctx, h, op, served, log); err != nil {
+		return err
+	}
+	go func() {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
 		for {
-			err = hub.BootstrapLimits(ctx, js, 1, h.Limits())
-			if err == nil {
-				var sites []string
-				if sites, err = leaf.Upgrade(ctx, js); len(sites) > 0 {
-					log.Info("site uplinks converted to filtered landing streams", "tenant", t, "sites", sites)
-				}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
 			}
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) || ctx.Err() != nil || time.Now().After(deadline) {
-				break
+			if err := serveTenants(ctx, h, op, served, log); err != nil && ctx.Err() == nil {
+				log.Warn("serving a new tenant", "err", err)
 			}
-			log.Warn("tenant bootstrap timed out; retrying", "tenant", t, "err", err)
 		}
-		nc.Close()
+	}()
+	return nil
+}
+
+// serveTenants serves every tenant not in served yet and adds it there.
+func serveTenants(ctx context.Context, h *hub.Hub, op *accounts.Operator, served map[string]bool, log *slog.Logger) error {
+	tenants, err := op.Tenants()
+	if err != nil {
+		return err
+	}
+	for _, t := range tenants {
+		if served[t] {
+			continue
+		}
+		err := h.ServeTenant(ctx, nats.UserCredentials(op.AdminCreds(t)))
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
 			return fmt.Errorf("tenant %s: %w: the tenants' JetStream limits together exceed the hub's store (alpha accounts tenant-add %s --max-storage)", t, err, t)
 		}
 		if err != nil {
 			return fmt.Errorf("tenant %s: %w", t, err)
 		}
+		served[t] = true
 		log.Info("tenant ready", "tenant", t)
 	}
 	return nil

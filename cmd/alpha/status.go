@@ -16,6 +16,7 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/events"
 	"github.com/alpha-edge/alpha/hub/inventory"
+	"github.com/alpha-edge/alpha/hub/sites"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -165,31 +166,31 @@ func collect(ctx context.Context, js jetstream.JetStream, f statusFilter) (*repo
 	now := time.Now()
 	r.summary = summarize(all, r.desired, f, now)
 	seen := map[string]bool{}
-	sites := map[string]bool{}
+	shown := map[string]bool{}
 	for _, n := range all {
 		seen[streams.Key(n.Site, n.Node)] = true
 		if f.keep(n.Phase, n.Reported, now) {
 			r.nodes = append(r.nodes, n)
-			sites[n.Site] = true
+			shown[n.Site] = true
 		}
 	}
 	for k := range r.desired {
 		if !seen[k] && f.keep(neverReported, time.Time{}, now) {
 			r.missing = append(r.missing, k)
 			site, _, _ := strings.Cut(k, ".")
-			sites[site] = true
+			shown[site] = true
 		}
 	}
 	sort.Strings(r.missing)
 	sort.Slice(r.nodes, func(i, j int) bool {
 		return streams.Key(r.nodes[i].Site, r.nodes[i].Node) < streams.Key(r.nodes[j].Site, r.nodes[j].Node)
 	})
-	if len(sites) > detailLimit {
+	if len(shown) > detailLimit {
 		return r, nil
 	}
 	r.detailed = true
 	week := now.Add(-7 * 24 * time.Hour)
-	for site := range sites {
+	for site := range shown {
 		// One query per site: the drift events of all its nodes.
 		if evs, err := events.Recent(ctx, js, streams.EventsStream, site, "*", week, 0); err == nil {
 			for _, ev := range evs {
@@ -197,7 +198,13 @@ func collect(ctx context.Context, js jetstream.JetStream, f statusFilter) (*repo
 				r.drift[k] = append(r.drift[k], ev)
 			}
 		}
-		r.addLink(ctx, js, site)
+	}
+	if links, err := sites.Links(ctx, js); err == nil {
+		for site := range shown {
+			if seen, ok := links[site]; ok {
+				r.linkSeen[site] = seen
+			}
+		}
 	}
 	return r, nil
 }
@@ -320,26 +327,6 @@ func summarize(all []streams.NodeStatus, desired map[string]uint64, f statusFilt
 		}
 	}
 	return line
-}
-
-// addLink notes when the hub last heard from site: the activity of its
-// landing stream's source, which is the site itself (a hub registered
-// before landing streams sources the site straight into the status
-// stream; such a site shows as unregistered here).
-func (r *report) addLink(ctx context.Context, js jetstream.JetStream, site string) {
-	s, err := js.Stream(ctx, streams.LandingStream(streams.StatusStream, site))
-	if err != nil {
-		return
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return
-	}
-	for _, up := range info.Sources {
-		if up.External != nil {
-			r.linkSeen[site] = up.Active
-		}
-	}
 }
 
 // linkState says whether the hub hears from the site now. The uplink

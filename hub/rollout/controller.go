@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/hub/fleet"
+	"github.com/alpha-edge/alpha/internal/natsutil"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -98,53 +99,22 @@ func (c *Controller) Run(ctx context.Context) error {
 // followStatus keeps the last status of every node, from a watch of the
 // status bucket (restarted if it ends).
 func (c *Controller) followStatus(ctx context.Context) {
-	for ctx.Err() == nil {
-		err := func() error {
-			kv, err := c.cfg.JS.KeyValue(ctx, streams.StatusBucket)
-			if err != nil {
-				return err
-			}
-			w, err := kv.WatchAll(ctx)
-			if err != nil {
-				return err
-			}
-			defer w.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return nil
-				case e, ok := <-w.Updates():
-					if !ok {
-						return errors.New("status watch closed")
-					}
-					if e == nil {
-						continue
-					}
-					c.mu.Lock()
-					if e.Operation() != jetstream.KeyValuePut {
-						delete(c.status, e.Key())
-					} else {
-						var ns streams.NodeStatus
-						if json.Unmarshal(e.Value(), &ns) == nil {
-							c.status[e.Key()] = ns
-						}
-					}
-					c.mu.Unlock()
-					select {
-					case c.moved <- struct{}{}:
-					default:
-					}
-				}
-			}
-		}()
-		if ctx.Err() == nil {
-			c.log.Debug("status watch ended; restarting", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
+	natsutil.FollowKV(ctx, c.cfg.JS, streams.StatusBucket, c.log, func(e jetstream.KeyValueEntry) {
+		c.mu.Lock()
+		if e.Operation() != jetstream.KeyValuePut {
+			delete(c.status, e.Key())
+		} else {
+			var ns streams.NodeStatus
+			if json.Unmarshal(e.Value(), &ns) == nil {
+				c.status[e.Key()] = ns
 			}
 		}
-	}
+		c.mu.Unlock()
+		select {
+		case c.moved <- struct{}{}:
+		default:
+		}
+	})
 }
 
 // pass advances every rollout that is not finished, and keeps following

@@ -110,8 +110,7 @@ func Start(t testing.TB, o Options) *Hub {
 	t.Cleanup(h.Shutdown)
 	p := &Hub{T: t, Dir: dir, Op: op, PKI: pki, Hub: h, cfg: cfg}
 	for _, tn := range o.Tenants[1:] {
-		_, js := p.Admin(tn)
-		check.NoError(t, hub.Bootstrap(context.Background(), js, 1))
+		check.NoError(t, h.ServeTenant(context.Background(), nats.UserCredentials(op.AdminCreds(tn))))
 	}
 	return p
 }

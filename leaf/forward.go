@@ -1,0 +1,271 @@
+package leaf
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/streams"
+)
+
+// Forwarding tunables.
+const (
+	// fetchBatch bounds the messages one ingest request carries (and
+	// MaxIngestBatch its bytes).
+	fetchBatch = 500
+	// heartbeatEvery is how often an idle site tells the hub it is there
+	// (sites.StaleAfter is 10 s).
+	heartbeatEvery = 3 * time.Second
+	// ingestTimeout bounds one request to the hub.
+	ingestTimeout = 10 * time.Second
+	// maxRecord is the largest record the hub's max payload (1 MiB by
+	// default) takes with room for the batch framing; a larger message
+	// can never be forwarded and is dropped at the site with a warning.
+	maxRecord = 1<<20 - 4<<10
+)
+
+// forward is one uplink: it reads the site stream name through the leaf's
+// durable consumer and sends it to the hub's ingest in batches, in order;
+// it acknowledges messages at the site only once the hub answered that it
+// took them. While the uplink is down it waits; the stream holds the rest.
+func (l *Leaf) forward(ctx context.Context, up *nats.Conn, name string, log *slog.Logger) {
+	log = log.With("uplink", name)
+	subject := streams.IngestSubject(l.cfg.Site)
+	var (
+		cons      jetstream.Consumer
+		idPrefix  string
+		lastSent  time.Time
+		backoff   = 250 * time.Millisecond
+		failing   bool
+		held      bool // by the site's quota at the hub
+		heartbeat = name == streams.StatusStream
+	)
+	sleep := func(d time.Duration) bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
+	for ctx.Err() == nil {
+		if !l.Connected() {
+			if !sleep(100 * time.Millisecond) {
+				return
+			}
+			continue
+		}
+		if cons == nil {
+			c, prefix, err := l.uplinkConsumer(ctx, name)
+			if err != nil {
+				log.Debug("uplink consumer not ready", "err", err)
+				if !sleep(time.Second) {
+					return
+				}
+				continue
+			}
+			cons, idPrefix = c, prefix
+		}
+		msgs, err := fetch(ctx, cons, heartbeatEvery)
+		if err != nil && ctx.Err() == nil {
+			log.Debug("reading the site stream", "err", err)
+			cons = nil
+			sleep(time.Second)
+			continue
+		}
+		if len(msgs) == 0 {
+			if heartbeat && time.Since(lastSent) >= heartbeatEvery {
+				if _, err := l.ingest(ctx, up, subject, name, nil); err == nil {
+					lastSent = time.Now()
+				}
+			}
+			continue
+		}
+		recs, msgs := l.records(msgs, name, idPrefix, log)
+		reply, err := l.ingest(ctx, up, subject, name, recs)
+		if err == nil && reply.Error != "" && reply.Stored == 0 {
+			err = errors.New(reply.Error)
+		}
+		stored := min(reply.Stored, len(msgs))
+		if stored > 0 {
+			// The consumer acknowledges all up to this one.
+			if err := msgs[stored-1].DoubleAck(ctx); err != nil {
+				log.Debug("acknowledging at the site", "err", err)
+			}
+			lastSent = time.Now()
+		}
+		for _, m := range msgs[stored:] {
+			m.Nak() // sent again first, in order
+		}
+		switch {
+		case err != nil:
+			if !failing {
+				log.Warn("hub did not take the uplink; retrying", "err", err)
+			}
+			failing = true
+			if !sleep(backoff) {
+				return
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		case reply.RetryAfter > 0:
+			if !held {
+				log.Info("site quota at the hub reached; the rest waits at the site", "retry_after", reply.RetryAfter.Round(time.Millisecond))
+			}
+			held = true
+			// Asking again every few seconds is cheap, and a quota
+			// raised meanwhile takes effect.
+			if !sleep(min(reply.RetryAfter, 5*time.Second)) {
+				return
+			}
+		case reply.Error != "":
+			log.Warn("hub stopped a batch part way", "stored", stored, "err", reply.Error)
+		}
+		if failing || held && reply.RetryAfter == 0 {
+			log.Info("uplink flowing again")
+			held = false
+		}
+		failing, backoff = false, 250*time.Millisecond
+	}
+}
+
+// ingest sends one batch and decodes the answer.
+func (l *Leaf) ingest(ctx context.Context, up *nats.Conn, subject, name string, recs []streams.Record) (streams.IngestReply, error) {
+	req := nats.NewMsg(subject)
+	req.Header.Set(streams.IngestStreamHeader, name)
+	for _, r := range recs {
+		req.Data = streams.AppendRecord(req.Data, r)
+	}
+	ctx, cancel := context.WithTimeout(ctx, ingestTimeout)
+	defer cancel()
+	var reply streams.IngestReply
+	m, err := up.RequestMsgWithContext(ctx, req)
+	if err != nil {
+		return reply, err
+	}
+	if err := json.Unmarshal(m.Data, &reply); err != nil {
+		return reply, fmt.Errorf("ingest answer: %w", err)
+	}
+	return reply, nil
+}
+
+// records turns fetched messages into records, up to MaxIngestBatch bytes;
+// messages beyond that are returned to the stream (Nak) for the next batch.
+// A message too large for any batch is dropped here: it could never pass.
+func (l *Leaf) records(msgs []jetstream.Msg, name, idPrefix string, log *slog.Logger) ([]streams.Record, []jetstream.Msg) {
+	var (
+		recs []streams.Record
+		keep []jetstream.Msg
+		size int
+	)
+	for i, m := range msgs {
+		md, err := m.Metadata()
+		if err != nil {
+			m.Nak()
+			continue
+		}
+		r := streams.Record{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data()}
+		if h := m.Headers(); h != nil {
+			r.ID = h.Get(jetstream.MsgIDHeader)
+			r.Op = h.Get("KV-Operation")
+		}
+		if r.ID == "" && name != streams.StatusStream {
+			r.ID = fmt.Sprintf("%s%d", idPrefix, r.Seq)
+		}
+		n := streams.RecordSize(r)
+		if n > maxRecord {
+			log.Warn("message too large for the uplink; dropped at the site", "subject", r.Subject, "bytes", len(r.Data))
+			m.Term()
+			continue
+		}
+		if size+n > streams.MaxIngestBatch && len(recs) > 0 {
+			for _, rest := range msgs[i:] {
+				rest.Nak()
+			}
+			break
+		}
+		size += n
+		recs, keep = append(recs, r), append(keep, m)
+	}
+	return recs, keep
+}
+
+// fetch returns what waits on the consumer at once, or waits up to wait
+// for the first message and then takes what else is there.
+func fetch(ctx context.Context, cons jetstream.Consumer, wait time.Duration) ([]jetstream.Msg, error) {
+	msgs, err := collect(cons.FetchNoWait(fetchBatch))
+	if err != nil || len(msgs) > 0 {
+		return msgs, err
+	}
+	msgs, err = collect(cons.Fetch(1, jetstream.FetchMaxWait(wait)))
+	if err != nil || len(msgs) == 0 || ctx.Err() != nil {
+		return msgs, err
+	}
+	more, err := collect(cons.FetchNoWait(fetchBatch - 1))
+	return append(msgs, more...), err
+}
+
+func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
+	if err != nil {
+		return nil, err
+	}
+	var out []jetstream.Msg
+	for m := range b.Messages() {
+		out = append(out, m)
+	}
+	if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
+		return out, err
+	}
+	return out, nil
+}
+
+// uplinkConsumer binds the site stream's durable uplink consumer and
+// returns it with the id prefix of its stream's messages that carry no id
+// of their own (site, stream, and the stream's creation time, so a stream
+// made again after its store was lost does not reuse ids).
+func (l *Leaf) uplinkConsumer(ctx context.Context, name string) (jetstream.Consumer, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := l.js.Stream(ctx, name)
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := s.Consumer(ctx, streams.UplinkConsumer(name))
+	if err != nil {
+		return nil, "", err
+	}
+	return c, fmt.Sprintf("%s:%s:%d:", l.cfg.Site, name, s.CachedInfo().Created.UnixNano()), nil
+}
+
+// ensureUplinkConsumer makes the durable consumer a forwarder reads. A
+// leaf from before the ingest has a push consumer of the same name that
+// delivered to the hub's sources: it is replaced by a pull consumer that
+// starts where the old one's acknowledgements ended, so nothing is sent
+// twice or skipped.
+func ensureUplinkConsumer(ctx context.Context, js jetstream.JetStream, site, name string) error {
+	want := streams.UplinkConsumerConfig(site, name)
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return err
+	}
+	if _, err := s.Consumer(ctx, want.Durable); err == nil {
+		return nil
+	}
+	if c, err := s.PushConsumer(ctx, want.Durable); err == nil {
+		info := c.CachedInfo()
+		if floor := info.AckFloor.Stream; floor > 0 {
+			want.DeliverPolicy, want.OptStartSeq = jetstream.DeliverByStartSequencePolicy, floor+1
+		}
+		if err := s.DeleteConsumer(ctx, want.Durable); err != nil {
+			return fmt.Errorf("replacing the push uplink consumer: %w", err)
+		}
+	}
+	_, err = s.CreateOrUpdateConsumer(ctx, want)
+	return err
+}
