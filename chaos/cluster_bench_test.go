@@ -23,11 +23,12 @@ func BenchmarkClusterFailover(b *testing.B) {
 	f, s, ctx := benchSite(b, 3, "fo")
 	// One client per member, so a put goes through a survivor and does not
 	// wait for the benchmark's own client to fail over.
-	members := make([]jetstream.JetStream, len(f.hubs))
+	members := make([]jetstream.KeyValue, len(f.hubs))
 	for i, h := range f.hubs {
 		js, err := jetstream.NewWithDomain(Conn(b, h.ClientURL, h.ConnOptions()...), streams.HubDomain)
 		check.NoError(b, err)
-		members[i] = js
+		members[i], err = js.KeyValue(ctx, streams.BlueprintsBucket)
+		check.NoError(b, err)
 	}
 	site := f.siteJS(s)
 	report(b, "idleCpu%", clusterIdleCPU(b, f.hubs, 20*time.Second))
@@ -38,7 +39,8 @@ func BenchmarkClusterFailover(b *testing.B) {
 		leaders := groupLeaders(ctx, f.js, s.ID)
 		f.hubs[victim].Kill()
 		start := time.Now()
-		f.putVia(ctx, members[survivor], s, gen, 1)
+		rev, err := PutKV(ctx, members[survivor], s.Key(), Blueprint(gen, 1), f.signer(), 500*time.Millisecond)
+		f.remember(s, gen, 1, rev, err)
 		put := time.Since(start)
 		mirrored, applied := waitApplied(b, ctx, site, s, gen, f.want[s.Key()].rev, start, time.Minute)
 		took = append(took, ms(applied))

@@ -89,13 +89,13 @@ func (f *fleet) addSite(spec SiteSpec) *Site {
 // the level every check expects.
 func (f *fleet) put(ctx context.Context, s *Site, gen, n int) uint64 {
 	f.t.Helper()
-	return f.putVia(ctx, f.js, s, gen, n)
+	rev, err := Put(ctx, f.js, s.Key(), Blueprint(gen, n), f.signer())
+	return f.remember(s, gen, n, rev, err)
 }
 
-// putVia is put through js, e.g. a client of one cluster member.
-func (f *fleet) putVia(ctx context.Context, js jetstream.JetStream, s *Site, gen, n int) uint64 {
+// remember records a put's outcome as the level every check expects.
+func (f *fleet) remember(s *Site, gen, n int, rev uint64, err error) uint64 {
 	f.t.Helper()
-	rev, err := Put(ctx, js, s.Key(), Blueprint(gen, n), f.signer())
 	check.NoError(f.t, err)
 	f.mu.Lock()
 	f.want[s.Key()] = want{gen: gen, files: n, rev: rev}
