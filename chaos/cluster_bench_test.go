@@ -19,7 +19,7 @@ import (
 // member is restarted (and the cluster let settle) between samples, so each
 // sample starts from a whole cluster with the site linked to some member.
 func BenchmarkClusterFailover(b *testing.B) {
-	const samples = 6
+	const samples = 8
 	f, s, ctx := benchSite(b, 3, "fo")
 	// One client per member, so a put goes through a survivor and does not
 	// wait for the benchmark's own client to fail over.
