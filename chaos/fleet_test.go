@@ -90,6 +90,12 @@ func (f *fleet) addSite(spec SiteSpec) *Site {
 func (f *fleet) put(ctx context.Context, s *Site, gen, n int) uint64 {
 	f.t.Helper()
 	rev, err := Put(ctx, f.js, s.Key(), Blueprint(gen, n), f.signer())
+	return f.remember(s, gen, n, rev, err)
+}
+
+// remember records a put's outcome as the level every check expects.
+func (f *fleet) remember(s *Site, gen, n int, rev uint64, err error) uint64 {
+	f.t.Helper()
 	check.NoError(f.t, err)
 	f.mu.Lock()
 	f.want[s.Key()] = want{gen: gen, files: n, rev: rev}

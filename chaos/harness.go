@@ -745,6 +745,23 @@ type Signer func(key string, blueprint []byte) ([]byte, error)
 // attempt is signed afresh: should a lost reply hide a stored attempt, the
 // next one still carries a higher sequence.
 func Put(ctx context.Context, js jetstream.JetStream, key string, data []byte, sign Signer) (uint64, error) {
+	// Short attempts: a request sent while the client reconnects, or
+	// before a new stream leader is elected, may never be answered.
+	return putAttempts(ctx, 3*time.Second, key, data, sign, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return js.KeyValue(ctx, streams.BlueprintsBucket)
+	})
+}
+
+// PutKV is Put through a bucket handle already bound, with attempts of
+// at most attempt: no stream info is asked for, which, in a cluster whose
+// blueprints stream leader just died, goes unanswered until a new leader
+// is elected, where a put is refused at once and tried again.
+func PutKV(ctx context.Context, kv jetstream.KeyValue, key string, data []byte, sign Signer, attempt time.Duration) (uint64, error) {
+	return putAttempts(ctx, attempt, key, data, sign, func(context.Context) (jetstream.KeyValue, error) { return kv, nil })
+}
+
+func putAttempts(ctx context.Context, attempt time.Duration, key string, data []byte, sign Signer,
+	bucket func(context.Context) (jetstream.KeyValue, error)) (uint64, error) {
 	var last error
 	for ctx.Err() == nil {
 		value := data
@@ -754,10 +771,8 @@ func Put(ctx context.Context, js jetstream.JetStream, key string, data []byte, s
 				return 0, err
 			}
 		}
-		// Short attempts: a request sent while the client reconnects, or
-		// before a new stream leader is elected, may never be answered.
-		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		kv, err := js.KeyValue(actx, streams.BlueprintsBucket)
+		actx, cancel := context.WithTimeout(ctx, attempt)
+		kv, err := bucket(actx)
 		if err == nil {
 			var rev uint64
 			if rev, err = kv.Put(actx, key, value); err == nil {
