@@ -33,8 +33,8 @@ type PublisherConfig struct {
 	// MaxKept bounds health changes and events waiting (default 100,000);
 	// they are never dropped for metrics, only beyond this bound.
 	MaxKept int
-	// Batch is how many publishes are in flight at once (default 4096;
-	// 1024 measured at about half the raw async rate, 4096 at 0.85-0.93).
+	// Batch is how many publishes may wait for their ack at once: the
+	// window, refilled a quarter at a time (default 4096).
 	Batch int
 	// BootID distinguishes this process's ids from an earlier run's
 	// (default: random).
@@ -260,7 +260,7 @@ func (p *Publisher) Publish(m streams.Metric) {
 // Stats are the publisher's counters.
 type Stats struct {
 	Published uint64 // acked by the site
-	Dropped   uint64 // dropped from a full queue
+	Dropped   uint64 // dropped from a full queue, or never sendable (not JSON, too large)
 	Retries   uint64 // publishes sent again after a failure
 	Pending   int    // queued or in flight
 }
@@ -545,11 +545,33 @@ func (p *Publisher) send(from uint64, n int, epoch uint64) bool {
 		} else if _, err = p.js.PublishMsgAsync(msg, jetstream.WithStallWait(5*time.Second)); err == nil {
 			continue
 		}
+		if errors.Is(err, nats.ErrMaxPayload) {
+			// It never fits: retrying it would stop everything behind it.
+			p.log.Error("telemetry message larger than the leaf takes; dropped", "subject", msg.Subject, "bytes", len(msg.Data), "err", err)
+			p.drop(msg)
+			continue
+		}
 		// Not sent (no handler will run for these): they fail here.
 		p.unsent(msgs[i:], err)
 		return false
 	}
 	return true
+}
+
+// drop gives up a registered message that can never be sent.
+func (p *Publisher) drop(msg *nats.Msg) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := p.byMsg[msg]
+	delete(p.byMsg, msg)
+	p.flight[n-p.base].state = gone
+	p.done++
+	p.unresolved--
+	p.dropped.Add(1)
+	p.settled()
+	if p.unresolved == 0 {
+		p.signal()
+	}
 }
 
 // unsent fails messages that were registered but not published.
