@@ -496,23 +496,46 @@ func (p *Publisher) signal() {
 	}
 }
 
+// sendChunk is how many messages send encodes and registers at a time: the
+// first of a burst goes out without waiting for the whole window to be
+// encoded.
+const sendChunk = 128
+
 // send publishes flight entries from..from+n asynchronously; the handlers
 // resolve them. It reports false when it stopped early. A stalled async
 // queue waits (WithStallWait) instead of failing, the pitfall FIELD-NOTES
 // records.
 func (p *Publisher) send(from uint64, n int, epoch uint64) bool {
+	msgs := make([]*nats.Msg, 0, min(n, sendChunk))
+	for sent := 0; sent < n; {
+		k := min(sendChunk, n-sent)
+		if !p.sendSome(from+uint64(sent), k, epoch, msgs[:0]) {
+			// What was not even registered fails as well.
+			p.mu.Lock()
+			for i := from + uint64(sent+k); i < from+uint64(n); i++ {
+				p.flight[i-p.base].state = failed
+			}
+			p.mu.Unlock()
+			return false
+		}
+		sent += k
+	}
+	return true
+}
+
+// sendSome is send for at most sendChunk entries (msgs is scratch space).
+func (p *Publisher) sendSome(from uint64, n int, epoch uint64, msgs []*nats.Msg) bool {
 	// Only Run changes p.flight itself, so reading entries' messages
 	// without mu is safe; their state is the handlers'.
-	batch := p.flight[from-p.base : from-p.base+uint64(n)]
-	msgs := make([]*nats.Msg, n)
-	for i := range batch {
-		m := &batch[i].m
+	for i := range n {
+		m := &p.flight[from-p.base+uint64(i)].m
 		data, err := json.Marshal(m)
 		if err != nil { // a NaN value, say; never retry it
 			p.log.Error("telemetry message not encodable", "name", m.Name, "err", err)
+			msgs = append(msgs, nil)
 			continue
 		}
-		msgs[i] = &nats.Msg{Subject: p.subject(m), Data: data, Header: nats.Header{nats.MsgIdHdr: []string{m.ID}}}
+		msgs = append(msgs, &nats.Msg{Subject: p.subject(m), Data: data, Header: nats.Header{nats.MsgIdHdr: []string{m.ID}}})
 	}
 	// Registered before publishing: an ack may come back before
 	// PublishMsgAsync returns.
