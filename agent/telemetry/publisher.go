@@ -105,7 +105,7 @@ const (
 	sent   uint8 = iota // or about to be
 	acked               // stored by the stream
 	failed              // not stored (as far as we know): goes back
-	gone                // not encodable: dropped
+	gone                // never sendable (not JSON, too large): dropped
 )
 
 type subjectKey struct {
