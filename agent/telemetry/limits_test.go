@@ -3,6 +3,7 @@ package telemetry_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,4 +81,30 @@ func TestBufferLimits(t *testing.T) {
 	s.proxy.Set(chaos.Up)
 	s.waitHub(streams.EventsStream, uint64(kept))
 	s.waitHub(streams.TelemetryStream, uint64(len(got)))
+}
+
+// TestOversizedMessageDropped: an event larger than the leaf takes (its
+// max payload, 1 MiB) can never be sent. It is dropped and counted, and
+// does not hold back what was published after it.
+func TestOversizedMessageDropped(t *testing.T) {
+	s := newSite(t, streams.DefaultSiteLimits)
+	p := s.publisher("n1")
+	p.Publish(streams.Metric{Name: "test.seq", Value: 1, Layer: "host"})
+	p.Publish(streams.Metric{Name: "remediation.acted", Layer: "remediation", Kind: streams.KindEvent, Text: strings.Repeat("x", 2<<20)})
+	p.Publish(streams.Metric{Name: "remediation.acted", Value: 3, Layer: "remediation", Kind: streams.KindEvent})
+	publishN(p, 4, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	check.NoError(t, p.Flush(ctx))
+	check.Equal(t, p.Stats().Dropped, uint64(1))
+
+	site, err := jetstream.NewWithDomain(s.siteConn(), "s1")
+	check.NoError(t, err)
+	var values []float64
+	for _, stream := range []string{streams.EventsStream, streams.TelemetryStream} {
+		for _, m := range readAll(t, site, stream) {
+			values = append(values, m.Value)
+		}
+	}
+	check.Equal(t, fmt.Sprint(values), "[3 1 4 5]")
 }
