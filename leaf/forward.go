@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -87,21 +88,26 @@ func (l *Leaf) forward(ctx context.Context, up *nats.Conn, name string, log *slo
 			}
 			continue
 		}
-		recs, msgs := l.records(msgs, name, idPrefix, log)
-		reply, err := l.ingest(ctx, up, subject, name, recs)
+		b := l.batch(msgs, name, idPrefix, log)
+		reply, err := l.ingest(ctx, up, subject, name, b.recs)
 		if err == nil && reply.Error != "" && reply.Stored == 0 {
 			err = errors.New(reply.Error)
 		}
-		stored := min(reply.Stored, len(msgs))
-		if stored > 0 {
+		taken := b.taken(reply.Stored)
+		if taken > 0 {
 			// The consumer acknowledges all up to this one.
-			if err := msgs[stored-1].DoubleAck(ctx); err != nil {
+			if err := msgs[taken-1].DoubleAck(ctx); err != nil {
 				log.Debug("acknowledging at the site", "err", err)
 			}
 			lastSent = time.Now()
 		}
-		for _, m := range msgs[stored:] {
-			m.Nak() // sent again first, in order
+		if taken < len(msgs) {
+			// Deliver again from the first message the hub did not take,
+			// in order: a Nak would send those before newer ones too, but
+			// a message delivered before a crash stays pending until its
+			// ack wait, and acknowledging a later one would take it with
+			// it (the consumer acknowledges all below), unsent.
+			l.resetUplink(ctx, name, log)
 		}
 		switch {
 		case err != nil:
@@ -125,7 +131,7 @@ func (l *Leaf) forward(ctx context.Context, up *nats.Conn, name string, log *slo
 				return
 			}
 		case reply.Error != "":
-			log.Warn("hub stopped a batch part way", "stored", stored, "err", reply.Error)
+			log.Warn("hub stopped a batch part way", "taken", taken, "err", reply.Error)
 		}
 		if failing || held && reply.RetryAfter == 0 {
 			log.Info("uplink flowing again")
@@ -155,20 +161,33 @@ func (l *Leaf) ingest(ctx context.Context, up *nats.Conn, subject, name string, 
 	return reply, nil
 }
 
-// records turns fetched messages into records, up to MaxIngestBatch bytes;
-// messages beyond that are returned to the stream (Nak) for the next batch.
-// A message too large for any batch is dropped here: it could never pass.
-func (l *Leaf) records(msgs []jetstream.Msg, name, idPrefix string, log *slog.Logger) ([]streams.Record, []jetstream.Msg) {
-	var (
-		recs []streams.Record
-		keep []jetstream.Msg
-		size int
-	)
+// outgoing is one batch: the records sent, and for each the index of its
+// message among those fetched.
+type outgoing struct {
+	recs  []streams.Record
+	index []int
+	cut   int // messages covered: records, and messages dropped before and between them
+}
+
+// taken is how many fetched messages the hub's answer of stored records
+// covers: every message up to the first record it did not take.
+func (b *outgoing) taken(stored int) int {
+	if stored >= len(b.recs) {
+		return b.cut
+	}
+	return b.index[max(stored, 0)]
+}
+
+// batch turns fetched messages into records, up to MaxIngestBatch bytes.
+// A message too large for any batch is dropped here with a warning: it
+// could never pass, and it must not hold up the rest.
+func (l *Leaf) batch(msgs []jetstream.Msg, name, idPrefix string, log *slog.Logger) *outgoing {
+	b := &outgoing{}
+	size := 0
 	for i, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
-			m.Nak()
-			continue
+			break // sent again after the reset
 		}
 		r := streams.Record{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data()}
 		if h := m.Headers(); h != nil {
@@ -176,24 +195,31 @@ func (l *Leaf) records(msgs []jetstream.Msg, name, idPrefix string, log *slog.Lo
 			r.Op = h.Get("KV-Operation")
 		}
 		if r.ID == "" && name != streams.StatusStream {
-			r.ID = fmt.Sprintf("%s%d", idPrefix, r.Seq)
+			r.ID = idPrefix + strconv.FormatUint(r.Seq, 10)
 		}
 		n := streams.RecordSize(r)
 		if n > maxRecord {
 			log.Warn("message too large for the uplink; dropped at the site", "subject", r.Subject, "bytes", len(r.Data))
-			m.Term()
+			b.cut = i + 1
 			continue
 		}
-		if size+n > streams.MaxIngestBatch && len(recs) > 0 {
-			for _, rest := range msgs[i:] {
-				rest.Nak()
-			}
+		if size+n > streams.MaxIngestBatch && len(b.recs) > 0 {
 			break
 		}
 		size += n
-		recs, keep = append(recs, r), append(keep, m)
+		b.recs, b.index = append(b.recs, r), append(b.index, i)
+		b.cut = i + 1
 	}
-	return recs, keep
+	return b
+}
+
+// resetUplink makes the uplink consumer deliver again from its ack floor.
+func (l *Leaf) resetUplink(ctx context.Context, name string, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := l.js.ResetConsumer(ctx, name, streams.UplinkConsumer(name)); err != nil && ctx.Err() == nil {
+		log.Warn("resetting the uplink consumer to its ack floor", "err", err)
+	}
 }
 
 // fetch returns what waits on the consumer at once, or waits up to wait
@@ -203,8 +229,17 @@ func fetch(ctx context.Context, cons jetstream.Consumer, wait time.Duration) ([]
 	if err != nil || len(msgs) > 0 {
 		return msgs, err
 	}
-	msgs, err = collect(cons.Fetch(1, jetstream.FetchMaxWait(wait)))
-	if err != nil || len(msgs) == 0 || ctx.Err() != nil {
+	// Bound by ctx too: a leaf shutting down must not wait out the fetch.
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	msgs, err = collect(cons.Fetch(1, jetstream.FetchContext(wctx)))
+	cancel()
+	if ctx.Err() != nil {
+		return msgs, ctx.Err()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = nil // nothing came within wait
+	}
+	if err != nil || len(msgs) == 0 {
 		return msgs, err
 	}
 	more, err := collect(cons.FetchNoWait(fetchBatch - 1))
@@ -239,6 +274,11 @@ func (l *Leaf) uplinkConsumer(ctx context.Context, name string) (jetstream.Consu
 	c, err := s.Consumer(ctx, streams.UplinkConsumer(name))
 	if err != nil {
 		return nil, "", err
+	}
+	// Whatever a previous run had fetched and not seen taken comes again
+	// first, in order.
+	if _, err := s.ResetConsumer(ctx, streams.UplinkConsumer(name)); err != nil {
+		return nil, "", fmt.Errorf("resetting to the ack floor: %w", err)
 	}
 	return c, fmt.Sprintf("%s:%s:%d:", l.cfg.Site, name, s.CachedInfo().Created.UnixNano()), nil
 }

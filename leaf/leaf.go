@@ -39,9 +39,9 @@ type Config struct {
 	Options func(*server.Options) error
 	// ClientOptions are used for the leaf's own in-process connection.
 	ClientOptions []nats.Option
-	// NoRegister leaves the hub's stream sources alone: under operator mode
-	// `alpha site add` registers the site and the leaf's credentials may
-	// not change hub streams.
+	// NoRegister leaves the hub's mirror consumers and quotas alone: under
+	// operator mode `alpha site add` registers the site and the leaf's
+	// credentials may not reach the hub's API.
 	NoRegister bool
 	// Compression of the uplink (nats-server's leafnode modes: "off", the
 	// default ""; "s2_auto" picks a level from the measured round trip;
@@ -74,7 +74,7 @@ type Leaf struct {
 	forwarders sync.WaitGroup
 
 	mu     sync.Mutex
-	synced bool // hub-side consumers and sources are in place for this connection
+	synced bool // hub-side mirror consumers are in place for this connection
 }
 
 // Start runs the leaf. Everything local (buckets, streams, consumers) is
@@ -221,8 +221,8 @@ func (l *Leaf) ClientURL() string { return l.Server.ClientURL() }
 // Connected reports whether the uplink to the hub is up.
 func (l *Leaf) Connected() bool { return l.Server.NumLeafNodes() > 0 }
 
-// Synced reports whether the hub side (consumers, sources) is in place for
-// the current uplink connection.
+// Synced reports whether the hub side (the mirror consumers) is in place
+// for the current uplink connection.
 func (l *Leaf) Synced() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -243,8 +243,8 @@ func (l *Leaf) Shutdown() {
 }
 
 // ensureLocal creates the site's buckets, streams, mirror streams and the
-// durable consumers the hub sources through. All of it is local: it works
-// with the uplink down, and is idempotent.
+// durable consumers the forwarders read. All of it is local: it works with
+// the uplink down, and is idempotent.
 func (l *Leaf) ensureLocal(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -338,15 +338,15 @@ func (l *Leaf) createMirror(ctx context.Context, st streams.Store) error {
 }
 
 // uplink keeps the hub side in place: each time the link comes up it makes
-// sure the mirror consumers exist at the hub and the hub's uplink streams
-// source from this site. Level-based: it checks, it does not remember.
+// sure the mirror consumers exist at the hub (without operator mode the
+// leaf registers itself). Level-based: it checks, it does not remember.
 func (l *Leaf) uplink(ctx context.Context, log *slog.Logger) {
 	defer close(l.done)
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	// Level-based: even while synced, check the hub side again now and then.
 	// Another site's registration racing ours, or a hub restored from an
-	// older state, can take our source away without us hearing of it.
+	// older state, can take our consumers away without us hearing of it.
 	recheck := time.Now().Add(throttle.Jitter(RecheckEvery, 20))
 	for {
 		connected := l.Connected()
@@ -395,8 +395,8 @@ func (l *Leaf) ensureHub(ctx context.Context) error {
 	defer cancel()
 	site := l.cfg.Site
 	if l.cfg.NoRegister {
-		// Under operator mode `alpha site add` made the consumers and the
-		// sources; the leaf's credentials cannot reach the hub's API at all
+		// Under operator mode `alpha site add` made the consumers; the
+		// leaf's credentials cannot reach the hub's API at all
 		// (an allowed request needs interest the hub only shares with
 		// users that may send to all of $JS.hub.API.CONSUMER.>).
 		return nil

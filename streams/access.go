@@ -48,7 +48,7 @@ func LinkSubject(site string) string { return "alpha.link." + site }
 // LinkInfo is the leaf's answer on LinkSubject.
 type LinkInfo struct {
 	// Connected says the leafnode link to the hub is up; Synced that the
-	// hub side (mirrors, sources) is in place for it.
+	// hub side (the mirror consumers) is in place for it.
 	Connected bool `json:"connected"`
 	Synced    bool `json:"synced"`
 	// Pending counts what waits at the site for the hub, per uplink stream.

@@ -87,8 +87,8 @@ func Mirrored() []Store {
 	return []Store{{Bucket: BlueprintsBucket}, {Bucket: CloudBucket}, {Bucket: ArtifactsBucket, Object: true}}
 }
 
-// UplinkConsumer is the durable consumer, on a site's stream, that the hub's
-// stream sources from (status or telemetry).
+// UplinkConsumer is the durable consumer, on a site's stream, that the
+// leaf's forwarder reads to send the stream to the hub's ingest.
 func UplinkConsumer(stream string) string { return "uplink-" + stream }
 
 // NodeStatus is what an agent writes to its key in the status bucket.

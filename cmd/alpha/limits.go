@@ -76,7 +76,7 @@ func addTenantLimitFlags(fs *flag.FlagSet) *accounts.TenantLimits {
 	l := accounts.DefaultTenantLimits
 	fs.Var(byteSize{&l.Storage}, "max-storage", "tenant's JetStream file storage at the hub (-1: unlimited)")
 	fs.Var(byteSize{&l.Memory}, "max-memory", "tenant's JetStream memory storage at the hub (-1: unlimited)")
-	fs.Int64Var(&l.Streams, "max-streams", l.Streams, "tenant's streams and buckets at the hub, 4 per site (a landing stream per uplink) (-1: unlimited)")
+	fs.Int64Var(&l.Streams, "max-streams", l.Streams, "tenant's streams and buckets at the hub (a site adds none) (-1: unlimited)")
 	fs.Int64Var(&l.Consumers, "max-consumers", l.Consumers, "tenant's consumers at the hub, 7 per site (3 mirrors, 4 uplinks) (-1: unlimited)")
 	return &l
 }

@@ -113,7 +113,16 @@ func BenchmarkFleetScale(b *testing.B) {
 		defer lf.Close()
 		hubLog = lf
 	}
-	f := scale.Start(b, scale.Options{Binary: binary(b), HubEnv: env, HubLog: hubLog})
+	var leafLog io.Writer
+	if path := os.Getenv("ALPHA_SCALE_LEAF_LOG"); path != "" {
+		lf, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer lf.Close()
+		leafLog = lf // os.File writes are safe from many goroutines
+	}
+	f := scale.Start(b, scale.Options{Binary: binary(b), HubEnv: env, HubLog: hubLog, LeafLog: leafLog})
 	pid, err := f.HubPID()
 	if err != nil {
 		b.Fatal(err)

@@ -48,8 +48,8 @@ type Options struct {
 	// the hub alone.
 	Binary string
 	HubEnv []string
-	// HubLog, if set, receives the hub's log.
-	HubLog io.Writer
+	// HubLog, if set, receives the hub's log; LeafLog every leaf's.
+	HubLog, LeafLog io.Writer
 }
 
 // Fleet is a running hub with its sites.
@@ -143,7 +143,7 @@ func (f *Fleet) AddSites(n int) {
 // startSite runs on a worker goroutine: a failure is reported with Errorf
 // and the site left nil, which WaitConnected then fails on.
 func (f *Fleet) startSite(id, bundle string, nodes []string) *Site {
-	l, stop := f.Hub.StartLeaf(bundle, prodtest.LeafOptions{Compression: f.opts.Compression})
+	l, stop := f.Hub.StartLeaf(bundle, prodtest.LeafOptions{Compression: f.opts.Compression, Log: f.opts.LeafLog})
 	s := &Site{ID: id, Bundle: bundle, Leaf: l, stop: stop}
 	for _, n := range nodes {
 		s.Nodes = append(s.Nodes, startNode(f.T, f.Hub, s, n, f.opts.Telemetry))
