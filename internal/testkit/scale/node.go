@@ -67,7 +67,9 @@ func (n *Node) AppliedAt(rev uint64) (time.Time, bool) {
 const maxHistory = 64
 
 func startNode(t testing.TB, hub *prodtest.Hub, s *Site, id string, telemetry time.Duration) *Node {
-	nc := hub.AgentConn(s.Leaf, s.Bundle, id)
+	// A thousand leaves starting beside a busy hub answer late: a first
+	// connect that times out is tried again, as an agent's would be.
+	nc := hub.AgentConn(s.Leaf, s.Bundle, id, nats.RetryOnFailedConnect(true))
 	js, err := jetstream.NewWithDomain(nc, s.ID)
 	check.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
