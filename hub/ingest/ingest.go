@@ -28,8 +28,11 @@ import (
 )
 
 // Workers handle batches of different sites at once; a site sends its
-// next batch only after the answer to the last, so its order holds.
-const Workers = 4
+// next batch only after the answer to the last, so its order holds. A
+// worker spends most of a batch waiting for the hub stream's acks, so
+// there are many: with 4, a fan-out to 1,000 sites took 3.8 s (p50) for
+// the sites' status to reach the hub while the machine was busy.
+const Workers = 32
 
 // Service is a running ingest in one tenant's account.
 type Service struct {
