@@ -18,6 +18,16 @@ import (
 	"github.com/alpha-edge/alpha/streams"
 )
 
+// hubConn starts a hub (its ingest serves the open account) and connects.
+func hubConn(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := stack.Hub(t).Connect()
+	check.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	return nc, js
+}
+
 // send is one forwarder request: records of stream as site.
 func send(t *testing.T, nc *nats.Conn, site, stream string, recs ...streams.Record) streams.IngestReply {
 	t.Helper()
@@ -46,11 +56,7 @@ func metrics(site string, from, n, size int) []streams.Record {
 // rest is stored; the next window takes it. Another site is not held.
 func TestQuotaHoldsTheRestUntilTheWindowEnds(t *testing.T) {
 	ctx := context.Background()
-	h := stack.Hub(t)
-	nc, err := h.Connect()
-	check.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	nc, js := hubConn(t)
 	q := streams.DefaultSiteQuota
 	q.TelemetryBytes, q.Window = 3000, 2*time.Second
 	check.NoError(t, leaf.RegisterSites(ctx, js, []string{"a"}, &q))
@@ -98,11 +104,7 @@ func TestQuotaHoldsTheRestUntilTheWindowEnds(t *testing.T) {
 // keys keep updating; an operation other than a status delete is dropped.
 func TestStatusKeyQuotaAndOperations(t *testing.T) {
 	ctx := context.Background()
-	h := stack.Hub(t)
-	nc, err := h.Connect()
-	check.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	nc, js := hubConn(t)
 	q := streams.DefaultSiteQuota
 	q.StatusKeys, q.TelemetryBytes = 2, 1
 	check.NoError(t, leaf.RegisterSites(ctx, js, []string{"a"}, &q))
@@ -147,11 +149,7 @@ func TestStatusKeyQuotaAndOperations(t *testing.T) {
 // registered site never heard from is there as never.
 func TestLinksFromTheIngest(t *testing.T) {
 	ctx := context.Background()
-	h := stack.Hub(t)
-	nc, err := h.Connect()
-	check.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	nc, js := hubConn(t)
 	check.NoError(t, leaf.RegisterSites(ctx, js, []string{"quiet", "talks"}, nil))
 	send(t, nc, "talks", streams.StatusStream) // a heartbeat
 	links, err := sites.Links(ctx, js)
