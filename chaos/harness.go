@@ -868,8 +868,13 @@ type Count struct {
 // telemetry, on other subjects, is not counted.
 func CountTelemetry(ctx context.Context, js jetstream.JetStream, site string) (Count, error) {
 	var c Count
+	// FetchNoWait takes no context, and an ordered consumer that must be
+	// made again (a hub cluster member just died) retries for ever unless
+	// bounded: TestClusterMemberKilled hung 10 min in it once. Bounded, the
+	// count fails and the caller's polling asks again.
 	cons, err := js.OrderedConsumer(ctx, streams.TelemetryStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{TelemetrySubject(site, "*")}, DeliverPolicy: jetstream.DeliverAllPolicy})
+		FilterSubjects: []string{TelemetrySubject(site, "*")}, DeliverPolicy: jetstream.DeliverAllPolicy,
+		MaxResetAttempts: 5})
 	if err != nil {
 		return c, err
 	}

@@ -58,7 +58,7 @@ func numbered(t testing.TB, js jetstream.JetStream, stream, filter, prefix strin
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, MaxResetAttempts: 5})
 	if err != nil {
 		return nil, err
 	}
@@ -289,7 +289,7 @@ func TestLogsThroughCutLink(t *testing.T) {
 func metrics(js jetstream.JetStream, stream, filter string) ([]streams.Metric, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, MaxResetAttempts: 5})
 	if err != nil {
 		return nil, err
 	}
