@@ -456,12 +456,17 @@ func TestAirGappedSiteBothWays(t *testing.T) {
 	// revisions: the node applies the same revision 2, numbered as the hub
 	// numbers it, and no key went back.
 	check.For(t, 30*time.Second, 100*time.Millisecond, func() error {
-		st, err := sjs.Stream(ctx, "KV_blueprints")
-		if err != nil {
-			return err
-		}
-		if st.CachedInfo().Config.Mirror == nil {
-			return errors.New("KV_blueprints is not a mirror yet")
+		// Every store, not only the blueprints: the leaf converts them one
+		// after the other, and a store between its delete and its mirror's
+		// creation is not there (seen once under load).
+		for _, name := range []string{"KV_blueprints", "KV_cloud", "OBJ_artifacts"} {
+			st, err := sjs.Stream(ctx, name)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			if st.CachedInfo().Config.Mirror == nil {
+				return fmt.Errorf("%s is not a mirror yet", name)
+			}
 		}
 		if got := a.Status(); got.AppliedRevision != hubRev2 || got.Phase != "Converged" {
 			return fmt.Errorf("node %s at %d, want the hub's revision %d", got.Phase, got.AppliedRevision, hubRev2)
