@@ -157,6 +157,24 @@ func msgContents(t *testing.T, js jetstream.JetStream, stream, filter string) (m
 	return ids, data
 }
 
+// hubContents is msgContents of site's telemetry matching filter at the
+// hub, keyed by the site's own ids: the hub stores each under
+// streams.HubMsgID, and an id that is not scoped so fails the test.
+func hubContents(t *testing.T, js jetstream.JetStream, site, filter string) (map[string]int, map[string]string) {
+	t.Helper()
+	ids, data := msgContents(t, js, streams.TelemetryStream, filter)
+	out, outData := map[string]int{}, map[string]string{}
+	for id, n := range ids {
+		own, _ := strings.CutPrefix(id, site+"/")
+		if streams.HubMsgID(site, own) != id {
+			t.Fatalf("hub stores a message of %s under id %q, not scoped by the site", site, id)
+		}
+		out[own] += n
+		outData[own] = data[id]
+	}
+	return out, outData
+}
+
 // publish sends n telemetry messages at the site as an agent does: with
 // a stable Nats-Msg-Id.
 func publish(t *testing.T, js jetstream.JetStream, tag string, n int) {
@@ -170,14 +188,15 @@ func publish(t *testing.T, js jetstream.JetStream, tag string, n int) {
 	}
 }
 
-// sameIDs waits until the hub holds every telemetry message the site holds,
-// each exactly once, and nothing of s1's the site does not hold.
-func sameIDs(t *testing.T, sjs, hjs jetstream.JetStream) int {
+// sameIDs waits until the hub holds every telemetry message of s1 matching
+// filter the site holds, each exactly once, and nothing the site does not
+// hold.
+func sameIDs(t *testing.T, sjs, hjs jetstream.JetStream, filter string) int {
 	t.Helper()
 	var n int
 	check.For(t, 30*time.Second, 250*time.Millisecond, func() error {
-		site, sdata := msgContents(t, sjs, streams.TelemetryStream, streams.TelemetrySubjects("s1"))
-		hub, hdata := msgContents(t, hjs, streams.TelemetryStream, streams.TelemetrySubjects("s1"))
+		site, sdata := msgContents(t, sjs, streams.TelemetryStream, filter)
+		hub, hdata := hubContents(t, hjs, "s1", filter)
 		lost, extra := 0, 0
 		for id := range site {
 			if hub[id] == 0 {
@@ -393,7 +412,7 @@ func TestAirGappedSiteBothWays(t *testing.T) {
 	}
 	// Every message the export covered is at the hub once.
 	check.For(t, 30*time.Second, 250*time.Millisecond, func() error {
-		hub, hdata := msgContents(t, s.hjs, streams.TelemetryStream, streams.TelemetrySubjects("s1"))
+		hub, hdata := hubContents(t, s.hjs, "s1", streams.TelemetrySubjects("s1"))
 		if uint64(len(hub)) < exported {
 			return fmt.Errorf("hub holds %d of the %d exported", len(hub), exported)
 		}
@@ -449,7 +468,7 @@ func TestAirGappedSiteBothWays(t *testing.T) {
 	l2, _ := p.StartLeaf(s.bundle, prodtest.LeafOptions{Store: store, Listen: listen})
 	sjs = p.LeafJetStream(l2)
 	publish(t, sjs, "live", 200)
-	n := sameIDs(t, sjs, s.hjs)
+	n := sameIDs(t, sjs, s.hjs, streams.TelemetrySubjects("s1"))
 	t.Logf("site and hub hold the same %d telemetry messages (0 lost, 0 duplicated)", n)
 
 	// The bundle-filled blueprints became the hub's mirror, at the hub's

@@ -233,8 +233,9 @@ type UplinkImported struct {
 //
 // Messages land in a per-site stream BUNDLE_<stream>_<site> that the hub
 // stream sources, filtered to the site's own subjects as the live uplink's
-// landing stream is; they keep their Nats-Msg-Id, so the hub stream's
-// duplicate window drops a message that also came live, and the hub
+// landing stream is; they keep their Nats-Msg-Id, scoped by the site as
+// the ingest scopes it (streams.HubMsgID), so the hub stream's duplicate
+// window drops a message that also came live, and the hub
 // records the site sequences each import stored (marker bucket), so a
 // second import of the same file, at any later time, stores nothing.
 // A status value older than the one the hub holds for its key is skipped.
@@ -312,6 +313,12 @@ func importUplinkStream(ctx context.Context, hub jetstream.JetStream, marker jet
 		msg.Header = nats.Header(l.Header)
 		if msg.Header == nil {
 			msg.Header = nats.Header{}
+		}
+		// The id as the ingest stores it (streams.HubMsgID), so the hub
+		// stream that sources this one drops a message that also came
+		// live, and only that: site is the bundle's verified signer.
+		if id := msg.Header.Get(jetstream.MsgIDHeader); id != "" {
+			msg.Header.Set(jetstream.MsgIDHeader, streams.HubMsgID(site, id))
 		}
 		msg.Header.Set(SiteSeqHeader, strconv.FormatUint(l.Seq, 10))
 		ack, err := hub.PublishMsgAsync(msg, jetstream.WithStallWait(30*time.Second))

@@ -62,6 +62,23 @@ const LinksSubject = "alpha.hub.links"
 // SiteQuota); a site without a key has DefaultSiteQuota.
 const QuotasBucket = "quotas"
 
+// HubMsgID is the Nats-Msg-Id a site's message is stored under at the hub:
+// the site's own id scoped by the site. The hub streams deduplicate on the
+// id across every site of the tenant, and ids are not secret (node, boot
+// id, sequence), so stored as sent one site could make the hub drop
+// another's message by sending its id first, and two honest sites whose ids
+// collide would lose data. site is what the hub knows (the ingest's request
+// subject, an uplink bundle's verified signer), never what the message
+// says. The ingest and the uplink bundle import both use it, so a message
+// that reaches the hub both ways is still stored once. An empty id stays
+// empty: no deduplication.
+func HubMsgID(site, id string) string {
+	if id == "" {
+		return ""
+	}
+	return site + "/" + id
+}
+
 // Record is one site stream message in an ingest batch.
 type Record struct {
 	Seq     uint64 // in the site stream

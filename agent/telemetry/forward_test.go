@@ -165,8 +165,9 @@ func readAll(t testing.TB, js jetstream.JetStream, stream string) []streams.Metr
 			n++
 			var x streams.Metric
 			check.NoError(t, json.Unmarshal(m.Data(), &x))
-			if h := m.Headers().Get(nats.MsgIdHdr); h != x.ID {
-				t.Fatalf("message id header %q, body id %q", h, x.ID)
+			// At the hub the id is scoped by the site (streams.HubMsgID).
+			if h := m.Headers().Get(nats.MsgIdHdr); h != x.ID && h != streams.HubMsgID(x.Site, x.ID) {
+				t.Fatalf("message id header %q, body id %q of site %s", h, x.ID, x.Site)
 			}
 			out = append(out, x)
 		}

@@ -195,7 +195,9 @@ func (s *Service) ingest(ctx context.Context, siteID, stream string, data []byte
 		msg.Data = r.Data
 		msg.Header.Set(jetstream.ExpectedStreamHeader, stream)
 		if r.ID != "" {
-			msg.Header.Set(jetstream.MsgIDHeader, r.ID)
+			// Scoped by the site of the request subject: a site cannot
+			// pre-empt another's ids (streams.HubMsgID).
+			msg.Header.Set(jetstream.MsgIDHeader, streams.HubMsgID(siteID, r.ID))
 		}
 		if r.Op != "" {
 			msg.Header.Set("KV-Operation", r.Op)
