@@ -3,6 +3,7 @@
 package hub
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,11 @@ import (
 	"github.com/alpha-edge/alpha/streams"
 )
 
+// leafHandshakeTimeout bounds a leaf's TLS handshake and CONNECT at the
+// hub (nats-server's default is 2 s each); leaf.Config uses the same bound
+// on its side.
+const leafHandshakeTimeout = 10 * time.Second
+
 // Config is what a hub needs.
 type Config struct {
 	StoreDir   string
@@ -38,6 +44,11 @@ type Config struct {
 	Replicas int
 	// Limits of the uplink streams, applied at every start (zero: defaults).
 	Limits streams.HubLimits
+	// PingInterval is how often the hub checks each connection (sites'
+	// uplinks, clients) is alive; three unanswered checks close it (0:
+	// 2 s, so a dead site is seen unlinked in seconds, not nats-server's
+	// minutes). Sites on links that stall want a longer one.
+	PingInterval time.Duration
 }
 
 // Hub is a running hub.
@@ -62,6 +73,9 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.PingInterval < 0 {
+		return nil, fmt.Errorf("hub: --ping %v: want a positive interval", cfg.PingInterval)
+	}
 	if cfg.StoreDir == "" {
 		return nil, errors.New("hub: --store is required")
 	}
@@ -81,9 +95,8 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		JetStreamDomain: streams.HubDomain,
 		StoreDir:        cfg.StoreDir,
 		NoSigs:          true,
-		// Dead sites are noticed in seconds, not the default minutes.
-		PingInterval: 2 * time.Second,
-		MaxPingsOut:  3,
+		PingInterval:    cmp.Or(cfg.PingInterval, 2*time.Second),
+		MaxPingsOut:     3,
 		// Each site has a mirror consumer on every hub bucket it mirrors.
 		// nats-server caps a stream at 1,000 consumers unless the stream
 		// or the account sets a limit, and a tenant without a consumer
@@ -115,6 +128,16 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 			// each uplink cached up to 1,024 permission checks of other
 			// sites' subjects (~250 KB of hub heap per site at 300 sites).
 			IsolateLeafnodeInterest: true,
+			// A fleet reconnecting at once (the hub restarted, a member
+			// lost) makes every leaf's TLS handshake and CONNECT wait on
+			// the same few cores. With the 2 s defaults a handshake that
+			// was nearly done was cut off and the leaf started over, so
+			// the work done for it was lost and the storm fed itself (at
+			// 1,000 sites: tens of thousands of closed connections a
+			// minute that did not settle). A slow handshake that
+			// completes is cheaper than a fast one repeated.
+			TLSTimeout:  leafHandshakeTimeout.Seconds(),
+			AuthTimeout: leafHandshakeTimeout.Seconds(),
 		},
 	}
 	if cfg.Options != nil {

@@ -5,6 +5,7 @@
 package leaf
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -54,6 +55,13 @@ type Config struct {
 	// where with off all connected in 22 s. A site on a cellular or
 	// satellite link turns it on.
 	Compression string
+	// PingInterval is how often the leaf checks its uplink is alive; two
+	// unanswered checks drop the link and it reconnects (0: 2 s, so a
+	// blackholed uplink is noticed in about 4 s instead of nats-server's
+	// 4 minutes, FIELD-NOTES). A link that stalls for longer than that
+	// without being dead (satellite, cellular) wants a longer one: each
+	// drop costs a TLS handshake and the mirrors' setup again.
+	PingInterval time.Duration
 	// Quota is the site's quota at the hub when the leaf registers itself
 	// (without operator mode; `alpha site add --quota-*` otherwise); nil
 	// keeps the hub's or the default.
@@ -97,6 +105,9 @@ func Start(ctx context.Context, cfg Config) (*Leaf, error) {
 	if cfg.Compression == "" {
 		cfg.Compression = server.CompressionOff
 	}
+	if cfg.PingInterval < 0 {
+		return nil, fmt.Errorf("leaf: --ping %v: want a positive interval", cfg.PingInterval)
+	}
 	host, port, err := natsutil.SplitAddr("--listen", cfg.Listen)
 	if err != nil {
 		return nil, err
@@ -116,7 +127,17 @@ func Start(ctx context.Context, cfg Config) (*Leaf, error) {
 	}
 	var remotes []*server.RemoteLeafOpts
 	if len(urls) > 0 {
-		remotes = []*server.RemoteLeafOpts{{URLs: urls, Compression: server.CompressionOpts{Mode: cfg.Compression}}}
+		remotes = []*server.RemoteLeafOpts{{URLs: urls, Compression: server.CompressionOpts{Mode: cfg.Compression},
+			// A hub taking a whole fleet back at once accepts and answers
+			// late. nats-server's defaults gave a connect 1 s for the TCP
+			// dial, 1 s from the dial to the hub's first INFO and 2 s for
+			// TLS: at 1,000 sites the hub's accept queue held connections
+			// whose leaf had already given up on them, so every accept was
+			// wasted and the storm fed itself. A slow connect that
+			// completes is cheaper than a fast one repeated; the dial
+			// still fails within 3 s (one SYN retransmission) on a dead
+			// link, and the hub allows the same (hub/hub.go).
+			DialTimeout: 3 * time.Second, FirstInfoTimeout: 10 * time.Second, TLSTimeout: 10}}
 	}
 	opts := &server.Options{
 		ServerName:      "leaf-" + cfg.Site,
@@ -126,10 +147,8 @@ func Start(ctx context.Context, cfg Config) (*Leaf, error) {
 		JetStreamDomain: cfg.Site,
 		StoreDir:        cfg.StoreDir,
 		NoSigs:          true,
-		// A blackholed uplink is noticed after about 2 x 2 s instead of the
-		// default 4 minutes (FIELD-NOTES).
-		PingInterval: 2 * time.Second,
-		MaxPingsOut:  2,
+		PingInterval:    cmp.Or(cfg.PingInterval, 2*time.Second),
+		MaxPingsOut:     2,
 		LeafNode: server.LeafNodeOpts{
 			ReconnectInterval: 500 * time.Millisecond,
 			Remotes:           remotes,

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/alpha-edge/alpha/agent"
 	"github.com/alpha-edge/alpha/bundle"
@@ -38,6 +39,7 @@ func runHub(ctx context.Context, args []string) error {
 	uf := addUIFlags(fs, "")
 	listen := fs.String("listen", "0.0.0.0:4222", "client listener HOST:PORT")
 	leafListen := fs.String("leaf-listen", "0.0.0.0:7422", "leafnode listener HOST:PORT")
+	ping := fs.Duration("ping", 2*time.Second, "how often the hub checks each site's link and client is alive; 3 unanswered close it (longer for sites on links that stall)")
 	sec := addSecureFlags(fs, roleHub)
 	clf := addClusterFlags(fs)
 	hl := addHubLimitFlags(fs)
@@ -48,7 +50,7 @@ func runHub(ctx context.Context, args []string) error {
 		return err
 	}
 	log := logger()
-	hc := hub.Config{StoreDir: *store, Listen: *listen, LeafListen: *leafListen, Log: log, Limits: *hl}
+	hc := hub.Config{StoreDir: *store, Listen: *listen, LeafListen: *leafListen, Log: log, Limits: *hl, PingInterval: *ping}
 	if err := clf.apply(&hc); err != nil {
 		return err
 	}
@@ -118,6 +120,7 @@ func clusterAddr(h *hub.Hub) string {
 
 type leafFlags struct {
 	site, hub, store, listen, compression, stickDirs *string
+	ping                                             *time.Duration
 	limits                                           *streams.SiteLimits
 }
 
@@ -135,6 +138,8 @@ func addLeafFlags(fs *flag.FlagSet) leafFlags {
 		listen: fs.String("listen", "127.0.0.1:4222", "client listener for agents, HOST:PORT"),
 		stickDirs: fs.String("stick-dir", strings.Join(bundle.DefaultDirs, ","),
 			"directories, comma-separated, the leaf imports bundles from and writes uplink bundles to (alpha bundle; where sticks are mounted)"),
+		ping: fs.Duration("ping", 2*time.Second,
+			"how often the leaf checks its uplink is alive; 2 unanswered drop it and it reconnects (longer for a satellite or cellular link that stalls)"),
 		compression: fs.String("uplink-compression", "off",
 			"uplink compression: off (no s2 buffers at the hub: 1-6 MB per site), s2_auto (level by round trip: for a cellular or satellite link), s2_fast, s2_better, s2_best"),
 	}
@@ -146,7 +151,7 @@ func (f leafFlags) config() leaf.Config {
 		hubs = []string{*f.hub}
 	}
 	return leaf.Config{Site: *f.site, HubURLs: hubs, StoreDir: *f.store, Listen: *f.listen, Compression: *f.compression,
-		Limits: *f.limits, Log: logger()}
+		PingInterval: *f.ping, Limits: *f.limits, Log: logger()}
 }
 
 func runLeaf(ctx context.Context, args []string) error {

@@ -137,7 +137,9 @@ func (f Files) Leaf(opts *server.Options) error {
 		r.TLS = true
 		r.TLSConfig = cc.Clone()
 		r.TLSConfig.Certificates = nil
-		r.TLSTimeout = 5
+		if r.TLSTimeout == 0 {
+			r.TLSTimeout = 5 // leaf.Start sets a longer one (a fleet's reconnect)
+		}
 	}
 	if f.Cert != "" || f.Key != "" {
 		sc, err := f.Server()

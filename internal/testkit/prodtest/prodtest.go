@@ -46,6 +46,8 @@ type Options struct {
 	// (ALPHA_PPROF, GOGC).
 	Binary string
 	Env    []string
+	// Args are more `alpha hub` flags for a Binary hub.
+	Args []string
 }
 
 // Hub is a running production hub and its operator directory and PKI.
@@ -92,6 +94,7 @@ func Start(t testing.TB, o Options) *Hub {
 	if o.Binary != "" {
 		args := []string{"hub", "--store", store, "--listen", "127.0.0.1:-1", "--leaf-listen", "127.0.0.1:-1",
 			"--operator-dir", op.Dir, "--tls-cert", pki.Cert, "--tls-key", pki.Key}
+		args = append(args, o.Args...)
 		p := &Hub{T: t, Dir: dir, Op: op, PKI: pki, Proc: startProc(t, o.Binary, o.Env, o.Log, args)}
 		return p
 	}
@@ -254,6 +257,9 @@ type LeafOptions struct {
 	// StickDirs are where the leaf's bundle service takes sticks from
 	// (default: the system's temp directory, where tests keep them).
 	StickDirs []string
+	// PingInterval is the leaf's uplink liveness check
+	// (leaf.Config.PingInterval; 0: its default).
+	PingInterval time.Duration
 }
 
 // StartLeaf runs a genuine site leaf from its bundle: its uplink
@@ -299,6 +305,7 @@ func (p *Hub) StartLeaf(bundle string, o LeafOptions) (*leaf.Leaf, func()) {
 			ClientOptions: setup.ClientOptions,
 			NoRegister:    true,
 			Compression:   o.Compression,
+			PingInterval:  o.PingInterval,
 		})
 		return err
 	})

@@ -50,6 +50,17 @@ type Options struct {
 	HubEnv []string
 	// HubLog, if set, receives the hub's log; LeafLog every leaf's.
 	HubLog, LeafLog io.Writer
+	// Ping is how often the hub and each leaf check a link is alive
+	// (`--ping` of `alpha hub` and `alpha site`); 0: 10 s, negative: their
+	// defaults (2 s). The harness's leaves share one process and the
+	// machine's cores: at 1,000 sites the hub used 17% of a core while
+	// links were dropped as stale by the hundreds, by the leaves (hub
+	// silent past 4 s) and by the hub (a leaf silent past 6 s, its writes
+	// to it blocked for 10 s), because the leaf process was starved; each
+	// drop a new TLS handshake and mirror setup that starved it further. A
+	// leaf on its own box is not starved by 999 others; a fleet on links
+	// that stall runs with the same setting.
+	Ping time.Duration
 }
 
 // Fleet is a running hub with its sites.
@@ -83,11 +94,18 @@ func Start(t testing.TB, o Options) *Fleet {
 	if o.Batch <= 0 {
 		o.Batch = 50
 	}
+	if o.Ping == 0 {
+		o.Ping = 10 * time.Second
+	}
+	var hubArgs []string
+	if o.Ping > 0 {
+		hubArgs = []string{"--ping", o.Ping.String()}
+	}
 	if o.Telemetry == 0 {
 		o.Telemetry = 15 * time.Second // agent/telemetry.DefaultInterval
 	}
 	if o.Hub == nil {
-		o.Hub = prodtest.Start(t, prodtest.Options{Tenants: []string{Tenant}, Binary: o.Binary, Env: o.HubEnv, Log: o.HubLog,
+		o.Hub = prodtest.Start(t, prodtest.Options{Tenants: []string{Tenant}, Binary: o.Binary, Env: o.HubEnv, Args: hubArgs, Log: o.HubLog,
 			// The default limits fit about 150 sites (DefaultTenantLimits);
 			// the hub's own store (75% of the free disk) still bounds them.
 			Limits: accounts.TenantLimits{Storage: -1, Memory: 64 << 20, Streams: -1, Consumers: -1}})
@@ -143,7 +161,8 @@ func (f *Fleet) AddSites(n int) {
 // startSite runs on a worker goroutine: a failure is reported with Errorf
 // and the site left nil, which WaitConnected then fails on.
 func (f *Fleet) startSite(id, bundle string, nodes []string) *Site {
-	l, stop := f.Hub.StartLeaf(bundle, prodtest.LeafOptions{Compression: f.opts.Compression, Log: f.opts.LeafLog})
+	l, stop := f.Hub.StartLeaf(bundle, prodtest.LeafOptions{Compression: f.opts.Compression, Log: f.opts.LeafLog,
+		PingInterval: max(f.opts.Ping, 0)})
 	s := &Site{ID: id, Bundle: bundle, Leaf: l, stop: stop}
 	for _, n := range nodes {
 		s.Nodes = append(s.Nodes, startNode(f.T, f.Hub, s, n, f.opts.Telemetry))
