@@ -3,6 +3,8 @@ package scale_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,7 +58,14 @@ func BenchmarkClusterScale(b *testing.B) {
 		ports[p] = i
 	}
 	hub := prodtest.Attach(b, dir, prod.Op, prod.TLS, strings.Join(clients, ","), strings.Join(leafs, ","))
-	f := scale.Start(b, scale.Options{Hub: hub})
+	var leafLog io.Writer
+	if path := os.Getenv("ALPHA_SCALE_LEAF_LOG"); path != "" {
+		lf, err := os.Create(path)
+		check.NoError(b, err)
+		defer lf.Close()
+		leafLog = lf // os.File writes are safe from many goroutines
+	}
+	f := scale.Start(b, scale.Options{Hub: hub, LeafLog: leafLog})
 	start := time.Now()
 	f.AddSites(n)
 	report(b, "start-s", []float64{time.Since(start).Seconds()})
@@ -92,7 +101,10 @@ func BenchmarkClusterScale(b *testing.B) {
 			moved = append(moved, s)
 		}
 	}
-	b.Logf("killing %s with %d of %d sites (%s)", hubs[victim].Name, len(moved), n, groupLeaders(ctx, js))
+	// Whose mirror consumer the victim leads: those wait for an election.
+	led := mirrorLeaders(b, ctx, js, f, hubs[victim].Name)
+	b.Logf("killing %s with %d of %d sites, leading %d sites' blueprints mirror consumers (%s)",
+		hubs[victim].Name, len(moved), n, len(led), groupLeaders(ctx, js))
 	w := watchLinks(f, ports)
 	hubs[victim].Kill()
 	killed := time.Now()
@@ -131,8 +143,13 @@ func BenchmarkClusterScale(b *testing.B) {
 	for i, s := range moved {
 		isMoved[s] = relinked[i]
 	}
-	var stayed, movers, afterLink []time.Duration
+	var stayed, movers, afterLink, leaderLost, leaderKept []time.Duration
 	for i, p := range puts {
+		if led[p.Node.Site.ID] {
+			leaderLost = append(leaderLost, applied[i])
+		} else {
+			leaderKept = append(leaderKept, applied[i])
+		}
 		at, ok := isMoved[p.Node.Site]
 		if !ok {
 			stayed = append(stayed, applied[i])
@@ -146,6 +163,12 @@ func BenchmarkClusterScale(b *testing.B) {
 	}
 	report(b, "applied-moved-ms", msOf(movers))
 	report(b, "applied-after-relink-ms", msOf(afterLink))
+	if len(leaderLost) > 0 {
+		report(b, "applied-consumer-leader-lost-ms", msOf(leaderLost))
+	}
+	if len(leaderKept) > 0 {
+		report(b, "applied-consumer-leader-kept-ms", msOf(leaderKept))
+	}
 
 	hubs[victim].Restart()
 	hubs[victim].WaitReady(90 * time.Second)
@@ -347,4 +370,22 @@ func groupLeaders(ctx context.Context, js jetstream.JetStream) string {
 		out = append(out, name+" leader "+str.CachedInfo().Cluster.Leader)
 	}
 	return strings.Join(out, ", ")
+}
+
+// mirrorLeaders are the sites whose blueprints mirror consumer at the hub
+// member leads.
+func mirrorLeaders(b *testing.B, ctx context.Context, js jetstream.JetStream, f *scale.Fleet, member string) map[string]bool {
+	b.Helper()
+	st := streams.Store{Bucket: streams.BlueprintsBucket}
+	str, err := js.Stream(ctx, st.Stream())
+	check.NoError(b, err)
+	out := map[string]bool{}
+	for _, s := range f.Sites {
+		c, err := str.PushConsumer(ctx, streams.MirrorConsumerConfig(s.ID, st).Durable)
+		check.NoError(b, err)
+		if ci := c.CachedInfo().Cluster; ci != nil && ci.Leader == member {
+			out[s.ID] = true
+		}
+	}
+	return out
 }
