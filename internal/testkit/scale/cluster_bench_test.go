@@ -109,10 +109,12 @@ func BenchmarkClusterScale(b *testing.B) {
 	hubs[victim].Kill()
 	killed := time.Now()
 	var puts []scale.Put
+	var putMs []float64
 	for _, nd := range f.Nodes() {
 		at := time.Now()
 		rev, err := chaos.PutKV(ctx, kv, nd.Key(), []byte("after the kill"), nil, 2*time.Second)
 		check.NoError(b, err)
+		putMs = append(putMs, float64(time.Since(at))/float64(time.Millisecond))
 		puts = append(puts, scale.Put{Node: nd, Revision: rev, At: at})
 	}
 	putTook := time.Since(killed)
@@ -136,6 +138,7 @@ func BenchmarkClusterScale(b *testing.B) {
 	b.ReportMetric(float64(len(moved)), "sites-moved")
 	b.ReportMetric(putTook.Seconds(), "puts-after-kill-s")
 	b.ReportMetric(appliedAll.Seconds(), "kill-to-all-applied-s")
+	report(b, "put-ms", putMs)
 	report(b, "applied-ms", msOf(applied))
 	// The sites that moved against those that stayed, and the moved ones
 	// from their relink on: which of the two waits.
@@ -156,7 +159,8 @@ func BenchmarkClusterScale(b *testing.B) {
 			continue
 		}
 		movers = append(movers, applied[i])
-		afterLink = append(afterLink, p.At.Add(applied[i]).Sub(at))
+		// From the later of the put and the relink.
+		afterLink = append(afterLink, p.At.Add(applied[i]).Sub(later(p.At, at)))
 	}
 	if len(stayed) > 0 {
 		report(b, "applied-stayed-ms", msOf(stayed))
@@ -388,4 +392,11 @@ func mirrorLeaders(b *testing.B, ctx context.Context, js jetstream.JetStream, f 
 		}
 	}
 	return out
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
