@@ -26,7 +26,8 @@ import (
 // against a three-member hub cluster of `alpha hub` processes, each site's
 // uplink listing every member as `alpha site --hub` does, and measures:
 //   - how the links spread over the members after start
-//     (links-per-member-min/max);
+//     (links-per-member-min/max), and the members' CPU with the fleet idle
+//     (cluster-idle-cpu%, three summed, 10 s);
 //   - that the tenant's buckets and streams at the hub are R3, and the
 //     sites' consumers on them (fails the benchmark otherwise);
 //   - the member holding the most links SIGKILLed: the time until every one
@@ -76,6 +77,15 @@ func BenchmarkClusterScale(b *testing.B) {
 	b.Logf("links per member after start: %v", per)
 	b.ReportMetric(float64(slices.Min(per)), "links-per-member-min")
 	b.ReportMetric(float64(slices.Max(per)), "links-per-member-max")
+
+	// Every site adds three R3 mirror consumers, each a raft group whose
+	// leader heartbeats its two followers (hub/tune.go: every 500 ms):
+	// what the members spend on an idle fleet.
+	cpu := membersCPU(b, hubs)
+	time.Sleep(10 * time.Second)
+	idle := 100 * float64(membersCPU(b, hubs)-cpu) / float64(10*time.Second)
+	b.Logf("members' CPU with the fleet idle: %.1f%% of a core (three summed)", idle)
+	b.ReportMetric(idle, "cluster-idle-cpu%")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -404,4 +414,16 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// membersCPU is the CPU time the members used so far, summed.
+func membersCPU(b *testing.B, hubs []*chaos.Hub) time.Duration {
+	b.Helper()
+	var sum time.Duration
+	for _, h := range hubs {
+		u, err := h.Usage()
+		check.NoError(b, err)
+		sum += u.CPU
+	}
+	return sum
 }
