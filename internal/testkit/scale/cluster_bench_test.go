@@ -143,12 +143,10 @@ func BenchmarkClusterScale(b *testing.B) {
 	b.Logf("after the kill: puts took %v, all applied %v, relinked p50 %.2fs max %.2fs, member changes %d for %d sites moved; links %v",
 		putTook.Round(time.Millisecond), appliedAll.Round(time.Millisecond), chaos.Percentile(slices.Sorted(slices.Values(relink)), 0.5),
 		slices.Max(relink), changes, len(moved), linksPerMember(f, ports, len(hubs)))
-	b.ReportMetric(slices.Max(relink), "relink-s")
 	b.ReportMetric(float64(peakWithin(relinked, time.Second)), "relink-peak-per-s")
 	// The sampling is every 50 ms: a tenth of a second tells a burst.
 	b.ReportMetric(float64(peakWithin(relinked, 100*time.Millisecond)), "relink-peak-per-100ms")
-	b.ReportMetric(chaos.Percentile(slices.Sorted(slices.Values(relink)), 0.5), "relink-s-p50")
-	b.ReportMetric(slices.Min(relink), "relink-s-min")
+	report(b, "relink-s", relink)
 	b.ReportMetric(float64(changes), "member-changes")
 	b.ReportMetric(float64(len(moved)), "sites-moved")
 	b.ReportMetric(putTook.Seconds(), "puts-after-kill-s")
