@@ -509,7 +509,14 @@ func (h *Hub) ConnOptions() []nats.Option {
 // the member reports it.
 func StartHubCluster(t testing.TB, dir string, n int) []*Hub {
 	t.Helper()
-	prod := NewProd(t, dir)
+	return StartHubClusterProd(t, dir, n, NewProd(t, dir))
+}
+
+// StartHubClusterProd is StartHubCluster with an operator and PKI made
+// beforehand (NewProd), e.g. with the tenant's limits raised for a large
+// fleet (Prod.Op.SetTenant) before the members load them.
+func StartHubClusterProd(t testing.TB, dir string, n int, prod *Prod) []*Hub {
+	t.Helper()
 	targets := make([]atomic.Pointer[string], n)
 	proxies := make([]*Proxy, n)
 	for i := range n {

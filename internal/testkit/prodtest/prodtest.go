@@ -7,6 +7,7 @@ package prodtest
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/url"
@@ -61,6 +62,8 @@ type Hub struct {
 	Proc *Proc
 
 	cfg hub.Config // to restart it on the same ports and store
+	// clientURLs and leafURLs of hubs started elsewhere (Attach).
+	clientURLs, leafURLs string
 
 	mu     sync.Mutex
 	leafs  map[*leaf.Leaf]leafSelf
@@ -133,6 +136,9 @@ func (p *Hub) Restart() {
 // that as its finding).
 func (p *Hub) TryRestart() error {
 	p.T.Helper()
+	if p.clientURLs != "" {
+		return errors.New("prodtest: an attached hub is restarted member by member, not by TryRestart")
+	}
 	if p.Proc != nil {
 		return p.Proc.restart(p.T)
 	}
@@ -158,8 +164,21 @@ func hostPort(t testing.TB, raw string) string {
 	return u.Host
 }
 
+// Attach is a Hub for hubs started elsewhere, e.g. the members of a
+// cluster of `alpha hub` processes (chaos.StartHubCluster), with the
+// operator and PKI they run with. clientURLs and leafURLs list every
+// member, comma-separated: admin connections fail over between them and
+// each leaf's uplink lists them all, as `alpha site --hub` does. Such a
+// hub has no Restart: restart its members.
+func Attach(t testing.TB, dir string, op *accounts.Operator, pki tlsfiles.Files, clientURLs, leafURLs string) *Hub {
+	return &Hub{T: t, Dir: dir, Op: op, PKI: pki, clientURLs: clientURLs, leafURLs: leafURLs}
+}
+
 // ClientURL is where the hub's clients connect.
 func (p *Hub) ClientURL() string {
+	if p.clientURLs != "" {
+		return p.clientURLs
+	}
 	if p.Proc != nil {
 		return p.Proc.clientURL
 	}
@@ -168,6 +187,9 @@ func (p *Hub) ClientURL() string {
 
 // LeafURL is where site leaves connect.
 func (p *Hub) LeafURL() string {
+	if p.leafURLs != "" {
+		return p.leafURLs
+	}
 	if p.Proc != nil {
 		return p.Proc.leafURL
 	}
