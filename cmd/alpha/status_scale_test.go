@@ -58,6 +58,13 @@ func putStatus(t testing.TB, js jetstream.JetStream, docs []streams.NodeStatus, 
 		check.NoError(t, err)
 		acks = append(acks, f)
 	}
+	awaitAcks(t, acks)
+}
+
+// awaitAcks fails the test on a publish that was refused or not acked
+// within 30 s.
+func awaitAcks(t testing.TB, acks []jetstream.PubAckFuture) {
+	t.Helper()
 	for _, f := range acks {
 		select {
 		case <-f.Ok():
