@@ -31,7 +31,7 @@ func ocFillLogs(t *testing.T, p *prodtest.Hub, n int) {
 		check.NoError(t, err)
 		acks = append(acks, a)
 	}
-	awaitAcks(t, acks)
+	prodtest.Acked(t, acks)
 	_, hub := p.Admin("acme")
 	check.For(t, 60*time.Second, 200*time.Millisecond, func() error {
 		s, err := hub.Stream(context.Background(), streams.LogsStream)
@@ -71,14 +71,80 @@ func TestLogsFailsWhenHubDiesMidRead(t *testing.T) {
 		return nil
 	})
 	p.Hub.Shutdown()
-	died := time.Now()
+	check.FailsNaming(t, done, 90*time.Second, "alpha logs from a hub that died mid-read", streams.LogsStream)
+}
+
+// ocTail starts `alpha telemetry tail` of site s1 at p's hub; its output
+// and, once it returns, its error.
+func ocTail(t *testing.T, p *prodtest.Hub) (*check.Buffer, <-chan error) {
+	t.Helper()
+	out := &check.Buffer{}
+	tailOut = out
+	ctx, cancel := context.WithCancel(context.Background())
+	done, finished := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(finished)
+		done <- runTelemetry(ctx, []string{"tail", "--nats", p.Hub.ClientURL(), "--creds", p.Op.AdminCreds("acme"),
+			"--tls-ca", p.PKI.CA, "--site", "s1", "--json"})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-finished
+		tailOut = nil
+	})
+	return out, done
+}
+
+// ocSeen publishes metrics of s1/n1 numbered prefix.1, prefix.2, ... at
+// the site until the tail printed one of them.
+func ocSeen(t *testing.T, site jetstream.JetStream, out *check.Buffer, prefix string) {
+	t.Helper()
+	i := 0
+	check.For(t, 60*time.Second, 500*time.Millisecond, func() error {
+		i++
+		m := streams.Metric{Name: "cpu.percent", Value: 42, Site: "s1", Node: "n1", Layer: "host",
+			Kind: streams.KindMetric, ID: fmt.Sprintf("n1.%s.%d", prefix, i), TS: time.Now().UTC()}
+		data, _ := json.Marshal(m)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if _, err := site.Publish(ctx, m.Subject(), data); err != nil {
+			return err
+		}
+		if !strings.Contains(out.String(), `"id":"n1.`+prefix+`.`) {
+			return fmt.Errorf("tail printed no metric %s.* yet (%d lines)", prefix, out.Count("\n"))
+		}
+		return nil
+	})
+}
+
+// TestTelemetryTailFailsWhenHubDies: `alpha telemetry tail` of a hub that
+// is shut down for good returns an error naming the stream it read, once
+// its reconnects run out (30 to 60 s), instead of waiting silently for
+// ever.
+func TestTelemetryTailFailsWhenHubDies(t *testing.T) {
+	p := prodtest.Start(t, prodtest.Options{Tenants: []string{"acme"}})
+	bundle := p.AddSite("s1", "acme", nil, "n1")
+	l, _ := p.StartLeaf(bundle, prodtest.LeafOptions{})
+	out, done := ocTail(t, p)
+	ocSeen(t, p.LeafJetStream(l), out, "before")
+	p.Hub.Shutdown()
+	check.FailsNaming(t, done, 2*time.Minute, "telemetry tail of a hub that died", "reading hub stream")
+}
+
+// TestTelemetryTailResumesAfterHubRestart: a tail goes on printing what
+// reaches the hub after the hub restarted (same store and ports).
+func TestTelemetryTailResumesAfterHubRestart(t *testing.T) {
+	p := prodtest.Start(t, prodtest.Options{Tenants: []string{"acme"}})
+	bundle := p.AddSite("s1", "acme", nil, "n1")
+	l, _ := p.StartLeaf(bundle, prodtest.LeafOptions{})
+	site := p.LeafJetStream(l)
+	out, done := ocTail(t, p)
+	ocSeen(t, site, out, "before")
+	p.Restart()
+	ocSeen(t, site, out, "after")
 	select {
 	case err := <-done:
-		t.Logf("alpha logs returned %v after the hub died, %d lines printed", time.Since(died), out.Count("\n"))
-		if err == nil || !strings.Contains(err.Error(), streams.LogsStream) {
-			t.Fatalf("alpha logs after the hub died mid-read returned %v, want an error naming stream %s", err, streams.LogsStream)
-		}
-	case <-time.After(90 * time.Second):
-		t.Fatalf("alpha logs still reading 90 s after the hub died (%d lines printed)", out.Count("\n"))
+		t.Fatalf("telemetry tail ended across a hub restart: %v", err)
+	default:
 	}
 }
