@@ -9,8 +9,4 @@ package natsutil
 // for good (the chaos harness hung 10 min in it). Three tries (10 s each
 // at most, 1 s and 2 s apart) ride out a stream leader election and give
 // up some 33 s after the break, so the read fails and says what it read.
-//
-// Stopping such a consumer from another goroutine while it is making
-// itself again is no way out: nats.go then panics on the consumer it did
-// not get (v1.55).
 const ReadResets = 3
