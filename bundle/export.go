@@ -16,6 +16,7 @@ import (
 
 	"github.com/alpha-edge/alpha/blueprint"
 	"github.com/alpha-edge/alpha/blueprint/sign"
+	"github.com/alpha-edge/alpha/internal/natsutil"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -65,7 +66,7 @@ func Export(ctx context.Context, hub jetstream.JetStream, cfg ExportConfig, w *W
 		// Read before the values: a value put meanwhile is newer than the
 		// recorded revision and goes in the next bundle too.
 		m.Revisions[bucket] = st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq
-		keys, err := listKeys(ctx, kv, cfg.Site+".>")
+		keys, err := natsutil.ListKeys(ctx, kv, cfg.Site+".>")
 		if err != nil {
 			return nil, fmt.Errorf("bundle: keys of site %s in %s: %w", cfg.Site, bucket, err)
 		}
@@ -224,27 +225,3 @@ const TransferTimeout = 2 * time.Hour
 
 // Now is the clock of bundle timestamps (a test may pin it).
 var Now = func() time.Time { return time.Now().UTC() }
-
-// listTimeout bounds listing a bucket's keys.
-const listTimeout = 30 * time.Second
-
-// listKeys lists kv's keys under filter. nats.go's key lister waits for a
-// server that died mid-listing until its context ends, and then closes
-// the channel as if the listing were complete: hence a deadline of its
-// own, checked at the end.
-func listKeys(ctx context.Context, kv jetstream.KeyValue, filter string) ([]string, error) {
-	lctx, cancel := context.WithTimeout(ctx, listTimeout)
-	defer cancel()
-	lister, err := kv.ListKeysFiltered(lctx, filter)
-	if err != nil {
-		return nil, err
-	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	if err := lctx.Err(); err != nil {
-		return nil, fmt.Errorf("listing %s: not complete within %s (%d keys so far): %w", filter, listTimeout, len(keys), err)
-	}
-	return keys, nil
-}
