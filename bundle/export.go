@@ -16,6 +16,7 @@ import (
 
 	"github.com/alpha-edge/alpha/blueprint"
 	"github.com/alpha-edge/alpha/blueprint/sign"
+	"github.com/alpha-edge/alpha/internal/natsutil"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -65,11 +66,11 @@ func Export(ctx context.Context, hub jetstream.JetStream, cfg ExportConfig, w *W
 		// Read before the values: a value put meanwhile is newer than the
 		// recorded revision and goes in the next bundle too.
 		m.Revisions[bucket] = st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq
-		keys, err := kv.ListKeysFiltered(ctx, cfg.Site+".>")
+		keys, err := natsutil.ListKeys(ctx, kv, cfg.Site+".>")
 		if err != nil {
 			return nil, fmt.Errorf("bundle: keys of site %s in %s: %w", cfg.Site, bucket, err)
 		}
-		for k := range keys.Keys() {
+		for _, k := range keys {
 			e, err := kv.Get(ctx, k)
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
 				continue // deleted since listed

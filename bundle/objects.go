@@ -9,9 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/internal/natsutil"
 )
 
 // Object store transfers with bounded memory. nats.go's ObjectStore.Get
@@ -28,10 +31,19 @@ const (
 	chunkSize = 128 << 10
 	readAhead = 2 << 20
 	putWindow = 16
+	// chunkStall fails a read that got no chunk for this long. Without
+	// it, a read from a server that died waits as long as the client
+	// reconnects (for ever, with MaxReconnects -1): the iterator only
+	// waits through a disconnect. A stream that moves (10 s pulls notice
+	// it in 10 s, then up to ReadResets tries, ~33 s) resumes well within.
+	chunkStall = time.Minute
+	readExpiry = 10 * time.Second
 )
 
 // objectReader streams an object's chunks.
 type objectReader struct {
+	ctx    context.Context
+	what   string // "object <name> of bucket <bucket>", for errors
 	it     jetstream.MessagesContext
 	left   uint64
 	buf    []byte
@@ -41,18 +53,22 @@ type objectReader struct {
 // openObject reads object info of bucket (stream OBJ_<bucket>) in js.
 func openObject(ctx context.Context, js jetstream.JetStream, bucket string, info *jetstream.ObjectInfo) (io.ReadCloser, error) {
 	ctx, cancel := context.WithCancel(ctx)
+	// A stream that lost its leader, or a server back without it, breaks
+	// the consumer, and nats.go makes it again for ever unless bounded,
+	// while Read waits in Next.
 	c, err := js.OrderedConsumer(ctx, "OBJ_"+bucket, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"$O." + bucket + ".C." + info.NUID}})
+		FilterSubjects: []string{"$O." + bucket + ".C." + info.NUID}, MaxResetAttempts: natsutil.ReadResets})
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	it, err := c.Messages(jetstream.PullMaxBytes(readAhead))
+	it, err := c.Messages(jetstream.PullMaxBytes(readAhead), jetstream.PullExpiry(readExpiry))
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	return &objectReader{it: it, left: info.Size, cancel: cancel}, nil
+	return &objectReader{ctx: ctx, what: fmt.Sprintf("object %s of bucket %s", info.Name, bucket),
+		it: it, left: info.Size, cancel: cancel}, nil
 }
 
 func (o *objectReader) Read(p []byte) (int, error) {
@@ -60,9 +76,16 @@ func (o *objectReader) Read(p []byte) (int, error) {
 		if o.left == 0 {
 			return 0, io.EOF
 		}
-		m, err := o.it.Next()
+		// The caller's context (TransferTimeout, a ^C) ends a read, not
+		// only the opening; chunkStall ends one that stalled.
+		ctx, cancel := context.WithTimeout(o.ctx, chunkStall)
+		m, err := o.it.Next(jetstream.NextContext(ctx))
+		cancel()
+		if err != nil && o.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return 0, fmt.Errorf("reading %s: no chunk for %s (%d bytes left)", o.what, chunkStall, o.left)
+		}
 		if err != nil {
-			return 0, fmt.Errorf("reading object: %w", err)
+			return 0, fmt.Errorf("reading %s: %w", o.what, err)
 		}
 		o.buf = m.Data()
 		if uint64(len(o.buf)) > o.left {

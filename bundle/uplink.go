@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/internal/natsutil"
 	"github.com/alpha-edge/alpha/leaf"
 	"github.com/alpha-edge/alpha/streams"
 )
@@ -146,7 +147,10 @@ func exportStream(ctx context.Context, s jetstream.Stream, name string, first, l
 	defer tmp.Close()
 	bw := bufio.NewWriterSize(tmp, 256<<10)
 	enc := json.NewEncoder(bw)
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: first})
+	// Bounded: Next waits in nats.go's remaking of a broken consumer
+	// without looking at its context, for ever by default.
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: first,
+		MaxResetAttempts: natsutil.ReadResets})
 	if err != nil {
 		return 0, fmt.Errorf("bundle: reading %s: %w", name, err)
 	}
@@ -159,7 +163,7 @@ func exportStream(ctx context.Context, s jetstream.Stream, name string, first, l
 	var lastRead uint64
 	for lastRead < last {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		msg, err := nextMsg(rctx, it)
+		msg, err := it.Next(jetstream.NextContext(rctx))
 		cancel()
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
@@ -196,26 +200,6 @@ func exportStream(ctx context.Context, s jetstream.Stream, name string, first, l
 	}
 	e := Entry{Name: "uplink/" + name + ".jsonl", Kind: KindUplink, Bucket: name, First: first, Last: last, Messages: n}
 	return n, w.Add(e, size, tmp)
-}
-
-// nextMsg is it.Next bounded by ctx.
-func nextMsg(ctx context.Context, it jetstream.MessagesContext) (jetstream.Msg, error) {
-	type res struct {
-		m   jetstream.Msg
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		m, err := it.Next()
-		ch <- res{m, err}
-	}()
-	select {
-	case r := <-ch:
-		return r.m, r.err
-	case <-ctx.Done():
-		it.Stop()
-		return nil, ctx.Err()
-	}
 }
 
 // UplinkImported is what an uplink import did.

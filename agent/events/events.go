@@ -17,6 +17,7 @@ import (
 
 	"github.com/alpha-edge/alpha/agent/engine"
 	"github.com/alpha-edge/alpha/agent/spool"
+	"github.com/alpha-edge/alpha/internal/natsutil"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -217,18 +218,21 @@ func Recent(ctx context.Context, js jetstream.JetStream, stream, site, node stri
 	if info.State.Msgs == 0 {
 		return out, nil
 	}
+	// FetchNoWait makes the consumer again and takes no context: bounded,
+	// a hub that died fails `alpha status` instead of hanging it.
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{Subject(site, node)},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &since,
+		FilterSubjects:   []string{Subject(site, node)},
+		DeliverPolicy:    jetstream.DeliverByStartTimePolicy,
+		OptStartTime:     &since,
+		MaxResetAttempts: natsutil.ReadResets,
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("events: stream %s: %w", stream, err)
 	}
 	for {
 		batch, err := c.FetchNoWait(100)
 		if err != nil {
-			return out, err
+			return out, fmt.Errorf("events: stream %s: %w", stream, err)
 		}
 		n := 0
 		for m := range batch.Messages() {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/hub/cloud"
+	"github.com/alpha-edge/alpha/internal/natsutil"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -70,12 +71,12 @@ func runCloud(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", cloud.StatusBucket, err)
 	}
-	lister, err := kv.ListKeys(ctx)
+	all, err := natsutil.ListKeys(ctx, kv, ">")
 	if err != nil {
-		return err
+		return fmt.Errorf("bucket %s: %w", cloud.StatusBucket, err)
 	}
 	var keys []string
-	for k := range lister.Keys() {
+	for _, k := range all {
 		if prefix == "" || k == prefix || strings.HasPrefix(k, prefix+".") {
 			keys = append(keys, k)
 		}

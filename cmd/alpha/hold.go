@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/agent/maintenance"
+	"github.com/alpha-edge/alpha/internal/natsutil"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -111,15 +112,19 @@ func runHold(ctx context.Context, args []string) error {
 
 func listHolds(ctx context.Context, kv jetstream.KeyValue, site string) error {
 	// Only the site's keys: all a site operator may list.
-	keys, err := kv.ListKeysFiltered(ctx, site+".*")
+	keys, err := natsutil.ListKeys(ctx, kv, site+".*")
 	if err != nil {
-		return err
+		return fmt.Errorf("site %s: holds bucket %q: %w", site, streams.HoldsBucket, err)
 	}
 	now := time.Now()
-	for k := range keys.Keys() {
+	for _, k := range keys {
 		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // released since listed
+		}
 		if err != nil {
-			continue
+			// Not skipped: a leaf gone mid-list would print part of them.
+			return fmt.Errorf("site %s: hold %s: %w", site, k, err)
 		}
 		var h maintenance.Hold
 		if err := json.Unmarshal(e.Value(), &h); err != nil {

@@ -45,12 +45,13 @@ func dialOptions(name, creds, ca string) ([]nats.Option, error) {
 }
 
 // dialHub connects an operator's command to the hub and returns the hub
-// domain's JetStream.
-func dialHub(name, url, creds, ca string) (*nats.Conn, jetstream.JetStream, error) {
+// domain's JetStream; extra options come after the defaults.
+func dialHub(name, url, creds, ca string, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	opts, err := dialOptions(name, creds, ca)
 	if err != nil {
 		return nil, nil, err
 	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to hub %s: %w", url, err)

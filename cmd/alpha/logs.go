@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/internal/natsutil"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -107,8 +108,11 @@ type logQuery struct {
 // that arrive until ctx ends.
 func (q logQuery) print(ctx context.Context, js jetstream.JetStream, w io.Writer) error {
 	start := time.Now().Add(-q.since)
+	// Next below makes the ordered consumer again each time; bounded, a
+	// hub that died fails the command instead of hanging it (also -f).
 	c, err := js.OrderedConsumer(ctx, streams.LogsStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{q.filter}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start})
+		FilterSubjects: []string{q.filter}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start,
+		MaxResetAttempts: natsutil.ReadResets})
 	if err != nil {
 		return fmt.Errorf("reading stream %s (%s): %w", streams.LogsStream, q.filter, err)
 	}
@@ -127,7 +131,7 @@ func (q logQuery) print(ctx context.Context, js jetstream.JetStream, w io.Writer
 		case errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout):
 			continue
 		case err != nil:
-			return err
+			return fmt.Errorf("reading stream %s (%s): %w", streams.LogsStream, q.filter, err)
 		}
 		var l streams.LogLine
 		if err := json.Unmarshal(msg.Data(), &l); err == nil && streams.LevelRank(l.Level) <= q.floor {

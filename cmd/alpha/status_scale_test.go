@@ -15,6 +15,7 @@ import (
 	"github.com/alpha-edge/alpha/chaos"
 	"github.com/alpha-edge/alpha/hub/inventory"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/testkit/prodtest"
 	"github.com/alpha-edge/alpha/internal/testkit/stack"
 	"github.com/alpha-edge/alpha/streams"
 )
@@ -58,15 +59,7 @@ func putStatus(t testing.TB, js jetstream.JetStream, docs []streams.NodeStatus, 
 		check.NoError(t, err)
 		acks = append(acks, f)
 	}
-	for _, f := range acks {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			t.Fatalf("put %s: %v", f.Msg().Subject, err)
-		case <-time.After(30 * time.Second):
-			t.Fatalf("put %s: no ack", f.Msg().Subject)
-		}
-	}
+	prodtest.Acked(t, acks)
 }
 
 // TestStatusFilters: --site, --phase, --stale and -l narrow the table, and the

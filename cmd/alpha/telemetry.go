@@ -12,8 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/internal/natsutil"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -38,7 +40,10 @@ func runTelemetry(ctx context.Context, args []string) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	nc, js, err := dialHub("alpha-telemetry-tail", *url, *creds, *ca)
+	// A hub restart is ridden out; a hub away for longer (some 30 to 60 s
+	// of reconnects, 1 s apart plus TLS jitter, not the default 2 min or
+	// more) ends the tail with an error.
+	nc, js, err := dialHub("alpha-telemetry-tail", *url, *creds, *ca, nats.MaxReconnects(30), nats.ReconnectWait(time.Second))
 	if err != nil {
 		return err
 	}
@@ -50,6 +55,14 @@ func runTelemetry(ctx context.Context, args []string) error {
 	}
 	var out sync.Mutex
 	var ccs []jetstream.ConsumeContext
+	defer func() {
+		for _, cc := range ccs {
+			cc.Stop()
+		}
+	}()
+	// The first consumer that cannot go on ends the tail with its error;
+	// nats.go would otherwise keep a tail of a dead hub waiting silently.
+	failed := make(chan error, len(sources))
 	for _, s := range sources {
 		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{streams.TelemetryFilter(s.root, *site, *node)}}
 		if *since > 0 {
@@ -58,6 +71,7 @@ func runTelemetry(ctx context.Context, args []string) error {
 		} else {
 			cfg.DeliverPolicy = jetstream.DeliverNewPolicy
 		}
+		cfg.MaxResetAttempts = natsutil.ReadResets
 		c, err := js.OrderedConsumer(ctx, s.stream, cfg)
 		if err != nil {
 			return fmt.Errorf("reading hub stream %s: %w", s.stream, err)
@@ -70,17 +84,41 @@ func runTelemetry(ctx context.Context, args []string) error {
 			out.Lock()
 			defer out.Unlock()
 			printMetric(tailOut, x, *asJSON)
-		})
+		},
+			// 10 s pulls have 5 s heartbeats: a dead hub is noticed after
+			// 10 s (the default, 30 s), then the consumer's remaking fails.
+			jetstream.PullExpiry(10*time.Second),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				if !tailGivesUp(err) {
+					return
+				}
+				select { // nats.go holds a lock here: never block
+				case failed <- fmt.Errorf("reading hub stream %s: %w", s.stream, err):
+				default:
+				}
+			}))
 		if err != nil {
-			return err
+			return fmt.Errorf("reading hub stream %s: %w", s.stream, err)
 		}
 		ccs = append(ccs, cc)
 	}
-	<-ctx.Done()
-	for _, cc := range ccs {
-		cc.Stop()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-failed:
+		return err
 	}
-	return nil
+}
+
+// tailGivesUp tells the errors after which an ordered consumer's Consume
+// delivers nothing more: the connection closed (its reconnects ran out),
+// or the consumer could not be made again within its MaxResetAttempts
+// (the last try's error: a timeout or the server's refusal). The others
+// (a missed heartbeat, a consumer deleted or moved) start that remaking.
+func tailGivesUp(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, jetstream.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, nats.ErrTimeout) || errors.As(err, &api)
 }
 
 // tailOut is where `telemetry tail` prints (a test reads it).

@@ -4,9 +4,12 @@ package scan
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/internal/natsutil"
 )
 
 // Since calls fn with the messages of stream under filters from since on,
@@ -19,14 +22,19 @@ func Since(ctx context.Context, js jetstream.JetStream, stream string, filters [
 	if err != nil {
 		return err
 	}
+	// Each FetchNoWait makes the consumer again, and takes no context:
+	// bounded, a stream without a leader fails this read (the page or the
+	// rule evaluation, which the next round retries) instead of blocking
+	// its caller for good.
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects:    filters,
 		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
 		OptStartTime:      &since,
 		InactiveThreshold: 10 * time.Second, // if the delete below is lost
+		MaxResetAttempts:  natsutil.ReadResets,
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("reading stream %s: %w", stream, err)
 	}
 	defer func() {
 		if info := c.CachedInfo(); info != nil {
@@ -39,7 +47,7 @@ func Since(ctx context.Context, js jetstream.JetStream, stream string, filters [
 	for max == 0 || seen < max {
 		batch, err := c.FetchNoWait(500)
 		if err != nil {
-			return err
+			return fmt.Errorf("reading stream %s: %w", stream, err)
 		}
 		n := 0
 		for m := range batch.Messages() {

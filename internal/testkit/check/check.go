@@ -5,6 +5,7 @@ package check
 import (
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -71,4 +72,24 @@ func NeedCommand(t testing.TB, name, how string) string {
 	p, err := exec.LookPath(name)
 	Need(t, err == nil, name, how)
 	return p
+}
+
+// FailsNaming waits up to within, from now, for the error of an operation
+// that must fail (its server was just stopped), and fails the test unless
+// one came that names name. It returns how long the failure took.
+func FailsNaming(t testing.TB, done <-chan error, within time.Duration, what, name string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	select {
+	case err := <-done:
+		took := time.Since(start)
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Fatalf("%s returned %v after %v, want an error naming %s", what, err, took, name)
+		}
+		t.Logf("%s failed after %v: %v", what, took, err)
+		return took
+	case <-time.After(within):
+		t.Fatalf("%s still running after %v", what, within)
+		return within
+	}
 }

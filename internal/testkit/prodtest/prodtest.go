@@ -397,3 +397,33 @@ func (p *Hub) LeafJetStream(l *leaf.Leaf) jetstream.JetStream {
 	check.NoError(p.T, err)
 	return js
 }
+
+// Acked fails the test on a publish that was refused or not acked within
+// 30 s.
+func Acked(t testing.TB, acks []jetstream.PubAckFuture) {
+	t.Helper()
+	for _, f := range acks {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatalf("publish to %s: %v", f.Msg().Subject, err)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("publish to %s: no ack within 30 s", f.Msg().Subject)
+		}
+	}
+}
+
+// FillStream creates stream name on subject in js and stores n messages
+// there, message i being data(i).
+func FillStream(t testing.TB, js jetstream.JetStream, name, subject string, n int, data func(i int) []byte) {
+	t.Helper()
+	_, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: name, Subjects: []string{subject}})
+	check.NoError(t, err)
+	var acks []jetstream.PubAckFuture
+	for i := range n {
+		a, err := js.PublishAsync(subject, data(i))
+		check.NoError(t, err)
+		acks = append(acks, a)
+	}
+	Acked(t, acks)
+}
