@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -163,7 +165,21 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 // Connect opens an in-process client connection to the hub.
 func (h *Hub) Connect(extra ...nats.Option) (*nats.Conn, error) {
 	opts := append([]nats.Option{nats.InProcessServer(h.Server), nats.Name("alpha-hub")}, h.cfg.ClientOptions...)
-	return nats.Connect("", append(opts, extra...)...)
+	opts = append(opts, extra...)
+	// A hub starved by a fleet reconnecting at once can miss its own
+	// in-process connection's CONNECT deadline and close the pipe: the
+	// restarted hub of a 1,000-site benchmark exited with "tenant acme: io:
+	// read/write on closed pipe", and a cluster member under load the same
+	// way. That is the machine's load, not a wrong setting: try again.
+	for attempt := 1; ; attempt++ {
+		nc, err := nats.Connect("", opts...)
+		closed := err != nil && (errors.Is(err, io.ErrClosedPipe) || strings.Contains(err.Error(), io.ErrClosedPipe.Error()))
+		if !closed || attempt == 5 {
+			return nc, err
+		}
+		h.cfg.Log.Warn("the hub's own connection was closed while connecting; retrying", "attempt", attempt, "err", err)
+		time.Sleep(time.Duration(attempt) * 500 * time.Millisecond)
+	}
 }
 
 // ClientURL is where clients (the nats CLI, alpha status) connect.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"slices"
 	"strconv"
@@ -97,13 +98,20 @@ func rounds(b *testing.B, f *scale.Fleet, n int) (applied, status []time.Duratio
 //     (ALPHA_SCALE_STORM=0 skips it).
 //
 // ALPHA_SCALE_PPROF=HOST:PORT serves the hub's profiler there and, with
-// ALPHA_SCALE_HEAP=FILE, saves its heap profile after the idle period.
+// ALPHA_SCALE_HEAP=FILE, saves its heap profile after the idle period;
+// ALPHA_SCALE_FLEET_PPROF=HOST:PORT serves the fleet process's own.
 func BenchmarkFleetScale(b *testing.B) {
 	n := envInt(b, "ALPHA_SCALE_SITES", 300)
 	idle := time.Duration(envInt(b, "ALPHA_SCALE_IDLE_S", 120)) * time.Second
-	var env []string
+	// The hub runs with Go's default GC whatever the benchmark's own
+	// GOGC (the fleet's process may be given more room to breathe).
+	env := []string{"GOGC=100"}
 	if addr := os.Getenv("ALPHA_SCALE_PPROF"); addr != "" {
 		env = append(env, "ALPHA_PPROF="+addr)
+	}
+	if addr := os.Getenv("ALPHA_SCALE_FLEET_PPROF"); addr != "" {
+		// The fleet's own process: where its CPU goes when it starves.
+		go http.ListenAndServe(addr, nil) //nolint:errcheck // a profiler that failed to bind is only missing
 	}
 	var hubLog io.Writer
 	if path := os.Getenv("ALPHA_SCALE_HUB_LOG"); path != "" {
