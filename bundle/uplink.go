@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -136,6 +137,22 @@ func ExportUplink(ctx context.Context, js jetstream.JetStream, cfg UplinkExportC
 	return m, nil
 }
 
+// restDeleted tells an export whose reader got nothing for a while
+// whether nothing is left to read: the last message read had none after
+// it (pending, from its metadata), or, before any was read, the stream
+// holds no message from first on. Otherwise the reader stalled (a loaded
+// site server) and the messages are still there.
+func restDeleted(ctx context.Context, s jetstream.Stream, first, pending uint64) (bool, error) {
+	if pending != ^uint64(0) {
+		return pending == 0, nil
+	}
+	_, err := s.GetMsg(ctx, first, jetstream.WithGetMsgSubject(">"))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return true, nil
+	}
+	return false, err
+}
+
 // exportStream spools stream's messages first..last as JSON lines to a
 // temporary file (the tar header needs the size) and adds it to w.
 func exportStream(ctx context.Context, s jetstream.Stream, name string, first, last uint64, tmpDir string, w *Writer) (int, error) {
@@ -161,12 +178,18 @@ func exportStream(ctx context.Context, s jetstream.Stream, name string, first, l
 	defer it.Stop()
 	n := 0
 	var lastRead uint64
+	pending := ^uint64(0) // after the last message read; unknown before the first
 	for lastRead < last {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		msg, err := it.Next(jetstream.NextContext(rctx))
 		cancel()
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
+				if rest, ierr := restDeleted(ctx, s, first, pending); ierr != nil || !rest {
+					// Messages are there but did not come: the export fails
+					// rather than move the uplink past what it never read.
+					return n, fmt.Errorf("bundle: reading %s: stalled after sequence %d of %d..%d (%v)", name, lastRead, first, last, cmp.Or(ierr, err))
+				}
 				break // the rest was deleted (aged out, or older status values)
 			}
 			return n, fmt.Errorf("bundle: reading %s: %w", name, err)
@@ -175,7 +198,7 @@ func exportStream(ctx context.Context, s jetstream.Stream, name string, first, l
 		if err != nil {
 			return n, err
 		}
-		lastRead = md.Sequence.Stream
+		lastRead, pending = md.Sequence.Stream, md.NumPending
 		if lastRead > last {
 			break
 		}

@@ -47,6 +47,10 @@ type Config struct {
 	Replicas int
 	// Limits of the uplink streams, applied at every start (zero: defaults).
 	Limits streams.HubLimits
+	// LeafConnectRate is how many site uplinks a second may start their
+	// TLS handshake (0: DefaultLeafConnectRate; negative: no bound). Only
+	// with TLS on the leafnode listener.
+	LeafConnectRate int
 	// PingInterval is how often the hub checks each connection (sites'
 	// uplinks, clients) is alive; three unanswered checks close it (0:
 	// 2 s, so a dead site is seen unlinked in seconds, not nats-server's
@@ -147,6 +151,9 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		if err := cfg.Options(opts); err != nil {
 			return nil, err
 		}
+	}
+	if tc := opts.LeafNode.TLSConfig; tc != nil && cfg.LeafConnectRate >= 0 {
+		admitLeafHandshakes(tc, cmp.Or(cfg.LeafConnectRate, DefaultLeafConnectRate))
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

@@ -79,7 +79,8 @@ func (f Files) Hub(opts *server.Options) error {
 	opts.TLS = true
 	opts.TLSTimeout = 5
 	opts.LeafNode.TLSConfig = c.Clone()
-	opts.LeafNode.TLSTimeout = 5
+	// At least 5 s; the hub asks more of a fleet reconnecting (hub.Start).
+	opts.LeafNode.TLSTimeout = max(opts.LeafNode.TLSTimeout, 5)
 	return nil
 }
 
