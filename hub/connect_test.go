@@ -20,6 +20,8 @@ func TestConnectRetryable(t *testing.T) {
 		{fmt.Errorf("tenant acme: %w", io.ErrClosedPipe), true},
 		{fmt.Errorf("read pipe: %w", os.ErrDeadlineExceeded), true},
 		{nats.ErrTimeout, true},
+		{fmt.Errorf("nats: expected 'PONG', got 'PING'"), true},
+		{nats.ErrAuthExpired, false},
 		{nats.ErrAuthorization, false},
 		{fmt.Errorf("nats: Authorization Violation"), false},
 		{nats.ErrNoServers, false},

@@ -7,10 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -190,14 +188,17 @@ func (h *Hub) Connect(extra ...nats.Option) (*nats.Conn, error) {
 // connectRetryable tells a failed in-process connect that only the hub's
 // load caused. The restarted hub of a 1,000-site benchmark, its fleet
 // reconnecting at once, exited with "tenant acme: io: read/write on closed
-// pipe" (the server gave up on its own connection's CONNECT) and, once
-// that was retried, with "read pipe: i/o timeout"; a cluster member under
-// load did the same. Neither is a wrong setting, so the hub tries again;
-// an authorization error is not retried.
+// pipe" (the server gave up on its own connection's CONNECT), then, once
+// that was retried, with "read pipe: i/o timeout" and "nats: expected
+// 'PONG', got 'PING'"; a cluster member under load did the same. None is
+// a wrong setting: only an authorization error is final.
 func connectRetryable(err error) bool {
-	msg := err.Error()
-	return errors.Is(err, io.ErrClosedPipe) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		strings.Contains(msg, io.ErrClosedPipe.Error()) || strings.Contains(msg, "i/o timeout")
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) ||
+		errors.Is(err, nats.ErrAccountAuthExpired) || errors.Is(err, nats.ErrNoServers) {
+		return false
+	}
+	msg := strings.ToLower(err.Error())
+	return !strings.Contains(msg, "authorization") && !strings.Contains(msg, "authentication") && !strings.Contains(msg, "permissions")
 }
 
 // ClientURL is where clients (the nats CLI, alpha status) connect.
