@@ -175,13 +175,17 @@ func (h *Hub) Connect(extra ...nats.Option) (*nats.Conn, error) {
 	opts := append([]nats.Option{nats.InProcessServer(h.Server), nats.Name("alpha-hub"), nats.Timeout(20 * time.Second)},
 		h.cfg.ClientOptions...)
 	opts = append(opts, extra...)
+	// For up to two minutes: a fleet of 1,000 reconnecting at once kept a
+	// hub this busy for about a minute, and giving up exits the hub, whose
+	// restart brings the same storm.
+	giveUp := time.Now().Add(2 * time.Minute)
 	for attempt := 1; ; attempt++ {
 		nc, err := nats.Connect("", opts...)
-		if err == nil || !connectRetryable(err) || attempt == 5 {
+		if err == nil || !connectRetryable(err) || time.Now().After(giveUp) {
 			return nc, err
 		}
 		h.cfg.Log.Warn("the hub's own connection failed while connecting; retrying", "attempt", attempt, "err", err)
-		time.Sleep(time.Duration(attempt) * 500 * time.Millisecond)
+		time.Sleep(min(time.Duration(attempt)*500*time.Millisecond, 5*time.Second))
 	}
 }
 
