@@ -179,6 +179,7 @@ func BenchmarkFleetScale(b *testing.B) {
 	if err := f.Hub.TryRestart(); err != nil {
 		// The figures above stand; the storm's failure is the finding.
 		b.Logf("reconnect storm: %v", err)
+		b.ReportMetric(1, "storm-unsettled")
 		return
 	}
 	ready := time.Now()
@@ -193,8 +194,11 @@ func BenchmarkFleetScale(b *testing.B) {
 				down++
 			}
 		}
-		// The figures above stand; the storm's failure is the finding.
+		// The figures above stand; the storm's failure is the finding,
+		// reported as metrics too (a benchmark's log is cut short).
 		b.Logf("reconnect storm: %v (%d of %d leaves not connected)", err, down, len(f.Sites))
+		b.ReportMetric(float64(down), "storm-leaves-down")
+		b.ReportMetric(1, "storm-unsettled")
 		return
 	}
 	report(b, "storm-s", []float64{time.Since(ready).Seconds()})
