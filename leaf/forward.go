@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/internal/natsutil"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -254,7 +255,7 @@ func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 	for m := range b.Messages() {
 		out = append(out, m)
 	}
-	if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
+	if err := natsutil.BatchError(b); err != nil {
 		return out, err
 	}
 	return out, nil

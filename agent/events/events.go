@@ -229,6 +229,7 @@ func Recent(ctx context.Context, js jetstream.JetStream, stream, site, node stri
 	if err != nil {
 		return nil, fmt.Errorf("events: stream %s: %w", stream, err)
 	}
+	var pending uint64 // after the last message read
 	for {
 		batch, err := c.FetchNoWait(100)
 		if err != nil {
@@ -237,12 +238,25 @@ func Recent(ctx context.Context, js jetstream.JetStream, stream, site, node stri
 		n := 0
 		for m := range batch.Messages() {
 			n++
+			if md, err := m.Metadata(); err == nil {
+				pending = md.NumPending
+			}
 			var ev Event
 			if json.Unmarshal(m.Data(), &ev) == nil {
 				out = append(out, ev)
 			}
 		}
+		// A batch cut short by a hub that died ends like an empty one:
+		// without this check the events read so far came back as all.
+		if err := natsutil.BatchError(batch); err != nil {
+			return out, fmt.Errorf("events: stream %s: %w", stream, err)
+		}
 		if n == 0 {
+			if pending > 0 {
+				// An empty batch while messages wait: the server stopped
+				// answering (a hub shutting down answers nothing).
+				return out, fmt.Errorf("events: stream %s: read stopped with %d events left", stream, pending)
+			}
 			break
 		}
 	}

@@ -44,6 +44,7 @@ func Since(ctx context.Context, js jetstream.JetStream, stream string, filters [
 		}
 	}()
 	seen := 0
+	var pending uint64 // after the last message read
 	for max == 0 || seen < max {
 		batch, err := c.FetchNoWait(500)
 		if err != nil {
@@ -52,9 +53,21 @@ func Since(ctx context.Context, js jetstream.JetStream, stream string, filters [
 		n := 0
 		for m := range batch.Messages() {
 			n++
+			if md, err := m.Metadata(); err == nil {
+				pending = md.NumPending
+			}
 			fn(m)
 		}
+		// A batch cut short by a hub that died ends like an empty one.
+		if err := natsutil.BatchError(batch); err != nil {
+			return fmt.Errorf("reading stream %s: %w", stream, err)
+		}
 		if n == 0 {
+			if pending > 0 {
+				// An empty batch while messages wait: the server stopped
+				// answering (a hub shutting down answers nothing).
+				return fmt.Errorf("reading stream %s: stopped with %d messages left", stream, pending)
+			}
 			return nil
 		}
 		seen += n

@@ -2,9 +2,11 @@ package natsutil
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -43,4 +45,15 @@ func ListKeys(ctx context.Context, kv jetstream.KeyValue, filter string) ([]stri
 		return nil, fmt.Errorf("listing keys %s: not complete (%d keys so far): %w", filter, len(keys), err)
 	}
 	return keys, nil
+}
+
+// BatchError is why a fetched batch ended, nil when it simply ran out of
+// messages: a batch cut short by a server that died ends its Messages
+// like an empty one, and only Error tells them apart.
+func BatchError(b jetstream.MessageBatch) error {
+	err := b.Error()
+	if err == nil || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
+		return nil
+	}
+	return err
 }
