@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,7 +100,8 @@ func rounds(b *testing.B, f *scale.Fleet, n int) (applied, status []time.Duratio
 //
 // ALPHA_SCALE_PPROF=HOST:PORT serves the hub's profiler there and, with
 // ALPHA_SCALE_HEAP=FILE, saves its heap profile after the idle period;
-// ALPHA_SCALE_FLEET_PPROF=HOST:PORT serves the fleet process's own.
+// ALPHA_SCALE_FLEET_PPROF=HOST:PORT serves the fleet process's own;
+// ALPHA_SCALE_HUB_ARGS adds `alpha hub` flags (e.g. --leaf-connect-rate -1).
 func BenchmarkFleetScale(b *testing.B) {
 	n := envInt(b, "ALPHA_SCALE_SITES", 300)
 	idle := time.Duration(envInt(b, "ALPHA_SCALE_IDLE_S", 120)) * time.Second
@@ -131,7 +133,8 @@ func BenchmarkFleetScale(b *testing.B) {
 		defer lf.Close()
 		leafLog = lf // os.File writes are safe from many goroutines
 	}
-	f := scale.Start(b, scale.Options{Binary: binary(b), HubEnv: env, HubLog: hubLog, LeafLog: leafLog})
+	f := scale.Start(b, scale.Options{Binary: binary(b), HubEnv: env, HubLog: hubLog, LeafLog: leafLog,
+		HubArgs: strings.Fields(os.Getenv("ALPHA_SCALE_HUB_ARGS"))})
 	pid, err := f.HubPID()
 	if err != nil {
 		b.Fatal(err)

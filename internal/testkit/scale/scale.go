@@ -61,6 +61,8 @@ type Options struct {
 	// leaf on its own box is not starved by 999 others; a fleet on links
 	// that stall runs with the same setting.
 	Ping time.Duration
+	// HubArgs are more `alpha hub` flags for the hub Start makes.
+	HubArgs []string
 }
 
 // Fleet is a running hub with its sites.
@@ -97,9 +99,9 @@ func Start(t testing.TB, o Options) *Fleet {
 	if o.Ping == 0 {
 		o.Ping = 10 * time.Second
 	}
-	var hubArgs []string
+	hubArgs := o.HubArgs
 	if o.Ping > 0 {
-		hubArgs = []string{"--ping", o.Ping.String()}
+		hubArgs = append([]string{"--ping", o.Ping.String()}, hubArgs...)
 	}
 	if o.Telemetry == 0 {
 		o.Telemetry = 15 * time.Second // agent/telemetry.DefaultInterval
