@@ -4,46 +4,208 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
+	"math"
+	"runtime"
+	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"golang.org/x/time/rate"
 )
 
-// DefaultLeafConnectRate is how many site uplinks a hub admits to its TLS
-// handshake per second (in bursts of as many) unless Config says otherwise.
+// DefaultLeafConnectRate is the most site uplinks a hub admits to their
+// TLS handshake per second (in bursts of as many) unless Config says
+// otherwise; fewer when each connect costs more (walkBudget).
+const DefaultLeafConnectRate = 50
+
+// walkBudget is how many subscriptions a second, per core, the hub spends
+// on admitting uplinks.
 //
 // Each leafnode connect costs the hub a walk of every subscription of the
-// tenant account (nats-server's initLeafNodeSmapAndSendSubs: 12 per site,
-// 4 per mirror consumer), so a fleet reconnecting at once is O(sites²).
-// Admitted all at once, at 1,000 sites every handshake progressed at a
-// thousandth of the hub's CPU and they passed their 10 s deadlines
-// together: 16,159 connects in 3 minutes (5,598 authentication timeouts,
-// 7,787 handshakes abandoned) and the fleet never settled. Admitted at a
-// bounded rate, those admitted finish and the rest retry (each leaf every
-// 0.25-0.75 s) until their turn; a refused handshake costs a ClientHello.
-const DefaultLeafConnectRate = 50
+// tenant account (nats-server's initLeafNodeSmapAndSendSubs: 13 per site,
+// 4 per mirror consumer and the site's own interest) with a permission
+// check of each, about 1.1 µs apiece in a CPU profile of a 1,000-site
+// reconnect (14 ms a connect). The walk holds the new connection's lock,
+// and the leaf must hear back within nats-server's fixed 2 s of its
+// CONNECT or it drops the link as stale ("Stale Connection - Remote:
+// hub") and starts over. Admitted at a fixed 50 a second, a 1,000-site
+// fleet needed more than the hub had, every connect queued past those
+// 2 s, ~50 a second were dropped as stale as fast as they were admitted,
+// and the fleet never settled; at a fixed 25 the first ~350 linked and
+// then the same. So the rate follows the cost: a connect that walks twice
+// as much is admitted half as often. With 150,000 (23 a second at 1,000
+// sites on 2 cores) the 1,000 sites were all back in 57 s; with twice
+// that, the load control below had to cut in, stale drops came in bursts
+// and 777 were back after 80 s.
+const walkBudget = 150_000
 
 // admitWait is how long a handshake waits for its turn before it is
 // refused: well inside the leaf's and the hub's 10 s TLS deadlines.
-const admitWait = 2 * time.Second
+const admitWait = 4 * time.Second
+
+// maxWaiting bounds the handshakes held waiting or refused slowly (a
+// socket, a goroutine and nats-server's client each); past it a handshake
+// is refused at once, so whoever floods the port cannot make the hub hold
+// one for each attempt. Above the 800-odd a 1,000-site storm holds.
+const maxWaiting = 1024
 
 var errHubBusy = errors.New("hub: too many site uplinks connecting; retry")
 
-// admitLeafHandshakes makes the leafnode listener's TLS config admit at
-// most perSecond handshakes a second: the rest wait up to admitWait for a
-// turn and are then refused before any key exchange.
-func admitLeafHandshakes(tc *tls.Config, perSecond int) {
-	lim := rate.NewLimiter(rate.Limit(perSecond), perSecond)
+// gate admits uplinks to the leafnode listener's TLS handshake at the rate
+// the hub can finish their connects.
+type gate struct {
+	max        float64 // configured ceiling, per second
+	lim        *rate.Limiter
+	waiting    atomic.Int64
+	maxWaiting int64
+}
+
+func newGate(perSecond int) *gate {
+	return &gate{max: float64(perSecond), lim: rate.NewLimiter(rate.Limit(perSecond), perSecond), maxWaiting: maxWaiting}
+}
+
+// install makes tc's handshakes pass the gate before any key exchange.
+func (g *gate) install(tc *tls.Config) {
 	prev := tc.GetConfigForClient
 	tc.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		ctx, cancel := context.WithTimeout(hello.Context(), admitWait)
-		defer cancel()
-		if err := lim.Wait(ctx); err != nil {
-			return nil, errHubBusy
+		if err := g.admit(hello.Context()); err != nil {
+			return nil, err
 		}
 		if prev != nil {
 			return prev(hello)
 		}
 		return nil, nil
 	}
+}
+
+// admit waits for a turn. A handshake whose turn is beyond admitWait is
+// refused, but only after admitWait: refused at once, each leaf comes
+// back in half a second (its reconnect interval) and a fleet of 1,000
+// retried ~2,000 ClientHellos a second, each a fresh key share for it and
+// an accept, a client and a parse for the hub.
+func (g *gate) admit(ctx context.Context) error {
+	if g.waiting.Add(1) > g.maxWaiting {
+		g.waiting.Add(-1)
+		return errHubBusy
+	}
+	defer g.waiting.Add(-1)
+	r := g.lim.Reserve()
+	d := r.Delay()
+	if !r.OK() || d > admitWait {
+		r.Cancel()
+		sleep(ctx, admitWait)
+		return errHubBusy
+	}
+	if !sleep(ctx, d) {
+		r.Cancel()
+		return errHubBusy
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// setWalk sets the rate for connects that walk subs subscriptions each,
+// on cores cores, scaled by load (0-1, see follow).
+func (g *gate) setWalk(subs, cores int, load float64) {
+	r := g.max
+	if subs > 0 {
+		r = min(r, walkBudget*float64(max(cores, 1))/float64(subs))
+	}
+	r = max(r*load, 1)
+	g.lim.SetLimit(rate.Limit(r))
+	g.lim.SetBurst(int(math.Ceil(r)))
+}
+
+// Load control. What a connect costs is known (walkBudget); what the hub
+// has to spare is not: the hub's other work grows with every site that
+// is back (its mirrors catch up, its uplinks send what piled up) and the
+// machine may be shared. A hub short of CPU wakes late, so follow ticks
+// every lagTick and halves the rate after a second in which a tick came
+// lagLimit late, and gives back a tenth a second after one without.
+// It is the safety net for a hub the budget overrates (slower cores, a
+// shared machine): at a fixed 25 a second, 1,000 sites on this 2-core
+// machine never settled (connects dropped as stale at 15-30 a second);
+// with the budget doubled and this control, 777 were back after 80 s.
+const (
+	lagTick  = 100 * time.Millisecond
+	lagLimit = 100 * time.Millisecond
+	minLoad  = 1.0 / 16
+)
+
+// nextLoad is the load factor after a second whose latest tick was lag late.
+func nextLoad(load float64, lag time.Duration) float64 {
+	if lag > lagLimit {
+		return max(load/2, minLoad)
+	}
+	return min(load+0.1, 1)
+}
+
+// follow keeps the rate in step with the largest account's subscriptions
+// (a leaf's tenant is not known before its handshake) and with the
+// hub's load until ctx ends.
+func (g *gate) follow(ctx context.Context, s *server.Server, log *slog.Logger) {
+	t := time.NewTicker(lagTick)
+	defer t.Stop()
+	load, last, lag := 1.0, time.Now(), time.Duration(0)
+	g.setWalk(largestAccount(s), runtime.GOMAXPROCS(0), load)
+	for tick := 1; ; tick++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		lag = max(lag, now.Sub(last)-lagTick)
+		last = now
+		if tick%int(time.Second/lagTick) != 0 {
+			continue
+		}
+		prev := load
+		load = nextLoad(load, lag)
+		subs := largestAccount(s)
+		g.setWalk(subs, runtime.GOMAXPROCS(0), load)
+		switch {
+		case load < prev && prev == 1:
+			log.Warn("hub busy; admitting fewer site uplinks", "per_second", float64(g.lim.Limit()), "late", lag.Round(time.Millisecond), "subscriptions", subs)
+		case load < prev:
+			log.Debug("hub still busy", "per_second", float64(g.lim.Limit()), "late", lag.Round(time.Millisecond))
+		case load == 1 && prev < 1:
+			log.Info("hub keeps up again; admitting site uplinks at the full rate", "per_second", float64(g.lim.Limit()))
+		}
+		lag = 0
+	}
+}
+
+// largestAccount is the most subscriptions any account but the system's
+// holds.
+func largestAccount(s *server.Server) int {
+	az, err := s.Accountz(&server.AccountzOptions{})
+	if err != nil {
+		return 0
+	}
+	sys := s.SystemAccount()
+	most := 0
+	for _, name := range az.Accounts {
+		if sys != nil && name == sys.Name {
+			continue
+		}
+		if a, err := s.LookupAccount(name); err == nil {
+			most = max(most, a.TotalSubs())
+		}
+	}
+	return most
 }

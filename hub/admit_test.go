@@ -1,30 +1,37 @@
 package hub
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
+	"math"
 	"net"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
 	"github.com/alpha-edge/alpha/internal/testkit/check"
 	"github.com/alpha-edge/alpha/internal/testkit/testpki"
 )
 
-// Twenty uplinks starting their TLS handshake at once on a hub that
-// admits 5 a second: the burst and the second's refill are taken, the
-// rest are refused before any key exchange (so they retry instead of
-// all running into their deadlines), and once the burst has passed a
-// new uplink is taken again.
+// Forty uplinks starting their TLS handshake at once on a hub that
+// admits 5 a second: the burst and what refills while a handshake may
+// wait are taken, the rest are refused before any key exchange (so they
+// retry instead of all running into their deadlines), and once the burst
+// has passed a new uplink is taken again.
 func TestLeafHandshakesAdmittedAtARate(t *testing.T) {
 	pki, err := testpki.Write(t.TempDir())
 	check.NoError(t, err)
 	cert, err := tls.LoadX509KeyPair(pki.Cert, pki.Key)
 	check.NoError(t, err)
 	server := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	admitLeafHandshakes(server, 5)
+	newGate(5).install(server)
 
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", server) // the test's own listener, kept open
 	check.NoError(t, err)
@@ -57,7 +64,7 @@ func TestLeafHandshakesAdmittedAtARate(t *testing.T) {
 	var mu sync.Mutex
 	var ok, refused int
 	var wg sync.WaitGroup
-	for range 20 {
+	for range 40 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -72,10 +79,123 @@ func TestLeafHandshakesAdmittedAtARate(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	// 5 at once, 5 a second over the 2 s a handshake may wait: at most
-	// 15 (and a little for the clock), at least the burst.
-	if ok < 5 || ok > 16 || refused == 0 {
-		t.Fatalf("20 at once: %d taken, %d refused; want 5-16 taken and the rest refused", ok, refused)
+	// 5 at once, 5 a second over the 4 s a handshake may wait: at most
+	// 25 (and a little for the clock), at least the burst.
+	if ok < 5 || ok > 26 || refused == 0 {
+		t.Fatalf("40 at once: %d taken, %d refused; want 5-26 taken and the rest refused", ok, refused)
 	}
 	check.For(t, 5*time.Second, 200*time.Millisecond, dial)
+}
+
+// The rate follows what a connect costs: a tenant twice the size is
+// admitted half as often, never faster than the configured ceiling nor
+// slower than one a second.
+func TestGateRateFollowsWalk(t *testing.T) {
+	g := newGate(50)
+	for _, c := range []struct {
+		subs, cores int
+		want        float64
+	}{
+		{0, 2, 50},                             // nothing known yet: the ceiling
+		{1_300, 2, 50},                         // 100 sites: cheap, the ceiling
+		{13_000, 2, 2 * walkBudget / 13_000.0}, // 1,000 sites
+		{26_000, 2, 2 * walkBudget / 26_000.0}, // twice the walk, half the rate
+		{26_000, 4, 4 * walkBudget / 26_000.0}, // twice the cores, twice the rate
+		{1 << 30, 1, 1},                        // floor
+	} {
+		g.setWalk(c.subs, c.cores, 1)
+		if got := float64(g.lim.Limit()); math.Abs(got-c.want) > 1e-9 || g.lim.Burst() != int(math.Ceil(c.want)) {
+			t.Errorf("setWalk(%d subs, %d cores): %v a second in bursts of %d; want %v", c.subs, c.cores, got, g.lim.Burst(), c.want)
+		}
+	}
+}
+
+// A hub that wakes late admits half as fast a second later, down to a
+// floor, and gives it back in tenths while it keeps up.
+func TestGateLoadFollowsLag(t *testing.T) {
+	load := 1.0
+	for range 10 {
+		load = nextLoad(load, 2*lagLimit)
+	}
+	if load != minLoad {
+		t.Fatalf("after 10 late seconds: load %v, want the floor %v", load, minLoad)
+	}
+	load = nextLoad(0.5, lagLimit/2)
+	if math.Abs(load-0.6) > 1e-9 {
+		t.Fatalf("a second on time after 0.5: %v, want 0.6", load)
+	}
+	for range 20 {
+		load = nextLoad(load, 0)
+	}
+	if load != 1 {
+		t.Fatalf("after 20 seconds on time: %v, want 1", load)
+	}
+	g := newGate(50)
+	g.setWalk(0, 2, 0.25)
+	if got := float64(g.lim.Limit()); got != 12.5 {
+		t.Fatalf("a quarter of 50 a second: %v", got)
+	}
+}
+
+// A flood of handshakes beyond what the gate holds is refused at once:
+// the hub keeps no socket or goroutine waiting for each.
+func TestGateRefusesAtOnceWhenFull(t *testing.T) {
+	g := newGate(1)
+	g.maxWaiting = 2
+	check.NoError(t, g.admit(context.Background())) // the burst
+	g.lim.SetLimit(0.01)                            // every other turn is past admitWait
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	held := make(chan error, 2)
+	for range 2 {
+		go func() { held <- g.admit(ctx) }()
+	}
+	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := g.waiting.Load(); n != 2 {
+			return fmt.Errorf("%d waiting, want 2", n)
+		}
+		return nil
+	})
+	start := time.Now()
+	if err := g.admit(ctx); !errors.Is(err, errHubBusy) {
+		t.Fatalf("third handshake while two wait: %v, want refused", err)
+	}
+	if d := time.Since(start); d > admitWait/2 {
+		t.Fatalf("third handshake refused after %v; want at once", d)
+	}
+	cancel()
+	for range 2 {
+		<-held
+	}
+}
+
+// The gate reads the walk off the server: the account with the most
+// subscriptions, the system account aside.
+func TestLargestAccount(t *testing.T) {
+	big, small := server.NewAccount("BIG"), server.NewAccount("SMALL")
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+		Accounts: []*server.Account{big, small},
+		Users:    []*server.User{{Username: "b", Password: "b", Account: big}, {Username: "s", Password: "s", Account: small}}})
+	check.NoError(t, err)
+	s.Start()
+	t.Cleanup(s.Shutdown)
+	if !s.ReadyForConnections(5 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	subscribe := func(user string, n int) {
+		nc, err := nats.Connect(s.ClientURL(), nats.UserInfo(user, user))
+		check.NoError(t, err)
+		t.Cleanup(nc.Close)
+		for i := range n {
+			_, err := nc.SubscribeSync(fmt.Sprintf("walk.%d", i))
+			check.NoError(t, err)
+		}
+		check.NoError(t, nc.Flush())
+	}
+	base := largestAccount(s)
+	subscribe("s", 50)
+	subscribe("b", 300)
+	if got := largestAccount(s); got < 300 || got > base+300+10 {
+		t.Fatalf("largest account: %d subscriptions; want the 300 of BIG (and at most the %d the server had)", got, base)
+	}
 }

@@ -64,6 +64,8 @@ type Hub struct {
 
 	mu      sync.Mutex
 	tenants []*tenant // served accounts: connection and ingest
+
+	stopGate context.CancelFunc // the admission gate's rate keeper, if any
 }
 
 // tenant is one account the hub serves: its bootstrap connection, kept
@@ -150,8 +152,10 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 			return nil, err
 		}
 	}
+	var g *gate
 	if tc := opts.LeafNode.TLSConfig; tc != nil && cfg.LeafConnectRate >= 0 {
-		admitLeafHandshakes(tc, cmp.Or(cfg.LeafConnectRate, DefaultLeafConnectRate))
+		g = newGate(cmp.Or(cfg.LeafConnectRate, DefaultLeafConnectRate))
+		g.install(tc)
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
@@ -161,6 +165,11 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		return nil, err
 	}
 	h := &Hub{Server: s, cfg: cfg, opts: opts}
+	if g != nil {
+		gctx, stop := context.WithCancel(context.Background())
+		h.stopGate = stop
+		go g.follow(gctx, s, cfg.Log.With("role", "hub"))
+	}
 	if err := h.ServeTenant(ctx); err != nil {
 		h.Shutdown()
 		return nil, err
@@ -233,6 +242,9 @@ func (h *Hub) Shutdown() {
 	}
 	h.tenants = nil
 	h.mu.Unlock()
+	if h.stopGate != nil {
+		h.stopGate()
+	}
 	h.Server.Shutdown()
 	h.Server.WaitForShutdown()
 }

@@ -212,14 +212,25 @@ type Put struct {
 // other as a publisher would, and returns the puts.
 func (f *Fleet) PutAll(ctx context.Context, payload string) []Put {
 	f.T.Helper()
+	puts, err := f.TryPutAll(ctx, payload)
+	check.NoError(f.T, err)
+	return puts
+}
+
+// TryPutAll is PutAll that returns the first put's error: a hub busy
+// taking its fleet back may not take puts in time, which a benchmark
+// reports rather than fails on.
+func (f *Fleet) TryPutAll(ctx context.Context, payload string) ([]Put, error) {
 	var puts []Put
 	for _, n := range f.Nodes() {
 		at := time.Now()
 		rev, err := f.bp.Put(ctx, n.Key(), []byte(payload))
-		check.NoError(f.T, err)
+		if err != nil {
+			return puts, fmt.Errorf("put %s (%d of %d put): %w", n.Key(), len(puts), len(f.Nodes()), err)
+		}
 		puts = append(puts, Put{Node: n, Revision: rev, At: at})
 	}
-	return puts
+	return puts, nil
 }
 
 // WaitApplied waits until every put's node applied its revision (or a
