@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,11 +70,12 @@ next:
 	return 0, fmt.Errorf("no %s with labels %v", family, labels)
 }
 
-// TestPrometheusEndpoint publishes metrics, a health change and events at a
-// site; the hub's endpoint serves the latest value of each series, and the
-// output parses with the Prometheus text parser.
-func TestPrometheusEndpoint(t *testing.T) {
-	ctx := context.Background()
+// stack starts a hub and a site leaf s1 linked to it, and a telemetry
+// publisher of node n1 at the leaf; it returns the hub's JetStream.
+func stack(t *testing.T) (jetstream.JetStream, *telemetry.Publisher) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	h, err := hub.Start(ctx, hub.Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Log: quiet})
 	check.NoError(t, err)
 	t.Cleanup(h.Shutdown)
@@ -86,12 +88,34 @@ func TestPrometheusEndpoint(t *testing.T) {
 		}
 		return nil
 	})
-
 	hnc, err := h.Connect()
 	check.NoError(t, err)
-	defer hnc.Close()
+	t.Cleanup(hnc.Close)
 	hjs, err := jetstream.New(hnc)
 	check.NoError(t, err)
+	nc, err := nats.Connect(l.ClientURL())
+	check.NoError(t, err)
+	t.Cleanup(nc.Close)
+	p, err := telemetry.NewPublisher(telemetry.PublisherConfig{Conn: nc, Site: "s1", Node: "n1", Log: quiet})
+	check.NoError(t, err)
+	go p.Run(ctx)
+	return hjs, p
+}
+
+// written parses what exp writes.
+func written(exp *metrics.Exporter) (map[string]*dto.MetricFamily, error) {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(exp.Write(pw)) }()
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	return parser.TextToMetricFamilies(pr)
+}
+
+// TestPrometheusEndpoint publishes metrics, a health change and events at a
+// site; the hub's endpoint serves the latest value of each series, and the
+// output parses with the Prometheus text parser.
+func TestPrometheusEndpoint(t *testing.T) {
+	ctx := context.Background()
+	hjs, p := stack(t)
 	// The endpoint binds a port of its own choosing and logs its URL.
 	logged := &check.Buffer{}
 	exp, err := metrics.Start(ctx, metrics.Config{JS: hjs, Log: slog.New(slog.NewTextHandler(logged, nil))})
@@ -110,12 +134,6 @@ func TestPrometheusEndpoint(t *testing.T) {
 		return nil
 	})
 
-	nc, err := nats.Connect(l.ClientURL())
-	check.NoError(t, err)
-	defer nc.Close()
-	p, err := telemetry.NewPublisher(telemetry.PublisherConfig{Conn: nc, Site: "s1", Node: "n1", Log: quiet})
-	check.NoError(t, err)
-	go p.Run(sctx)
 	p.Publish(streams.Metric{Name: "cpu.percent", Value: 12.5, Unit: "%", Layer: "host"})
 	p.Publish(streams.Metric{Name: "temperature.cpu", Value: 71, Unit: "Cel", Layer: "sensors"})
 	p.Publish(streams.Metric{Name: "iface.rx_bytes", Value: 1000, Layer: "net", Labels: map[string]string{"iface": "eth0"}})
@@ -174,10 +192,7 @@ func TestPrometheusEndpoint(t *testing.T) {
 	check.NoError(t, err)
 	defer exp2.Stop()
 	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
-		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(exp2.Write(pw)) }()
-		parser := expfmt.NewTextParser(model.LegacyValidation)
-		fams, err := parser.TextToMetricFamilies(pr)
+		fams, err := written(exp2)
 		if err != nil {
 			return err
 		}
@@ -213,5 +228,68 @@ func TestPrometheusEndpoint(t *testing.T) {
 	check.NoError(t, batch.Error())
 	if len(cpu) != 2 || cpu[0] != 12.5 || cpu[1] != 13 {
 		t.Fatalf("analytics consumer read %v, want [12.5 13]", cpu)
+	}
+}
+
+// TestExporterOutlivesItsConsumers: an operator deletes the exporter's
+// durable consumers (`nats consumer rm`); the exporter notices, says so in
+// its log, makes them again and goes on serving new values, resuming after
+// the last message it had: an event is counted once, not again.
+func TestExporterOutlivesItsConsumers(t *testing.T) {
+	ctx := context.Background()
+	hjs, p := stack(t)
+	logged := &check.Buffer{}
+	exp, err := metrics.Start(ctx, metrics.Config{JS: hjs, Log: slog.New(slog.NewTextHandler(logged, nil))})
+	check.NoError(t, err)
+	t.Cleanup(exp.Stop)
+	cpu := map[string]string{"site": "s1", "node": "n1", "layer": "host"}
+	acted := map[string]string{"site": "s1", "node": "n1", "name": "remediation.acted"}
+	shows := func(want map[string]float64) error {
+		fams, err := written(exp)
+		if err != nil {
+			return err
+		}
+		for family, v := range want {
+			labels := cpu
+			if family == "alpha_events_total" {
+				labels = acted
+			}
+			got, err := value(fams, family, labels)
+			if err != nil {
+				return err
+			}
+			if got != v {
+				return fmt.Errorf("%s = %v, want %v", family, got, v)
+			}
+		}
+		return nil
+	}
+	publish := func(cpu float64) {
+		t.Helper()
+		p.Publish(streams.Metric{Name: "cpu.percent", Value: cpu, Unit: "%", Layer: "host"})
+		p.Publish(streams.Metric{Name: "remediation.acted", Value: 1, Layer: "remediation", Kind: streams.KindEvent, Text: "restart"})
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		check.NoError(t, p.Flush(fctx))
+	}
+	publish(10)
+	check.For(t, 20*time.Second, 20*time.Millisecond, func() error {
+		return shows(map[string]float64{"alpha_cpu_percent": 10, "alpha_events_total": 1})
+	})
+
+	for _, s := range []string{streams.TelemetryStream, streams.EventsStream} {
+		check.NoError(t, hjs.DeleteConsumer(ctx, s, "metrics"))
+	}
+	publish(20)
+	check.For(t, 60*time.Second, 50*time.Millisecond, func() error {
+		return shows(map[string]float64{"alpha_cpu_percent": 20, "alpha_events_total": 2})
+	})
+	for _, s := range []string{streams.TelemetryStream, streams.EventsStream} {
+		if _, err := hjs.Consumer(ctx, s, "metrics"); err != nil {
+			t.Fatalf("consumer metrics on %s not made again: %v", s, err)
+		}
+	}
+	if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), streams.TelemetryStream) {
+		t.Fatalf("no warning naming %s in the exporter's log:\n%s", streams.TelemetryStream, logged.String())
 	}
 }
