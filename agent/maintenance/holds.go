@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/internal/throttle"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -174,58 +176,117 @@ func (h *Holds) Set(hold *Hold) {
 // released hold takes effect at once. The bucket lives at the site, so this
 // keeps working while the uplink is down. It returns once the initial value
 // was read.
-func Watch(ctx context.Context, kv jetstream.KeyValue, site, node string, onChange func()) (*Holds, error) {
+//
+// A watch that ends (the bucket was deleted, the leaf restarted) is made
+// again with backoff, logged on log (nil: slog.Default). Meanwhile, and
+// after the bucket comes back without the key, the last hold seen stays in
+// force until it expires: only a release (a delete or purge of the key)
+// ends a hold early, so deleting the bucket releases nothing.
+func Watch(ctx context.Context, kv jetstream.KeyValue, site, node string, log *slog.Logger, onChange func()) (*Holds, error) {
 	key, err := Key(site, node)
 	if err != nil {
 		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
 	}
 	w, err := kv.Watch(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("watching hold %s: %w", key, err)
 	}
 	h := &Holds{}
-	apply := func(e jetstream.KeyValueEntry) {
-		if e.Operation() != jetstream.KeyValuePut {
-			h.Set(nil)
-			return
-		}
-		var hold Hold
-		if err := json.Unmarshal(e.Value(), &hold); err != nil {
-			// A hold nobody can read is still a hold: fail safe, keep hands
-			// off for the maximum, and say why.
-			hold = Hold{Site: site, Node: node, Reason: "unreadable hold: " + err.Error(), Until: e.Created().Add(MaxHold)}
-		}
-		if hold.Created.IsZero() {
-			// The bucket's own timestamp bounds a hold written by hand.
-			hold.Created = e.Created()
-		}
-		h.Set(&hold)
-	}
 	// Initial values, up to the nil marker, before returning.
 	for e := range w.Updates() {
 		if e == nil {
 			break
 		}
-		apply(e)
+		h.apply(site, node, e)
 	}
 	h.mu.Lock()
 	h.onChange = onChange
 	h.mu.Unlock()
-	go func() {
-		defer w.Stop()
-		for {
+	go h.follow(ctx, kv, key, site, node, w, log.With("key", key))
+	return h, nil
+}
+
+// apply sets the hold an entry of the node's key says.
+func (h *Holds) apply(site, node string, e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		h.Set(nil)
+		return
+	}
+	var hold Hold
+	if err := json.Unmarshal(e.Value(), &hold); err != nil {
+		// A hold nobody can read is still a hold: fail safe, keep hands
+		// off for the maximum, and say why.
+		hold = Hold{Site: site, Node: node, Reason: "unreadable hold: " + err.Error(), Until: e.Created().Add(MaxHold)}
+	}
+	if hold.Created.IsZero() {
+		// The bucket's own timestamp bounds a hold written by hand.
+		hold.Created = e.Created()
+	}
+	h.Set(&hold)
+}
+
+// Bounds of the pause before watching again: from watchFirst, doubling to
+// watchMost, back to watchFirst after a watch that lasted watchSettled.
+const (
+	watchFirst   = time.Second
+	watchMost    = time.Minute
+	watchSettled = time.Minute
+)
+
+// errWatchEnded is why a watch that nats.go closed ended: it says no more
+// (the bucket was deleted, the consumer could not be made again).
+var errWatchEnded = errors.New("watch closed by the client library")
+
+// follow applies w's updates and, each time w ends, watches the key again,
+// until ctx is done.
+func (h *Holds) follow(ctx context.Context, kv jetstream.KeyValue, key, site, node string, w jetstream.KeyWatcher, log *slog.Logger) {
+	wait := watchFirst
+	for {
+		start := time.Now()
+		h.drain(ctx, site, node, w)
+		w.Stop()
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > watchSettled {
+			wait = watchFirst
+		}
+		for err := errWatchEnded; ; {
+			// Jitter: the nodes of a site lose the bucket together.
+			d := throttle.Jitter(wait, 20)
+			hold, held := h.Current()
+			log.Warn("hold watch ended; the last hold seen stays in force; watching again", "in", d, "held", held, "hold", hold.String(), "err", err)
 			select {
 			case <-ctx.Done():
 				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e != nil {
-					apply(e)
-				}
+			case <-time.After(d):
+			}
+			wait = min(2*wait, watchMost)
+			if w, err = kv.Watch(ctx, key); err == nil {
+				break
 			}
 		}
-	}()
-	return h, nil
+		log.Info("hold watch resumed")
+	}
+}
+
+// drain applies w's updates until w ends or ctx is done. Only entries
+// count: a bucket made again without the key says nothing about the hold.
+func (h *Holds) drain(ctx context.Context, site, node string, w jetstream.KeyWatcher) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e != nil {
+				h.apply(site, node, e)
+			}
+		}
+	}
 }
