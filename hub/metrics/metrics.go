@@ -177,12 +177,17 @@ func (e *Exporter) consume(ctx context.Context, f *feed) error {
 		f.seq = md.Sequence.Stream
 		f.mu.Unlock()
 		e.add(f.src.Name, m.Data())
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		select { // nats.go holds a lock here: never block
-		case f.broken <- signal{gen, err}:
-		default:
-		}
-	}))
+	},
+		// 10 s pulls have 5 s heartbeats: a consumer lost while the hub
+		// was out of reach is noticed some 10 s after it is back (the
+		// default: 30 s).
+		jetstream.PullExpiry(10*time.Second),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			select { // nats.go holds a lock here: never block
+			case f.broken <- signal{gen, err}:
+			default:
+			}
+		}))
 	if err != nil {
 		return fmt.Errorf("metrics: consume %s%s: %w", f.stream, tenantNote(f.src.Name), err)
 	}
