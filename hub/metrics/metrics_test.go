@@ -266,6 +266,29 @@ func rbPublish(t *testing.T, p *telemetry.Publisher, cpu float64) {
 	check.NoError(t, p.Flush(ctx))
 }
 
+// rbServing starts an exporter reading js, its log written to logged, and
+// waits until it serves a first cpu.percent (10) and event of s1/n1.
+func rbServing(t *testing.T, js jetstream.JetStream, p *telemetry.Publisher) (exp *metrics.Exporter, logged *check.Buffer) {
+	t.Helper()
+	logged = &check.Buffer{}
+	exp, err := metrics.Start(context.Background(), metrics.Config{JS: js, Log: slog.New(slog.NewTextHandler(logged, nil))})
+	check.NoError(t, err)
+	t.Cleanup(exp.Stop)
+	rbPublish(t, p, 10)
+	check.For(t, 20*time.Second, 20*time.Millisecond, func() error {
+		return rbShows(exp, map[string]float64{"alpha_cpu_percent": 10, "alpha_events_total": 1})
+	})
+	return exp, logged
+}
+
+// rbDelete deletes the exporter's durable consumers, as `nats consumer rm`.
+func rbDelete(t *testing.T, hjs jetstream.JetStream) {
+	t.Helper()
+	for _, s := range []string{streams.TelemetryStream, streams.EventsStream} {
+		check.NoError(t, hjs.DeleteConsumer(context.Background(), s, "metrics"))
+	}
+}
+
 // rbRemade checks that exp's consumers are there again and that its log
 // has a warning naming the TELEMETRY stream.
 func rbRemade(t *testing.T, hjs jetstream.JetStream, logged *check.Buffer) {
@@ -285,20 +308,10 @@ func rbRemade(t *testing.T, hjs jetstream.JetStream, logged *check.Buffer) {
 // its log, makes them again and goes on serving new values, resuming after
 // the last message it had: an event is counted once, not again.
 func TestExporterOutlivesItsConsumers(t *testing.T) {
-	ctx := context.Background()
 	_, hjs, p := stack(t)
-	logged := &check.Buffer{}
-	exp, err := metrics.Start(ctx, metrics.Config{JS: hjs, Log: slog.New(slog.NewTextHandler(logged, nil))})
-	check.NoError(t, err)
-	t.Cleanup(exp.Stop)
-	rbPublish(t, p, 10)
-	check.For(t, 20*time.Second, 20*time.Millisecond, func() error {
-		return rbShows(exp, map[string]float64{"alpha_cpu_percent": 10, "alpha_events_total": 1})
-	})
+	exp, logged := rbServing(t, hjs, p)
 
-	for _, s := range []string{streams.TelemetryStream, streams.EventsStream} {
-		check.NoError(t, hjs.DeleteConsumer(ctx, s, "metrics"))
-	}
+	rbDelete(t, hjs)
 	rbPublish(t, p, 20)
 	check.For(t, 60*time.Second, 50*time.Millisecond, func() error {
 		return rbShows(exp, map[string]float64{"alpha_cpu_percent": 20, "alpha_events_total": 2})
@@ -311,7 +324,6 @@ func TestExporterOutlivesItsConsumers(t *testing.T) {
 // never reaches it; after the link is back its pulls go unanswered, and the
 // missing heartbeats lead it to find them gone and make them again.
 func TestExporterRemakesConsumersLostOffline(t *testing.T) {
-	ctx := context.Background()
 	h, hjs, p := stack(t)
 	link, err := chaos.NewProxy("127.0.0.1:0", strings.TrimPrefix(h.ClientURL(), "nats://"))
 	check.NoError(t, err)
@@ -321,14 +333,7 @@ func TestExporterRemakesConsumersLostOffline(t *testing.T) {
 	t.Cleanup(enc.Close)
 	ejs, err := jetstream.New(enc)
 	check.NoError(t, err)
-	logged := &check.Buffer{}
-	exp, err := metrics.Start(ctx, metrics.Config{JS: ejs, Log: slog.New(slog.NewTextHandler(logged, nil))})
-	check.NoError(t, err)
-	t.Cleanup(exp.Stop)
-	rbPublish(t, p, 10)
-	check.For(t, 20*time.Second, 20*time.Millisecond, func() error {
-		return rbShows(exp, map[string]float64{"alpha_cpu_percent": 10, "alpha_events_total": 1})
-	})
+	exp, logged := rbServing(t, ejs, p)
 
 	link.Set(chaos.Cut)
 	check.For(t, 10*time.Second, 10*time.Millisecond, func() error {
@@ -337,9 +342,7 @@ func TestExporterRemakesConsumersLostOffline(t *testing.T) {
 		}
 		return nil
 	})
-	for _, s := range []string{streams.TelemetryStream, streams.EventsStream} {
-		check.NoError(t, hjs.DeleteConsumer(ctx, s, "metrics"))
-	}
+	rbDelete(t, hjs)
 	rbPublish(t, p, 20)
 	link.Set(chaos.Up)
 	start := time.Now()
