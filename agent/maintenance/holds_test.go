@@ -3,6 +3,7 @@ package maintenance
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -148,6 +149,46 @@ func TestHoldOutlivesItsBucket(t *testing.T) {
 	check.NoError(t, err)
 	check.NoError(t, Put(ctx, kv, after))
 	check.For(t, 10*time.Second, 20*time.Millisecond, func() error { return inForce("after") })
+	check.NoError(t, Release(ctx, kv, "s1", "n1"))
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if h, ok := holds.Current(); ok {
+			return fmt.Errorf("hold %+v not released", h)
+		}
+		return nil
+	})
+}
+
+// TestHoldInBucketMadeAgainAtOnce: the bucket is deleted and made again
+// before the watch noticed; nats.go's watch would carry on from the old
+// bucket's sequence and skip the new one's first entries. A hold put there
+// still takes effect, and one released there ends.
+func TestHoldInBucketMadeAgainAtOnce(t *testing.T) {
+	ctx := context.Background()
+	js := leaf(t)
+	kv, err := EnsureBucket(ctx, js)
+	check.NoError(t, err)
+	for _, r := range []string{"first", "second", "before"} {
+		h, err := NewHold("s1", "n1", time.Now(), time.Hour, r, "", nil)
+		check.NoError(t, err)
+		check.NoError(t, Put(ctx, kv, h))
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	holds, err := Watch(wctx, kv, "s1", "n1", slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	check.NoError(t, err)
+
+	check.NoError(t, js.DeleteKeyValue(ctx, streams.HoldsBucket))
+	kv, err = EnsureBucket(ctx, js)
+	check.NoError(t, err)
+	after, err := NewHold("s1", "n1", time.Now(), time.Hour, "after", "", nil)
+	check.NoError(t, err)
+	check.NoError(t, Put(ctx, kv, after))
+	check.For(t, 60*time.Second, 50*time.Millisecond, func() error {
+		if h, ok := holds.Current(); !ok || h.Reason != "after" {
+			return fmt.Errorf("hold is %+v (held: %v), want the one put in the new bucket", h, ok)
+		}
+		return nil
+	})
 	check.NoError(t, Release(ctx, kv, "s1", "n1"))
 	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if h, ok := holds.Current(); ok {
