@@ -173,3 +173,56 @@ func TestTelemetryTailResumesAfterHubRestart(t *testing.T) {
 	default:
 	}
 }
+
+// TestLogsFollowAcrossHubRestart: `alpha logs -f` goes on printing the
+// lines that reach the hub after it restarted (same store and ports), and
+// fails naming the LOGS stream once the hub is gone for good.
+func TestLogsFollowAcrossHubRestart(t *testing.T) {
+	p := prodtest.Start(t, prodtest.Options{Tenants: []string{"acme"}})
+	bundle := p.AddSite("s1", "acme", nil, "n1")
+	l, _ := p.StartLeaf(bundle, prodtest.LeafOptions{})
+	site := p.LeafJetStream(l)
+	out := &check.Buffer{}
+	logsOut = out
+	ctx, cancel := context.WithCancel(context.Background())
+	done, finished := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(finished)
+		done <- runLogs(ctx, []string{"--nats", p.Hub.ClientURL(), "--creds", p.Op.AdminCreds("acme"),
+			"--tls-ca", p.PKI.CA, "--site", "s1", "--node", "n1", "-f"})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-finished
+		logsOut = nil
+	})
+	seen := func(prefix string) {
+		t.Helper()
+		i := 0
+		check.For(t, 60*time.Second, 300*time.Millisecond, func() error {
+			i++
+			line := streams.LogLine{TS: time.Now().UTC(), Site: "s1", Node: "n1", Kind: streams.LogUnit, Source: "meter.service",
+				Level: "info", Text: fmt.Sprintf("%s %d", prefix, i), ID: fmt.Sprintf("n1.%s.%d", prefix, i)}
+			data, _ := json.Marshal(line)
+			pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer pcancel()
+			if _, err := site.Publish(pctx, line.Subject(), data); err != nil {
+				return err
+			}
+			if !strings.Contains(out.String(), " "+prefix+" ") {
+				return fmt.Errorf("alpha logs -f printed no %q line yet (%d lines)", prefix, out.Count("\n"))
+			}
+			return nil
+		})
+	}
+	seen("before")
+	p.Restart()
+	seen("after")
+	select {
+	case err := <-done:
+		t.Fatalf("alpha logs -f ended across a hub restart: %v", err)
+	default:
+	}
+	p.Hub.Shutdown()
+	check.FailsNaming(t, done, 90*time.Second, "alpha logs -f of a hub gone for good", streams.LogsStream)
+}
