@@ -235,12 +235,12 @@ func (e *Exporter) keep(f *feed) {
 				log.Info("metrics consumer made again; resuming", "after_seq", seq)
 				break
 			}
-			wait := throttle.Jitter(wait, 20)
-			log.Warn("metrics consumer not made again; retrying", "in", wait, "err", err)
+			d := throttle.Jitter(wait, 20)
+			log.Warn("metrics consumer not made again; retrying", "in", d, "err", err)
 			select {
 			case <-e.ctx.Done():
 				return
-			case <-time.After(wait):
+			case <-time.After(d):
 			}
 		}
 	}
