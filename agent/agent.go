@@ -261,7 +261,7 @@ func (a *Agent) connectHolds(ctx context.Context, js jetstream.JetStream) {
 		cancel()
 		if err == nil {
 			var h *maintenance.Holds
-			if h, err = maintenance.Watch(ctx, kv, a.cfg.Site, a.cfg.Node, func() { a.eng.Trigger("hold changed") }); err == nil {
+			if h, err = maintenance.Watch(ctx, kv, a.cfg.Site, a.cfg.Node, a.log, func() { a.eng.Trigger("hold changed") }); err == nil {
 				a.wiring.holds.set(h)
 				a.eng.Trigger("holds reachable")
 				return

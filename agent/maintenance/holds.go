@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/internal/throttle"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -174,58 +176,174 @@ func (h *Holds) Set(hold *Hold) {
 // released hold takes effect at once. The bucket lives at the site, so this
 // keeps working while the uplink is down. It returns once the initial value
 // was read.
-func Watch(ctx context.Context, kv jetstream.KeyValue, site, node string, onChange func()) (*Holds, error) {
+//
+// A watch that ends (the bucket was deleted, the leaf restarted) is made
+// again with backoff, logged on log (nil: slog.Default), and so is one on
+// a bucket that was deleted and made again (found by a periodic look at
+// the bucket). Meanwhile, and after the bucket comes back without the
+// key, the last hold seen stays in force until it expires: only a release
+// (a delete or purge of the key) ends a hold early, so deleting the bucket
+// releases nothing.
+func Watch(ctx context.Context, kv jetstream.KeyValue, site, node string, log *slog.Logger, onChange func()) (*Holds, error) {
 	key, err := Key(site, node)
 	if err != nil {
 		return nil, err
 	}
+	if log == nil {
+		log = slog.Default()
+	}
+	f := &follower{kv: kv, key: key, site: site, node: node, log: log.With("key", key), h: &Holds{}}
+	// The bucket's birth before the watch: a bucket made again in between
+	// is found by the first look.
+	f.born, _ = bucketBorn(ctx, kv)
 	w, err := kv.Watch(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("watching hold %s: %w", key, err)
-	}
-	h := &Holds{}
-	apply := func(e jetstream.KeyValueEntry) {
-		if e.Operation() != jetstream.KeyValuePut {
-			h.Set(nil)
-			return
-		}
-		var hold Hold
-		if err := json.Unmarshal(e.Value(), &hold); err != nil {
-			// A hold nobody can read is still a hold: fail safe, keep hands
-			// off for the maximum, and say why.
-			hold = Hold{Site: site, Node: node, Reason: "unreadable hold: " + err.Error(), Until: e.Created().Add(MaxHold)}
-		}
-		if hold.Created.IsZero() {
-			// The bucket's own timestamp bounds a hold written by hand.
-			hold.Created = e.Created()
-		}
-		h.Set(&hold)
 	}
 	// Initial values, up to the nil marker, before returning.
 	for e := range w.Updates() {
 		if e == nil {
 			break
 		}
-		apply(e)
+		f.apply(e)
 	}
-	h.mu.Lock()
-	h.onChange = onChange
-	h.mu.Unlock()
-	go func() {
-		defer w.Stop()
+	f.h.mu.Lock()
+	f.h.onChange = onChange
+	f.h.mu.Unlock()
+	go f.follow(ctx, w)
+	return f.h, nil
+}
+
+// follower keeps h up to date with the node's key in the bucket kv.
+type follower struct {
+	kv              jetstream.KeyValue
+	key, site, node string
+	log             *slog.Logger
+	h               *Holds
+	born            time.Time // of the bucket watched; zero: not known
+}
+
+// apply sets the hold an entry of the node's key says.
+func (f *follower) apply(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		f.h.Set(nil)
+		return
+	}
+	var hold Hold
+	if err := json.Unmarshal(e.Value(), &hold); err != nil {
+		// A hold nobody can read is still a hold: fail safe, keep hands
+		// off for the maximum, and say why.
+		hold = Hold{Site: f.site, Node: f.node, Reason: "unreadable hold: " + err.Error(), Until: e.Created().Add(MaxHold)}
+	}
+	if hold.Created.IsZero() {
+		// The bucket's own timestamp bounds a hold written by hand.
+		hold.Created = e.Created()
+	}
+	f.h.Set(&hold)
+}
+
+// Bounds of the pause before watching again: from watchFirst, doubling to
+// watchMost, back to watchFirst after a watch that lasted watchSettled.
+// watchLevel is how often the bucket itself is looked at.
+const (
+	watchFirst   = time.Second
+	watchMost    = time.Minute
+	watchSettled = time.Minute
+	watchLevel   = 10 * time.Second
+)
+
+var (
+	// errWatchEnded is why a watch that nats.go closed ended: it says no
+	// more (the bucket was deleted, its consumer could not be made again).
+	errWatchEnded = errors.New("watch closed by the client library")
+	// errBucketRemade: nats.go would resume a watch of a bucket deleted
+	// and made again at the old bucket's sequence, skipping the new
+	// bucket's first entries (a new hold, a release).
+	errBucketRemade = errors.New("bucket deleted and made again")
+)
+
+// bucketBorn is when kv's stream was made: a bucket deleted and made again
+// under the same name is another bucket.
+func bucketBorn(ctx context.Context, kv jetstream.KeyValue) (time.Time, error) {
+	// Every request has a deadline: one the leaf refuses is never answered.
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if s, ok := st.(*jetstream.KeyValueBucketStatus); ok && s.StreamInfo() != nil {
+		return s.StreamInfo().Created, nil
+	}
+	return time.Time{}, nil
+}
+
+// follow applies w's updates and, each time the watch ends, watches the
+// key again, until ctx is done.
+func (f *follower) follow(ctx context.Context, w jetstream.KeyWatcher) {
+	wait := watchFirst
+	for {
+		start := time.Now()
+		err := f.drain(ctx, w)
+		w.Stop()
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > watchSettled {
+			wait = watchFirst
+		}
 		for {
+			// Jitter: the nodes of a site lose the bucket together.
+			d := throttle.Jitter(wait, 20)
+			hold, held := f.h.Current()
+			f.log.Warn("hold watch ended; the last hold seen stays in force; watching again", "in", d, "held", held, "hold", hold.String(), "err", err)
 			select {
 			case <-ctx.Done():
 				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e != nil {
-					apply(e)
-				}
+			case <-time.After(d):
+			}
+			wait = min(2*wait, watchMost)
+			if f.born, err = bucketBorn(ctx, f.kv); err != nil {
+				continue
+			}
+			if w, err = f.kv.Watch(ctx, f.key); err == nil {
+				break
 			}
 		}
-	}()
-	return h, nil
+		f.log.Info("hold watch resumed")
+	}
+}
+
+// drain applies w's updates until w ends, the bucket is gone or made
+// again, or ctx is done; it says why. Only entries count: a bucket made
+// again without the key says nothing about the hold.
+func (f *follower) drain(ctx context.Context, w jetstream.KeyWatcher) error {
+	look := time.NewTimer(throttle.Jitter(watchLevel, 20))
+	defer look.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errWatchEnded
+			}
+			if e != nil {
+				f.apply(e)
+			}
+		case <-look.C:
+			look.Reset(throttle.Jitter(watchLevel, 20))
+			born, err := bucketBorn(ctx, f.kv)
+			switch {
+			case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrBucketNotFound):
+				return err
+			case err != nil || born.IsZero():
+				// The leaf is slow or away: nats.go's watch rides that out.
+			case f.born.IsZero():
+				f.born = born
+			case !born.Equal(f.born):
+				return errBucketRemade
+			}
+		}
+	}
 }

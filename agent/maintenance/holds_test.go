@@ -3,6 +3,9 @@ package maintenance
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -51,7 +54,7 @@ func TestHoldsThroughKV(t *testing.T) {
 	var changes atomic.Int32
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	holds, err := Watch(wctx, kv, "s1", "n1", func() { changes.Add(1) })
+	holds, err := Watch(wctx, kv, "s1", "n1", nil, func() { changes.Add(1) })
 	check.NoError(t, err)
 	// The hold present before the watch started is there on return.
 	h, ok := holds.Current()
@@ -90,6 +93,106 @@ func TestHoldsThroughKV(t *testing.T) {
 		h, ok := holds.Current()
 		if !ok || h.Expiry().After(time.Now().Add(MaxHold)) {
 			return fmt.Errorf("hold %+v not bounded by MaxHold", h)
+		}
+		return nil
+	})
+}
+
+// TestHoldOutlivesItsBucket: deleting the holds bucket (an operator's
+// mistake, or someone who wants the agent's hands back on a held node)
+// does not release the hold: it stays in force while the bucket is gone
+// and after it comes back empty. The watch is made again once the bucket
+// is back, so a new hold put there takes effect.
+func TestHoldOutlivesItsBucket(t *testing.T) {
+	ctx := context.Background()
+	js := leaf(t)
+	kv, err := EnsureBucket(ctx, js)
+	check.NoError(t, err)
+	before, err := NewHold("s1", "n1", time.Now(), time.Hour, "before", "", nil)
+	check.NoError(t, err)
+	check.NoError(t, Put(ctx, kv, before))
+	logged := &check.Buffer{}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	holds, err := Watch(wctx, kv, "s1", "n1", slog.New(slog.NewTextHandler(logged, nil)), nil)
+	check.NoError(t, err)
+	inForce := func(reason string) error {
+		h, ok := holds.Current()
+		if !ok || h.Reason != reason || !h.Active(time.Now()) {
+			return fmt.Errorf("hold is %+v (held: %v), want %q in force", h, ok, reason)
+		}
+		return nil
+	}
+	check.NoError(t, inForce("before"))
+
+	check.NoError(t, js.DeleteKeyValue(ctx, streams.HoldsBucket))
+	check.For(t, 60*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(logged.String(), "hold watch ended") {
+			return fmt.Errorf("the watch did not notice the bucket's deletion; log:\n%s", logged.String())
+		}
+		return nil
+	})
+	check.NoError(t, inForce("before"))
+
+	// Back, empty: the last hold seen stays.
+	kv, err = EnsureBucket(ctx, js)
+	check.NoError(t, err)
+	check.For(t, 60*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(logged.String(), "hold watch resumed") {
+			return fmt.Errorf("the watch did not resume; log:\n%s", logged.String())
+		}
+		return nil
+	})
+	check.NoError(t, inForce("before"))
+
+	after, err := NewHold("s1", "n1", time.Now(), time.Hour, "after", "", nil)
+	check.NoError(t, err)
+	check.NoError(t, Put(ctx, kv, after))
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error { return inForce("after") })
+	check.NoError(t, Release(ctx, kv, "s1", "n1"))
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if h, ok := holds.Current(); ok {
+			return fmt.Errorf("hold %+v not released", h)
+		}
+		return nil
+	})
+}
+
+// TestHoldInBucketMadeAgainAtOnce: the bucket is deleted and made again
+// before the watch noticed; nats.go's watch would carry on from the old
+// bucket's sequence and skip the new one's first entries. A hold put there
+// still takes effect, and one released there ends.
+func TestHoldInBucketMadeAgainAtOnce(t *testing.T) {
+	ctx := context.Background()
+	js := leaf(t)
+	kv, err := EnsureBucket(ctx, js)
+	check.NoError(t, err)
+	for _, r := range []string{"first", "second", "before"} {
+		h, err := NewHold("s1", "n1", time.Now(), time.Hour, r, "", nil)
+		check.NoError(t, err)
+		check.NoError(t, Put(ctx, kv, h))
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	holds, err := Watch(wctx, kv, "s1", "n1", slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	check.NoError(t, err)
+
+	check.NoError(t, js.DeleteKeyValue(ctx, streams.HoldsBucket))
+	kv, err = EnsureBucket(ctx, js)
+	check.NoError(t, err)
+	after, err := NewHold("s1", "n1", time.Now(), time.Hour, "after", "", nil)
+	check.NoError(t, err)
+	check.NoError(t, Put(ctx, kv, after))
+	check.For(t, 60*time.Second, 50*time.Millisecond, func() error {
+		if h, ok := holds.Current(); !ok || h.Reason != "after" {
+			return fmt.Errorf("hold is %+v (held: %v), want the one put in the new bucket", h, ok)
+		}
+		return nil
+	})
+	check.NoError(t, Release(ctx, kv, "s1", "n1"))
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if h, ok := holds.Current(); ok {
+			return fmt.Errorf("hold %+v not released", h)
 		}
 		return nil
 	})

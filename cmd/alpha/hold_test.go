@@ -43,7 +43,7 @@ func TestHoldCommand(t *testing.T) {
 
 	kv, err := js.KeyValue(ctx, streams.HoldsBucket)
 	check.NoError(t, err)
-	holds, err := maintenance.Watch(ctx, kv, "site1", "n1", nil)
+	holds, err := maintenance.Watch(ctx, kv, "site1", "n1", nil, nil)
 	check.NoError(t, err)
 	h, ok := holds.Current()
 	if !ok || h.Reason != "debugging" || h.Resources[0] != "unit:meter.service" || h.Until.Sub(h.Created) != 2*time.Hour {

@@ -104,17 +104,29 @@ type logQuery struct {
 	json   bool
 }
 
+// logsOffline is how long `alpha logs` waits for a lost connection to come
+// back before it fails: a hub restart is ridden out, a hub gone for good
+// fails the command instead of hanging it (also -f). While connected, a
+// read the server stopped answering is caught by the iterator's heartbeat
+// and nats.go's bounded remaking of the consumer (natsutil.ReadResets).
+const logsOffline = 30 * time.Second
+
 // print writes the lines from since until now, then, with follow, those
 // that arrive until ctx ends.
 func (q logQuery) print(ctx context.Context, js jetstream.JetStream, w io.Writer) error {
 	start := time.Now().Add(-q.since)
-	// Next below makes the ordered consumer again each time; bounded, a
-	// hub that died fails the command instead of hanging it (also -f).
+	read := 0
+	fail := func(err error) error {
+		return fmt.Errorf("reading stream %s (%s), %d lines read: %w", streams.LogsStream, q.filter, read, err)
+	}
+	// One consumer for the whole read, its messages pulled in batches;
+	// nats.go makes it again only after a break (an ordered consumer's
+	// Next would make it again for every line).
 	c, err := js.OrderedConsumer(ctx, streams.LogsStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{q.filter}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start,
 		MaxResetAttempts: natsutil.ReadResets})
 	if err != nil {
-		return fmt.Errorf("reading stream %s (%s): %w", streams.LogsStream, q.filter, err)
+		return fail(err)
 	}
 	if !q.follow {
 		// The count comes with the consumer's creation: a site operator
@@ -123,16 +135,35 @@ func (q logQuery) print(ctx context.Context, js jetstream.JetStream, w io.Writer
 			return nil
 		}
 	}
+	// 10 s pulls have 5 s heartbeats: a server that stops answering is
+	// noticed after 10 s (the default: 30 s).
+	it, err := c.Messages(jetstream.PullExpiry(10 * time.Second))
+	if err != nil {
+		return fail(err)
+	}
+	defer it.Stop()
+	var offline time.Time // when the connection was found lost, zero while up
 	for {
-		msg, err := c.Next(jetstream.FetchMaxWait(time.Second))
+		msg, err := it.Next(jetstream.NextMaxWait(time.Second))
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout):
+		case errors.Is(err, nats.ErrTimeout):
+			// nats.go stops the heartbeat check while disconnected and
+			// reconnects for minutes: the bound is ours.
+			switch {
+			case js.Conn().IsConnected():
+				offline = time.Time{}
+			case offline.IsZero():
+				offline = time.Now()
+			case time.Since(offline) > logsOffline:
+				return fail(fmt.Errorf("connection lost and not back within %s", logsOffline))
+			}
 			continue
 		case err != nil:
-			return fmt.Errorf("reading stream %s (%s): %w", streams.LogsStream, q.filter, err)
+			return fail(err)
 		}
+		read++
 		var l streams.LogLine
 		if err := json.Unmarshal(msg.Data(), &l); err == nil && streams.LevelRank(l.Level) <= q.floor {
 			printLine(w, l, q.json)

@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
@@ -95,4 +99,53 @@ func TestLogsCommandInProduction(t *testing.T) {
 	if strings.Contains(follow.String(), "meter started") {
 		t.Fatalf("-f without --since printed old lines: %q", follow.String())
 	}
+}
+
+// TestLogsReadsWithOneConsumer: `alpha logs` reading 200 lines makes a
+// bounded number of consumers on the hub's LOGS stream, not one per line
+// (an ordered consumer's Next makes its consumer again at every call: two
+// JetStream API requests per line). Counted by the hub's own advisories.
+func TestLogsReadsWithOneConsumer(t *testing.T) {
+	const n = 200
+	p := prodtest.Start(t, prodtest.Options{Tenants: []string{"acme"}})
+	ocFillLogs(t, p, n)
+	nc, js := p.Admin("acme")
+	var created atomic.Int32
+	marked := make(chan struct{})
+	const marker = "rb-marker"
+	sub, err := nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.CREATED."+streams.LogsStream+".>", func(m *nats.Msg) {
+		if strings.HasSuffix(m.Subject, "."+marker) {
+			close(marked)
+			return
+		}
+		created.Add(1)
+	})
+	check.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	check.NoError(t, nc.Flush())
+
+	out := &check.Buffer{}
+	logsOut = out
+	t.Cleanup(func() { logsOut = nil })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	check.NoError(t, runLogs(ctx, []string{"--nats", p.Hub.ClientURL(), "--creds", p.Op.AdminCreds("acme"),
+		"--tls-ca", p.PKI.CA, "--site", "s1", "--node", "n1", "--since", "1h"}))
+	if got := out.Count("\n"); got != n || !strings.Contains(out.String(), fmt.Sprintf("line %d\n", n-1)) {
+		t.Fatalf("alpha logs printed %d lines, want %d:\n%s", got, n, out.String())
+	}
+	// The server sends advisories in order: once the one of a consumer
+	// made after the read arrives, those of the read have all arrived.
+	_, err = js.CreateConsumer(ctx, streams.LogsStream, jetstream.ConsumerConfig{Name: marker, AckPolicy: jetstream.AckNonePolicy})
+	check.NoError(t, err)
+	select {
+	case <-marked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no advisory for the marker consumer in 10 s")
+	}
+	// One, and room for a reset or two of the ordered consumer.
+	if got := created.Load(); got < 1 || got > 3 {
+		t.Fatalf("reading %d lines made %d consumers on %s, want 1 to 3", n, got, streams.LogsStream)
+	}
+	t.Logf("reading %d lines made %d consumer(s)", n, created.Load())
 }

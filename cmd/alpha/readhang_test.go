@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,14 +50,33 @@ func ocFillLogs(t *testing.T, p *prodtest.Hub, n int) {
 	})
 }
 
+// ocHeld is a Buffer whose writer is held, once it has written after
+// lines, until open is closed: a reader that pulls in batches is faster
+// than a test's polling, so the test holds it mid-read.
+type ocHeld struct {
+	check.Buffer
+	after      int
+	held, open chan struct{}
+	once       sync.Once
+}
+
+func (h *ocHeld) Write(p []byte) (int, error) {
+	if h.Count("\n") >= h.after {
+		h.once.Do(func() { close(h.held) })
+		<-h.open
+	}
+	return h.Buffer.Write(p)
+}
+
 // TestLogsFailsWhenHubDiesMidRead: `alpha logs` reading many lines from a
 // hub that is shut down mid-read returns an error naming the LOGS stream
-// instead of waiting for ever in nats.go's remaking of the consumer.
+// instead of waiting for ever in nats.go's remaking of the consumer or
+// reconnecting.
 func TestLogsFailsWhenHubDiesMidRead(t *testing.T) {
 	p := prodtest.Start(t, prodtest.Options{Tenants: []string{"acme"}})
 	ocFillLogs(t, p, 3000)
 
-	out := &check.Buffer{}
+	out := &ocHeld{after: 10, held: make(chan struct{}), open: make(chan struct{})}
 	logsOut = out
 	t.Cleanup(func() { logsOut = nil })
 	done := make(chan error, 1)
@@ -64,14 +84,19 @@ func TestLogsFailsWhenHubDiesMidRead(t *testing.T) {
 		done <- runLogs(context.Background(), []string{"--nats", p.Hub.ClientURL(), "--creds", p.Op.AdminCreds("acme"),
 			"--tls-ca", p.PKI.CA, "--site", "s1", "--node", "n1", "--since", "1h"})
 	}()
-	check.For(t, 30*time.Second, 10*time.Millisecond, func() error {
-		if !strings.Contains(out.String(), "line 10\n") {
-			return fmt.Errorf("alpha logs printed %d lines so far", out.Count("\n"))
-		}
-		return nil
-	})
+	select {
+	case <-out.held:
+	case err := <-done:
+		t.Fatalf("alpha logs ended before it printed 10 lines: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("alpha logs printed %d lines in 30 s", out.Count("\n"))
+	}
 	p.Hub.Shutdown()
+	close(out.open)
 	check.FailsNaming(t, done, 90*time.Second, "alpha logs from a hub that died mid-read", streams.LogsStream)
+	if n := out.Count("\n"); n >= 3000 {
+		t.Fatalf("alpha logs printed all %d lines of a hub that died before they were read", n)
+	}
 }
 
 // ocTail starts `alpha telemetry tail` of site s1 at p's hub; its output
@@ -147,4 +172,57 @@ func TestTelemetryTailResumesAfterHubRestart(t *testing.T) {
 		t.Fatalf("telemetry tail ended across a hub restart: %v", err)
 	default:
 	}
+}
+
+// TestLogsFollowAcrossHubRestart: `alpha logs -f` goes on printing the
+// lines that reach the hub after it restarted (same store and ports), and
+// fails naming the LOGS stream once the hub is gone for good.
+func TestLogsFollowAcrossHubRestart(t *testing.T) {
+	p := prodtest.Start(t, prodtest.Options{Tenants: []string{"acme"}})
+	bundle := p.AddSite("s1", "acme", nil, "n1")
+	l, _ := p.StartLeaf(bundle, prodtest.LeafOptions{})
+	site := p.LeafJetStream(l)
+	out := &check.Buffer{}
+	logsOut = out
+	ctx, cancel := context.WithCancel(context.Background())
+	done, finished := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(finished)
+		done <- runLogs(ctx, []string{"--nats", p.Hub.ClientURL(), "--creds", p.Op.AdminCreds("acme"),
+			"--tls-ca", p.PKI.CA, "--site", "s1", "--node", "n1", "-f"})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-finished
+		logsOut = nil
+	})
+	seen := func(prefix string) {
+		t.Helper()
+		i := 0
+		check.For(t, 60*time.Second, 300*time.Millisecond, func() error {
+			i++
+			line := streams.LogLine{TS: time.Now().UTC(), Site: "s1", Node: "n1", Kind: streams.LogUnit, Source: "meter.service",
+				Level: "info", Text: fmt.Sprintf("%s %d", prefix, i), ID: fmt.Sprintf("n1.%s.%d", prefix, i)}
+			data, _ := json.Marshal(line)
+			pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer pcancel()
+			if _, err := site.Publish(pctx, line.Subject(), data); err != nil {
+				return err
+			}
+			if !strings.Contains(out.String(), " "+prefix+" ") {
+				return fmt.Errorf("alpha logs -f printed no %q line yet (%d lines)", prefix, out.Count("\n"))
+			}
+			return nil
+		})
+	}
+	seen("before")
+	p.Restart()
+	seen("after")
+	select {
+	case err := <-done:
+		t.Fatalf("alpha logs -f ended across a hub restart: %v", err)
+	default:
+	}
+	p.Hub.Shutdown()
+	check.FailsNaming(t, done, 90*time.Second, "alpha logs -f of a hub gone for good", streams.LogsStream)
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/internal/throttle"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -48,11 +49,33 @@ type Tenant struct {
 
 // Exporter keeps the latest value of each series.
 type Exporter struct {
-	cfg  Config
-	log  *slog.Logger
-	mu   sync.Mutex
-	last map[string]*series
-	ccs  []jetstream.ConsumeContext
+	cfg   Config
+	log   *slog.Logger
+	mu    sync.Mutex
+	last  map[string]*series
+	feeds []*feed
+	// ctx ends the keepers of the feeds (Stop).
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// feed is one durable consumer of one tenant's stream and what it has
+// handled, so a consumer that was deleted is made again from where it was.
+type feed struct {
+	src            Tenant
+	stream, filter string
+	mu             sync.Mutex
+	cc             jetstream.ConsumeContext
+	gen            int    // of cc: a signal of an earlier one is stale
+	seq            uint64 // stream sequence of the last message handled
+	broken         chan signal
+}
+
+// signal is an error nats.go reported for consume generation gen.
+type signal struct {
+	gen int
+	err error
 }
 
 type series struct {
@@ -91,40 +114,152 @@ func Start(ctx context.Context, cfg Config) (*Exporter, error) {
 		cfg.Now = time.Now
 	}
 	e := &Exporter{cfg: cfg, log: cfg.Log.With("component", "metrics"), last: map[string]*series{}}
+	// The feeds outlive the start: ctx bounds making the consumers only.
+	e.ctx, e.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	for _, src := range sources {
-		if err := e.follow(ctx, src); err != nil {
-			e.Stop()
-			return nil, err
+		for _, sc := range []struct{ stream, filter string }{
+			{streams.TelemetryStream, ">"},
+			{streams.EventsStream, streams.TelemetryFilter("events", "", "")},
+		} {
+			f := &feed{src: src, stream: sc.stream, filter: sc.filter, broken: make(chan signal, 1)}
+			if err := e.consume(ctx, f); err != nil {
+				e.Stop()
+				return nil, err
+			}
+			e.feeds = append(e.feeds, f)
+			e.wg.Add(1)
+			go e.keep(f)
 		}
 	}
 	return e, nil
 }
 
-// follow consumes one tenant's TELEMETRY and EVENTS.
-func (e *Exporter) follow(ctx context.Context, src Tenant) error {
-	cfg := e.cfg
-	for _, sc := range []struct{ stream, filter string }{
-		{streams.TelemetryStream, ">"},
-		{streams.EventsStream, streams.TelemetryFilter("events", "", "")},
-	} {
-		_ = src.JS.DeleteConsumer(ctx, sc.stream, cfg.Durable)
-		c, err := src.JS.CreateOrUpdateConsumer(ctx, sc.stream, jetstream.ConsumerConfig{
-			Durable:       cfg.Durable,
-			Description:   "latest values for the Prometheus endpoint",
-			DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
-			AckPolicy:     jetstream.AckNonePolicy,
-			FilterSubject: sc.filter,
-		})
-		if err != nil {
-			return fmt.Errorf("metrics: consumer on %s%s: %w", sc.stream, tenantNote(src.Name), err)
-		}
-		cc, err := c.Consume(func(m jetstream.Msg) { e.add(src.Name, m.Data()) })
-		if err != nil {
-			return fmt.Errorf("metrics: consume %s%s: %w", sc.stream, tenantNote(src.Name), err)
-		}
-		e.ccs = append(e.ccs, cc)
+// consume (re)makes f's durable consumer and consumes it. The first time
+// it seeds the latest value of every subject (DeliverLastPerSubject);
+// after a loss it resumes after the last message handled, so no event is
+// counted twice and none in between is missed (while the stream keeps it).
+func (e *Exporter) consume(ctx context.Context, f *feed) error {
+	f.mu.Lock()
+	if f.cc != nil {
+		f.cc.Stop()
 	}
+	f.gen++
+	gen, seq := f.gen, f.seq
+	f.mu.Unlock()
+	cfg := jetstream.ConsumerConfig{
+		Durable:       e.cfg.Durable,
+		Description:   "latest values for the Prometheus endpoint",
+		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+		AckPolicy:     jetstream.AckNonePolicy,
+		FilterSubject: f.filter,
+	}
+	if seq > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
+	}
+	// We own the name: whatever is left of it has the wrong start.
+	_ = f.src.JS.DeleteConsumer(ctx, f.stream, e.cfg.Durable)
+	c, err := f.src.JS.CreateOrUpdateConsumer(ctx, f.stream, cfg)
+	if err != nil {
+		return fmt.Errorf("metrics: consumer %s on %s%s: %w", e.cfg.Durable, f.stream, tenantNote(f.src.Name), err)
+	}
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		md, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		// Two consumers of f may overlap for a moment around a remaking:
+		// each message counts once.
+		f.mu.Lock()
+		if md.Sequence.Stream <= f.seq {
+			f.mu.Unlock()
+			return
+		}
+		f.seq = md.Sequence.Stream
+		f.mu.Unlock()
+		e.add(f.src.Name, m.Data())
+	},
+		// 10 s pulls have 5 s heartbeats: a consumer lost while the hub
+		// was out of reach is noticed some 10 s after it is back (the
+		// default: 30 s).
+		jetstream.PullExpiry(10*time.Second),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			select { // nats.go holds a lock here: never block
+			case f.broken <- signal{gen, err}:
+			default:
+			}
+		}))
+	if err != nil {
+		return fmt.Errorf("metrics: consume %s%s: %w", f.stream, tenantNote(f.src.Name), err)
+	}
+	f.mu.Lock()
+	f.cc = cc
+	f.mu.Unlock()
 	return nil
+}
+
+// keep makes f's consumer again when it is gone: deleted by hand (`nats
+// consumer rm`: nats.go stops consuming) or lost while the hub was away
+// (only heartbeats go missing). Without this the endpoint would serve
+// values that no longer change, and they would all turn stale.
+func (e *Exporter) keep(f *feed) {
+	defer e.wg.Done()
+	log := e.log.With("stream", f.stream, "consumer", e.cfg.Durable)
+	if f.src.Name != "" {
+		log = log.With("tenant", f.src.Name)
+	}
+	for {
+		var s signal
+		select {
+		case <-e.ctx.Done():
+			return
+		case s = <-f.broken:
+		}
+		f.mu.Lock()
+		stale := s.gen != f.gen
+		f.mu.Unlock()
+		if stale || !e.gone(f, s.err) {
+			continue
+		}
+		log.Warn("metrics consumer gone; making it again", "err", s.err)
+		for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+			ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
+			err := e.consume(ctx, f)
+			cancel()
+			if e.ctx.Err() != nil {
+				return
+			}
+			if err == nil {
+				f.mu.Lock()
+				seq := f.seq
+				f.mu.Unlock()
+				log.Info("metrics consumer made again; resuming", "after_seq", seq)
+				break
+			}
+			d := throttle.Jitter(wait, 20)
+			log.Warn("metrics consumer not made again; retrying", "in", d, "err", err)
+			select {
+			case <-e.ctx.Done():
+				return
+			case <-time.After(d):
+			}
+		}
+	}
+}
+
+// gone tells whether err, reported while consuming f, means its consumer
+// no longer exists. Missing heartbeats also come with a slow or restarting
+// hub: the server is asked.
+func (e *Exporter) gone(f *feed, err error) bool {
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+		return true
+	case errors.Is(err, jetstream.ErrNoHeartbeat):
+		ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
+		defer cancel()
+		_, err := f.src.JS.Consumer(ctx, f.stream, e.cfg.Durable)
+		return errors.Is(err, jetstream.ErrConsumerNotFound)
+	}
+	return false
 }
 
 func tenantNote(name string) string {
@@ -136,8 +271,14 @@ func tenantNote(name string) string {
 
 // Stop ends the consumers.
 func (e *Exporter) Stop() {
-	for _, cc := range e.ccs {
-		cc.Stop()
+	e.cancel()
+	e.wg.Wait()
+	for _, f := range e.feeds {
+		f.mu.Lock()
+		if f.cc != nil {
+			f.cc.Stop()
+		}
+		f.mu.Unlock()
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/agent/telemetry"
+	"github.com/alpha-edge/alpha/chaos"
 	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/hub/metrics"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
@@ -69,11 +71,12 @@ next:
 	return 0, fmt.Errorf("no %s with labels %v", family, labels)
 }
 
-// TestPrometheusEndpoint publishes metrics, a health change and events at a
-// site; the hub's endpoint serves the latest value of each series, and the
-// output parses with the Prometheus text parser.
-func TestPrometheusEndpoint(t *testing.T) {
-	ctx := context.Background()
+// stack starts a hub and a site leaf s1 linked to it, and a telemetry
+// publisher of node n1 at the leaf; it returns the hub and its JetStream.
+func stack(t *testing.T) (*hub.Hub, jetstream.JetStream, *telemetry.Publisher) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	h, err := hub.Start(ctx, hub.Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1", LeafListen: "127.0.0.1:-1", Log: quiet})
 	check.NoError(t, err)
 	t.Cleanup(h.Shutdown)
@@ -86,12 +89,34 @@ func TestPrometheusEndpoint(t *testing.T) {
 		}
 		return nil
 	})
-
 	hnc, err := h.Connect()
 	check.NoError(t, err)
-	defer hnc.Close()
+	t.Cleanup(hnc.Close)
 	hjs, err := jetstream.New(hnc)
 	check.NoError(t, err)
+	nc, err := nats.Connect(l.ClientURL())
+	check.NoError(t, err)
+	t.Cleanup(nc.Close)
+	p, err := telemetry.NewPublisher(telemetry.PublisherConfig{Conn: nc, Site: "s1", Node: "n1", Log: quiet})
+	check.NoError(t, err)
+	go p.Run(ctx)
+	return h, hjs, p
+}
+
+// written parses what exp writes.
+func written(exp *metrics.Exporter) (map[string]*dto.MetricFamily, error) {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(exp.Write(pw)) }()
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	return parser.TextToMetricFamilies(pr)
+}
+
+// TestPrometheusEndpoint publishes metrics, a health change and events at a
+// site; the hub's endpoint serves the latest value of each series, and the
+// output parses with the Prometheus text parser.
+func TestPrometheusEndpoint(t *testing.T) {
+	ctx := context.Background()
+	_, hjs, p := stack(t)
 	// The endpoint binds a port of its own choosing and logs its URL.
 	logged := &check.Buffer{}
 	exp, err := metrics.Start(ctx, metrics.Config{JS: hjs, Log: slog.New(slog.NewTextHandler(logged, nil))})
@@ -110,12 +135,6 @@ func TestPrometheusEndpoint(t *testing.T) {
 		return nil
 	})
 
-	nc, err := nats.Connect(l.ClientURL())
-	check.NoError(t, err)
-	defer nc.Close()
-	p, err := telemetry.NewPublisher(telemetry.PublisherConfig{Conn: nc, Site: "s1", Node: "n1", Log: quiet})
-	check.NoError(t, err)
-	go p.Run(sctx)
 	p.Publish(streams.Metric{Name: "cpu.percent", Value: 12.5, Unit: "%", Layer: "host"})
 	p.Publish(streams.Metric{Name: "temperature.cpu", Value: 71, Unit: "Cel", Layer: "sensors"})
 	p.Publish(streams.Metric{Name: "iface.rx_bytes", Value: 1000, Layer: "net", Labels: map[string]string{"iface": "eth0"}})
@@ -174,10 +193,7 @@ func TestPrometheusEndpoint(t *testing.T) {
 	check.NoError(t, err)
 	defer exp2.Stop()
 	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
-		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(exp2.Write(pw)) }()
-		parser := expfmt.NewTextParser(model.LegacyValidation)
-		fams, err := parser.TextToMetricFamilies(pr)
+		fams, err := written(exp2)
 		if err != nil {
 			return err
 		}
@@ -214,4 +230,125 @@ func TestPrometheusEndpoint(t *testing.T) {
 	if len(cpu) != 2 || cpu[0] != 12.5 || cpu[1] != 13 {
 		t.Fatalf("analytics consumer read %v, want [12.5 13]", cpu)
 	}
+}
+
+// rbShows checks that exp serves cpu.percent and remediation.acted events
+// of s1/n1 with the values in want (by family).
+func rbShows(exp *metrics.Exporter, want map[string]float64) error {
+	fams, err := written(exp)
+	if err != nil {
+		return err
+	}
+	for family, v := range want {
+		labels := map[string]string{"site": "s1", "node": "n1", "layer": "host"}
+		if family == "alpha_events_total" {
+			labels = map[string]string{"site": "s1", "node": "n1", "name": "remediation.acted"}
+		}
+		got, err := value(fams, family, labels)
+		if err != nil {
+			return err
+		}
+		if got != v {
+			return fmt.Errorf("%s = %v, want %v", family, got, v)
+		}
+	}
+	return nil
+}
+
+// rbPublish publishes a cpu.percent of cpu and one remediation.acted event
+// at s1/n1 and waits until the leaf stored them.
+func rbPublish(t *testing.T, p *telemetry.Publisher, cpu float64) {
+	t.Helper()
+	p.Publish(streams.Metric{Name: "cpu.percent", Value: cpu, Unit: "%", Layer: "host"})
+	p.Publish(streams.Metric{Name: "remediation.acted", Value: 1, Layer: "remediation", Kind: streams.KindEvent, Text: "restart"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	check.NoError(t, p.Flush(ctx))
+}
+
+// rbServing starts an exporter reading js, its log written to logged, and
+// waits until it serves a first cpu.percent (10) and event of s1/n1.
+func rbServing(t *testing.T, js jetstream.JetStream, p *telemetry.Publisher) (exp *metrics.Exporter, logged *check.Buffer) {
+	t.Helper()
+	logged = &check.Buffer{}
+	exp, err := metrics.Start(context.Background(), metrics.Config{JS: js, Log: slog.New(slog.NewTextHandler(logged, nil))})
+	check.NoError(t, err)
+	t.Cleanup(exp.Stop)
+	rbPublish(t, p, 10)
+	check.For(t, 20*time.Second, 20*time.Millisecond, func() error {
+		return rbShows(exp, map[string]float64{"alpha_cpu_percent": 10, "alpha_events_total": 1})
+	})
+	return exp, logged
+}
+
+// rbDelete deletes the exporter's durable consumers, as `nats consumer rm`.
+func rbDelete(t *testing.T, hjs jetstream.JetStream) {
+	t.Helper()
+	for _, s := range []string{streams.TelemetryStream, streams.EventsStream} {
+		check.NoError(t, hjs.DeleteConsumer(context.Background(), s, "metrics"))
+	}
+}
+
+// rbRemade checks that exp's consumers are there again and that its log
+// has a warning naming the TELEMETRY stream.
+func rbRemade(t *testing.T, hjs jetstream.JetStream, logged *check.Buffer) {
+	t.Helper()
+	for _, s := range []string{streams.TelemetryStream, streams.EventsStream} {
+		if _, err := hjs.Consumer(context.Background(), s, "metrics"); err != nil {
+			t.Fatalf("consumer metrics on %s not made again: %v", s, err)
+		}
+	}
+	if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), streams.TelemetryStream) {
+		t.Fatalf("no warning naming %s in the exporter's log:\n%s", streams.TelemetryStream, logged.String())
+	}
+}
+
+// TestExporterOutlivesItsConsumers: an operator deletes the exporter's
+// durable consumers (`nats consumer rm`); the exporter notices, says so in
+// its log, makes them again and goes on serving new values, resuming after
+// the last message it had: an event is counted once, not again.
+func TestExporterOutlivesItsConsumers(t *testing.T) {
+	_, hjs, p := stack(t)
+	exp, logged := rbServing(t, hjs, p)
+
+	rbDelete(t, hjs)
+	rbPublish(t, p, 20)
+	check.For(t, 60*time.Second, 50*time.Millisecond, func() error {
+		return rbShows(exp, map[string]float64{"alpha_cpu_percent": 20, "alpha_events_total": 2})
+	})
+	rbRemade(t, hjs, logged)
+}
+
+// TestExporterRemakesConsumersLostOffline: the consumers are deleted while
+// the exporter's connection is cut, so the server's "consumer deleted"
+// never reaches it; after the link is back its pulls go unanswered, and the
+// missing heartbeats lead it to find them gone and make them again.
+func TestExporterRemakesConsumersLostOffline(t *testing.T) {
+	h, hjs, p := stack(t)
+	link, err := chaos.NewProxy("127.0.0.1:0", strings.TrimPrefix(h.ClientURL(), "nats://"))
+	check.NoError(t, err)
+	t.Cleanup(func() { link.Close() })
+	enc, err := nats.Connect("nats://"+link.Addr(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	check.NoError(t, err)
+	t.Cleanup(enc.Close)
+	ejs, err := jetstream.New(enc)
+	check.NoError(t, err)
+	exp, logged := rbServing(t, ejs, p)
+
+	link.Set(chaos.Cut)
+	check.For(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if enc.IsConnected() {
+			return fmt.Errorf("exporter still connected through a cut link")
+		}
+		return nil
+	})
+	rbDelete(t, hjs)
+	rbPublish(t, p, 20)
+	link.Set(chaos.Up)
+	start := time.Now()
+	check.For(t, 90*time.Second, 100*time.Millisecond, func() error {
+		return rbShows(exp, map[string]float64{"alpha_cpu_percent": 20, "alpha_events_total": 2})
+	})
+	t.Logf("new values served %v after the link came back", time.Since(start).Round(100*time.Millisecond))
+	rbRemade(t, hjs, logged)
 }
