@@ -6,8 +6,10 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"net"
 	"runtime"
-	"sync/atomic"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -44,32 +46,62 @@ const walkBudget = 150_000
 // refused: well inside the leaf's and the hub's 10 s TLS deadlines.
 const admitWait = 4 * time.Second
 
-// maxWaiting bounds the handshakes held waiting or refused slowly (a
-// socket, a goroutine and nats-server's client each); past it a handshake
-// is refused at once, so whoever floods the port cannot make the hub hold
-// one for each attempt. Above the 800-odd a 1,000-site storm holds.
-const maxWaiting = 1024
+// Bounds of what the gate holds: handshakes queued for a turn (each a
+// socket, a goroutine and nats-server's client), of them from one source,
+// and handshakes held before a refusal. Whoever floods the port cannot
+// make the hub hold one of each per attempt, nor one source fill the
+// queue. A 1,000-site storm through one address (this machine's harness,
+// sites behind one NAT or proxy) keeps the queue full with 256.
+const (
+	maxQueued    = 1024
+	maxPerSource = 256
+	maxHeld      = 1024
+)
 
 var errHubBusy = errors.New("hub: too many site uplinks connecting; retry")
 
 // gate admits uplinks to the leafnode listener's TLS handshake at the rate
-// the hub can finish their connects.
+// the hub can finish their connects, taking sources in turn: a source
+// with many handshakes waiting (a flood from one host) gets a turn as
+// often as a site with one, not a turn per handshake, so it cannot keep
+// sites from their turns while the queue holds them.
 type gate struct {
-	max        float64 // configured ceiling, per second
-	lim        *rate.Limiter
-	waiting    atomic.Int64
-	maxWaiting int64
+	max float64 // configured ceiling, per second
+	lim *rate.Limiter
+
+	mu        sync.Mutex
+	queues    map[string][]*waiter // by source, oldest first
+	ring      []string             // sources with waiters, in turn order
+	next      int                  // ring index of the next turn
+	queued    int
+	held      int
+	perSource int
+	wake      chan struct{} // a waiter arrived
 }
 
-func newGate(perSecond int) *gate {
-	return &gate{max: float64(perSecond), lim: rate.NewLimiter(rate.Limit(perSecond), perSecond), maxWaiting: maxWaiting}
+type waiter struct {
+	src      string
+	turn     chan struct{} // closed when admitted
+	admitted bool
+}
+
+// newGate starts a gate's turns; they stop when ctx ends.
+func newGate(ctx context.Context, perSecond int) *gate {
+	g := &gate{max: float64(perSecond), lim: rate.NewLimiter(rate.Limit(perSecond), perSecond),
+		queues: map[string][]*waiter{}, perSource: maxPerSource, wake: make(chan struct{}, 1)}
+	go g.turns(ctx)
+	return g
 }
 
 // install makes tc's handshakes pass the gate before any key exchange.
 func (g *gate) install(tc *tls.Config) {
 	prev := tc.GetConfigForClient
 	tc.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		if err := g.admit(hello.Context()); err != nil {
+		src := ""
+		if hello.Conn != nil {
+			src = sourceOf(hello.Conn.RemoteAddr())
+		}
+		if err := g.admit(hello.Context(), src); err != nil {
 			return nil, err
 		}
 		if prev != nil {
@@ -79,29 +111,121 @@ func (g *gate) install(tc *tls.Config) {
 	}
 }
 
-// admit waits for a turn. A handshake whose turn is beyond admitWait is
-// refused, but only after admitWait: refused at once, each leaf comes
-// back in half a second (its reconnect interval) and a fleet of 1,000
-// retried ~2,000 ClientHellos a second, each a fresh key share for it and
-// an accept, a client and a parse for the hub.
-func (g *gate) admit(ctx context.Context) error {
-	if g.waiting.Add(1) > g.maxWaiting {
-		g.waiting.Add(-1)
-		return errHubBusy
+// sourceOf is who a handshake comes from: its IPv4 address, or its IPv6
+// /64 (one host may hold all of a /64).
+func sourceOf(a net.Addr) string {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
 	}
-	defer g.waiting.Add(-1)
-	r := g.lim.Reserve()
-	d := r.Delay()
-	if !r.OK() || d > admitWait {
-		r.Cancel()
+	if ip4 := ta.IP.To4(); ip4 != nil {
+		return ip4.String()
+	}
+	return ta.IP.Mask(net.CIDRMask(64, 128)).String()
+}
+
+// admit waits for src's turn. A handshake with no room in the queue is
+// refused, but only after admitWait: refused at once, each leaf comes back
+// in half a second (its reconnect interval) and a fleet of 1,000 retried
+// ~2,000 ClientHellos a second, each a fresh key share for it and an
+// accept, a client and a parse for the hub.
+func (g *gate) admit(ctx context.Context, src string) error {
+	g.mu.Lock()
+	if len(g.queues[src]) >= g.perSource || g.queued >= maxQueued {
+		if g.held >= maxHeld {
+			g.mu.Unlock()
+			return errHubBusy
+		}
+		g.held++
+		g.mu.Unlock()
 		sleep(ctx, admitWait)
+		g.mu.Lock()
+		g.held--
+		g.mu.Unlock()
 		return errHubBusy
 	}
-	if !sleep(ctx, d) {
-		r.Cancel()
-		return errHubBusy
+	w := &waiter{src: src, turn: make(chan struct{})}
+	if len(g.queues[src]) == 0 {
+		g.ring = append(g.ring, src)
 	}
-	return nil
+	g.queues[src] = append(g.queues[src], w)
+	g.queued++
+	g.mu.Unlock()
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+
+	t := time.NewTimer(admitWait)
+	defer t.Stop()
+	select {
+	case <-w.turn:
+		return nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if w.admitted { // its turn came as it gave up: take it
+		return nil
+	}
+	g.drop(w)
+	return errHubBusy
+}
+
+// turns admits one waiter per token of the rate, the sources in turn.
+func (g *gate) turns(ctx context.Context) {
+	for {
+		g.mu.Lock()
+		n := g.queued
+		g.mu.Unlock()
+		if n == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-g.wake:
+			}
+			continue
+		}
+		if err := g.lim.Wait(ctx); err != nil {
+			return
+		}
+		g.mu.Lock()
+		if len(g.ring) > 0 {
+			g.next %= len(g.ring)
+			w := g.queues[g.ring[g.next]][0]
+			w.admitted = true
+			close(w.turn)
+			g.drop(w) // advances g.next past w's source, or removes it
+		}
+		g.mu.Unlock()
+	}
+}
+
+// drop takes w out of its queue; an admitted waiter's source has had its
+// turn. g.mu is held.
+func (g *gate) drop(w *waiter) {
+	q := g.queues[w.src]
+	for i, o := range q {
+		if o == w {
+			q = append(q[:i:i], q[i+1:]...)
+			break
+		}
+	}
+	g.queued--
+	at := slices.Index(g.ring, w.src)
+	if len(q) > 0 {
+		g.queues[w.src] = q
+		if w.admitted && at == g.next {
+			g.next++
+		}
+		return
+	}
+	delete(g.queues, w.src)
+	g.ring = slices.Delete(g.ring, at, at+1)
+	if at < g.next {
+		g.next--
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -31,7 +31,7 @@ func TestLeafHandshakesAdmittedAtARate(t *testing.T) {
 	cert, err := tls.LoadX509KeyPair(pki.Cert, pki.Key)
 	check.NoError(t, err)
 	server := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	newGate(5).install(server)
+	newGate(t.Context(), 5).install(server)
 
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", server) // the test's own listener, kept open
 	check.NoError(t, err)
@@ -91,7 +91,7 @@ func TestLeafHandshakesAdmittedAtARate(t *testing.T) {
 // admitted half as often, never faster than the configured ceiling nor
 // slower than one a second.
 func TestGateRateFollowsWalk(t *testing.T) {
-	g := newGate(50)
+	g := newGate(t.Context(), 50)
 	for _, c := range []struct {
 		subs, cores int
 		want        float64
@@ -130,42 +130,115 @@ func TestGateLoadFollowsLag(t *testing.T) {
 	if load != 1 {
 		t.Fatalf("after 20 seconds on time: %v, want 1", load)
 	}
-	g := newGate(50)
+	g := newGate(t.Context(), 50)
 	g.setWalk(0, 2, 0.25)
 	if got := float64(g.lim.Limit()); got != 12.5 {
 		t.Fatalf("a quarter of 50 a second: %v", got)
 	}
 }
 
-// A flood of handshakes beyond what the gate holds is refused at once:
-// the hub keeps no socket or goroutine waiting for each.
-func TestGateRefusesAtOnceWhenFull(t *testing.T) {
-	g := newGate(1)
-	g.maxWaiting = 2
-	check.NoError(t, g.admit(context.Background())) // the burst
-	g.lim.SetLimit(0.01)                            // every other turn is past admitWait
-	ctx, cancel := context.WithCancel(context.Background())
+// Sources take turns: a site's one handshake behind a hundred from one
+// flooding source is admitted on the next turn but one, not after the
+// hundred (20 s at 5 a second, past the 4 s it may wait).
+func TestGateTakesSourcesInTurn(t *testing.T) {
+	g := newGate(t.Context(), 5)
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	held := make(chan error, 2)
-	for range 2 {
-		go func() { held <- g.admit(ctx) }()
+	for range 5 { // the burst
+		check.NoError(t, g.admit(ctx, "burst"))
+	}
+	flood := make(chan error, 100)
+	for range 100 {
+		go func() { flood <- g.admit(ctx, "10.0.0.66") }()
 	}
 	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if n := g.waiting.Load(); n != 2 {
-			return fmt.Errorf("%d waiting, want 2", n)
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if n := len(g.queues["10.0.0.66"]); n < 90 {
+			return fmt.Errorf("%d of the flood queued", n)
 		}
 		return nil
 	})
 	start := time.Now()
-	if err := g.admit(ctx); !errors.Is(err, errHubBusy) {
-		t.Fatalf("third handshake while two wait: %v, want refused", err)
+	if err := g.admit(ctx, "10.0.0.1"); err != nil {
+		t.Fatalf("a site behind a flood of 100: %v", err)
 	}
-	if d := time.Since(start); d > admitWait/2 {
-		t.Fatalf("third handshake refused after %v; want at once", d)
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("a site behind a flood of 100 waited %v; want its turn within two (0.4 s at 5 a second)", d)
 	}
 	cancel()
-	for range 2 {
-		<-held
+	for range 100 {
+		<-flood
+	}
+}
+
+// A source past its share of the queue is held, not queued, and refused;
+// past what the gate holds, refused at once: whoever floods the port
+// cannot make the hub hold a socket and a goroutine for each attempt.
+func TestGateBoundsWhatOneSourceHolds(t *testing.T) {
+	g := newGate(t.Context(), 1)
+	g.perSource = 3
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	check.NoError(t, g.admit(ctx, "a")) // the burst
+	g.lim.SetLimit(0.01)                // no more turns in this test
+	queued := make(chan error, 3)
+	for range 3 {
+		go func() { queued <- g.admit(ctx, "a") }()
+	}
+	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.queued != 3 {
+			return fmt.Errorf("%d queued", g.queued)
+		}
+		return nil
+	})
+	hctx, hcancel := context.WithCancel(ctx)
+	heldErr := make(chan error, 1)
+	go func() { heldErr <- g.admit(hctx, "a") }()
+	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.held != 1 || g.queued != 3 {
+			return fmt.Errorf("%d held, %d queued; want the fourth held, not queued", g.held, g.queued)
+		}
+		return nil
+	})
+	hcancel()
+	if err := <-heldErr; !errors.Is(err, errHubBusy) {
+		t.Fatalf("fourth from one source: %v, want refused", err)
+	}
+
+	g.mu.Lock()
+	g.held = maxHeld
+	g.mu.Unlock()
+	start := time.Now()
+	if err := g.admit(ctx, "a"); !errors.Is(err, errHubBusy) {
+		t.Fatalf("past what the gate holds: %v, want refused", err)
+	}
+	if d := time.Since(start); d > admitWait/2 {
+		t.Fatalf("past what the gate holds: refused after %v, want at once", d)
+	}
+	cancel()
+	for range 3 {
+		<-queued
+	}
+}
+
+// Who a handshake comes from: an IPv4 address, or an IPv6 /64.
+func TestSourceOf(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.7:4444":         "192.0.2.7",
+		"[2001:db8:1:2:3::9]:1":  "2001:db8:1:2::",
+		"[2001:db8:1:2:ff::]:80": "2001:db8:1:2::",
+		"[::ffff:192.0.2.7]:1":   "192.0.2.7",
+	} {
+		a, err := net.ResolveTCPAddr("tcp", in)
+		check.NoError(t, err)
+		if got := sourceOf(a); got != want {
+			t.Errorf("sourceOf(%s) = %s, want %s", in, got, want)
+		}
 	}
 }
 

@@ -153,21 +153,22 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		}
 	}
 	var g *gate
+	gctx, stopGate := context.WithCancel(context.Background())
 	if tc := opts.LeafNode.TLSConfig; tc != nil && cfg.LeafConnectRate >= 0 {
-		g = newGate(cmp.Or(cfg.LeafConnectRate, DefaultLeafConnectRate))
+		g = newGate(gctx, cmp.Or(cfg.LeafConnectRate, DefaultLeafConnectRate))
 		g.install(tc)
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
+		stopGate()
 		return nil, fmt.Errorf("hub: %w", err)
 	}
 	if err := natsutil.Start(s, cfg.Log.With("role", "hub")); err != nil {
+		stopGate()
 		return nil, err
 	}
-	h := &Hub{Server: s, cfg: cfg, opts: opts}
+	h := &Hub{Server: s, cfg: cfg, opts: opts, stopGate: stopGate}
 	if g != nil {
-		gctx, stop := context.WithCancel(context.Background())
-		h.stopGate = stop
 		go g.follow(gctx, s, cfg.Log.With("role", "hub"))
 	}
 	if err := h.ServeTenant(ctx); err != nil {
