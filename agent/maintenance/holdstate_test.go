@@ -62,6 +62,12 @@ func TestHoldSurvivesRestartWithoutBucket(t *testing.T) {
 	js, kv, dir, _ := seenThenDown(t, "debugging the meter", time.Hour)
 	log := slog.New(slog.NewTextHandler(&check.Buffer{}, nil))
 
+	check.NoError(t, js.DeleteKeyValue(ctx, streams.HoldsBucket))
+	// Started again: in force before any watch, and after one that cannot
+	// start.
+	holds, err := Load(dir, "s1", "n1", log)
+	check.NoError(t, err)
+	check.NoError(t, inForce(holds, "debugging the meter"))
 	st, err := os.Stat(filepath.Join(dir, StateFile))
 	check.NoError(t, err)
 	if st.Mode().Perm() != 0o600 {
@@ -74,13 +80,6 @@ func TestHoldSurvivesRestartWithoutBucket(t *testing.T) {
 	if saved.Version != stateVersion || saved.Key != "s1.n1" || saved.Hold == nil {
 		t.Fatalf("%s holds %s", StateFile, b)
 	}
-
-	check.NoError(t, js.DeleteKeyValue(ctx, streams.HoldsBucket))
-	// Started again: in force before any watch, and after one that cannot
-	// start.
-	holds, err := Load(dir, "s1", "n1", log)
-	check.NoError(t, err)
-	check.NoError(t, inForce(holds, "debugging the meter"))
 	run2, stop2 := context.WithCancel(ctx)
 	defer stop2()
 	check.NoError(t, holds.Watch(run2, kv, nil))
