@@ -23,7 +23,6 @@ import (
 	"github.com/alpha-edge/alpha/agent/events"
 	"github.com/alpha-edge/alpha/agent/facts"
 	"github.com/alpha-edge/alpha/agent/health"
-	"github.com/alpha-edge/alpha/agent/maintenance"
 	"github.com/alpha-edge/alpha/agent/status"
 	"github.com/alpha-edge/alpha/blueprint"
 	"github.com/alpha-edge/alpha/internal/natsutil"
@@ -251,7 +250,9 @@ func (a *Agent) onRepair(r engine.Repair) {
 }
 
 // connectHolds follows the node's key in the site's holds bucket, so an
-// operator's hold (alpha hold) takes effect at once, uplink or not.
+// operator's hold (alpha hold) takes effect at once, uplink or not. Until
+// the bucket is reached, the hold state loaded from the node's disk (New)
+// is in force.
 func (a *Agent) connectHolds(ctx context.Context, js jetstream.JetStream) {
 	for ctx.Err() == nil {
 		// Every request has a deadline: one the leaf refuses (permissions)
@@ -260,9 +261,7 @@ func (a *Agent) connectHolds(ctx context.Context, js jetstream.JetStream) {
 		kv, err := js.KeyValue(actx, streams.HoldsBucket) // the leaf makes it
 		cancel()
 		if err == nil {
-			var h *maintenance.Holds
-			if h, err = maintenance.Watch(ctx, kv, a.cfg.Site, a.cfg.Node, a.log, func() { a.eng.Trigger("hold changed") }); err == nil {
-				a.wiring.holds.set(h)
+			if err = a.wiring.holds.Watch(ctx, kv, func() { a.eng.Trigger("hold changed") }); err == nil {
 				a.eng.Trigger("holds reachable")
 				return
 			}

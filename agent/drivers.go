@@ -30,7 +30,7 @@ type wiring struct {
 	prepare    func(ctx context.Context, bp *blueprint.Blueprint) (*blueprint.Blueprint, error)
 	cloud      *cloudSource
 	gate       *maintenance.Gate
-	holds      *lazyHolds
+	holds      *maintenance.Holds
 	compliance *compliance.Driver
 	artifacts  *lazyArtifacts
 	actuator   *actuator
@@ -41,7 +41,13 @@ type wiring struct {
 // in what order they plan (the engine then orders changes by dependsOn).
 // Every driver is wrapped so per-resource holds keep it off held resources.
 func buildDrivers(cfg Config, log *slog.Logger) ([]driver.Driver, *wiring, error) {
-	w := &wiring{holds: &lazyHolds{}}
+	w := &wiring{}
+	// The hold state the node last saw, in force before anything
+	// reconciles: the holds bucket may be gone, empty or out of reach now.
+	var err error
+	if w.holds, err = maintenance.Load(cfg.StateDir, cfg.Site, cfg.Node, log); err != nil {
+		return nil, nil, err
+	}
 	w.gate = &maintenance.Gate{Holds: w.holds}
 	env := func(name string) driver.Env {
 		return driver.Env{Root: cfg.Root, StateDir: filepath.Join(cfg.StateDir, name), Log: log.With("driver", name)}
@@ -49,7 +55,6 @@ func buildDrivers(cfg Config, log *slog.Logger) ([]driver.Driver, *wiring, error
 	var ds []driver.Driver
 	// Cloud outputs resolve before any driver plans; the resolver is also a
 	// driver so its report and watch are used.
-	var err error
 	if w.cloud, err = newCloudSource(filepath.Join(cfg.StateDir, "cloud"), cloudVerify(cfg)); err != nil {
 		return nil, nil, err
 	}
@@ -110,30 +115,6 @@ func buildDrivers(cfg Config, log *slog.Logger) ([]driver.Driver, *wiring, error
 		ds[i] = maintenance.Filter(w.actuator.filter(ds[i]), w.gate, time.Now)
 	}
 	return ds, w, nil
-}
-
-// lazyHolds is the gate's view of the node's hold: empty until the agent
-// reaches the site's holds bucket, then whatever its watcher last saw.
-type lazyHolds struct {
-	mu    sync.Mutex
-	inner *maintenance.Holds
-}
-
-func (l *lazyHolds) set(h *maintenance.Holds) {
-	l.mu.Lock()
-	l.inner = h
-	l.mu.Unlock()
-}
-
-// Current returns the node's hold, if any.
-func (l *lazyHolds) Current() (maintenance.Hold, bool) {
-	l.mu.Lock()
-	h := l.inner
-	l.mu.Unlock()
-	if h == nil {
-		return maintenance.Hold{}, false
-	}
-	return h.Current()
 }
 
 // lazyArtifacts reads the hub's artifacts bucket through the agent's

@@ -142,12 +142,20 @@ type HoldSource interface {
 	Current() (Hold, bool)
 }
 
-// Holds is a HoldSource kept up to date by a KV watcher (or set directly).
+// Holds is a HoldSource kept up to date by a KV watcher (or set directly),
+// and kept on the node's disk when made by Load with a state directory.
 // It is safe for concurrent use.
 type Holds struct {
 	mu       sync.Mutex
 	hold     *Hold
 	onChange func()
+
+	// Set by Load: the node's key and the state directory ("" memory only).
+	key, site, node string
+	dir             string
+	log             *slog.Logger
+	wmu             sync.Mutex // orders the writes of the state file
+	saved           []byte     // what the state file holds; under wmu
 }
 
 // Current returns the hold last seen.
@@ -160,58 +168,64 @@ func (h *Holds) Current() (Hold, bool) {
 	return *h.hold, true
 }
 
-// Set replaces the hold (nil clears it) and calls the change callback.
-func (h *Holds) Set(hold *Hold) {
+// Set replaces the hold (nil: released now), saves it, and calls the
+// change callback.
+func (h *Holds) Set(hold *Hold) { h.set(hold, time.Now()) }
+
+// set replaces the hold; released is when a nil hold was released.
+func (h *Holds) set(hold *Hold, released time.Time) {
+	h.wmu.Lock()
 	h.mu.Lock()
 	h.hold = hold
 	fn := h.onChange
 	h.mu.Unlock()
+	h.save(hold, released)
+	h.wmu.Unlock()
 	if fn != nil {
 		fn()
 	}
 }
 
-// Watch follows the node's key in the holds bucket until ctx is done,
+// Watch follows the node's key in the holds bucket kv until ctx is done,
 // calling onChange (e.g. engine.Trigger) after every update so a new or
 // released hold takes effect at once. The bucket lives at the site, so this
 // keeps working while the uplink is down. It returns once the initial value
-// was read.
+// was read, or at once when the bucket cannot be watched now. h comes from
+// Load.
 //
-// A watch that ends (the bucket was deleted, the leaf restarted) is made
-// again with backoff, logged on log (nil: slog.Default), and so is one on
-// a bucket that was deleted and made again (found by a periodic look at
-// the bucket). Meanwhile, and after the bucket comes back without the
-// key, the last hold seen stays in force until it expires: only a release
-// (a delete or purge of the key) ends a hold early, so deleting the bucket
-// releases nothing.
-func Watch(ctx context.Context, kv jetstream.KeyValue, site, node string, log *slog.Logger, onChange func()) (*Holds, error) {
-	key, err := Key(site, node)
-	if err != nil {
-		return nil, err
+// A watch that ends (the bucket was deleted, the leaf restarted) or cannot
+// start is made again with backoff, logged, and so is one on a bucket that
+// was deleted and made again (found by a periodic look at the bucket).
+// Meanwhile, and after the bucket comes back without the key, the hold in
+// force (last seen, or loaded from the node's disk) stays until it
+// expires: only a release (a delete or purge of the key) ends a hold
+// early, and only a put of the key replaces it, so deleting or emptying
+// the bucket, or restarting the agent meanwhile, releases nothing.
+func (h *Holds) Watch(ctx context.Context, kv jetstream.KeyValue, onChange func()) error {
+	if h.key == "" {
+		return errors.New("holds: Watch needs holds made by Load")
 	}
-	if log == nil {
-		log = slog.Default()
-	}
-	f := &follower{kv: kv, key: key, site: site, node: node, log: log.With("key", key), h: &Holds{}}
+	f := &follower{kv: kv, key: h.key, site: h.site, node: h.node, log: h.log, h: h}
 	// The bucket's birth before the watch: a bucket made again in between
 	// is found by the first look.
 	f.born, _ = bucketBorn(ctx, kv)
-	w, err := kv.Watch(ctx, key)
-	if err != nil {
-		return nil, fmt.Errorf("watching hold %s: %w", key, err)
-	}
-	// Initial values, up to the nil marker, before returning.
-	for e := range w.Updates() {
-		if e == nil {
-			break
+	w, err := kv.Watch(ctx, h.key)
+	if err == nil {
+		// Initial values, up to the nil marker, before returning.
+		for e := range w.Updates() {
+			if e == nil {
+				break
+			}
+			f.apply(e)
 		}
-		f.apply(e)
+	} else {
+		w = nil
 	}
-	f.h.mu.Lock()
-	f.h.onChange = onChange
-	f.h.mu.Unlock()
-	go f.follow(ctx, w)
-	return f.h, nil
+	h.mu.Lock()
+	h.onChange = onChange
+	h.mu.Unlock()
+	go f.follow(ctx, w, err)
+	return nil
 }
 
 // follower keeps h up to date with the node's key in the bucket kv.
@@ -226,7 +240,7 @@ type follower struct {
 // apply sets the hold an entry of the node's key says.
 func (f *follower) apply(e jetstream.KeyValueEntry) {
 	if e.Operation() != jetstream.KeyValuePut {
-		f.h.Set(nil)
+		f.h.set(nil, e.Created())
 		return
 	}
 	var hold Hold
@@ -239,7 +253,7 @@ func (f *follower) apply(e jetstream.KeyValueEntry) {
 		// The bucket's own timestamp bounds a hold written by hand.
 		hold.Created = e.Created()
 	}
-	f.h.Set(&hold)
+	f.h.set(&hold, time.Time{})
 }
 
 // Bounds of the pause before watching again: from watchFirst, doubling to
@@ -278,19 +292,21 @@ func bucketBorn(ctx context.Context, kv jetstream.KeyValue) (time.Time, error) {
 	return time.Time{}, nil
 }
 
-// follow applies w's updates and, each time the watch ends, watches the
-// key again, until ctx is done.
-func (f *follower) follow(ctx context.Context, w jetstream.KeyWatcher) {
+// follow applies w's updates and, each time the watch ends (or, w nil,
+// could not start: err), watches the key again, until ctx is done.
+func (f *follower) follow(ctx context.Context, w jetstream.KeyWatcher, err error) {
 	wait := watchFirst
 	for {
-		start := time.Now()
-		err := f.drain(ctx, w)
-		w.Stop()
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(start) > watchSettled {
-			wait = watchFirst
+		if w != nil {
+			start := time.Now()
+			err = f.drain(ctx, w)
+			w.Stop()
+			if ctx.Err() != nil {
+				return
+			}
+			if time.Since(start) > watchSettled {
+				wait = watchFirst
+			}
 		}
 		for {
 			// Jitter: the nodes of a site lose the bucket together.

@@ -37,6 +37,16 @@ func leaf(t *testing.T) jetstream.JetStream {
 	return js
 }
 
+// watch is the agent's start: node s1.n1's holds loaded from the state
+// directory dir, then following kv until ctx is done.
+func watch(t *testing.T, ctx context.Context, kv jetstream.KeyValue, dir string, log *slog.Logger, onChange func()) *Holds {
+	t.Helper()
+	holds, err := Load(dir, "s1", "n1", log)
+	check.NoError(t, err)
+	check.NoError(t, holds.Watch(ctx, kv, onChange))
+	return holds
+}
+
 func TestHoldsThroughKV(t *testing.T) {
 	ctx := context.Background()
 	js := leaf(t)
@@ -54,8 +64,7 @@ func TestHoldsThroughKV(t *testing.T) {
 	var changes atomic.Int32
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	holds, err := Watch(wctx, kv, "s1", "n1", nil, func() { changes.Add(1) })
-	check.NoError(t, err)
+	holds := watch(t, wctx, kv, t.TempDir(), nil, func() { changes.Add(1) })
 	// The hold present before the watch started is there on return.
 	h, ok := holds.Current()
 	if !ok || h.Reason != "already held" {
@@ -81,9 +90,14 @@ func TestHoldsThroughKV(t *testing.T) {
 		}
 		return nil
 	})
-	if changes.Load() < 2 {
-		t.Fatalf("onChange called %d times, want >= 2", changes.Load())
-	}
+	// onChange follows the saving of the state, a moment after the hold
+	// is visible.
+	check.For(t, 2*time.Second, 5*time.Millisecond, func() error {
+		if n := changes.Load(); n < 2 {
+			return fmt.Errorf("onChange called %d times, want >= 2", n)
+		}
+		return nil
+	})
 
 	// A hand-written hold without a creation time is bounded by the
 	// bucket's own timestamp.
@@ -114,8 +128,7 @@ func TestHoldOutlivesItsBucket(t *testing.T) {
 	logged := &check.Buffer{}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	holds, err := Watch(wctx, kv, "s1", "n1", slog.New(slog.NewTextHandler(logged, nil)), nil)
-	check.NoError(t, err)
+	holds := watch(t, wctx, kv, t.TempDir(), slog.New(slog.NewTextHandler(logged, nil)), nil)
 	inForce := func(reason string) error {
 		h, ok := holds.Current()
 		if !ok || h.Reason != reason || !h.Active(time.Now()) {
@@ -174,8 +187,7 @@ func TestHoldInBucketMadeAgainAtOnce(t *testing.T) {
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	holds, err := Watch(wctx, kv, "s1", "n1", slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	check.NoError(t, err)
+	holds := watch(t, wctx, kv, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 
 	check.NoError(t, js.DeleteKeyValue(ctx, streams.HoldsBucket))
 	kv, err = EnsureBucket(ctx, js)

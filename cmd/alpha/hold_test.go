@@ -43,8 +43,9 @@ func TestHoldCommand(t *testing.T) {
 
 	kv, err := js.KeyValue(ctx, streams.HoldsBucket)
 	check.NoError(t, err)
-	holds, err := maintenance.Watch(ctx, kv, "site1", "n1", nil, nil)
+	holds, err := maintenance.Load("", "site1", "n1", nil)
 	check.NoError(t, err)
+	check.NoError(t, holds.Watch(ctx, kv, nil))
 	h, ok := holds.Current()
 	if !ok || h.Reason != "debugging" || h.Resources[0] != "unit:meter.service" || h.Until.Sub(h.Created) != 2*time.Hour {
 		t.Fatalf("hold %+v", h)
