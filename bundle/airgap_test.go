@@ -122,19 +122,39 @@ func msgIDs(t *testing.T, js jetstream.JetStream, stream, filter string) map[str
 
 func msgContents(t *testing.T, js jetstream.JetStream, stream, filter string) (map[string]int, map[string]string) {
 	t.Helper()
+	ids, data := map[string]int{}, map[string]string{}
+	eachMsg(t, js, stream, filter, func(m jetstream.Msg) {
+		id := m.Headers().Get(jetstream.MsgIDHeader)
+		ids[id]++
+		data[id] = m.Subject() + " " + string(m.Data())
+	})
+	return ids, data
+}
+
+// msgCounts reads stream's messages matching filter: how often each
+// subject and content occurs, whatever their ids.
+func msgCounts(t *testing.T, js jetstream.JetStream, stream, filter string) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	eachMsg(t, js, stream, filter, func(m jetstream.Msg) { out[m.Subject()+" "+string(m.Data())]++ })
+	return out
+}
+
+// eachMsg calls fn with every message of stream matching filter.
+func eachMsg(t *testing.T, js jetstream.JetStream, stream, filter string, fn func(jetstream.Msg)) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, stream)
 	check.NoError(t, err)
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
 	check.NoError(t, err)
-	ids, data := map[string]int{}, map[string]string{}
 	var total uint64
 	for _, n := range info.State.Subjects {
 		total += n
 	}
 	if total == 0 {
-		return ids, data
+		return
 	}
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
 	check.NoError(t, err)
@@ -143,9 +163,7 @@ func msgContents(t *testing.T, js jetstream.JetStream, stream, filter string) (m
 		check.NoError(t, err)
 		n := 0
 		for m := range batch.Messages() {
-			id := m.Headers().Get(jetstream.MsgIDHeader)
-			ids[id]++
-			data[id] = m.Subject() + " " + string(m.Data())
+			fn(m)
 			n++
 		}
 		check.NoError(t, batch.Error())
@@ -154,7 +172,6 @@ func msgContents(t *testing.T, js jetstream.JetStream, stream, filter string) (m
 		}
 		read += uint64(n)
 	}
-	return ids, data
 }
 
 // hubContents is msgContents of site's telemetry matching filter at the
