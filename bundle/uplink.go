@@ -55,8 +55,9 @@ type UplinkExportConfig struct {
 // ExportUplink writes to w everything the site holds for the hub that
 // neither the live uplink nor an earlier export took: for each uplink
 // stream (status, telemetry, events) the messages after its uplink
-// consumer's ack floor, with their subjects, headers (Nats-Msg-Id) and
-// site sequences. Once w is written and commit succeeds (the caller makes
+// consumer's ack floor, with their subjects, headers and site sequences,
+// each under the Nats-Msg-Id the live link sends it under
+// (streams.UplinkIDs), its own or a made-up one. Once w is written and commit succeeds (the caller makes
 // the file durable), each uplink consumer moves past what was exported, so
 // a later live link does not send it again. Nothing is lost if the stick
 // is: the messages stay in the site's streams until their limits age them
@@ -97,7 +98,8 @@ func ExportUplink(ctx context.Context, js jetstream.JetStream, cfg UplinkExportC
 		if si.State.Msgs == 0 || first > last {
 			continue
 		}
-		n, err := exportStream(ctx, s, name, first, last, cfg.TmpDir, w)
+		ids := streams.NewUplinkIDs(cfg.Site, name, si.Created)
+		n, err := exportStream(ctx, s, name, ids, first, last, cfg.TmpDir, w)
 		if err != nil {
 			return nil, err
 		}
@@ -154,8 +156,11 @@ func restDeleted(ctx context.Context, s jetstream.Stream, first, pending uint64)
 }
 
 // exportStream spools stream's messages first..last as JSON lines to a
-// temporary file (the tar header needs the size) and adds it to w.
-func exportStream(ctx context.Context, s jetstream.Stream, name string, first, last uint64, tmpDir string, w *Writer) (int, error) {
+// temporary file (the tar header needs the size) and adds it to w. Each
+// carries the Nats-Msg-Id the live link sends it under (ids), also one
+// that has none of its own, so the hub stores it once if it comes both
+// ways.
+func exportStream(ctx context.Context, s jetstream.Stream, name string, ids streams.UplinkIDs, first, last uint64, tmpDir string, w *Writer) (int, error) {
 	tmp, err := os.CreateTemp(tmpDir, "alpha-uplink-*.jsonl")
 	if err != nil {
 		return 0, fmt.Errorf("bundle: spool for %s: %w", name, err)
@@ -203,8 +208,16 @@ func exportStream(ctx context.Context, s jetstream.Stream, name string, first, l
 			break
 		}
 		l := Line{Seq: lastRead, Subject: msg.Subject(), Time: md.Timestamp, Data: msg.Data()}
-		if len(msg.Headers()) > 0 {
-			l.Header = msg.Headers()
+		h := msg.Headers()
+		own := h.Get(jetstream.MsgIDHeader)
+		if id := ids.ID(own, lastRead); id != own {
+			if h == nil {
+				h = nats.Header{}
+			}
+			h.Set(jetstream.MsgIDHeader, id)
+		}
+		if len(h) > 0 {
+			l.Header = h
 		}
 		if err := enc.Encode(l); err != nil {
 			return n, err

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,7 +40,7 @@ func (l *Leaf) forward(ctx context.Context, up *nats.Conn, name string, log *slo
 	subject := streams.IngestSubject(l.cfg.Site)
 	var (
 		cons      jetstream.Consumer
-		idPrefix  string
+		ids       streams.UplinkIDs
 		lastSent  time.Time
 		backoff   = 250 * time.Millisecond
 		failing   bool
@@ -64,7 +63,7 @@ func (l *Leaf) forward(ctx context.Context, up *nats.Conn, name string, log *slo
 			continue
 		}
 		if cons == nil {
-			c, prefix, err := l.uplinkConsumer(ctx, name)
+			c, uids, err := l.uplinkConsumer(ctx, name)
 			if err != nil {
 				log.Debug("uplink consumer not ready", "err", err)
 				if !sleep(time.Second) {
@@ -72,7 +71,7 @@ func (l *Leaf) forward(ctx context.Context, up *nats.Conn, name string, log *slo
 				}
 				continue
 			}
-			cons, idPrefix = c, prefix
+			cons, ids = c, uids
 		}
 		msgs, err := fetch(ctx, cons, heartbeatEvery)
 		if err != nil && ctx.Err() == nil {
@@ -89,7 +88,7 @@ func (l *Leaf) forward(ctx context.Context, up *nats.Conn, name string, log *slo
 			}
 			continue
 		}
-		b := l.batch(msgs, name, idPrefix, log)
+		b := l.batch(msgs, ids, log)
 		reply, err := l.ingest(ctx, up, subject, name, b.recs)
 		if err == nil && reply.Error != "" && reply.Stored == 0 {
 			err = errors.New(reply.Error)
@@ -182,7 +181,7 @@ func (b *outgoing) taken(stored int) int {
 // batch turns fetched messages into records, up to MaxIngestBatch bytes.
 // A message too large for any batch is dropped here with a warning: it
 // could never pass, and it must not hold up the rest.
-func (l *Leaf) batch(msgs []jetstream.Msg, name, idPrefix string, log *slog.Logger) *outgoing {
+func (l *Leaf) batch(msgs []jetstream.Msg, ids streams.UplinkIDs, log *slog.Logger) *outgoing {
 	b := &outgoing{}
 	size := 0
 	for i, m := range msgs {
@@ -195,9 +194,9 @@ func (l *Leaf) batch(msgs []jetstream.Msg, name, idPrefix string, log *slog.Logg
 			r.ID = h.Get(jetstream.MsgIDHeader)
 			r.Op = h.Get("KV-Operation")
 		}
-		if r.ID == "" && name != streams.StatusStream {
-			r.ID = idPrefix + strconv.FormatUint(r.Seq, 10)
-		}
+		// The id an uplink bundle export gives it too: a message that
+		// also goes by stick is stored once.
+		r.ID = ids.ID(r.ID, r.Seq)
 		n := streams.RecordSize(r)
 		if n > maxRecord {
 			log.Warn("message too large for the uplink; dropped at the site", "subject", r.Subject, "bytes", len(r.Data))
@@ -262,26 +261,24 @@ func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 }
 
 // uplinkConsumer binds the site stream's durable uplink consumer and
-// returns it with the id prefix of its stream's messages that carry no id
-// of their own (site, stream, and the stream's creation time, so a stream
-// made again after its store was lost does not reuse ids).
-func (l *Leaf) uplinkConsumer(ctx context.Context, name string) (jetstream.Consumer, string, error) {
+// returns it with the ids its stream's messages go to the hub under.
+func (l *Leaf) uplinkConsumer(ctx context.Context, name string) (jetstream.Consumer, streams.UplinkIDs, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	s, err := l.js.Stream(ctx, name)
 	if err != nil {
-		return nil, "", err
+		return nil, streams.UplinkIDs{}, err
 	}
 	c, err := s.Consumer(ctx, streams.UplinkConsumer(name))
 	if err != nil {
-		return nil, "", err
+		return nil, streams.UplinkIDs{}, err
 	}
 	// Whatever a previous run had fetched and not seen taken comes again
 	// first, in order.
 	if _, err := s.ResetConsumer(ctx, streams.UplinkConsumer(name)); err != nil {
-		return nil, "", fmt.Errorf("resetting to the ack floor: %w", err)
+		return nil, streams.UplinkIDs{}, fmt.Errorf("resetting to the ack floor: %w", err)
 	}
-	return c, fmt.Sprintf("%s:%s:%d:", l.cfg.Site, name, s.CachedInfo().Created.UnixNano()), nil
+	return c, streams.NewUplinkIDs(l.cfg.Site, name, s.CachedInfo().Created), nil
 }
 
 // ensureUplinkConsumer makes the durable consumer a forwarder reads. A
