@@ -27,14 +27,8 @@ import (
 // ids collide lose nothing either).
 func TestSiteCannotDropAnotherSitesMessagesByID(t *testing.T) {
 	ctx := context.Background()
-	e := srcNewEnv(t, "t1")
-	bundle1 := e.addSite("s1", "t1", nil, "n1")
-	bundle2 := e.addSite("s2", "t1", nil, "n1")
-	_, hjs := e.admin("t1")
-	_, victim := e.startLeaf(bundle2)
-	box, err := nats.Connect(e.stolenBox("s1", bundle1).Conn().ConnectedUrl(), nats.CustomInboxPrefix(streams.IngestReplyPrefix("s1")))
-	check.NoError(t, err)
-	t.Cleanup(box.Close)
+	a := udStolenS1(t)
+	hjs, victim, box := a.hjs, a.victim, a.box
 
 	const n = 5
 	for _, order := range []string{"attacker-first", "victim-first"} {

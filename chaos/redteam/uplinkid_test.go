@@ -16,6 +16,34 @@ import (
 	"github.com/alpha-edge/alpha/streams"
 )
 
+// udAttack is tenant t1 at a production hub with two sites: s2 runs a
+// genuine leaf (the victim), s1's leaf credentials run the attacker's own
+// server (a stolen box), with a client of it that may call the ingest as
+// s1.
+type udAttack struct {
+	env     *srcEnv
+	hjs     jetstream.JetStream // the tenant administrator's, at the hub
+	victim  jetstream.JetStream // s2's leaf, its own domain
+	boxJS   jetstream.JetStream // the stolen box, s1's domain
+	box     *nats.Conn
+	bundle1 string
+}
+
+func udStolenS1(t *testing.T) *udAttack {
+	t.Helper()
+	e := srcNewEnv(t, "t1")
+	a := &udAttack{env: e, bundle1: e.addSite("s1", "t1", nil, "n1")}
+	bundle2 := e.addSite("s2", "t1", nil, "n1")
+	_, a.hjs = e.admin("t1")
+	_, a.victim = e.startLeaf(bundle2)
+	a.boxJS = e.stolenBox("s1", a.bundle1)
+	var err error
+	a.box, err = nats.Connect(a.boxJS.Conn().ConnectedUrl(), nats.CustomInboxPrefix(streams.IngestReplyPrefix("s1")))
+	check.NoError(t, err)
+	t.Cleanup(a.box.Close)
+	return a
+}
+
 // A site's messages without an id of their own go to the hub under an id
 // anyone can work out (site, stream, the stream's creation time, sequence:
 // streams.UplinkIDs), by link and by stick alike. A stolen box (s1's leaf
@@ -28,16 +56,9 @@ import (
 // window drops the later copy, never the one stored.
 func TestSiteCannotDropAnotherSitesIDlessMessages(t *testing.T) {
 	ctx := context.Background()
-	e := srcNewEnv(t, "t1")
-	bundle1 := e.addSite("s1", "t1", nil, "n1")
-	bundle2 := e.addSite("s2", "t1", nil, "n1")
-	_, hjs := e.admin("t1")
-	_, victim := e.startLeaf(bundle2)
-	boxJS := e.stolenBox("s1", bundle1)
-	box, err := nats.Connect(boxJS.Conn().ConnectedUrl(), nats.CustomInboxPrefix(streams.IngestReplyPrefix("s1")))
-	check.NoError(t, err)
-	t.Cleanup(box.Close)
-	seed, err := accounts.LeafSeed(bundle1)
+	a := udStolenS1(t)
+	e, hjs, victim, boxJS, box := a.env, a.hjs, a.victim, a.boxJS, a.box
+	seed, err := accounts.LeafSeed(a.bundle1)
 	check.NoError(t, err)
 	s1Keys, err := e.Op.SiteLeafKeys("s1", "t1")
 	check.NoError(t, err)
