@@ -248,3 +248,37 @@ func TestUplinkBundleAndLinkStoreOnceWithoutIDs(t *testing.T) {
 		check.Equal(t, storedOnce(t, sjs, d.hjs, filter), 50)
 	})
 }
+
+// A site whose store was replaced (a new disk; a new --store, as taking a
+// site off the link asks) numbers its stream from 1 again. The hub's
+// record of the site sequences it imported belongs to the stream before,
+// so the new stream's messages on a stick are stored, not skipped as
+// "already there".
+func TestUplinkImportAfterNewSiteStore(t *testing.T) {
+	d := newDedupeSite(t)
+	l, stop := d.p.StartLeaf(d.dir, prodtest.LeafOptions{NoHub: true})
+	sjs := d.p.LeafJetStream(l)
+	publishNoID(t, sjs, "old-store", 5)
+	first, err := d.export(sjs, "first.alpha", 0, nil)
+	check.NoError(t, err)
+	d.importTelemetry(first, 5)
+	stop()
+	l, _ = d.p.StartLeaf(d.dir, prodtest.LeafOptions{NoHub: true}) // a new store
+	sjs = d.p.LeafJetStream(l)
+	publishNoID(t, sjs, "new-store", 5)
+	second, err := d.export(sjs, "second.alpha", 0, nil)
+	check.NoError(t, err)
+	d.importTelemetry(second, 5)
+	check.For(t, 30*time.Second, 250*time.Millisecond, func() error {
+		hub := msgCounts(t, d.hjs, streams.TelemetryStream, "telemetry.s1.n1.noid.>")
+		for m, c := range hub {
+			if c != 1 {
+				t.Fatalf("hub stores %d copies of %s", c, m)
+			}
+		}
+		if len(hub) != 10 {
+			return fmt.Errorf("hub holds %d of the 10 messages of both stores", len(hub))
+		}
+		return nil
+	})
+}

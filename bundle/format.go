@@ -106,6 +106,10 @@ type Entry struct {
 	Last  uint64 `json:"last,omitempty"`
 	// Messages counts an uplink entry's lines.
 	Messages int `json:"messages,omitempty"`
+	// Created is the creation time (Unix nanoseconds) of the site stream
+	// an uplink entry's sequences number: a stream made again (a new
+	// store) numbers from 1 again. 0 in bundles from before it.
+	Created int64 `json:"created,omitempty"`
 }
 
 // signature is MANIFEST.sig.

@@ -98,8 +98,7 @@ func ExportUplink(ctx context.Context, js jetstream.JetStream, cfg UplinkExportC
 		if si.State.Msgs == 0 || first > last {
 			continue
 		}
-		ids := streams.NewUplinkIDs(cfg.Site, name, si.Created)
-		n, err := exportStream(ctx, s, name, ids, first, last, cfg.TmpDir, w)
+		n, err := exportStream(ctx, s, cfg.Site, name, si.Created, first, last, cfg.TmpDir, w)
 		if err != nil {
 			return nil, err
 		}
@@ -157,10 +156,11 @@ func restDeleted(ctx context.Context, s jetstream.Stream, first, pending uint64)
 
 // exportStream spools stream's messages first..last as JSON lines to a
 // temporary file (the tar header needs the size) and adds it to w. Each
-// carries the Nats-Msg-Id the live link sends it under (ids), also one
-// that has none of its own, so the hub stores it once if it comes both
-// ways.
-func exportStream(ctx context.Context, s jetstream.Stream, name string, ids streams.UplinkIDs, first, last uint64, tmpDir string, w *Writer) (int, error) {
+// carries the Nats-Msg-Id the live link sends it under, also one that has
+// none of its own, so the hub stores it once if it comes both ways; the
+// entry names the stream's creation time, which its sequences belong to.
+func exportStream(ctx context.Context, s jetstream.Stream, site, name string, created time.Time, first, last uint64, tmpDir string, w *Writer) (int, error) {
+	ids := streams.NewUplinkIDs(site, name, created)
 	tmp, err := os.CreateTemp(tmpDir, "alpha-uplink-*.jsonl")
 	if err != nil {
 		return 0, fmt.Errorf("bundle: spool for %s: %w", name, err)
@@ -234,7 +234,8 @@ func exportStream(ctx context.Context, s jetstream.Stream, name string, ids stre
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return n, err
 	}
-	e := Entry{Name: "uplink/" + name + ".jsonl", Kind: KindUplink, Bucket: name, First: first, Last: last, Messages: n}
+	e := Entry{Name: "uplink/" + name + ".jsonl", Kind: KindUplink, Bucket: name, First: first, Last: last, Messages: n,
+		Created: created.UnixNano()}
 	return n, w.Add(e, size, tmp)
 }
 
@@ -255,9 +256,11 @@ type UplinkImported struct {
 // stream sources, filtered to the site's own subjects as the live uplink's
 // landing stream is; they keep their Nats-Msg-Id, scoped by the site as
 // the ingest scopes it (streams.HubMsgID), so the hub stream's duplicate
-// window drops a message that also came live, and the hub
-// records the site sequences each import stored (marker bucket), so a
-// second import of the same file, at any later time, stores nothing.
+// window drops a message that also came live (within the window), and
+// the hub records the site sequences each import stored, per site stream
+// and the stream's creation time (marker bucket), so a second import of
+// the same file, at any later time, stores nothing, and a stream made
+// again (numbering from 1) is not taken for one already imported.
 // A status value older than the one the hub holds for its key is skipped.
 func ImportUplink(ctx context.Context, hub jetstream.JetStream, path string, trusted []string, site string) (*UplinkImported, error) {
 	m, err := Verify(path, UplinkFormat, trusted)
@@ -289,7 +292,13 @@ func importUplinkStream(ctx context.Context, hub jetstream.JetStream, marker jet
 	if err := ensureBundleStream(ctx, hub, site, name); err != nil {
 		return err
 	}
+	// The sequences imported are those of one incarnation of the site's
+	// stream: a new one (a new store) numbers from 1 again, and its
+	// messages are not the ones imported before.
 	key := "uplink." + site + "." + name
+	if e.Created != 0 {
+		key += "." + strconv.FormatInt(e.Created, 10)
+	}
 	var have ranges
 	var rev uint64
 	if ent, err := marker.Get(ctx, key); err == nil {
