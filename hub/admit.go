@@ -25,10 +25,10 @@ const DefaultLeafConnectRate = 50
 // on admitting uplinks.
 //
 // Each leafnode connect costs the hub a walk of every subscription of the
-// tenant account (nats-server's initLeafNodeSmapAndSendSubs: 13 per site,
-// 4 per mirror consumer and the site's own interest) with a permission
-// check of each, about 1.1 µs apiece in a CPU profile of a 1,000-site
-// reconnect (14 ms a connect). The walk holds the new connection's lock,
+// tenant account (nats-server's initLeafNodeSmapAndSendSubs: 17 per site at
+// 1,000 sites, 4 for each of its three mirror consumers and the rest its
+// own interest) with a permission check of each, about 1 µs apiece in CPU
+// profiles of a 1,000-site reconnect (14-25 ms a connect). The walk holds the new connection's lock,
 // and the leaf must hear back within nats-server's fixed 2 s of its
 // CONNECT or it drops the link as stale ("Stale Connection - Remote:
 // hub") and starts over. Admitted at a fixed 50 a second, a 1,000-site
@@ -36,8 +36,8 @@ const DefaultLeafConnectRate = 50
 // 2 s, ~50 a second were dropped as stale as fast as they were admitted,
 // and the fleet never settled; at a fixed 25 the first ~350 linked and
 // then the same. So the rate follows the cost: a connect that walks twice
-// as much is admitted half as often. With 150,000 (23 a second at 1,000
-// sites on 2 cores) the 1,000 sites were all back in 57 s; with twice
+// as much is admitted half as often. With 150,000 (18-23 a second at
+// 1,000 sites on 2 cores) the 1,000 sites were all back in 57 s; with twice
 // that, the load control below had to cut in, stale drops came in bursts
 // and 777 were back after 80 s.
 const walkBudget = 150_000
