@@ -41,7 +41,7 @@ func runHub(ctx context.Context, args []string) error {
 	leafListen := fs.String("leaf-listen", "0.0.0.0:7422", "leafnode listener HOST:PORT")
 	ping := fs.Duration("ping", 2*time.Second, "how often the hub checks each site's link and client is alive; 3 unanswered close it (longer for sites on links that stall)")
 	admit := fs.Int("leaf-connect-rate", hub.DefaultLeafConnectRate,
-		"site uplinks admitted to their TLS handshake per second, in bursts of as many: a fleet reconnecting at once (hub restart) is taken in turn instead of all missing their deadlines; -1: no bound")
+		"most site uplinks admitted to their TLS handshake per second, in bursts of as many; fewer when each connect walks more subscriptions or the hub falls behind, and sources take turns: a fleet reconnecting at once (hub restart) is taken in turn instead of all missing their deadlines; -1: no bound")
 	sec := addSecureFlags(fs, roleHub)
 	clf := addClusterFlags(fs)
 	hl := addHubLimitFlags(fs)
