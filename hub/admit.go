@@ -116,6 +116,9 @@ func (g *gate) install(tc *tls.Config) {
 func sourceOf(a net.Addr) string {
 	ta, ok := a.(*net.TCPAddr)
 	if !ok {
+		if a == nil {
+			return ""
+		}
 		return a.String()
 	}
 	if ip4 := ta.IP.To4(); ip4 != nil {

@@ -240,6 +240,9 @@ func TestSourceOf(t *testing.T) {
 			t.Errorf("sourceOf(%s) = %s, want %s", in, got, want)
 		}
 	}
+	if got := sourceOf(nil); got != "" {
+		t.Errorf("sourceOf(nil) = %q, want one shared source", got)
+	}
 }
 
 // The gate reads the walk off the server: the account with the most
