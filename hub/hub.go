@@ -54,6 +54,13 @@ type Config struct {
 	// 2 s, so a dead site is seen unlinked in seconds, not nats-server's
 	// minutes). Sites on links that stall want a longer one.
 	PingInterval time.Duration
+	// NoRebalance turns off, in a cluster, the moving of site links from
+	// a member that holds clearly more than its share to the others
+	// (rebalance.go); a hub alone never moves links.
+	NoRebalance bool
+	// RebalanceEvery is how often a member compares its links with its
+	// peers' (0: DefaultRebalanceEvery).
+	RebalanceEvery time.Duration
 }
 
 // Hub is a running hub.
@@ -65,7 +72,8 @@ type Hub struct {
 	mu      sync.Mutex
 	tenants []*tenant // served accounts: connection and ingest
 
-	stopGate context.CancelFunc // the admission gate's rate keeper, if any
+	stopGate      context.CancelFunc // the admission gate's rate keeper, if any
+	stopRebalance context.CancelFunc // the rebalancer, in a cluster
 }
 
 // tenant is one account the hub serves: its bootstrap connection, kept
@@ -82,6 +90,9 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	}
 	if cfg.PingInterval < 0 {
 		return nil, fmt.Errorf("hub: --ping %v: want a positive interval", cfg.PingInterval)
+	}
+	if cfg.RebalanceEvery < 0 {
+		return nil, fmt.Errorf("hub: --rebalance-every %v: want a positive interval", cfg.RebalanceEvery)
 	}
 	if cfg.StoreDir == "" {
 		return nil, errors.New("hub: --store is required")
@@ -175,6 +186,10 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		h.Shutdown()
 		return nil, err
 	}
+	if err := h.startRebalance(); err != nil {
+		h.Shutdown()
+		return nil, err
+	}
 	return h, nil
 }
 
@@ -245,6 +260,9 @@ func (h *Hub) Shutdown() {
 	h.mu.Unlock()
 	if h.stopGate != nil {
 		h.stopGate()
+	}
+	if h.stopRebalance != nil {
+		h.stopRebalance()
 	}
 	h.Server.Shutdown()
 	h.Server.WaitForShutdown()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -20,14 +21,18 @@ import (
 type clusterFlags struct {
 	cluster, routes, name *string
 	replicas              *int
+	rebalance             *bool
+	rebalanceEvery        *time.Duration
 }
 
 func addClusterFlags(fs *flag.FlagSet) clusterFlags {
 	return clusterFlags{
-		cluster:  fs.String("cluster", "", "cluster (route) listener HOST:PORT; set to run as a cluster member (operator mode: mutual TLS with --tls-ca, route password from creds/cluster.secret)"),
-		routes:   fs.String("routes", "", "routes to the other members, comma-separated: nats-route://HOST:6222"),
-		name:     fs.String("name", "hub", "this member's server name, unique in the cluster"),
-		replicas: fs.Int("replicas", 0, "replicas of buckets and streams (default 3 in a cluster, 1 alone)"),
+		cluster:        fs.String("cluster", "", "cluster (route) listener HOST:PORT; set to run as a cluster member (operator mode: mutual TLS with --tls-ca, route password from creds/cluster.secret)"),
+		routes:         fs.String("routes", "", "routes to the other members, comma-separated: nats-route://HOST:6222"),
+		name:           fs.String("name", "hub", "this member's server name, unique in the cluster"),
+		replicas:       fs.Int("replicas", 0, "replicas of buckets and streams (default 3 in a cluster, 1 alone)"),
+		rebalance:      fs.Bool("rebalance", true, "in a cluster, a member holding clearly more than its share of site links drops a few at a time so they reconnect to the others (a member that rejoins gets sites back)"),
+		rebalanceEvery: fs.Duration("rebalance-every", hub.DefaultRebalanceEvery, "how often a member compares its site links with its peers' (jittered ±20%)"),
 	}
 }
 
@@ -39,6 +44,11 @@ func (f clusterFlags) apply(cfg *hub.Config) error {
 		return fmt.Errorf("--name %q must not be empty", *f.name)
 	}
 	cfg.Replicas = *f.replicas
+	cfg.NoRebalance = !*f.rebalance
+	cfg.RebalanceEvery = *f.rebalanceEvery
+	if cfg.RebalanceEvery <= 0 {
+		return fmt.Errorf("--rebalance-every %v: want a positive interval", cfg.RebalanceEvery)
+	}
 	if *f.cluster == "" {
 		if *f.routes != "" {
 			return fmt.Errorf("--routes %q needs --cluster", *f.routes)

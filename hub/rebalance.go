@@ -1,0 +1,212 @@
+package hub
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// A cluster member's sites move to the survivors when it dies (each leaf
+// takes the next URL of its list), but nothing moves them back when it
+// rejoins: after a rolling restart the member restarted last held ~0
+// sites and its peers all the rest. The rebalancer drops a few links of a
+// member that holds clearly more than its share; those sites reconnect to
+// the next member in their list, and over a few rounds the load evens out.
+
+const (
+	// DefaultRebalanceEvery is how often a member compares its links with
+	// its peers' (jittered ±20%).
+	DefaultRebalanceEvery = 30 * time.Second
+	// rebalanceSettle is how long after its start a member never moves
+	// links: the cluster may still be forming and sites still arriving.
+	rebalanceSettle = time.Minute
+	// rebalancePace is the least time between two links dropped, so the
+	// sites moved do not reconnect as a burst.
+	rebalancePace = 200 * time.Millisecond
+	// leafCountSubject is answered by every member's rebalancer with its
+	// name and how many leafnode links it holds (leafCount). It lives in
+	// the hub's own tenant account; sites may not publish there in
+	// operator mode.
+	leafCountSubject = "alpha.hub.leafcount"
+)
+
+// leafCount is one member's answer on leafCountSubject.
+type leafCount struct {
+	Server string `json:"server"`
+	Leafs  int    `json:"leafs"`
+}
+
+// linkCounts is what a member sees at one check.
+type linkCounts struct {
+	Own     int            // this member's links
+	Peers   map[string]int // the other members' links, by server name
+	Members int            // how many members the cluster has
+	Uptime  time.Duration  // since this member started
+}
+
+// linksToMove says how many links a member holding counts.Own should drop:
+// none unless every member answered, the member is past its first minute
+// and it holds more than its fair share (the total over the members,
+// rounded up) by a margin of max(2, 10% of the share); then at most half
+// of its excess over the share, at least one. Pure: no I/O.
+func linksToMove(c linkCounts) int {
+	if c.Members < 2 || len(c.Peers) < c.Members-1 || c.Uptime < rebalanceSettle {
+		return 0
+	}
+	total := c.Own
+	for _, n := range c.Peers {
+		total += n
+	}
+	share := (total + c.Members - 1) / c.Members
+	margin := max(2, (share+9)/10)
+	if c.Own <= share+margin {
+		return 0
+	}
+	return max(1, (c.Own-share)/2)
+}
+
+// rebalancer runs linksToMove every interval on a cluster member.
+type rebalancer struct {
+	s       *server.Server
+	nc      *nats.Conn
+	members int
+	every   time.Duration
+	started time.Time
+	log     *slog.Logger
+}
+
+// startRebalancer answers the peers' counts on nc and checks this
+// member's share until ctx ends.
+func startRebalancer(ctx context.Context, r *rebalancer) error {
+	sub, err := r.nc.Subscribe(leafCountSubject, func(m *nats.Msg) {
+		b, _ := json.Marshal(leafCount{Server: r.s.Name(), Leafs: r.s.NumLeafNodes()})
+		m.Respond(b)
+	})
+	if err != nil {
+		return fmt.Errorf("hub: rebalancer: subscribe %s: %w", leafCountSubject, err)
+	}
+	go func() {
+		defer sub.Unsubscribe()
+		r.loop(ctx)
+	}()
+	return nil
+}
+
+func (r *rebalancer) loop(ctx context.Context) {
+	over := false // the previous check also saw this member over its share
+	for {
+		// ±20% so members that started together do not check in step.
+		wait := time.Duration(float64(r.every) * (0.8 + 0.4*rand.Float64()))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		c, err := r.counts(ctx)
+		if err != nil {
+			r.log.Debug("rebalance: counting the members' links failed", "err", err)
+			over = false
+			continue
+		}
+		n := linksToMove(c)
+		if n == 0 || !over {
+			over = n > 0
+			continue
+		}
+		moved := r.drop(ctx, n)
+		r.log.Info("rebalance: moved site links to other members", "moved", moved, "own", c.Own, "peers", c.Peers, "members", c.Members)
+		// The moved sites reconnect and the counts change: start over
+		// with two fresh checks.
+		over = false
+	}
+}
+
+// counts asks every member how many links it holds and waits until all
+// answered or 2 s passed; a peer that did not answer is missing from Peers.
+func (r *rebalancer) counts(ctx context.Context) (linkCounts, error) {
+	c := linkCounts{Members: r.members, Uptime: time.Since(r.started), Peers: map[string]int{}}
+	inbox := r.nc.NewRespInbox()
+	sub, err := r.nc.SubscribeSync(inbox)
+	if err != nil {
+		return c, err
+	}
+	defer sub.Unsubscribe()
+	if err := r.nc.PublishRequest(leafCountSubject, inbox, nil); err != nil {
+		return c, err
+	}
+	c.Own = r.s.NumLeafNodes()
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for len(c.Peers) < r.members-1 {
+		m, err := sub.NextMsgWithContext(wctx)
+		if err != nil {
+			break // a peer that did not answer keeps linksToMove at 0
+		}
+		var lc leafCount
+		if json.Unmarshal(m.Data, &lc) != nil || lc.Server == "" || lc.Server == r.s.Name() {
+			continue
+		}
+		c.Peers[lc.Server] = lc.Leafs
+	}
+	c.Own = max(c.Own, r.s.NumLeafNodes()) // never undercount this member
+	return c, nil
+}
+
+// drop closes up to n leafnode links chosen at random, one per
+// rebalancePace, and returns how many it closed.
+func (r *rebalancer) drop(ctx context.Context, n int) int {
+	lz, err := r.s.Leafz(&server.LeafzOptions{})
+	if err != nil {
+		r.log.Warn("rebalance: listing leafnode links failed", "err", err)
+		return 0
+	}
+	ids := make([]uint64, 0, len(lz.Leafs))
+	for _, l := range lz.Leafs {
+		ids = append(ids, l.ID)
+	}
+	rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+	moved := 0
+	for _, id := range ids[:min(n, len(ids))] {
+		if moved > 0 {
+			select {
+			case <-ctx.Done():
+				return moved
+			case <-time.After(rebalancePace):
+			}
+		}
+		if err := r.s.DisconnectClientByID(id); err != nil {
+			continue // it left on its own meanwhile
+		}
+		moved++
+	}
+	return moved
+}
+
+// startRebalance runs the rebalancer on the hub's first tenant connection
+// when the hub is a cluster member (it has routes to its peers, each of
+// which lists every other member) and NoRebalance is not set.
+func (h *Hub) startRebalance() error {
+	if h.cfg.NoRebalance || h.opts.Cluster.Port == 0 || len(h.opts.Routes) == 0 {
+		return nil
+	}
+	h.mu.Lock()
+	nc := h.tenants[0].nc
+	h.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &rebalancer{s: h.Server, nc: nc, members: len(h.opts.Routes) + 1,
+		every: cmp.Or(h.cfg.RebalanceEvery, DefaultRebalanceEvery), started: time.Now(),
+		log: h.cfg.Log.With("role", "hub")}
+	if err := startRebalancer(ctx, r); err != nil {
+		cancel()
+		return err
+	}
+	h.stopRebalance = cancel
+	return nil
+}
