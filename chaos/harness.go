@@ -426,6 +426,8 @@ type HubSpec struct {
 	// Prod is the operator and PKI to use; cluster members share one.
 	// StartHub makes one when it is nil (and not Insecure).
 	Prod *Prod
+	// Args are more `alpha hub` flags, e.g. --rebalance-every.
+	Args []string
 }
 
 // StartHub runs `alpha hub` and waits for "hub ready" (a cluster member:
@@ -462,6 +464,7 @@ func StartHub(t testing.TB, dir string, spec HubSpec) *Hub {
 			args = append(args, "--tls-ca", h.Prod.TLS.CA)
 		}
 	}
+	args = append(args, spec.Args...)
 	h.Proc = Start(t, dir, spec.Name, args...)
 	h.ready = "hub ready"
 	if spec.Cluster {
@@ -514,8 +517,9 @@ func StartHubCluster(t testing.TB, dir string, n int) []*Hub {
 
 // StartHubClusterProd is StartHubCluster with an operator and PKI made
 // beforehand (NewProd), e.g. with the tenant's limits raised for a large
-// fleet (Prod.Op.SetTenant) before the members load them.
-func StartHubClusterProd(t testing.TB, dir string, n int, prod *Prod) []*Hub {
+// fleet (Prod.Op.SetTenant) before the members load them. args are more
+// flags for every member.
+func StartHubClusterProd(t testing.TB, dir string, n int, prod *Prod, args ...string) []*Hub {
 	t.Helper()
 	targets := make([]atomic.Pointer[string], n)
 	proxies := make([]*Proxy, n)
@@ -541,7 +545,7 @@ func StartHubClusterProd(t testing.TB, dir string, n int, prod *Prod) []*Hub {
 				routes = append(routes, p.Addr())
 			}
 		}
-		h := StartHub(t, dir, HubSpec{Name: fmt.Sprintf("hub%d", i+1), Cluster: true, Routes: routes, Prod: prod})
+		h := StartHub(t, dir, HubSpec{Name: fmt.Sprintf("hub%d", i+1), Cluster: true, Routes: routes, Prod: prod, Args: args})
 		targets[i].Store(&h.RouteAddr)
 		hubs = append(hubs, h)
 	}

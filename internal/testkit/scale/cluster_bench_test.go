@@ -49,17 +49,7 @@ func BenchmarkClusterScale(b *testing.B) {
 	// members' stores still bound them.
 	check.NoError(b, prod.Op.SetTenant(chaos.Tenant, accounts.TenantLimits{Storage: -1, Memory: 64 << 20, Streams: -1, Consumers: -1}))
 	hubs := chaos.StartHubClusterProd(b, dir, 3, prod)
-	var clients, leafs []string
-	ports := map[int]int{} // leafnode port → member index
-	for i, h := range hubs {
-		clients = append(clients, h.ClientURL)
-		leafs = append(leafs, "nats-leaf://"+h.LeafAddr)
-		_, port, _ := strings.Cut(h.LeafAddr, ":")
-		p, err := strconv.Atoi(port)
-		check.NoError(b, err)
-		ports[p] = i
-	}
-	hub := prodtest.Attach(b, dir, prod.Op, prod.TLS, strings.Join(clients, ","), strings.Join(leafs, ","))
+	hub, ports := attachCluster(b, dir, prod, hubs)
 	var leafLog io.Writer
 	if path := os.Getenv("ALPHA_SCALE_LEAF_LOG"); path != "" {
 		lf, err := os.Create(path)
@@ -206,6 +196,23 @@ func BenchmarkClusterScale(b *testing.B) {
 
 // memberOf is the index of the member s's uplink is linked to (-1: none),
 // found by the remote port of the leaf's solicited connection.
+// attachCluster is a prodtest.Hub for the members' client and leafnode
+// URLs, and which member each leafnode port is.
+func attachCluster(t testing.TB, dir string, prod *chaos.Prod, hubs []*chaos.Hub) (*prodtest.Hub, map[int]int) {
+	t.Helper()
+	var clients, leafs []string
+	ports := map[int]int{} // leafnode port → member index
+	for i, h := range hubs {
+		clients = append(clients, h.ClientURL)
+		leafs = append(leafs, "nats-leaf://"+h.LeafAddr)
+		_, port, _ := strings.Cut(h.LeafAddr, ":")
+		p, err := strconv.Atoi(port)
+		check.NoError(t, err)
+		ports[p] = i
+	}
+	return prodtest.Attach(t, dir, prod.Op, prod.TLS, strings.Join(clients, ","), strings.Join(leafs, ",")), ports
+}
+
 func memberOf(s *scale.Site, ports map[int]int) int {
 	lz, err := s.Leaf.Server.Leafz(nil)
 	if err != nil {
