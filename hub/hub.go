@@ -61,6 +61,11 @@ type Config struct {
 	// RebalanceEvery is how often a member compares its links with its
 	// peers' (0: DefaultRebalanceEvery).
 	RebalanceEvery time.Duration
+	// SystemOptions connect the hub's own coordination between cluster
+	// members (the rebalancer's link counts) to the system account, where
+	// no tenant's user can publish or listen: the operator's system user
+	// under operator mode. Nil (open mode): the hub's client connection.
+	SystemOptions []nats.Option
 }
 
 // Hub is a running hub.

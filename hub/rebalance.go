@@ -31,9 +31,9 @@ const (
 	// sites moved do not reconnect as a burst.
 	rebalancePace = 200 * time.Millisecond
 	// leafCountSubject is answered by every member's rebalancer with its
-	// name and how many leafnode links it holds (leafCount). It lives in
-	// the hub's own tenant account; sites may not publish there in
-	// operator mode.
+	// name and how many leafnode links it holds (leafCount). Under
+	// operator mode it lives in the system account (Config.SystemOptions),
+	// which no tenant's user reaches.
 	leafCountSubject = "alpha.hub.leafcount"
 )
 
@@ -196,17 +196,40 @@ func (h *Hub) startRebalance() error {
 	if h.cfg.NoRebalance || h.opts.Cluster.Port == 0 || len(h.opts.Routes) == 0 {
 		return nil
 	}
-	h.mu.Lock()
-	nc := h.tenants[0].nc
-	h.mu.Unlock()
+	// The counts travel in the system account under operator mode: in a
+	// tenant's account its admin could hear the members' requests and
+	// answer first with forged counts, and so make a member drop every
+	// tenant's site links.
+	var nc *nats.Conn
+	if len(h.cfg.SystemOptions) > 0 {
+		var err error
+		nc, err = nats.Connect("", append([]nats.Option{nats.InProcessServer(h.Server), nats.Name("alpha-hub-rebalance"),
+			nats.Timeout(20 * time.Second), nats.MaxReconnects(-1)}, h.cfg.SystemOptions...)...)
+		if err != nil {
+			return fmt.Errorf("hub: rebalancer: system account connection: %w", err)
+		}
+	} else {
+		h.mu.Lock()
+		nc = h.tenants[0].nc
+		h.mu.Unlock()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &rebalancer{s: h.Server, nc: nc, members: len(h.opts.Routes) + 1,
 		every: cmp.Or(h.cfg.RebalanceEvery, DefaultRebalanceEvery), started: time.Now(),
 		log: h.cfg.Log.With("role", "hub")}
+	own := len(h.cfg.SystemOptions) > 0
 	if err := startRebalancer(ctx, r); err != nil {
 		cancel()
+		if own {
+			nc.Close()
+		}
 		return err
 	}
-	h.stopRebalance = cancel
+	h.stopRebalance = func() {
+		cancel()
+		if own {
+			nc.Close()
+		}
+	}
 	return nil
 }

@@ -97,6 +97,9 @@ func (s *secureFlags) hub(c *hub.Config) (*accounts.Operator, error) {
 	// The hub's own connection (bootstrap, cloud) acts for the first tenant;
 	// bootstrapTenants makes every other tenant's buckets.
 	c.ClientOptions = append(c.ClientOptions, nats.UserCredentials(op.AdminCreds(tenants[0])))
+	// Cluster members coordinate in the system account, out of every
+	// tenant's reach.
+	c.SystemOptions = append(c.SystemOptions, nats.UserCredentials(op.SysCreds()))
 	return op, nil
 }
 

@@ -35,6 +35,16 @@ func TestClusterRebalanceAfterRestart(t *testing.T) {
 	hubs := chaos.StartHubClusterProd(t, dir, members, prod, "--rebalance-every", "2s")
 	hub, ports := attachCluster(t, dir, prod, hubs)
 	f := scale.Start(t, scale.Options{Hub: hub, Sites: sites, Telemetry: -1})
+	// The tenant's admin listens where the members' count requests would
+	// be if they travelled in its account: it must hear none (it could
+	// answer them first with forged counts and make a member drop every
+	// tenant's links), and nobody there answers its own.
+	admin, _ := hub.Admin(chaos.Tenant)
+	if _, err := admin.Request("alpha.hub.leafcount", nil, time.Second); err == nil {
+		t.Fatal("a member answered the tenant admin's link count request")
+	}
+	heard, err := admin.SubscribeSync("alpha.hub.leafcount")
+	check.NoError(t, err)
 	per := linksPerMember(f, ports, members)
 	t.Logf("links per member after start: %v", per)
 
@@ -71,6 +81,9 @@ func TestClusterRebalanceAfterRestart(t *testing.T) {
 	}
 	if moved == 0 {
 		t.Fatalf("no member logged a rebalance, yet %s holds %d sites", hubs[victim].Name, per[victim])
+	}
+	if n, _, _ := heard.Pending(); n != 0 {
+		t.Fatalf("the tenant admin heard %d of the members' link count requests", n)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
