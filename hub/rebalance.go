@@ -101,9 +101,11 @@ func startRebalancer(ctx context.Context, r *rebalancer) error {
 
 func (r *rebalancer) loop(ctx context.Context) {
 	over := false // the previous check also saw this member over its share
+	slow := 1     // backoff factor after moves that did not stick
+	var after *move
 	for {
 		// ±20% so members that started together do not check in step.
-		wait := time.Duration(float64(r.every) * (0.8 + 0.4*rand.Float64()))
+		wait := time.Duration(float64(r.every*time.Duration(slow)) * (0.8 + 0.4*rand.Float64()))
 		select {
 		case <-ctx.Done():
 			return
@@ -115,6 +117,10 @@ func (r *rebalancer) loop(ctx context.Context) {
 			over = false
 			continue
 		}
+		if after != nil {
+			slow = nextSlow(slow, *after, c.Own)
+			after = nil
+		}
 		n := linksToMove(c)
 		if n == 0 || !over {
 			over = n > 0
@@ -122,10 +128,31 @@ func (r *rebalancer) loop(ctx context.Context) {
 		}
 		moved := r.drop(ctx, n)
 		r.log.Info("rebalance: moved site links to other members", "moved", moved, "own", c.Own, "peers", c.Peers, "members", c.Members)
+		after = &move{own: c.Own, moved: moved}
 		// The moved sites reconnect and the counts change: start over
 		// with two fresh checks.
 		over = false
 	}
+}
+
+// move is what a member held and dropped at one rebalance.
+type move struct{ own, moved int }
+
+// maxSlow bounds the backoff: checks at most every 32 intervals (16 min
+// with the default).
+const maxSlow = 32
+
+// nextSlow is the backoff factor after a move, seen from the member's
+// links at the next check. Sites that can only reach this member (their
+// uplink lists it alone) come straight back when dropped; a member that
+// kept dropping them would bounce their links every minute for nothing.
+// A move that did not stick (the member lost less than half of what it
+// dropped) doubles the time between checks; one that did resets it.
+func nextSlow(slow int, m move, own int) int {
+	if m.moved == 0 || m.own-own < (m.moved+1)/2 {
+		return min(2*slow, maxSlow)
+	}
+	return 1
 }
 
 // counts asks every member how many links it holds and waits until all

@@ -42,3 +42,25 @@ func TestLinksToMove(t *testing.T) {
 		})
 	}
 }
+
+// Moves that do not stick (the dropped sites can reach this member only,
+// and come straight back) slow the checks down, doubling up to maxSlow;
+// a move that sticks resets them.
+func TestRebalanceBacksOffWhenLinksComeBack(t *testing.T) {
+	slow := 1
+	for range 10 {
+		slow = nextSlow(slow, move{own: 20, moved: 6}, 20) // all came back
+	}
+	if slow != maxSlow {
+		t.Fatalf("after 10 moves that came back: %d intervals between checks, want %d", slow, maxSlow)
+	}
+	if got := nextSlow(slow, move{own: 20, moved: 6}, 17); got != 1 {
+		t.Fatalf("a move that stuck (20 -> 17 after dropping 6): %d, want 1", got)
+	}
+	if got := nextSlow(4, move{own: 20, moved: 6}, 18); got != 8 {
+		t.Fatalf("a move that mostly came back (20 -> 18 after dropping 6): %d, want 8", got)
+	}
+	if got := nextSlow(1, move{own: 20, moved: 0}, 20); got != 2 {
+		t.Fatalf("a move that dropped nothing: %d, want 2", got)
+	}
+}
