@@ -28,10 +28,10 @@ const DefaultLeafConnectRate = 50
 // tenant account (nats-server's initLeafNodeSmapAndSendSubs: 17 per site at
 // 1,000 sites, 4 for each of its three mirror consumers and the rest its
 // own interest) with a permission check of each, about 1 µs apiece in CPU
-// profiles of a 1,000-site reconnect (14-25 ms a connect). The walk holds the new connection's lock,
-// and the leaf must hear back within nats-server's fixed 2 s of its
-// CONNECT or it drops the link as stale ("Stale Connection - Remote:
-// hub") and starts over. Admitted at a fixed 50 a second, a 1,000-site
+// profiles of a 1,000-site reconnect (14-25 ms a connect). The walk holds
+// the new connection's lock, and the leaf must hear back within
+// nats-server's fixed 2 s of its CONNECT or it drops the link as stale
+// ("Stale Connection - Remote: hub") and starts over. Admitted at a fixed 50 a second, a 1,000-site
 // fleet needed more than the hub had, every connect queued past those
 // 2 s, ~50 a second were dropped as stale as fast as they were admitted,
 // and the fleet never settled; at a fixed 25 the first ~350 linked and
