@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/alpha-edge/alpha/internal/throttle"
 )
 
 // A cluster member's sites move to the survivors when it dies (each leaf
@@ -105,7 +107,7 @@ func (r *rebalancer) loop(ctx context.Context) {
 	var after *move
 	for {
 		// ±20% so members that started together do not check in step.
-		wait := time.Duration(float64(r.every*time.Duration(slow)) * (0.8 + 0.4*rand.Float64()))
+		wait := throttle.Jitter(r.every*time.Duration(slow), 20)
 		select {
 		case <-ctx.Done():
 			return
