@@ -142,7 +142,12 @@ func TestStatusKeyQuotaAndOperations(t *testing.T) {
 	after, err := stream(js, streams.TelemetryStream).Info(ctx)
 	check.NoError(t, err)
 	check.Equal(t, after.State.Msgs, before.State.Msgs)
-	check.Equal(t, after.State.Msgs, 1)
+	// Something the purge would have removed: how many metrics the quota
+	// poll above stored before the quota took hold depends on timing (1 or
+	// 2 under load: a CI run failed on "got 2, want 1").
+	if after.State.Msgs == 0 {
+		t.Fatal("telemetry empty: the purge had nothing to remove, so the test proves nothing")
+	}
 }
 
 // The links answer says when the ingest last heard from each site; a
