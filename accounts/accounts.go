@@ -245,6 +245,7 @@ func (o *Operator) addTenant(t string, lim TenantLimits, update bool) error {
 	ac := jwt.NewAccountClaims(apub)
 	ac.Name = t
 	ac.Limits.JetStreamLimits = lim.jwt()
+	ac.Exports = tenantExports()
 	if err := o.saveAccount(t, ac); err != nil {
 		return err
 	}
@@ -400,7 +401,11 @@ func (o *Operator) HubOptions(resolverDir string) func(*server.Options) error {
 		if err != nil {
 			return err
 		}
-		for _, n := range append(names, SystemAccount) {
+		sites, err := o.siteAccounts()
+		if err != nil {
+			return err
+		}
+		for _, n := range append(append(names, SystemAccount), sites...) {
 			ac, err := o.Account(n)
 			if err != nil {
 				return err
@@ -436,9 +441,9 @@ func (o *Operator) Push(ctx context.Context, url string, name string, extra ...n
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(url, append([]nats.Option{nats.UserCredentials(o.SysCreds()), nats.Name("alpha-accounts")}, extra...)...)
+	nc, err := o.SysConn(url, extra...)
 	if err != nil {
-		return fmt.Errorf("accounts: connecting to hub %s as system: %w", url, err)
+		return err
 	}
 	defer nc.Close()
 	return PushJWT(ctx, nc, j)

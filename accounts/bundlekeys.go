@@ -1,10 +1,12 @@
 package accounts
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
@@ -51,9 +53,15 @@ func (o *Operator) SiteLeafKeys(site, tenant string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	sac, err := o.Account(SiteAccount(tenant, site))
+	if errors.Is(err, ErrUnknownTenant) {
+		sac = nil // issued before site accounts
+	} else if err != nil {
+		return nil, err
+	}
 	var keys []string
 	for _, k := range rec.Tenants[tenant] {
-		if !revoked(ac, k) && !slices.Contains(keys, k) {
+		if !revoked(ac, k) && !revoked(sac, k) && !slices.Contains(keys, k) {
 			keys = append(keys, k)
 		}
 	}
@@ -63,16 +71,34 @@ func (o *Operator) SiteLeafKeys(site, tenant string) ([]string, error) {
 	return keys, nil
 }
 
-// Revocations lists the user keys a tenant's account revokes.
+// Revocations lists the user keys a tenant's account and its sites'
+// accounts revoke.
 func (o *Operator) Revocations(tenant string) ([]string, error) {
 	ac, err := o.Account(tenant)
 	if err != nil {
 		return nil, err
 	}
+	accs := []*jwt.AccountClaims{ac}
+	sites, err := o.siteAccounts()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range sites {
+		if !strings.HasPrefix(n, SiteAccount(tenant, "")) {
+			continue
+		}
+		sac, err := o.Account(n)
+		if err != nil {
+			return nil, err
+		}
+		accs = append(accs, sac)
+	}
 	var out []string
-	for k := range ac.Revocations {
-		if k != jwt.All {
-			out = append(out, k)
+	for _, a := range accs {
+		for k := range a.Revocations {
+			if k != jwt.All && !slices.Contains(out, k) {
+				out = append(out, k)
+			}
 		}
 	}
 	slices.Sort(out)
@@ -80,6 +106,9 @@ func (o *Operator) Revocations(tenant string) ([]string, error) {
 }
 
 func revoked(ac *jwt.AccountClaims, user string) bool {
+	if ac == nil {
+		return false
+	}
 	_, ok := ac.Revocations[user]
 	return ok
 }

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -448,7 +451,10 @@ func TestRevokedSiteIsCutOff(t *testing.T) {
 	check.NoError(t, err)
 	check.Equal(t, len(tenants), 1)
 	start := time.Now()
-	check.NoError(t, e.op.Push(ctx, e.hub.ClientURL(), "t1", e.tls()))
+	sys, err := e.op.SysConn(e.hub.ClientURL(), e.tls())
+	check.NoError(t, err)
+	defer sys.Close()
+	check.NoError(t, e.op.PushSite(ctx, sys, "t1", "a"))
 	_, hjs := e.admin("t1")
 	check.NoError(t, accounts.UnregisterSite(ctx, hjs, "a"))
 	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
@@ -474,4 +480,101 @@ func TestRevokedSiteIsCutOff(t *testing.T) {
 	info, err := s.Info(ctx)
 	check.NoError(t, err)
 	check.Equal(t, len(info.Config.Sources), 0)
+}
+
+// A site's account is its own boundary, below the leaf user's permissions:
+// a client of site A's account with no permission limits at all (as if
+// LeafPermissions had a hole) reaches A's mirror consumers, A's deliveries
+// and the ingest under A's name, and nothing else of the tenant.
+func TestSiteAccountHoldsOnlyItsImports(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "t1")
+	e.addSite("a", "t1", "n1")
+	bundleB := e.addSite("b", "t1", "n1")
+	lb := e.startLeaf(bundleB, nil)
+	_, hjs := e.admin("t1")
+	hbp, err := hjs.KeyValue(ctx, streams.BlueprintsBucket)
+	check.NoError(t, err)
+
+	creds := filepath.Join(t.TempDir(), "probe.creds")
+	_, err = e.op.IssueUser(accounts.SiteAccount("t1", "a"), "probe", creds, jwt.Permissions{})
+	check.NoError(t, err)
+	nc, err := nats.Connect(e.hub.ClientURL(), nats.UserCredentials(creds), e.tls())
+	check.NoError(t, err)
+	defer nc.Close()
+	var mu sync.Mutex
+	var seen []string
+	record := func(m *nats.Msg) {
+		// Answer A's consumers' flow control (through the account's
+		// import), or they stall.
+		if strings.HasPrefix(m.Reply, "$JS.FC.") {
+			_ = m.Respond(nil)
+		}
+		mu.Lock()
+		seen = append(seen, m.Subject+" "+string(m.Data))
+		mu.Unlock()
+	}
+	// Interest in an imported stream is made per subscription: these are
+	// what a hole would show up on. A's deliver subject is literal, as the
+	// leaf's subscription is (a push consumer is told of literal interest).
+	for _, s := range []string{"alpha.deliver.>", streams.MirrorDeliver("a") + ".blueprints", "alpha.deliver.b.>", "$KV.>",
+		"$JSC.R.>", "$JS.FC.>", "alpha.in.>", "telemetry.>", "alpha.reply.>"} {
+		_, err = nc.Subscribe(s, record)
+		check.NoError(t, err)
+	}
+	check.NoError(t, nc.Flush())
+
+	// The probe works: A's own consumer answers its reset.
+	m, err := nc.Request("$JS.hub.API.CONSUMER.RESET.KV_blueprints.mirror-a-blueprints", []byte(`{}`), 5*time.Second)
+	check.NoError(t, err)
+	if !bytes.Contains(m.Data, []byte(`"name":"mirror-a-blueprints"`)) || bytes.Contains(m.Data, []byte(`"error"`)) {
+		t.Fatalf("reset of A's own consumer: %s", m.Data)
+	}
+	for _, api := range []string{"$JS.hub.API.", "$JS.API."} {
+		mustFail(t, nc, "reset B's consumer", api+"CONSUMER.RESET.KV_blueprints.mirror-b-blueprints", []byte(`{}`))
+		mustFail(t, nc, "stream info", api+"STREAM.INFO.KV_blueprints", nil)
+		mustFail(t, nc, "list streams", api+"STREAM.LIST", nil)
+		mustFail(t, nc, "direct get", api+"DIRECT.GET.KV_blueprints.$KV.blueprints.b.n1", nil)
+		mustFail(t, nc, "create a consumer", api+"CONSUMER.CREATE.KV_blueprints",
+			[]byte(`{"stream_name":"KV_blueprints","config":{"deliver_subject":"alpha.deliver.a.mirror.x","ack_policy":"none"}}`))
+		mustFail(t, nc, "delete A's consumer", api+"CONSUMER.DELETE.KV_blueprints.mirror-a-blueprints", nil)
+	}
+	// B's uplink, under B's name: nothing reaches the hub.
+	forged := []byte(`{"phase":"Converged","by":"attacker"}`)
+	batch := nats.NewMsg(streams.IngestSubject("b"))
+	batch.Header.Set(streams.IngestStreamHeader, streams.StatusStream)
+	batch.Data = streams.AppendRecord(nil, streams.Record{Seq: 1, Subject: "$KV.status.b.n1", Data: forged})
+	if _, err := nc.RequestMsg(batch, time.Second); err == nil {
+		t.Error("the ingest answered a batch under B's name")
+	}
+
+	// B's next revision reaches B and nothing of it the probe: a revision
+	// for A put after it arrives at the probe alone.
+	_, err = hbp.Put(ctx, "b.n1", []byte("b secret"))
+	check.NoError(t, err)
+	waitValue(t, e.agentConn(lb, bundleB, "b", "n1"), "b", "b.n1", "b secret")
+	_, err = hbp.Put(ctx, "a.n1", []byte("a marker"))
+	check.NoError(t, err)
+	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, s := range seen {
+			if strings.Contains(s, "a marker") {
+				return nil
+			}
+		}
+		return fmt.Errorf("A's revision not delivered to A's account (%d messages)", len(seen))
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range seen {
+		if strings.Contains(s, "b secret") || strings.Contains(s, ".b.") || strings.Contains(s, "mirror-b") {
+			t.Errorf("site A's account received %.200q", s)
+		}
+	}
+	hst, err := hjs.KeyValue(ctx, streams.StatusBucket)
+	check.NoError(t, err)
+	if _, err := hst.Get(ctx, "b.n1"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("hub status of b.n1: %v", err)
+	}
 }

@@ -63,8 +63,9 @@ type siteRecord struct {
 }
 
 // AddSite issues a site's credentials for one tenant into outDir: the leaf's
-// creds (a user of the tenant's account limited to the site's own mirror,
-// uplink and replies), one nkey seed per node's agent, the tenant's trusted
+// creds (a user of the site's own account, which imports from the tenant's
+// only the site's mirror, uplink and replies; see siteaccount.go; Push it
+// with PushSite), one nkey seed per node's agent, the tenant's trusted
 // publisher keys, and site.json. Issuing again rotates: the new leaf user
 // works at once, old ones stay valid until revoked.
 func (o *Operator) AddSite(site, tenant string, nodes []string, outDir string) (*SiteConfig, error) {
@@ -74,13 +75,20 @@ func (o *Operator) AddSite(site, tenant string, nodes []string, outDir string) (
 	if len(nodes) == 0 {
 		return nil, errors.New("accounts: at least one node is required (--nodes)")
 	}
-	if _, err := o.Account(tenant); err != nil {
+	tac, err := o.Account(tenant)
+	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(outDir, 0o700); err != nil {
 		return nil, err
 	}
-	upub, err := o.issueUser(tenant, "leaf-"+site, LeafPermissions(site), filepath.Join(outDir, LeafCredsFile),
+	if _, err := o.ensureExports(tenant, tac); err != nil {
+		return nil, err
+	}
+	if _, err := o.ensureSiteAccount(tenant, site, tac); err != nil {
+		return nil, err
+	}
+	upub, err := o.issueUser(SiteAccount(tenant, site), "leaf-"+site, LeafPermissions(site), filepath.Join(outDir, LeafCredsFile),
 		jwt.ConnectionTypeLeafnode)
 	if err != nil {
 		return nil, err
@@ -138,7 +146,9 @@ func writeUserSeed(path string) (string, error) {
 }
 
 // RevokeSite revokes every leaf user ever issued to the site, in every
-// tenant, and returns the tenants whose accounts changed (Push them).
+// tenant, and returns those tenants: their accounts and the site's changed
+// (PushSite them). Users are revoked in the tenant's account as well, where
+// sites issued before site accounts have theirs.
 func (o *Operator) RevokeSite(site string) ([]string, error) {
 	rec, err := o.siteRecord(site)
 	if err != nil {
@@ -151,6 +161,11 @@ func (o *Operator) RevokeSite(site string) ([]string, error) {
 	for t, users := range rec.Tenants {
 		if err := o.Revoke(t, users...); err != nil {
 			return nil, err
+		}
+		if _, err := o.Account(SiteAccount(t, site)); err == nil {
+			if err := o.Revoke(SiteAccount(t, site), users...); err != nil {
+				return nil, err
+			}
 		}
 		tenants = append(tenants, t)
 	}

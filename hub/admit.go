@@ -317,8 +317,11 @@ func (g *gate) follow(ctx context.Context, s *server.Server, log *slog.Logger) {
 	}
 }
 
-// largestAccount is the most subscriptions any account but the system's
-// holds.
+// largestAccount is the most subscriptions any account that leaves bind
+// to holds (a leaf's connect walks its account's): a site's own account
+// (accounts.SiteAccount) holds a few, a tenant's that sites issued before
+// site accounts still bind to holds every site's consumers. Accounts
+// without leaves are not walked.
 func largestAccount(s *server.Server) int {
 	az, err := s.Accountz(&server.AccountzOptions{})
 	if err != nil {
@@ -330,7 +333,7 @@ func largestAccount(s *server.Server) int {
 		if sys != nil && name == sys.Name {
 			continue
 		}
-		if a, err := s.LookupAccount(name); err == nil {
+		if a, err := s.LookupAccount(name); err == nil && a.NumLeafNodes() > 0 {
 			most = max(most, a.TotalSubs())
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"sync"
 	"testing"
@@ -249,9 +250,11 @@ func TestSourceOf(t *testing.T) {
 // subscriptions, the system account aside.
 func TestLargestAccount(t *testing.T) {
 	big, small := server.NewAccount("BIG"), server.NewAccount("SMALL")
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
-		Accounts: []*server.Account{big, small},
-		Users:    []*server.User{{Username: "b", Password: "b", Account: big}, {Username: "s", Password: "s", Account: small}}})
+	users := []*server.User{{Username: "b", Password: "b", Account: big}, {Username: "s", Password: "s", Account: small}}
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+		Accounts: []*server.Account{big, small}, Users: users,
+		LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: -1, Users: users}}
+	s, err := server.NewServer(opts)
 	check.NoError(t, err)
 	s.Start()
 	t.Cleanup(s.Shutdown)
@@ -268,10 +271,35 @@ func TestLargestAccount(t *testing.T) {
 		}
 		check.NoError(t, nc.Flush())
 	}
-	base := largestAccount(s)
+	// link joins a leaf server to the hub as user: its account then has a
+	// leaf connection, whose connect walked it.
+	link := func(user string) {
+		u, err := url.Parse(fmt.Sprintf("nats-leaf://%s:%s@%s", user, user, net.JoinHostPort("127.0.0.1", fmt.Sprint(opts.LeafNode.Port))))
+		check.NoError(t, err)
+		l, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+			ServerName: "leaf-" + user, LeafNode: server.LeafNodeOpts{Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}}})
+		check.NoError(t, err)
+		l.Start()
+		t.Cleanup(l.Shutdown)
+		check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+			if l.NumLeafNodes() == 0 {
+				return errors.New("leaf not linked")
+			}
+			return nil
+		})
+	}
 	subscribe("s", 50)
 	subscribe("b", 300)
-	if got := largestAccount(s); got < 300 || got > base+300+10 {
-		t.Fatalf("largest account: %d subscriptions; want the 300 of BIG (and at most the %d the server had)", got, base)
+	// No leaves: no walks to price.
+	if got := largestAccount(s); got != 0 {
+		t.Fatalf("largest account with leaves: %d subscriptions; want 0 (no leaf linked)", got)
+	}
+	link("s")
+	if got := largestAccount(s); got < 50 || got >= 300 {
+		t.Fatalf("largest account with leaves: %d subscriptions; want SMALL's 50 and some, not BIG's 300 (no leaf there)", got)
+	}
+	link("b")
+	if got := largestAccount(s); got < 300 {
+		t.Fatalf("largest account with leaves: %d subscriptions; want BIG's 300 and some", got)
 	}
 }

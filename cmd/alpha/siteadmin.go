@@ -86,10 +86,16 @@ func runSiteAdd(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("site %s (tenant %s): bundle written to %s\n", site, *tenant, *out)
 	if *noRegister {
+		fmt.Printf("site %s: its account reaches a hub when you run add again with --hub, or at the hub's next start from %s\n", site, op.Dir)
 		return nil
 	}
 	tlsOpts, err := af.tls()
 	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := pushSite(ctx, op, af, tlsOpts, *tenant, site); err != nil {
 		return err
 	}
 	nc, js, err := op.AdminJetStream(*af.hub, *tenant, tlsOpts...)
@@ -97,8 +103,6 @@ func runSiteAdd(ctx context.Context, args []string) error {
 		return err
 	}
 	defer nc.Close()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
 	if !anySet(fs, "quota-") {
 		quota = nil // an existing site keeps the quota it has
 	}
@@ -146,7 +150,7 @@ func runSiteRevoke(ctx context.Context, args []string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for _, t := range tenants {
-		if err := op.Push(ctx, *af.hub, t, tlsOpts...); err != nil {
+		if err := pushSite(ctx, op, af, tlsOpts, t, site); err != nil {
 			return err
 		}
 		nc, js, err := op.AdminJetStream(*af.hub, t, tlsOpts...)
@@ -161,6 +165,18 @@ func runSiteRevoke(ctx context.Context, args []string) error {
 		fmt.Printf("site %s revoked for tenant %s and cut off at %s\n", site, t, *af.hub)
 	}
 	return nil
+}
+
+// pushSite sends the site's account and its tenant's to the hub as the
+// operator's system user: the hub admits the site's leaf only once it
+// knows the account, and drops it once it knows of a revocation.
+func pushSite(ctx context.Context, op *accounts.Operator, af adminFlags, tlsOpts []nats.Option, tenant, site string) error {
+	nc, err := op.SysConn(*af.hub, tlsOpts...)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return op.PushSite(ctx, nc, tenant, site)
 }
 
 // parseOne parses flags around exactly one positional argument, which may

@@ -220,8 +220,23 @@ func (p *Hub) AddSite(site, tenant string, quota *streams.SiteQuota, nodes ...st
 	out := filepath.Join(p.Dir, "bundle-"+site+"-"+tenant)
 	_, err := p.Op.AddSite(site, tenant, nodes, out)
 	check.NoError(p.T, err)
+	p.pushSites(tenant, site)
 	check.NoError(p.T, accounts.RegisterSiteQuota(context.Background(), p.admin(tenant), site, quota))
 	return out
+}
+
+// pushSites sends the sites' accounts to the running hub, as `alpha site
+// add` does.
+func (p *Hub) pushSites(tenant string, sites ...string) {
+	p.T.Helper()
+	nc, err := p.Op.SysConn(p.ClientURL(), p.TLS())
+	check.NoError(p.T, err)
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for _, site := range sites {
+		check.NoError(p.T, p.Op.PushSite(ctx, nc, tenant, site))
+	}
 }
 
 // AddSites is AddSite for many sites with the same nodes, registered at the
@@ -236,6 +251,7 @@ func (p *Hub) AddSites(sites []string, tenant string, quota *streams.SiteQuota, 
 		check.NoError(p.T, err)
 		bundles = append(bundles, out)
 	}
+	p.pushSites(tenant, sites...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	check.NoError(p.T, accounts.RegisterSites(ctx, p.admin(tenant), sites, quota))

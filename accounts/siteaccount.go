@@ -1,0 +1,197 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/alpha-edge/alpha/streams"
+)
+
+// Site accounts. A site's leaf binds at the hub to an account of its own,
+// not to its tenant's: the account imports from the tenant's exactly what
+// the leaf's link carries (its mirror consumers' resets and flow control,
+// its mirrors' deliveries, the ingest under its own name) and holds nothing
+// else.
+//
+// Why: when a leafnode connects, nats-server sends it the interest of the
+// whole account it binds to, walking every subscription of that account
+// while holding the connection's lock, and the leaf gives up on a hub whose
+// answer takes over 2 s. In the tenant's account that walk covered every
+// site's mirror consumers (12 subscriptions a site) and every other leaf's
+// interest (5 a site): 14-25 ms a connect at 1,000 sites, O(sites^2) for a
+// reconnect storm. In its own account a leaf's walk covers its own imports.
+//
+// The tenant's exports need an activation token (TokenReq), which the
+// tenant's account key signs for one site account and one subject: no other
+// account, even one the operator signs, imports a site's traffic without it.
+
+// siteAccountDir is where site accounts live under accounts/ and keys/.
+const siteAccountDir = "sites"
+
+// SiteAccount is the name of a site's account for a tenant, as Account,
+// AccountJWT and Push take it.
+func SiteAccount(tenant, site string) string {
+	return siteAccountDir + "/" + tenant + "/" + site
+}
+
+// tenantExports are what a tenant's account offers site accounts.
+func tenantExports() jwt.Exports {
+	api := "$JS.API.CONSUMER.RESET.*.*"
+	return jwt.Exports{
+		{Name: "site mirror resets", Subject: jwt.Subject(api), Type: jwt.Service, TokenReq: true,
+			ResponseType: jwt.ResponseTypeSingleton},
+		{Name: "site mirror flow control", Subject: jwt.Subject("$JS.FC." + streams.HubDomain + ".>"),
+			Type: jwt.Service, TokenReq: true},
+		{Name: "site uplink", Subject: jwt.Subject(streams.IngestRoot + ".*"), Type: jwt.Service, TokenReq: true,
+			ResponseType: jwt.ResponseTypeSingleton},
+		{Name: "site mirror deliveries", Subject: "alpha.deliver.*.mirror.>", Type: jwt.Stream, TokenReq: true},
+	}
+}
+
+// ensureExports gives a tenant's account the exports site accounts import
+// (accounts made before site accounts have none); it reports whether the
+// account changed (then Push it).
+func (o *Operator) ensureExports(tenant string, ac *jwt.AccountClaims) (bool, error) {
+	changed := false
+	for _, e := range tenantExports() {
+		if !slices.ContainsFunc(ac.Exports, func(x *jwt.Export) bool {
+			return x.Subject == e.Subject && x.Type == e.Type
+		}) {
+			ac.Exports.Add(e)
+			changed = true
+		}
+	}
+	if !changed {
+		return false, nil
+	}
+	return true, o.saveAccount(tenant, ac)
+}
+
+// siteImports are the imports of a site's account: each names the site.
+func siteImports(site string) []*jwt.Import {
+	var out []*jwt.Import
+	for _, st := range streams.Mirrored() {
+		cc := streams.MirrorConsumerConfig(site, st)
+		reset := "CONSUMER.RESET." + st.Stream() + "." + cc.Durable
+		out = append(out,
+			// The leaf asks in the hub's domain ($JS.hub.API), which the
+			// hub maps onto $JS.API in every account a leaf binds to.
+			&jwt.Import{Name: "reset " + cc.Durable, Type: jwt.Service, Subject: jwt.Subject("$JS.API." + reset)},
+			&jwt.Import{Name: "flow control " + cc.Durable, Type: jwt.Service,
+				Subject: jwt.Subject("$JS.FC." + streams.HubDomain + ".*." + st.Stream() + "." + cc.Durable + ".*")},
+		)
+	}
+	out = append(out,
+		&jwt.Import{Name: "uplink", Type: jwt.Service, Subject: jwt.Subject(streams.IngestSubject(site))},
+		&jwt.Import{Name: "mirror deliveries", Type: jwt.Stream, Subject: jwt.Subject(streams.MirrorDeliver(site) + ".>")},
+	)
+	return out
+}
+
+// ensureSiteAccount creates or refreshes a site's account for a tenant:
+// the imports (each with an activation token of the tenant's) and no
+// JetStream. It returns the account's public key.
+func (o *Operator) ensureSiteAccount(tenant, site string, tac *jwt.AccountClaims) (string, error) {
+	name := SiteAccount(tenant, site)
+	tkp, err := readSeed(o.Dir, tenant)
+	if err != nil {
+		return "", fmt.Errorf("accounts: tenant %s's account key: %w", tenant, err)
+	}
+	ac, err := o.Account(name)
+	if errors.Is(err, ErrUnknownTenant) {
+		kp, err := nkeys.CreateAccount()
+		if err != nil {
+			return "", err
+		}
+		if err := writeSeed(o.Dir, name, kp); err != nil {
+			return "", err
+		}
+		pub, _ := kp.PublicKey()
+		ac = jwt.NewAccountClaims(pub)
+		ac.Name = tenant + "/" + site
+		// No JetStream of its own: the site's stores are at the site.
+		ac.Limits.JetStreamLimits = jwt.JetStreamLimits{}
+	} else if err != nil {
+		return "", err
+	}
+	ac.Imports = nil
+	for _, im := range siteImports(site) {
+		im.Account = tac.Subject
+		act := jwt.NewActivationClaims(ac.Subject)
+		act.ImportSubject = im.Subject
+		act.ImportType = im.Type
+		tok, err := act.Encode(tkp)
+		if err != nil {
+			return "", fmt.Errorf("accounts: activation of %s for site %s: %w", im.Subject, site, err)
+		}
+		im.Token = tok
+		ac.Imports.Add(im)
+	}
+	return ac.Subject, o.saveAccount(name, ac)
+}
+
+// siteAccounts lists the names of every site account.
+func (o *Operator) siteAccounts() ([]string, error) {
+	root := filepath.Join(o.Dir, "accounts", siteAccountDir)
+	tenants, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, t := range tenants {
+		if !t.IsDir() {
+			continue
+		}
+		ents, err := os.ReadDir(filepath.Join(root, t.Name()))
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			if s, ok := strings.CutSuffix(e.Name(), ".jwt"); ok {
+				out = append(out, SiteAccount(t.Name(), s))
+			}
+		}
+	}
+	return out, nil
+}
+
+// PushSite sends a site's account and its tenant's (whose exports it
+// imports) to a running hub over nc, a system-account connection. A site
+// issued before site accounts has none; only the tenant's is sent then.
+func (o *Operator) PushSite(ctx context.Context, nc *nats.Conn, tenant, site string) error {
+	names := []string{tenant}
+	if _, err := o.Account(SiteAccount(tenant, site)); err == nil {
+		names = append(names, SiteAccount(tenant, site))
+	}
+	for _, n := range names {
+		j, err := o.AccountJWT(n)
+		if err != nil {
+			return err
+		}
+		if err := PushJWT(ctx, nc, j); err != nil {
+			return fmt.Errorf("accounts: account %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// SysConn connects to a hub as the operator's system user.
+func (o *Operator) SysConn(url string, extra ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, append([]nats.Option{nats.UserCredentials(o.SysCreds()), nats.Name("alpha-accounts")}, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: connecting to hub %s as system: %w", url, err)
+	}
+	return nc, nil
+}
