@@ -7,6 +7,7 @@
 //
 //	operator.jwt              the operator, trusted by the hub
 //	accounts/<name>.jwt       the system account (SYS) and every tenant's account
+//	accounts/sites/<tenant>/<site>.jwt  each site's own account (siteaccount.go)
 //	accounts/<tenant>.publisher  the tenant's publisher public key (the hub checks signatures)
 //	keys/                     private seeds (0700 dir, 0600 files): operator, accounts, publishers
 //	creds/sys.creds           system user: pushes account updates (revocations)
@@ -20,7 +21,9 @@
 // at once, without a restart, and survive one.
 //
 // Tenants: each tenant is an account with its own JetStream at the hub
-// (buckets, streams, consumers); accounts share nothing. A site that serves
+// (buckets, streams, consumers); tenants' accounts share nothing. Each
+// site's leaf binds to an account of its own that imports the site's
+// plumbing from its tenant's (siteaccount.go). A site that serves
 // several tenants runs one leaf per tenant, each with its own bundle, store
 // and listener, so the tenant's mirror, status and telemetry stay apart at
 // the site too. One leaf with a local account and a remote per tenant would

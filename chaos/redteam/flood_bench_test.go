@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/agent"
@@ -72,6 +73,7 @@ func BenchmarkTenantFlood(b *testing.B) {
 		bundle := filepath.Join(dir, "bundle-"+id)
 		_, err := op.AddSite(id, tenant, []string{"n1"}, bundle)
 		check.NoError(b, err)
+		pushSite(b, op, clientURL, tlsOpt, tenant, id)
 		nc, js, err := op.AdminJetStream(clientURL, tenant, tlsOpt)
 		check.NoError(b, err)
 		check.NoError(b, accounts.RegisterSite(ctx, js, id))
@@ -147,6 +149,7 @@ func BenchmarkTenantFlood(b *testing.B) {
 	rbundle := filepath.Join(dir, "bundle-r1")
 	_, err = op.AddSite("r1", "rogue", []string{"n1"}, rbundle)
 	check.NoError(b, err)
+	pushSite(b, op, clientURL, tlsOpt, "rogue", "r1")
 	rnc, rhub, err := op.AdminJetStream(clientURL, "rogue", tlsOpt)
 	check.NoError(b, err)
 	defer rnc.Close()
@@ -271,3 +274,13 @@ func BenchmarkTenantFlood(b *testing.B) {
 }
 
 func srcMs(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// pushSite sends a site's account to the running hub, as alpha site add
+// does.
+func pushSite(b testing.TB, op *accounts.Operator, url string, tlsOpt nats.Option, tenant, site string) {
+	b.Helper()
+	sys, err := op.SysConn(url, tlsOpt)
+	check.NoError(b, err)
+	defer sys.Close()
+	check.NoError(b, op.PushSite(context.Background(), sys, tenant, site))
+}
