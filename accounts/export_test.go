@@ -7,3 +7,29 @@ import "github.com/nats-io/jwt/v2"
 func (o *Operator) IssueUser(account, name, path string, perms jwt.Permissions) (string, error) {
 	return o.issueUser(account, name, perms, path)
 }
+
+// IssueLegacyLeaf issues a site's leaf user in its tenant's account, as
+// AddSite did before site accounts, and records it for revocation.
+func (o *Operator) IssueLegacyLeaf(site, tenant, path string) error {
+	upub, err := o.issueUser(tenant, "leaf-"+site, LeafPermissions(site), path, jwt.ConnectionTypeLeafnode)
+	if err != nil {
+		return err
+	}
+	rec, err := o.siteRecord(site)
+	if err != nil {
+		return err
+	}
+	rec.Tenants[tenant] = append(rec.Tenants[tenant], upub)
+	return o.saveSiteRecord(rec)
+}
+
+// DropExports saves a tenant's account without exports, as accounts made
+// before site accounts are.
+func (o *Operator) DropExports(tenant string) error {
+	ac, err := o.Account(tenant)
+	if err != nil {
+		return err
+	}
+	ac.Exports = nil
+	return o.saveAccount(tenant, ac)
+}

@@ -1,0 +1,130 @@
+package accounts_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+
+	"github.com/alpha-edge/alpha/accounts"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/streams"
+)
+
+// Every import of a site's account names the site; the leaf's user belongs
+// to the site's account.
+func TestSiteAccountImportsNameTheSite(t *testing.T) {
+	dir := t.TempDir()
+	op, err := accounts.Init(filepath.Join(dir, "op"), "test", []string{"t1"})
+	check.NoError(t, err)
+	// A tenant made before site accounts: no exports yet.
+	check.NoError(t, op.DropExports("t1"))
+	bundle := filepath.Join(dir, "bundle")
+	_, err = op.AddSite("a", "t1", []string{"n1"}, bundle)
+	check.NoError(t, err)
+
+	tac, err := op.Account("t1")
+	check.NoError(t, err)
+	if len(tac.Exports) != 4 {
+		t.Fatalf("tenant exports after site add: %d, want 4", len(tac.Exports))
+	}
+	sac, err := op.Account(accounts.SiteAccount("t1", "a"))
+	check.NoError(t, err)
+	if sac.Limits.JetStreamLimits.DiskStorage != 0 || sac.Limits.JetStreamLimits.MemoryStorage != 0 {
+		t.Errorf("site account has JetStream: %+v", sac.Limits.JetStreamLimits)
+	}
+	if len(sac.Imports) != 8 {
+		t.Fatalf("site account imports: %d, want 8 (3 resets, 3 flow controls, uplink, deliveries)", len(sac.Imports))
+	}
+	for _, im := range sac.Imports {
+		if im.Account != tac.Subject {
+			t.Errorf("import %s from %s, want the tenant's account", im.Subject, im.Account)
+		}
+		s := string(im.Subject)
+		if !strings.Contains(s, ".a.") && !strings.HasSuffix(s, ".a") && !strings.Contains(s, "mirror-a-") {
+			t.Errorf("import %s does not name site a", s)
+		}
+	}
+	// The leaf user is the site account's.
+	raw, err := jwt.ParseDecoratedJWT(mustRead(t, filepath.Join(bundle, accounts.LeafCredsFile)))
+	check.NoError(t, err)
+	uc, err := jwt.DecodeUserClaims(raw)
+	check.NoError(t, err)
+	if uc.Issuer != sac.Subject {
+		t.Errorf("leaf user issued by %s, want site a's account %s", uc.Issuer, sac.Subject)
+	}
+	// Adding the site again keeps its account and refreshes its imports.
+	_, err = op.AddSite("a", "t1", []string{"n1"}, bundle)
+	check.NoError(t, err)
+	again, err := op.Account(accounts.SiteAccount("t1", "a"))
+	check.NoError(t, err)
+	if again.Subject != sac.Subject || len(again.Imports) != 8 {
+		t.Errorf("site account after a second add: %s with %d imports, want %s with 8", again.Subject, len(again.Imports), sac.Subject)
+	}
+}
+
+// A site issued before site accounts (its leaf user in the tenant's
+// account) keeps working beside sites with accounts of their own, and its
+// revocation cuts it off.
+func TestLegacySiteInTenantAccountStillWorks(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "t1")
+	bundleA := e.addSite("a", "t1", "n1")
+	bundleOld := e.addSite("old", "t1", "n1")
+	// Replace old's leaf credentials with a user of the tenant's account.
+	check.NoError(t, e.op.IssueLegacyLeaf("old", "t1", filepath.Join(bundleOld, accounts.LeafCredsFile)))
+	la := e.startLeaf(bundleA, nil)
+	lold := e.startLeaf(bundleOld, nil)
+	_, hjs := e.admin("t1")
+	hbp, err := hjs.KeyValue(ctx, streams.BlueprintsBucket)
+	check.NoError(t, err)
+	_, err = hbp.Put(ctx, "a.n1", []byte("for a"))
+	check.NoError(t, err)
+	_, err = hbp.Put(ctx, "old.n1", []byte("for old"))
+	check.NoError(t, err)
+	waitValue(t, e.agentConn(la, bundleA, "a", "n1"), "a", "a.n1", "for a")
+	waitValue(t, e.agentConn(lold, bundleOld, "old", "n1"), "old", "old.n1", "for old")
+	// Which account each leaf is in at the hub.
+	lz, err := e.hub.Server.Leafz(nil)
+	check.NoError(t, err)
+	tac, err := e.op.Account("t1")
+	check.NoError(t, err)
+	in := map[string]string{}
+	for _, l := range lz.Leafs {
+		in[l.Name] = l.Account
+	}
+	if in["leaf-old"] != tac.Subject {
+		t.Errorf("legacy leaf in account %s, want the tenant's %s", in["leaf-old"], tac.Subject)
+	}
+	if in["leaf-a"] == tac.Subject || in["leaf-a"] == "" {
+		t.Errorf("leaf a in account %q, want its own", in["leaf-a"])
+	}
+	// Revoking old cuts its legacy user off; a stays.
+	_, err = e.op.RevokeSite("old")
+	check.NoError(t, err)
+	sys, err := e.op.SysConn(e.hub.ClientURL(), e.tls())
+	check.NoError(t, err)
+	defer sys.Close()
+	check.NoError(t, e.op.PushSite(ctx, sys, "t1", "old"))
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if lold.Connected() {
+			return errors.New("revoked legacy leaf still linked")
+		}
+		return nil
+	})
+	if !la.Connected() {
+		t.Error("site a's leaf lost its link when old was revoked")
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	check.NoError(t, err)
+	return b
+}
