@@ -3,7 +3,10 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -72,6 +75,12 @@ func (f clusterFlags) apply(cfg *hub.Config) error {
 		if err != nil || u.Host == "" || u.Scheme != "nats-route" {
 			return fmt.Errorf("--routes: %q is not a URL like nats-route://HOST:6222", r)
 		}
+		if isSelf(u, host, port, localAddrs()) {
+			// The usual NATS practice lists every member, this one too.
+			// Counted as a peer it made a 2-member cluster ask for R3 and
+			// kept the rebalancer waiting for an answer that never came.
+			continue
+		}
 		routes = append(routes, u)
 	}
 	if cfg.Replicas == 0 {
@@ -124,4 +133,49 @@ func (f clusterFlags) secure(cfg *hub.Config, files tlsfiles.Files, op *accounts
 		return nil
 	})
 	return nil
+}
+
+// isSelf says a route URL names this member's own cluster listener
+// (host:port of --cluster): the same port, and the same host, or a host of
+// this machine when the listener is on every address. A DNS name other
+// than localhost and this machine's hostname is not resolved: such a route
+// counts as a peer, and nats-server then ignores the route to itself.
+func isSelf(u *url.URL, host string, port int, local map[string]bool) bool {
+	h, p, err := net.SplitHostPort(u.Host)
+	if err != nil || p != strconv.Itoa(port) {
+		return false
+	}
+	if h == host {
+		return true
+	}
+	if hn, err := os.Hostname(); err == nil && strings.EqualFold(h, hn) {
+		h = "localhost"
+	}
+	if strings.EqualFold(h, "localhost") {
+		h = "127.0.0.1"
+	}
+	if host == "localhost" {
+		host = "127.0.0.1"
+	}
+	allAddrs := host == "" || host == "0.0.0.0" || host == "::"
+	ip := net.ParseIP(h)
+	if ip == nil {
+		return false
+	}
+	if hip := net.ParseIP(host); hip != nil && hip.Equal(ip) {
+		return true
+	}
+	return allAddrs && (ip.IsLoopback() || local[ip.String()])
+}
+
+// localAddrs are this machine's interface addresses.
+func localAddrs() map[string]bool {
+	out := map[string]bool{}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			out[n.IP.String()] = true
+		}
+	}
+	return out
 }
