@@ -173,6 +173,9 @@ func TestTenantAddedWhileHubRuns(t *testing.T) {
 	check.NoError(t, err)
 	defer nc.Close()
 	check.NoError(t, hub.Bootstrap(ctx, js, 1))
+	// `alpha hub` serves a tenant it finds in its operator directory
+	// (buckets, ingest, the reset gateway its sites' mirrors need).
+	check.NoError(t, e.hub.ServeTenant(ctx, nats.UserCredentials(e.op.AdminCreds("z"))))
 	bundle := e.addSite("s", "z", "n1")
 	l := e.startLeaf(bundle, nil)
 	kv, err := js.KeyValue(ctx, streams.BlueprintsBucket)

@@ -48,9 +48,11 @@ func SiteAccount(tenant, site string) string {
 
 // tenantExports are what a tenant's account offers site accounts.
 func tenantExports() jwt.Exports {
-	api := "$JS.API.CONSUMER.RESET.*.*"
 	return jwt.Exports{
-		{Name: "site mirror resets", Subject: jwt.Subject(api), Type: jwt.Service,
+		// The hub's reset gateway (hub/ingest/reset.go), not the
+		// JetStream API: nats-server lets a leaf change the subject its
+		// subscriber sees, and JetStream trusts it.
+		{Name: "site mirror resets", Subject: jwt.Subject(streams.ResetRoot + ".*.*"), Type: jwt.Service,
 			ResponseType: jwt.ResponseTypeSingleton},
 		{Name: "site mirror flow control", Subject: jwt.Subject("$JS.FC." + streams.HubDomain + ".>"),
 			Type: jwt.Service},
@@ -65,6 +67,11 @@ func tenantExports() jwt.Exports {
 // account changed (then Push it).
 func (o *Operator) ensureExports(tenant string, ac *jwt.AccountClaims) (bool, error) {
 	changed := false
+	// Made by an earlier build: the JetStream API itself (see tenantExports).
+	if i := slices.IndexFunc(ac.Exports, func(x *jwt.Export) bool { return x.Subject == "$JS.API.CONSUMER.RESET.*.*" }); i >= 0 {
+		ac.Exports = slices.Delete(ac.Exports, i, i+1)
+		changed = true
+	}
 	for _, e := range tenantExports() {
 		i := slices.IndexFunc(ac.Exports, func(x *jwt.Export) bool {
 			return x.Subject == e.Subject && x.Type == e.Type
@@ -92,8 +99,11 @@ func siteImports(site string) []*jwt.Import {
 		reset := "CONSUMER.RESET." + st.Stream() + "." + cc.Durable
 		out = append(out,
 			// The leaf asks in the hub's domain ($JS.hub.API), which the
-			// hub maps onto $JS.API in every account a leaf binds to.
-			&jwt.Import{Name: "reset " + cc.Durable, Type: jwt.Service, Subject: jwt.Subject("$JS.API." + reset)},
+			// hub maps onto $JS.API in every account a leaf binds to; the
+			// tenant's reset gateway takes it from there.
+			&jwt.Import{Name: "reset " + cc.Durable, Type: jwt.Service,
+				Subject:      jwt.Subject(streams.ResetSubject(st.Stream(), cc.Durable)),
+				LocalSubject: jwt.RenamingSubject("$JS.API." + reset)},
 			&jwt.Import{Name: "flow control " + cc.Durable, Type: jwt.Service,
 				Subject: jwt.Subject("$JS.FC." + streams.HubDomain + ".*." + st.Stream() + "." + cc.Durable + ".*")},
 		)

@@ -175,3 +175,24 @@ func SubjectMatches(filter, subject string) bool {
 	}
 	return len(st) == len(ft)
 }
+
+// ResetRoot prefixes where the hub's reset gateway takes a site's mirror
+// consumer resets: ResetRoot.<stream>.<durable>. A site's account imports
+// its own consumers' subjects here as $JS.API.CONSUMER.RESET.<stream>.<durable>,
+// not the JetStream API itself (see hub/ingest/reset.go for why).
+const ResetRoot = "alpha.reset"
+
+// ResetSubject is the gateway subject of one mirror consumer's reset.
+func ResetSubject(stream, durable string) string { return ResetRoot + "." + stream + "." + durable }
+
+// ResetQueue is the queue group of the reset gateways of a hub cluster.
+const ResetQueue = "alpha-reset"
+
+// IsJSAckReply says a reply subject is a JetStream ack subject. nats-server
+// delivers a message from a leafnode connection whose reply is
+// $JS.ACK.<8 or more tokens>@<subject> under <subject> instead of the one
+// it was published (and permission-checked) on, so a site could make a
+// hub-side handler that trusts the subject see any subject it likes. No
+// site request legitimately carries such a reply: the hub's handlers of
+// site requests drop them.
+func IsJSAckReply(reply string) bool { return strings.HasPrefix(reply, "$JS.ACK.") }

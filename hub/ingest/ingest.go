@@ -41,6 +41,8 @@ type Service struct {
 	log *slog.Logger
 	now func() time.Time
 
+	lastRefused time.Time // last warning about a redirected request (s.mu)
+
 	subs   []*nats.Subscription
 	msgs   chan *nats.Msg
 	wg     sync.WaitGroup
@@ -86,7 +88,14 @@ func Serve(nc *nats.Conn, log *slog.Logger) (*Service, error) {
 		cancel()
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
-	s.subs = []*nats.Subscription{sub, links}
+	resets, err := s.serveResets()
+	if err != nil {
+		sub.Unsubscribe()
+		links.Unsubscribe()
+		cancel()
+		return nil, fmt.Errorf("ingest: reset gateway: %w", err)
+	}
+	s.subs = []*nats.Subscription{sub, links, resets}
 	for range Workers {
 		s.wg.Add(1)
 		go func() {
@@ -119,6 +128,12 @@ func (s *Service) Stop() {
 }
 
 func (s *Service) handle(ctx context.Context, m *nats.Msg) {
+	if streams.IsJSAckReply(m.Reply) {
+		// Its subject is not the one the site published on and was
+		// allowed (streams.IsJSAckReply): it names another site.
+		s.refused("uplink", m)
+		return
+	}
 	siteID := strings.TrimPrefix(m.Subject, streams.IngestRoot+".")
 	reply := s.ingest(ctx, siteID, m.Header.Get(streams.IngestStreamHeader), m.Data)
 	b, _ := json.Marshal(reply)

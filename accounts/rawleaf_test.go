@@ -1,0 +1,174 @@
+package accounts_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/alpha-edge/alpha/accounts"
+	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/streams"
+)
+
+// rawLeaf is a leafnode connection spoken by hand, as a stolen site box
+// can: it sends what no nats-server leaf would (replies of its choosing).
+type rawLeaf struct {
+	t    *testing.T
+	conn net.Conn
+	in   chan string
+}
+
+// dialRawLeaf connects to the hub's leafnode port with a bundle's leaf
+// credentials.
+func dialRawLeaf(t *testing.T, e *env, creds string) *rawLeaf {
+	t.Helper()
+	u, err := url.Parse(e.hub.LeafURL())
+	check.NoError(t, err)
+	c, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+	check.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	check.NoError(t, err)
+	var info struct {
+		Nonce string `json:"nonce"`
+	}
+	check.NoError(t, json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(line), "INFO ")), &info))
+	tc, err := e.pki.Client()
+	check.NoError(t, err)
+	tc.ServerName = u.Hostname()
+	tlsConn := tls.Client(c, tc)
+	check.NoError(t, tlsConn.Handshake())
+	raw, err := os.ReadFile(creds)
+	check.NoError(t, err)
+	ujwt, err := jwt.ParseDecoratedJWT(raw)
+	check.NoError(t, err)
+	kp, err := nkeys.ParseDecoratedNKey(raw)
+	check.NoError(t, err)
+	sig, err := kp.Sign([]byte(info.Nonce))
+	check.NoError(t, err)
+	connect, _ := json.Marshal(map[string]any{"jwt": ujwt, "sig": base64.RawURLEncoding.EncodeToString(sig),
+		"name": "rawleaf", "headers": true, "compress_mode": "off"})
+	_, err = fmt.Fprintf(tlsConn, "CONNECT %s\r\nPING\r\n", connect)
+	check.NoError(t, err)
+	l := &rawLeaf{t: t, conn: tlsConn, in: make(chan string, 1024)}
+	go func() {
+		r := bufio.NewReader(tlsConn)
+		for {
+			s, err := r.ReadString('\n')
+			if err != nil {
+				close(l.in)
+				return
+			}
+			if strings.HasPrefix(s, "PING") {
+				fmt.Fprintf(tlsConn, "PONG\r\n")
+			}
+			select {
+			case l.in <- s:
+			default:
+			}
+		}
+	}()
+	return l
+}
+
+// send publishes data on subject with reply as the leaf.
+func (l *rawLeaf) send(subject, reply string, hdr map[string]string, data []byte) {
+	l.t.Helper()
+	var h string
+	if len(hdr) > 0 {
+		h = "NATS/1.0\r\n"
+		for k, v := range hdr {
+			h += k + ": " + v + "\r\n"
+		}
+		h += "\r\n"
+	}
+	var err error
+	if h == "" {
+		_, err = fmt.Fprintf(l.conn, "LMSG %s %s %d\r\n%s\r\n", subject, reply, len(data), data)
+	} else {
+		_, err = fmt.Fprintf(l.conn, "HMSG %s %s %d %d\r\n%s%s\r\n", subject, reply, len(h), len(h)+len(data), h, data)
+	}
+	check.NoError(l.t, err)
+}
+
+// A stolen site box speaking the leafnode protocol itself can give a
+// request the reply $JS.ACK.<tokens>@<subject>, and nats-server hands the
+// message to its subscriber under <subject>, past the permission that was
+// checked on the subject it was sent on. Site A sends its own uplink
+// subject with such a reply naming B's, and its own mirror consumer's
+// reset naming the deletion of the tenant's cloud bucket: B's status stays
+// unwritten and the bucket stays. (Before the hub's handlers dropped these
+// replies, B's forged status was stored and KV_cloud deleted.) A's honest
+// requests on the same connection still work, so the link was live.
+func TestSiteCannotRedirectRequests(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "t1")
+	bundleA := e.addSite("a", "t1", "n1")
+	e.addSite("b", "t1", "n1")
+	_, hjs := e.admin("t1")
+	hst, err := hjs.KeyValue(ctx, streams.StatusBucket)
+	check.NoError(t, err)
+
+	l := dialRawLeaf(t, e, filepath.Join(bundleA, accounts.LeafCredsFile))
+	status := func(key, by string) []byte {
+		return streams.AppendRecord(nil, streams.Record{Seq: 1, Subject: "$KV.status." + key, Data: []byte(`{"phase":"Converged","by":"` + by + `"}`)})
+	}
+	hdr := map[string]string{streams.IngestStreamHeader: streams.StatusStream}
+	redirect := "$JS.ACK.1.2.3.4.5.6.7@"
+	// The link is up once an honest batch of A's is stored.
+	check.For(t, 10*time.Second, 100*time.Millisecond, func() error {
+		l.send(streams.IngestSubject("a"), streams.IngestReplyPrefix("a")+".1", hdr, status("a.n1", "honest"))
+		_, err := hst.Get(ctx, "a.n1")
+		return err
+	})
+	l.send(streams.IngestSubject("a"), redirect+streams.IngestSubject("b"), hdr, status("b.n1", "attacker"))
+	l.send("$JS.hub.API.CONSUMER.RESET.KV_blueprints.mirror-a-blueprints", redirect+"$JS.API.STREAM.DELETE.KV_cloud", nil, []byte("{}"))
+	l.send("$JS.hub.API.CONSUMER.RESET.KV_blueprints.mirror-a-blueprints", redirect+streams.ResetSubject("KV_cloud", "mirror-b-cloud"), nil, []byte("{}"))
+	// Then an honest one again: once it is stored, the ones before it
+	// were handled (one connection, in order, one ingest worker per batch).
+	check.For(t, 10*time.Second, 100*time.Millisecond, func() error {
+		l.send(streams.IngestSubject("a"), streams.IngestReplyPrefix("a")+".2", hdr, status("a.n1", "honest again"))
+		en, err := hst.Get(ctx, "a.n1")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(en.Value()), "honest again") {
+			return fmt.Errorf("a.n1 = %s", en.Value())
+		}
+		return nil
+	})
+	// Give JetStream's API a moment: a deletion would have been answered by now.
+	time.Sleep(500 * time.Millisecond)
+	if en, err := hst.Get(ctx, "b.n1"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("B's status at the hub: %v %s", err, valueOf(en))
+	}
+	if _, err := hjs.Stream(ctx, "KV_"+streams.CloudBucket); err != nil {
+		t.Errorf("the tenant's cloud bucket: %v", err)
+	}
+	if e.log.Count("refused a site request that tried to redirect it") == 0 {
+		t.Error("the hub logged no refused request")
+	}
+}
+
+func valueOf(en jetstream.KeyValueEntry) string {
+	if en == nil {
+		return ""
+	}
+	return string(en.Value())
+}
