@@ -75,6 +75,16 @@ func (o *Operator) AddSite(site, tenant string, nodes []string, outDir string) (
 	if len(nodes) == 0 {
 		return nil, errors.New("accounts: at least one node is required (--nodes)")
 	}
+	// Everything is checked before a credential is issued: a user issued
+	// and then not recorded would be one revoke does not know of.
+	for _, n := range nodes {
+		if err := streams.ValidID("node", n); err != nil {
+			return nil, err
+		}
+	}
+	if err := streams.ValidID("tenant", tenant); err != nil {
+		return nil, err
+	}
 	tac, err := o.Account(tenant)
 	if err != nil {
 		return nil, err
@@ -95,9 +105,6 @@ func (o *Operator) AddSite(site, tenant string, nodes []string, outDir string) (
 	}
 	cfg := &SiteConfig{Site: site, Tenant: tenant}
 	for _, n := range nodes {
-		if err := streams.ValidID("node", n); err != nil {
-			return nil, err
-		}
 		pub, err := writeUserSeed(filepath.Join(outDir, AgentSeedFile(n)))
 		if err != nil {
 			return nil, err

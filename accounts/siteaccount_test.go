@@ -128,3 +128,31 @@ func mustRead(t *testing.T, path string) []byte {
 	check.NoError(t, err)
 	return b
 }
+
+// A bad node or tenant id is refused before any credential is issued: the
+// operator directory holds no site account or leaf user for it.
+func TestAddSiteChecksBeforeIssuing(t *testing.T) {
+	dir := t.TempDir()
+	op, err := accounts.Init(filepath.Join(dir, "op"), "test", []string{"t1"})
+	check.NoError(t, err)
+	for _, c := range []struct {
+		tenant string
+		nodes  []string
+		want   string
+	}{
+		{"t1", []string{"n1", "Bad Node"}, `node id "Bad Node"`},
+		{"SYS", []string{"n1"}, `tenant id "SYS"`},
+		{"sites/t1/x", []string{"n1"}, `tenant id "sites/t1/x"`},
+	} {
+		_, err := op.AddSite("a", c.tenant, c.nodes, filepath.Join(dir, "bundle"))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("AddSite(tenant %q, nodes %v): %v, want an error naming %s", c.tenant, c.nodes, err, c.want)
+		}
+	}
+	if _, err := op.Account(accounts.SiteAccount("t1", "a")); err == nil {
+		t.Error("a site account was made for a refused site")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bundle", accounts.LeafCredsFile)); err == nil {
+		t.Error("leaf credentials were written for a refused site")
+	}
+}
