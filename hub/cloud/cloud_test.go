@@ -664,7 +664,10 @@ func TestConfinedRun(t *testing.T) {
 	check.NoError(t, os.Chmod(loot, 0o777))
 	start(t, js, func(c *cloud.Config) {
 		c.Confine = &cloud.Confinement{UID: 65534, GID: 65534, Memory: 3 << 30, CPU: 7 * time.Minute, Procs: 99}
-		c.Timeout = 3 * time.Second
+		// The probe's init and apply must fit in it on a loaded machine
+		// (3 s did not, beside a 1,000-site benchmark); the slow one
+		// sleeps 60 s.
+		c.Timeout = 10 * time.Second
 	})
 	probe := fmt.Sprintf("    - name: probe\n      main: |\n        resource \"terraform_data\" \"x\" {\n          provisioner \"local-exec\" { command = \"{ id; cat /proc/self/limits; } > %s/probe\" }\n        }\n", loot)
 	slow := "    - name: slow\n      main: |\n        resource \"terraform_data\" \"x\" {\n          provisioner \"local-exec\" { command = \"sleep 60.4242\" }\n        }\n"
