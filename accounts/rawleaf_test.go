@@ -140,8 +140,9 @@ func TestSiteCannotRedirectRequests(t *testing.T) {
 	l.send(streams.IngestSubject("a"), redirect+streams.IngestSubject("b"), hdr, status("b.n1", "attacker"))
 	l.send("$JS.hub.API.CONSUMER.RESET.KV_blueprints.mirror-a-blueprints", redirect+"$JS.API.STREAM.DELETE.KV_cloud", nil, []byte("{}"))
 	l.send("$JS.hub.API.CONSUMER.RESET.KV_blueprints.mirror-a-blueprints", redirect+streams.ResetSubject("KV_cloud", "mirror-b-cloud"), nil, []byte("{}"))
-	// Then an honest one again: once it is stored, the ones before it
-	// were handled (one connection, in order, one ingest worker per batch).
+	// Then an honest one again: once it is stored, the ones sent before it
+	// on this connection have reached the ingest and the gateway (a forged
+	// one is dropped before any work, so a worker is done with it first).
 	check.For(t, 10*time.Second, 100*time.Millisecond, func() error {
 		l.send(streams.IngestSubject("a"), streams.IngestReplyPrefix("a")+".2", hdr, status("a.n1", "honest again"))
 		en, err := hst.Get(ctx, "a.n1")
@@ -153,7 +154,8 @@ func TestSiteCannotRedirectRequests(t *testing.T) {
 		}
 		return nil
 	})
-	// Give JetStream's API a moment: a deletion would have been answered by now.
+	// A span in which nothing may happen, not a wait for something: a
+	// forged store or a deletion would have landed by now.
 	time.Sleep(500 * time.Millisecond)
 	if en, err := hst.Get(ctx, "b.n1"); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Errorf("B's status at the hub: %v %s", err, valueOf(en))
