@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
@@ -79,14 +78,11 @@ func (o *Operator) Revocations(tenant string) ([]string, error) {
 		return nil, err
 	}
 	accs := []*jwt.AccountClaims{ac}
-	sites, err := o.siteAccounts()
+	sites, err := o.siteAccountsOf(tenant)
 	if err != nil {
 		return nil, err
 	}
 	for _, n := range sites {
-		if !strings.HasPrefix(n, SiteAccount(tenant, "")) {
-			continue
-		}
 		sac, err := o.Account(n)
 		if err != nil {
 			return nil, err

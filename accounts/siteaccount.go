@@ -146,8 +146,7 @@ func (o *Operator) ensureSiteAccount(tenant, site string, tac *jwt.AccountClaims
 
 // siteAccounts lists the names of every site account.
 func (o *Operator) siteAccounts() ([]string, error) {
-	root := filepath.Join(o.Dir, "accounts", siteAccountDir)
-	tenants, err := os.ReadDir(root)
+	tenants, err := os.ReadDir(filepath.Join(o.Dir, "accounts", siteAccountDir))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -159,14 +158,28 @@ func (o *Operator) siteAccounts() ([]string, error) {
 		if !t.IsDir() {
 			continue
 		}
-		ents, err := os.ReadDir(filepath.Join(root, t.Name()))
+		names, err := o.siteAccountsOf(t.Name())
 		if err != nil {
 			return nil, err
 		}
-		for _, e := range ents {
-			if s, ok := strings.CutSuffix(e.Name(), ".jwt"); ok {
-				out = append(out, SiteAccount(t.Name(), s))
-			}
+		out = append(out, names...)
+	}
+	return out, nil
+}
+
+// siteAccountsOf lists the names of one tenant's site accounts.
+func (o *Operator) siteAccountsOf(tenant string) ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(o.Dir, "accounts", siteAccountDir, tenant))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if s, ok := strings.CutSuffix(e.Name(), ".jwt"); ok {
+			out = append(out, SiteAccount(tenant, s))
 		}
 	}
 	return out, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +66,20 @@ func TestSiteAccountImportsNameTheSite(t *testing.T) {
 	check.NoError(t, err)
 	if again.Subject != sac.Subject || len(again.Imports) != 8 {
 		t.Errorf("site account after a second add: %s with %d imports, want %s with 8", again.Subject, len(again.Imports), sac.Subject)
+	}
+	// Revoking the site revokes its leaf user in the account that issued
+	// it (the hub checks that account), and the tenant's list has it.
+	_, err = op.RevokeSite("a")
+	check.NoError(t, err)
+	after, err := op.Account(accounts.SiteAccount("t1", "a"))
+	check.NoError(t, err)
+	if _, ok := after.Revocations[uc.Subject]; !ok {
+		t.Errorf("site a's account does not revoke its leaf user %s", uc.Subject)
+	}
+	revoked, err := op.Revocations("t1")
+	check.NoError(t, err)
+	if !slices.Contains(revoked, uc.Subject) {
+		t.Errorf("revocations of t1 %v lack site a's leaf user %s", revoked, uc.Subject)
 	}
 }
 
