@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -453,8 +454,26 @@ func (o *Operator) Push(ctx context.Context, url string, name string, extra ...n
 }
 
 // PushJWT sends an account JWT over a system-account connection and checks
-// the server's answer.
+// the server's answer. It first reads the hub's copy of the account and
+// refuses to push one that lifts a revocation the hub holds: signed from a
+// stale copy of the operator directory (a second workstation, a restored
+// backup), it would let revoked sites back in, because the hub keeps the
+// newest JWT and a fresh signature is the newest.
 func PushJWT(ctx context.Context, nc *nats.Conn, accountJWT string) error {
+	ac, err := jwt.DecodeAccountClaims(accountJWT)
+	if err != nil {
+		return fmt.Errorf("accounts: pushing account: %w", err)
+	}
+	held, err := lookupJWT(ctx, nc, ac.Subject)
+	if err != nil {
+		return err
+	}
+	if held != nil {
+		if lifted := liftedRevocations(held, ac); len(lifted) > 0 {
+			return fmt.Errorf("accounts: not pushing account %q (%s): the hub's copy revokes %d user(s) this operator directory does not (%s): "+
+				"the directory is older than the hub's; bring it up to date and run the command again", ac.Name, ac.Subject, len(lifted), lifted[0])
+		}
+	}
 	msg, err := nc.RequestWithContext(ctx, "$SYS.REQ.CLAIMS.UPDATE", []byte(accountJWT))
 	if err != nil {
 		return fmt.Errorf("accounts: pushing account: %w", err)
@@ -472,6 +491,35 @@ func PushJWT(ctx context.Context, nc *nats.Conn, accountJWT string) error {
 		return fmt.Errorf("accounts: hub refused account update: %s", resp.Error.Description)
 	}
 	return nil
+}
+
+// lookupJWT is the hub's copy of an account's JWT, nil when it has none.
+func lookupJWT(ctx context.Context, nc *nats.Conn, pub string) (*jwt.AccountClaims, error) {
+	msg, err := nc.RequestWithContext(ctx, "$SYS.REQ.ACCOUNT."+pub+".CLAIMS.LOOKUP", nil)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: reading the hub's copy of account %s: %w", pub, err)
+	}
+	if len(msg.Data) == 0 {
+		return nil, nil // the resolver's answer for an account it does not know
+	}
+	ac, err := jwt.DecodeAccountClaims(string(msg.Data))
+	if err != nil {
+		return nil, fmt.Errorf("accounts: the hub's copy of account %s: %w", pub, err)
+	}
+	return ac, nil
+}
+
+// liftedRevocations lists the users held revokes and next does not, or
+// revokes only as of an earlier time (which lets the user's later JWTs in).
+func liftedRevocations(held, next *jwt.AccountClaims) []string {
+	var out []string
+	for user, at := range held.Revocations {
+		if mine, ok := next.Revocations[user]; !ok || mine < at {
+			out = append(out, user)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Revoke revokes user public keys in a tenant's account and saves it; Push

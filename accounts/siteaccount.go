@@ -199,7 +199,7 @@ func (o *Operator) PushSite(ctx context.Context, nc *nats.Conn, tenant, site str
 			return err
 		}
 		if err := PushJWT(ctx, nc, j); err != nil {
-			return fmt.Errorf("accounts: account %s: %w", n, err)
+			return fmt.Errorf("pushing %s: %w", n, err)
 		}
 	}
 	return nil

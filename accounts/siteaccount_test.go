@@ -3,6 +3,7 @@ package accounts_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -170,4 +171,79 @@ func TestAddSiteChecksBeforeIssuing(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "bundle", accounts.LeafCredsFile)); err == nil {
 		t.Error("leaf credentials were written for a refused site")
 	}
+}
+
+// Red team (operational): an operator directory that missed a revocation (a
+// second workstation, a restored backup) must not lift it at the hub. The
+// hub keeps the newest JWT it is sent, and every push is freshly signed, so
+// without a check a `site add` run from the stale copy would push the
+// tenant's account without the revocation and the revoked site would link
+// again. The victim is the revoked site's leaf: it stays refused.
+func TestStaleOperatorDirCannotLiftRevocations(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "t1")
+	bundleOld := e.addSite("old", "t1", "n1")
+	// A legacy leaf (a user of the tenant's account): its revocation lives in
+	// the tenant's JWT, which every site add pushes.
+	check.NoError(t, e.op.IssueLegacyLeaf("old", "t1", filepath.Join(bundleOld, accounts.LeafCredsFile)))
+	lb := &check.Buffer{}
+	lold := e.startLeaf(bundleOld, lb)
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !lold.Connected() {
+			return errors.New("legacy leaf not linked yet")
+		}
+		return nil
+	})
+	stale := filepath.Join(t.TempDir(), "op")
+	check.NoError(t, os.CopyFS(stale, os.DirFS(e.op.Dir)))
+
+	_, err := e.op.RevokeSite("old")
+	check.NoError(t, err)
+	sys, err := e.op.SysConn(e.hub.ClientURL(), e.tls())
+	check.NoError(t, err)
+	defer sys.Close()
+	check.NoError(t, e.op.PushSite(ctx, sys, "t1", "old"))
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if lold.Connected() {
+			return errors.New("revoked legacy leaf still linked")
+		}
+		return nil
+	})
+
+	// From the stale copy: the site is issued locally, the push is refused
+	// naming the account and the lifted revocation.
+	sop, err := accounts.Load(stale)
+	check.NoError(t, err)
+	_, err = sop.AddSite("b", "t1", []string{"n1"}, filepath.Join(t.TempDir(), "b"))
+	check.NoError(t, err)
+	err = sop.PushSite(ctx, sys, "t1", "b")
+	if err == nil || !strings.Contains(err.Error(), `"t1"`) || !strings.Contains(err.Error(), "revokes 2 user") {
+		t.Fatalf("push from a stale operator directory: %v, want a refusal naming t1 and the lifted revocation", err)
+	}
+	// What the victim sees: the hub still holds the revocation, and the
+	// revoked leaf, which keeps trying, is still refused.
+	tac, err := e.op.Account("t1")
+	check.NoError(t, err)
+	msg, err := sys.Request("$SYS.REQ.ACCOUNT."+tac.Subject+".CLAIMS.LOOKUP", nil, 5*time.Second)
+	check.NoError(t, err)
+	held, err := jwt.DecodeAccountClaims(string(msg.Data))
+	check.NoError(t, err)
+	if len(held.Revocations) == 0 {
+		t.Error("the hub's copy of t1 lost its revocations")
+	}
+	refused := lb.Count("Authorization Violation")
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if lold.Connected() {
+			return errors.New("the revoked leaf linked again after the stale push")
+		}
+		if n := lb.Count("Authorization Violation"); n < refused+2 {
+			return fmt.Errorf("revoked leaf refused %d times since the stale push, want 2", n-refused)
+		}
+		return nil
+	})
+
+	// The current directory (which holds the revocation) pushes as before.
+	_, err = e.op.AddSite("b", "t1", []string{"n1"}, filepath.Join(t.TempDir(), "b2"))
+	check.NoError(t, err)
+	check.NoError(t, e.op.PushSite(ctx, sys, "t1", "b"))
 }
