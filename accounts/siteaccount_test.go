@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
 
 	"github.com/alpha-edge/alpha/accounts"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
@@ -121,18 +122,7 @@ func TestLegacySiteInTenantAccountStillWorks(t *testing.T) {
 		t.Errorf("leaf a in account %q, want its own", in["leaf-a"])
 	}
 	// Revoking old cuts its legacy user off; a stays.
-	_, err = e.op.RevokeSite("old")
-	check.NoError(t, err)
-	sys, err := e.op.SysConn(e.hub.ClientURL(), e.tls())
-	check.NoError(t, err)
-	defer sys.Close()
-	check.NoError(t, e.op.PushSite(ctx, sys, "t1", "old"))
-	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if lold.Connected() {
-			return errors.New("revoked legacy leaf still linked")
-		}
-		return nil
-	})
+	e.revokeOld(lold)
 	if !la.Connected() {
 		t.Error("site a's leaf lost its link when old was revoked")
 	}
@@ -197,18 +187,7 @@ func TestStaleOperatorDirCannotLiftRevocations(t *testing.T) {
 	stale := filepath.Join(t.TempDir(), "op")
 	check.NoError(t, os.CopyFS(stale, os.DirFS(e.op.Dir)))
 
-	_, err := e.op.RevokeSite("old")
-	check.NoError(t, err)
-	sys, err := e.op.SysConn(e.hub.ClientURL(), e.tls())
-	check.NoError(t, err)
-	defer sys.Close()
-	check.NoError(t, e.op.PushSite(ctx, sys, "t1", "old"))
-	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if lold.Connected() {
-			return errors.New("revoked legacy leaf still linked")
-		}
-		return nil
-	})
+	sys := e.revokeOld(lold)
 
 	// From the stale copy: the site is issued locally, the push is refused
 	// naming the account and the lifted revocation.
@@ -246,4 +225,24 @@ func TestStaleOperatorDirCannotLiftRevocations(t *testing.T) {
 	_, err = e.op.AddSite("b", "t1", []string{"n1"}, filepath.Join(t.TempDir(), "b2"))
 	check.NoError(t, err)
 	check.NoError(t, e.op.PushSite(ctx, sys, "t1", "b"))
+}
+
+// revokeOld revokes site "old" of tenant t1, pushes it as `site revoke`
+// does and waits until its leaf l is cut off; it returns the system
+// connection it pushed on.
+func (e *env) revokeOld(l interface{ Connected() bool }) *nats.Conn {
+	e.t.Helper()
+	_, err := e.op.RevokeSite("old")
+	check.NoError(e.t, err)
+	sys, err := e.op.SysConn(e.hub.ClientURL(), e.tls())
+	check.NoError(e.t, err)
+	e.t.Cleanup(sys.Close)
+	check.NoError(e.t, e.op.PushSite(context.Background(), sys, "t1", "old"))
+	check.For(e.t, 10*time.Second, 20*time.Millisecond, func() error {
+		if l.Connected() {
+			return errors.New("revoked leaf still linked")
+		}
+		return nil
+	})
+	return sys
 }
