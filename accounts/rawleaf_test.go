@@ -13,10 +13,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
@@ -28,9 +30,10 @@ import (
 // rawLeaf is a leafnode connection spoken by hand, as a stolen site box
 // can: it sends what no nats-server leaf would (replies of its choosing).
 type rawLeaf struct {
-	t    *testing.T
-	conn net.Conn
-	in   chan string
+	t     *testing.T
+	conn  net.Conn
+	in    chan string
+	pongs atomic.Int32 // PONGs from the hub; counted apart from in, which drops when full
 }
 
 // dialRawLeaf connects to the hub's leafnode port with a bundle's leaf
@@ -77,6 +80,9 @@ func dialRawLeaf(t *testing.T, e *env, creds string) *rawLeaf {
 			}
 			if strings.HasPrefix(s, "PING") {
 				fmt.Fprintf(tlsConn, "PONG\r\n")
+			}
+			if strings.HasPrefix(s, "PONG") {
+				l.pongs.Add(1)
 			}
 			select {
 			case l.in <- s:
@@ -173,4 +179,83 @@ func valueOf(en jetstream.KeyValueEntry) string {
 		return ""
 	}
 	return string(en.Value())
+}
+
+// subscribe sends n subscriptions (LS+) named by sub(i) and waits until the
+// hub has taken them (its PONG to a PING sent after them).
+func (l *rawLeaf) subscribe(n int, sub func(i int) string) {
+	l.t.Helper()
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "LS+ %s\r\n", sub(i))
+	}
+	// The PONG to the PING sent with CONNECT first, so the one counted
+	// below answers the PING sent after the subscriptions.
+	check.For(l.t, 30*time.Second, 20*time.Millisecond, func() error {
+		if l.pongs.Load() == 0 {
+			return errors.New("no PONG to CONNECT yet")
+		}
+		return nil
+	})
+	before := l.pongs.Load()
+	_, err := fmt.Fprintf(l.conn, "%sPING\r\n", b.String())
+	check.NoError(l.t, err)
+	check.For(l.t, 30*time.Second, 20*time.Millisecond, func() error {
+		if l.pongs.Load() <= before {
+			return errors.New("no PONG after the subscriptions yet")
+		}
+		return nil
+	})
+}
+
+// leafSubs is how many subscriptions the hub holds for the leaf link named
+// name (-1: no such link).
+func leafSubs(t *testing.T, e *env, name string) int {
+	t.Helper()
+	lz, err := e.hub.Server.Leafz(&server.LeafzOptions{})
+	check.NoError(t, err)
+	for _, l := range lz.Leafs {
+		if l.Name == name {
+			return int(l.NumSubs)
+		}
+	}
+	return -1
+}
+
+// A stolen site box can send the hub any number of wildcard subscriptions
+// over its leaf link (nats-server checks a leaf's literal subscriptions
+// against its permissions, not wildcard ones), and each costs the hub
+// memory. The site's account caps them: the hub holds no more than
+// SiteMaxSubs for the link, and another site's leaf keeps getting its
+// blueprints. An honest leaf holds far fewer.
+func TestSiteLeafSubscriptionsAreCapped(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "t1")
+	bundleA := e.addSite("a", "t1", "n1")
+	bundleB := e.addSite("b", "t1", "n1")
+	lb := e.startLeaf(bundleB, nil)
+	agent := e.agentConn(lb, bundleB, "b", "n1")
+	_, hjs := e.admin("t1")
+	hbp, err := hjs.KeyValue(ctx, streams.BlueprintsBucket)
+	check.NoError(t, err)
+	_, err = hbp.Put(ctx, "b.n1", []byte("first"))
+	check.NoError(t, err)
+	waitValue(t, agent, "b", "b.n1", "first")
+	honest := leafSubs(t, e, "leaf-b")
+	t.Logf("an honest leaf with one agent: %d subscriptions at the hub", honest)
+	if honest <= 0 || honest > accounts.SiteMaxSubs/8 {
+		t.Fatalf("honest leaf holds %d subscriptions at the hub; the cap %d leaves it too little room", honest, accounts.SiteMaxSubs)
+	}
+
+	l := dialRawLeaf(t, e, filepath.Join(bundleA, accounts.LeafCredsFile))
+	l.subscribe(4*accounts.SiteMaxSubs, func(i int) string { return fmt.Sprintf("flood.%d.*", i) })
+	if n := leafSubs(t, e, "rawleaf"); n < 0 || n > accounts.SiteMaxSubs {
+		t.Errorf("the hub holds %d subscriptions for the flooding leaf, want at most %d", n, accounts.SiteMaxSubs)
+	}
+	if e.log.Count("maximum subscriptions exceeded") == 0 {
+		t.Error("the hub logged no refused subscription")
+	}
+	_, err = hbp.Put(ctx, "b.n1", []byte("second"))
+	check.NoError(t, err)
+	waitValue(t, agent, "b", "b.n1", "second")
 }

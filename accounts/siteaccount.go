@@ -37,6 +37,14 @@ import (
 // loads the account: 8 per site, 10 % of the hub's CPU in a 1,000-site
 // reconnect storm (measured).
 
+// SiteMaxSubs caps the subscriptions of each connection in a site's
+// account, i.e. of its leaf link at the hub. nats-server checks a leaf's
+// literal subscriptions against its permissions but takes its wildcard ones
+// unchecked, so without a cap a stolen site box could hold any amount of
+// the hub's memory. An honest leaf holds 4 (measured, TestSiteLeafSubscriptionsAreCapped):
+// its three mirrors' deliveries and one more.
+const SiteMaxSubs = 1024
+
 // siteAccountDir is where site accounts live under accounts/ and keys/.
 const siteAccountDir = "sites"
 
@@ -136,6 +144,7 @@ func (o *Operator) ensureSiteAccount(tenant, site string, tac *jwt.AccountClaims
 	} else if err != nil {
 		return "", err
 	}
+	ac.Limits.Subs = SiteMaxSubs
 	ac.Imports = nil
 	for _, im := range siteImports(site) {
 		im.Account = tac.Subject
