@@ -368,19 +368,31 @@ func (l *Leaf) createMirror(ctx context.Context, st streams.Store) error {
 // leaf registers itself). Level-based: it checks, it does not remember.
 func (l *Leaf) uplink(ctx context.Context, log *slog.Logger) {
 	defer close(l.done)
+	// While the link is down the loop looks more often, so a mirror's reset
+	// lost in the outage is sent again soon after the link returns
+	// (resend.go); up, it only rechecks.
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	down := time.NewTicker(resetPoll)
+	defer down.Stop()
+	var resend time.Time // until when lost resets are looked for
 	// Level-based: even while synced, check the hub side again now and then.
 	// Another site's registration racing ours, or a hub restored from an
 	// older state, can take our consumers away without us hearing of it.
 	recheck := time.Now().Add(throttle.Jitter(RecheckEvery, 20))
 	for {
 		connected := l.Connected()
+		if connected && !resend.IsZero() {
+			if l.resendLostResets(log) || time.Now().After(resend) {
+				resend = time.Time{}
+			}
+		}
 		if !connected {
 			if l.Synced() {
 				log.Warn("uplink lost; the site runs on from its own store")
 			}
 			l.setSynced(false)
+			resend = time.Now().Add(resetWait)
 		} else if l.Synced() && time.Now().After(recheck) {
 			recheck = time.Now().Add(throttle.Jitter(RecheckEvery, 20))
 			if err := l.ensureHub(ctx); err != nil {
@@ -399,10 +411,14 @@ func (l *Leaf) uplink(ctx context.Context, log *slog.Logger) {
 			}
 			l.setSynced(err == nil)
 		}
+		tick := t.C
+		if !connected || !resend.IsZero() {
+			tick = down.C
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick:
 		}
 	}
 }
