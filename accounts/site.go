@@ -179,6 +179,37 @@ func (o *Operator) RevokeSite(site string) ([]string, error) {
 	return tenants, nil
 }
 
+// RevokePrevious revokes every leaf user issued to the site for tenant
+// before the newest one (the one AddSite just issued), in the site's
+// account and the tenant's: the way to retire a stolen or old bundle while
+// the site moves to its new one, and to move a site issued before site
+// accounts (whose leaf user is in the tenant's account, with its wider
+// reach) into its own account. It returns how many it revoked; PushSite
+// makes it effective.
+func (o *Operator) RevokePrevious(site, tenant string) (int, error) {
+	if err := streams.ValidID("site", site); err != nil {
+		return 0, err
+	}
+	rec, err := o.siteRecord(site)
+	if err != nil {
+		return 0, err
+	}
+	users := rec.Tenants[tenant]
+	if len(users) < 2 {
+		return 0, nil
+	}
+	old := users[:len(users)-1]
+	if err := o.Revoke(tenant, old...); err != nil {
+		return 0, err
+	}
+	if _, err := o.Account(SiteAccount(tenant, site)); err == nil {
+		if err := o.Revoke(SiteAccount(tenant, site), old...); err != nil {
+			return 0, err
+		}
+	}
+	return len(old), nil
+}
+
 func (o *Operator) siteRecord(site string) (*siteRecord, error) {
 	rec := &siteRecord{Site: site, Tenants: map[string][]string{}}
 	raw, err := os.ReadFile(filepath.Join(o.Dir, "sites", site+".json"))

@@ -246,3 +246,63 @@ func (e *env) revokeOld(l interface{ Connected() bool }) *nats.Conn {
 	})
 	return sys
 }
+
+// Moving a site issued before site accounts into its own account: `site add
+// --revoke-previous` issues a new bundle and revokes the earlier leaf
+// users. The old bundle (a leaf user of the tenant's account, with the
+// wider reach PERMISSIONS.md describes) is cut off; the new one links in
+// the site's own account and gets its blueprints.
+func TestRevokePreviousMovesLegacySite(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "t1")
+	bundleOld := e.addSite("old", "t1", "n1")
+	check.NoError(t, e.op.IssueLegacyLeaf("old", "t1", filepath.Join(bundleOld, accounts.LeafCredsFile)))
+	lold := e.startLeaf(bundleOld, nil)
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !lold.Connected() {
+			return errors.New("legacy leaf not linked yet")
+		}
+		return nil
+	})
+
+	bundleNew := filepath.Join(t.TempDir(), "new")
+	_, err := e.op.AddSite("old", "t1", []string{"n1"}, bundleNew)
+	check.NoError(t, err)
+	n, err := e.op.RevokePrevious("old", "t1")
+	check.NoError(t, err)
+	if n != 2 { // the first bundle's site-account user and the legacy one
+		t.Errorf("revoked %d earlier users, want 2", n)
+	}
+	sys, err := e.op.SysConn(e.hub.ClientURL(), e.tls())
+	check.NoError(t, err)
+	defer sys.Close()
+	check.NoError(t, e.op.PushSite(ctx, sys, "t1", "old"))
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if lold.Connected() {
+			return errors.New("the old bundle's leaf is still linked")
+		}
+		return nil
+	})
+	lold.Shutdown()
+
+	lnew := e.startLeaf(bundleNew, nil)
+	_, hjs := e.admin("t1")
+	hbp, err := hjs.KeyValue(ctx, streams.BlueprintsBucket)
+	check.NoError(t, err)
+	_, err = hbp.Put(ctx, "old.n1", []byte("after the move"))
+	check.NoError(t, err)
+	waitValue(t, e.agentConn(lnew, bundleNew, "old", "n1"), "old", "old.n1", "after the move")
+	tac, err := e.op.Account("t1")
+	check.NoError(t, err)
+	lz, err := e.hub.Server.Leafz(nil)
+	check.NoError(t, err)
+	for _, l := range lz.Leafs {
+		if l.Name == "leaf-old" && l.Account == tac.Subject {
+			t.Error("the new bundle's leaf is in the tenant's account, want the site's own")
+		}
+	}
+	// Nothing to revoke when there is only one user.
+	if n, err := e.op.RevokePrevious("fresh", "t1"); err != nil || n != 0 {
+		t.Errorf("RevokePrevious of a site never added: %d, %v", n, err)
+	}
+}

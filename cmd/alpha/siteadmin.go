@@ -56,6 +56,7 @@ func runSiteAdd(ctx context.Context, args []string) error {
 	out := fs.String("out", "", "bundle directory to write (default OPERATOR-DIR/bundles/SITE-TENANT)")
 	noRegister := fs.Bool("no-register", false, "only write the bundle; register later by running add again with --hub")
 	labelList := fs.String("labels", "", "labels of every node of the site, key=value,... (alpha node label changes them later)")
+	revokePrevious := fs.Bool("revoke-previous", false, "revoke the site's earlier leaf credentials for this tenant once the new bundle is issued (its old bundle stops working)")
 	quota := addSiteQuotaFlags(fs)
 	site, err := parseOne(fs, args, "SITE")
 	if err != nil {
@@ -85,6 +86,13 @@ func runSiteAdd(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("site %s (tenant %s): bundle written to %s\n", site, *tenant, *out)
+	if *revokePrevious {
+		n, err := op.RevokePrevious(site, *tenant)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("site %s: %d earlier leaf credential(s) revoked; the site needs the new bundle\n", site, n)
+	}
 	if *noRegister {
 		fmt.Printf("site %s: its account reaches a hub when you run add again with --hub, or at the hub's next start from %s\n", site, op.Dir)
 		return nil
