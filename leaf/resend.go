@@ -59,12 +59,23 @@ func (l *Leaf) resendLostResets(log *slog.Logger) bool {
 		log.Debug("listing the leaf's subscriptions", "err", err)
 		return true
 	}
+	// A mirror awaits at most one answer. Only the leaf's own user may
+	// subscribe to such subjects (agents hold their inboxes only), but
+	// should there be more than one, the leaf sends none rather than
+	// reset the hub's consumer many times over.
+	awaited := map[string][]string{}
 	for _, sd := range sz.Subs {
-		subj, ok := want[awaitedReset(sd.Subject)]
-		if !ok {
+		if k := awaitedReset(sd.Subject); want[k] != "" {
+			awaited[k] = append(awaited[k], sd.Subject)
+		}
+	}
+	for k, replies := range awaited {
+		subj := want[k]
+		if len(replies) != 1 {
+			log.Warn("not resending a mirror's reset: more than one reply awaits it", "subject", subj, "replies", len(replies))
 			continue
 		}
-		if err := l.nc.PublishMsg(&nats.Msg{Subject: subj, Reply: sd.Subject}); err != nil {
+		if err := l.nc.PublishMsg(&nats.Msg{Subject: subj, Reply: replies[0]}); err != nil {
 			log.Debug("resending a mirror's reset", "subject", subj, "err", err)
 			continue
 		}
