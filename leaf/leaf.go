@@ -392,7 +392,7 @@ func (l *Leaf) uplink(ctx context.Context, log *slog.Logger) {
 				log.Warn("uplink lost; the site runs on from its own store")
 			}
 			l.setSynced(false)
-			resend = time.Now().Add(resetWait)
+			resend = time.Now().Add(resendWindow)
 		} else if l.Synced() && time.Now().After(recheck) {
 			recheck = time.Now().Add(throttle.Jitter(RecheckEvery, 20))
 			if err := l.ensureHub(ctx); err != nil {

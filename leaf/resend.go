@@ -14,15 +14,15 @@ import (
 // Resending a mirror's reset lost in an outage.
 //
 // A mirror of the hub's stores asks the hub to reset its durable consumer
-// (the site's place in the hub's stream) and waits up to 5 s for the answer
-// (nats-server's srcDurableConsumerWaitTime). While the uplink is down it
-// keeps asking now and then, and a request sent into the outage is lost.
-// When the link returns while such a request is still awaited, nats-server
-// does not ask again (it retries only mirrors with no request in flight):
-// the mirror waits out the 5 s, then probes the consumer's deliveries and
-// asks again. That wait was the tail of catching up after an outage: 1.4 to
-// 1.6 s in two of five returns (BenchmarkFleetCatchUp45s), the others
-// 0.35 s.
+// (the site's place in the hub's stream) and waits for the answer (1.5 s at
+// a leaf, leaf/tune.go). While the uplink is down it keeps asking now and
+// then, and a request sent into the outage is lost. When the link returns
+// while such a request is still awaited, nats-server does not ask again (it
+// retries only mirrors with no request in flight): the mirror waits out its
+// wait, then probes the consumer's deliveries, then asks again no sooner
+// than 2 s after the lost request (sourceConsumerRetryThreshold, a
+// constant). That was the tail of catching up after an outage: 1.4 to 1.6 s
+// in two of five returns (BenchmarkFleetCatchUp45s), the others 0.35 s.
 //
 // When the link returns, the leaf sends each reset its mirrors still await
 // again, once: the mirror still listens on the request's reply subject, a
@@ -32,9 +32,9 @@ import (
 // while the link is up are never sent twice, so a slow hub (a reconnect
 // storm) gets no extra load.
 
-// resetWait is how long a mirror awaits a reset's answer; after a link's
-// return the leaf looks this long for the hub to listen again.
-const resetWait = 5 * time.Second
+// resendWindow is how long after a link's return the leaf looks for the
+// hub to listen again (its interest arrives just after the link).
+const resendWindow = 5 * time.Second
 
 // resetPoll is how often the uplink loop looks while the link is down: the
 // delay between a link's return and the resend.

@@ -22,7 +22,7 @@ import (
 
 // A mirror's reset request sent while the uplink is down is lost, and
 // nats-server does not ask again when the link returns while it still awaits
-// the answer: it waits out its retry spacing first (2.1 s after the request
+// the answer: it waits out its wait and its retry spacing first (2.1 s after the request
 // in this test without the resend, 0.5 s with it). The leaf sends the lost
 // request again when the link returns, and the hub's answer reaches the
 // mirror on the lost request's own reply subject, which nothing but a
