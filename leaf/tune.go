@@ -24,7 +24,8 @@ import (
 // constant), whether that one timed out or not. So a restore within ~2.2 s
 // after a request sent into the outage waits for the rest of those 2 s:
 // BenchmarkCatchUpSiteRestarted measured 0.17-0.48 s, and 1.6 s for the
-// restore that fell 0.7 s after such a request.
+// restore that fell 0.7 s after such a request. resend.go now sends such a
+// request again the moment the link returns, which removes both waits.
 //
 // There is no server option for it; remove this once there is one.
 //
