@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -56,6 +57,22 @@ func (l Logger) Debugf(format string, v ...any) { l.L.Debug(fmt.Sprintf(format, 
 // Tracef logs at debug.
 func (l Logger) Tracef(format string, v ...any) { l.L.Debug(fmt.Sprintf(format, v...)) }
 
+// ServerLogLevel reads ALPHA_NATS_LOG: "debug" turns on the embedded
+// nats-server's own debug lines (connections, mirror retries), "trace" every
+// protocol message as well (heavy: for one site at a time). They reach the
+// process's log at its debug level, so ALPHA_LOG=debug goes with it. Off by
+// default, and not tied to ALPHA_LOG, because tests that log at debug would
+// collect the server's flood.
+func ServerLogLevel() (debug, trace bool) {
+	switch os.Getenv("ALPHA_NATS_LOG") {
+	case "debug":
+		return true, false
+	case "trace":
+		return true, true
+	}
+	return false, false
+}
+
 // SplitAddr parses HOST:PORT; port -1 picks a free one (tests).
 func SplitAddr(what, addr string) (string, int, error) {
 	host, p, err := net.SplitHostPort(addr)
@@ -74,7 +91,8 @@ func SplitAddr(what, addr string) (string, int, error) {
 // than as "not ready" 10 s later.
 func Start(s *server.Server, log *slog.Logger) error {
 	fatal := make(chan string, 1)
-	s.SetLoggerV2(Logger{L: log, fatal: fatal, denied: &Denials{Log: log}}, false, false, false)
+	debug, trace := ServerLogLevel()
+	s.SetLoggerV2(Logger{L: log, fatal: fatal, denied: &Denials{Log: log}}, debug, trace, false)
 	s.Start()
 	ready := make(chan bool, 1)
 	go func() { ready <- s.ReadyForConnections(10 * time.Second) }()
