@@ -40,6 +40,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -454,25 +455,33 @@ func (o *Operator) Push(ctx context.Context, url string, name string, extra ...n
 }
 
 // PushJWT sends an account JWT over a system-account connection and checks
-// the server's answer. It first reads the hub's copy of the account and
-// refuses to push one that lifts a revocation the hub holds: signed from a
-// stale copy of the operator directory (a second workstation, a restored
-// backup), it would let revoked sites back in, because the hub keeps the
-// newest JWT and a fresh signature is the newest.
+// the server's answer. It first reads the hub's copies of the account (every
+// cluster member answers with its own) and refuses to push one that lifts a
+// revocation any of them holds: signed from a stale copy of the operator
+// directory (a second workstation, a restored backup), it would let revoked
+// sites back in, because the hub keeps the newest JWT and a fresh signature
+// is the newest. A member that missed a revocation still holds the others'
+// copies to compare with.
 func PushJWT(ctx context.Context, nc *nats.Conn, accountJWT string) error {
 	ac, err := jwt.DecodeAccountClaims(accountJWT)
 	if err != nil {
 		return fmt.Errorf("accounts: pushing account: %w", err)
 	}
-	held, err := lookupJWT(ctx, nc, ac.Subject)
+	held, answers, err := lookupJWTs(ctx, nc, ac.Subject)
 	if err != nil {
 		return err
 	}
-	if held != nil {
-		if lifted := liftedRevocations(held, ac); len(lifted) > 0 {
+	same := len(held) > 0 && len(held) == answers
+	for _, h := range held {
+		if lifted := liftedRevocations(h, ac); len(lifted) > 0 {
 			return fmt.Errorf("accounts: not pushing account %q (%s): the hub's copy revokes %d user(s) this operator directory does not (%s): "+
-				"the directory is older than the hub's; bring it up to date and run the command again", ac.Name, ac.Subject, len(lifted), lifted[0])
+				"the directory is older than the hub's; bring it up to date and run the command again", ac.Name, ac.Subject, len(lifted),
+				strings.Join(lifted, ", "))
 		}
+		same = same && sameClaims(h, ac)
+	}
+	if same {
+		return nil // every member holds these claims already (a tenant pushed with each of its sites)
 	}
 	msg, err := nc.RequestWithContext(ctx, "$SYS.REQ.CLAIMS.UPDATE", []byte(accountJWT))
 	if err != nil {
@@ -493,28 +502,105 @@ func PushJWT(ctx context.Context, nc *nats.Conn, accountJWT string) error {
 	return nil
 }
 
-// lookupJWT is the hub's copy of an account's JWT, nil when it has none.
-func lookupJWT(ctx context.Context, nc *nats.Conn, pub string) (*jwt.AccountClaims, error) {
-	msg, err := nc.RequestWithContext(ctx, "$SYS.REQ.ACCOUNT."+pub+".CLAIMS.LOOKUP", nil)
+// lookupQuiet is how long lookupJWTs waits for one more member's answer
+// after the last, when it does not know how many members there are:
+// members answer from their own store, in milliseconds.
+const lookupQuiet = 250 * time.Millisecond
+
+// lookupJWTs is every answering hub member's copy of an account's JWT and
+// how many members answered (a member without a copy answers empty). It
+// waits for the first answer as long as ctx allows, then for the other
+// members' (members), or until lookupQuiet passes without one.
+func lookupJWTs(ctx context.Context, nc *nats.Conn, pub string) ([]*jwt.AccountClaims, int, error) {
+	want := members(ctx, nc)
+	inbox := nc.NewRespInbox()
+	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
-		return nil, fmt.Errorf("accounts: reading the hub's copy of account %s: %w", pub, err)
+		return nil, 0, err
 	}
-	if len(msg.Data) == 0 {
-		return nil, nil // the resolver's answer for an account it does not know
+	defer sub.Unsubscribe()
+	if err := nc.PublishRequest("$SYS.REQ.ACCOUNT."+pub+".CLAIMS.LOOKUP", inbox, nil); err != nil {
+		return nil, 0, fmt.Errorf("accounts: reading the hub's copy of account %s: %w", pub, err)
 	}
-	ac, err := jwt.DecodeAccountClaims(string(msg.Data))
-	if err != nil {
-		return nil, fmt.Errorf("accounts: the hub's copy of account %s: %w", pub, err)
+	var out []*jwt.AccountClaims
+	for n := 0; n < want; n++ {
+		wait, cancel := ctx, context.CancelFunc(func() {})
+		if n > 0 {
+			wait, cancel = context.WithTimeout(ctx, lookupQuiet)
+		}
+		msg, err := sub.NextMsgWithContext(wait)
+		cancel()
+		if n > 0 && err != nil && ctx.Err() == nil {
+			return out, n, nil // the others do not answer (down, or fewer than counted)
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("accounts: reading the hub's copy of account %s: %w", pub, err)
+		}
+		if len(msg.Data) == 0 {
+			continue // the resolver's answer for an account it does not know
+		}
+		ac, err := jwt.DecodeAccountClaims(string(msg.Data))
+		if err != nil {
+			return nil, 0, fmt.Errorf("accounts: the hub's copy of account %s: %w", pub, err)
+		}
+		out = append(out, ac)
 	}
-	return ac, nil
+	return out, want, nil
 }
 
-// liftedRevocations lists the users held revokes and next does not, or
-// revokes only as of an earlier time (which lets the user's later JWTs in).
+// memberCounts remembers, per system connection, how many hub members
+// answer it: a connection pushes many accounts (a fleet's sites), and
+// counting costs a quiet period.
+var memberCounts sync.Map // *nats.Conn -> int
+
+// members is how many servers the hub behind nc has: 1 when it is not
+// clustered, else the number answering a server ping (at least 1).
+func members(ctx context.Context, nc *nats.Conn) int {
+	if nc.ConnectedClusterName() == "" {
+		return 1
+	}
+	if n, ok := memberCounts.Load(nc); ok {
+		return n.(int)
+	}
+	n := 0
+	inbox := nc.NewRespInbox()
+	if sub, err := nc.SubscribeSync(inbox); err == nil {
+		if nc.PublishRequest("$SYS.REQ.SERVER.PING", inbox, nil) == nil {
+			for {
+				wait, cancel := context.WithTimeout(ctx, lookupQuiet)
+				_, err := sub.NextMsgWithContext(wait)
+				cancel()
+				if err != nil {
+					break
+				}
+				n++
+			}
+		}
+		sub.Unsubscribe()
+	}
+	n = max(n, 1)
+	memberCounts.Store(nc, n)
+	return n
+}
+
+// sameClaims reports whether two JWTs of an account say the same thing,
+// whenever each was signed.
+func sameClaims(a, b *jwt.AccountClaims) bool {
+	x, y := *a, *b
+	x.IssuedAt, y.IssuedAt, x.ID, y.ID = 0, 0, "", ""
+	ja, err1 := json.Marshal(x)
+	jb, err2 := json.Marshal(y)
+	return err1 == nil && err2 == nil && string(ja) == string(jb)
+}
+
+// liftedRevocations lists the users held revokes and next does not. When
+// does not matter: every user key is issued once, so any revocation of it
+// covers its only JWT (two directories that revoked the same stolen site at
+// different times are both right).
 func liftedRevocations(held, next *jwt.AccountClaims) []string {
 	var out []string
-	for user, at := range held.Revocations {
-		if mine, ok := next.Revocations[user]; !ok || mine < at {
+	for user := range held.Revocations {
+		if _, ok := next.Revocations[user]; !ok {
 			out = append(out, user)
 		}
 	}
@@ -541,6 +627,17 @@ func (o *Operator) Revoke(tenant string, users ...string) error {
 func (o *Operator) saveAccount(name string, ac *jwt.AccountClaims) error {
 	if o.key == nil {
 		return fmt.Errorf("accounts: %s/keys/operator.nk is missing: change accounts where the operator's keys are kept", o.Dir)
+	}
+	// A hub keeps the newer of two JWTs of an account by issue time, in
+	// whole seconds, and takes the one it hears last on a tie. Two saves in
+	// one second (a revocation right after an add) would tie, and a
+	// cluster member syncing the earlier could undo the later
+	// (TestStaleClusterMemberCannotLetAStalePushThrough): the next JWT
+	// is issued in a later second than the last.
+	if prev, err := o.Account(name); err == nil {
+		for time.Now().Unix() <= prev.IssuedAt {
+			time.Sleep(time.Until(time.Unix(prev.IssuedAt+1, 0)))
+		}
 	}
 	j, err := ac.Encode(o.key)
 	if err != nil {

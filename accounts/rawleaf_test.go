@@ -226,8 +226,8 @@ func leafSubs(t *testing.T, e *env, name string) int {
 // over its leaf link (nats-server checks a leaf's literal subscriptions
 // against its permissions, not wildcard ones), and each costs the hub
 // memory. The site's account caps them: the hub holds no more than
-// SiteMaxSubs for the link, and another site's leaf keeps getting its
-// blueprints. An honest leaf holds far fewer.
+// SiteMaxSubs for a link and SiteMaxLinks links for the bundle, and another
+// site's leaf keeps getting its blueprints. An honest leaf holds far fewer.
 func TestSiteLeafSubscriptionsAreCapped(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, "t1")
@@ -254,6 +254,37 @@ func TestSiteLeafSubscriptionsAreCapped(t *testing.T) {
 	}
 	if e.log.Count("maximum subscriptions exceeded") == 0 {
 		t.Error("the hub logged no refused subscription")
+	}
+	// A second link with the same bundle is capped the same way; a third
+	// is refused (the account's link limit), so one stolen bundle holds
+	// at most SiteMaxLinks x SiteMaxSubs.
+	l2 := dialRawLeaf(t, e, filepath.Join(bundleA, accounts.LeafCredsFile))
+	l2.subscribe(2*accounts.SiteMaxSubs, func(i int) string { return fmt.Sprintf("flood2.%d.*", i) })
+	l3 := dialRawLeaf(t, e, filepath.Join(bundleA, accounts.LeafCredsFile))
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for {
+			select {
+			case _, ok := <-l3.in:
+				if !ok {
+					return nil // closed by the hub
+				}
+			default:
+				return errors.New("the third link of one bundle is still open")
+			}
+		}
+	})
+	lz, err := e.hub.Server.Leafz(&server.LeafzOptions{})
+	check.NoError(t, err)
+	links, held := 0, 0
+	for _, lf := range lz.Leafs {
+		if lf.Name == "rawleaf" {
+			links++
+			held += int(lf.NumSubs)
+		}
+	}
+	if links != accounts.SiteMaxLinks || held > accounts.SiteMaxLinks*accounts.SiteMaxSubs {
+		t.Errorf("one bundle holds %d links and %d subscriptions at the hub, want %d links and at most %d",
+			links, held, accounts.SiteMaxLinks, accounts.SiteMaxLinks*accounts.SiteMaxSubs)
 	}
 	_, err = hbp.Put(ctx, "b.n1", []byte("second"))
 	check.NoError(t, err)

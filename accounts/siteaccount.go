@@ -45,6 +45,15 @@ import (
 // its three mirrors' deliveries and one more.
 const SiteMaxSubs = 1024
 
+// SiteMaxLinks caps the leaf links of a site's account, across a hub
+// cluster: the subscription cap is per connection, and a stolen bundle could
+// otherwise open any number of links (each naming itself differently) and
+// hold SiteMaxSubs on each. Two, not one: the hub counts a half-open link
+// whose leaf has already reconnected until it notices it is gone, and a
+// member that died is counted until the survivors drop its figures (a lost
+// quorum would have to follow for both to bite at once).
+const SiteMaxLinks = 2
+
 // siteAccountDir is where site accounts live under accounts/ and keys/.
 const siteAccountDir = "sites"
 
@@ -145,6 +154,7 @@ func (o *Operator) ensureSiteAccount(tenant, site string, tac *jwt.AccountClaims
 		return "", err
 	}
 	ac.Limits.Subs = SiteMaxSubs
+	ac.Limits.LeafNodeConn = SiteMaxLinks
 	ac.Imports = nil
 	for _, im := range siteImports(site) {
 		im.Account = tac.Subject

@@ -247,7 +247,11 @@ func TestClusterMemberKilled(t *testing.T) {
 	}
 	t.Logf("member %s SIGKILLed; c1 moved to a survivor; both sites converged on generation 2 %v later", f.hubs[victim].Name, time.Since(killed).Round(time.Millisecond))
 	for _, s := range f.sites {
-		f.checkTelemetry(s, n, 60*time.Second)
+		// Counting makes a consumer of the R3 stream at the hub, which
+		// waits for the cluster to give up on the dead member: under a
+		// loaded CI machine every count failed for 60 s once (the
+		// telemetry itself was not in question: each count errored).
+		f.checkTelemetry(s, n, 2*time.Minute)
 	}
 	f.hubs[victim].Restart()
 	f.hubs[victim].WaitLog("hub ready", 90*time.Second)
