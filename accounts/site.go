@@ -198,7 +198,20 @@ func (o *Operator) RevokePrevious(site, tenant string) (int, error) {
 	if len(users) < 2 {
 		return 0, nil
 	}
-	old := users[:len(users)-1]
+	// Those not revoked already (a rotation before this one).
+	tac, err := o.Account(tenant)
+	if err != nil {
+		return 0, err
+	}
+	var old []string
+	for _, u := range users[:len(users)-1] {
+		if _, done := tac.Revocations[u]; !done {
+			old = append(old, u)
+		}
+	}
+	if len(old) == 0 {
+		return 0, nil
+	}
 	if err := o.Revoke(tenant, old...); err != nil {
 		return 0, err
 	}

@@ -292,17 +292,24 @@ func TestRevokePreviousMovesLegacySite(t *testing.T) {
 	_, err = hbp.Put(ctx, "old.n1", []byte("after the move"))
 	check.NoError(t, err)
 	waitValue(t, e.agentConn(lnew, bundleNew, "old", "n1"), "old", "old.n1", "after the move")
-	tac, err := e.op.Account("t1")
+	sac, err := e.op.Account(accounts.SiteAccount("t1", "old"))
 	check.NoError(t, err)
 	lz, err := e.hub.Server.Leafz(nil)
 	check.NoError(t, err)
+	in := ""
 	for _, l := range lz.Leafs {
-		if l.Name == "leaf-old" && l.Account == tac.Subject {
-			t.Error("the new bundle's leaf is in the tenant's account, want the site's own")
+		if l.Name == "leaf-old" {
+			in = l.Account
 		}
 	}
-	// Nothing to revoke when there is only one user.
-	if n, err := e.op.RevokePrevious("fresh", "t1"); err != nil || n != 0 {
-		t.Errorf("RevokePrevious of a site never added: %d, %v", n, err)
+	if in != sac.Subject {
+		t.Errorf("the new bundle's leaf is in account %q, want the site's own %s", in, sac.Subject)
+	}
+	// Nothing more to revoke: the earlier users are revoked already, and a
+	// site never added has none.
+	for _, site := range []string{"old", "fresh"} {
+		if n, err := e.op.RevokePrevious(site, "t1"); err != nil || n != 0 {
+			t.Errorf("RevokePrevious(%s) again: %d, %v; want 0", site, n, err)
+		}
 	}
 }

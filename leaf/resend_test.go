@@ -30,6 +30,11 @@ import (
 // account at the hub, the link through a proxy the test cuts.
 func TestLostResetIsResentWhenLinkReturns(t *testing.T) {
 	ctx := context.Background()
+	// The link must come back while the mirror still awaits the lost
+	// answer (1.5 s at a leaf): on a loaded machine the reconnect alone can
+	// take longer. With 10 s the test does not depend on the machine's
+	// speed; what it asserts (the lost request answered) does not change.
+	t.Cleanup(leaf.SetResetAnswerWait(10 * time.Second))
 	p := prodtest.Start(t, prodtest.Options{Tenants: []string{"t1"}})
 	bundle := p.AddSite("a", "t1", nil, "n1")
 	hu, err := url.Parse(p.LeafURL())

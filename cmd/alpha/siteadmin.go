@@ -56,7 +56,7 @@ func runSiteAdd(ctx context.Context, args []string) error {
 	out := fs.String("out", "", "bundle directory to write (default OPERATOR-DIR/bundles/SITE-TENANT)")
 	noRegister := fs.Bool("no-register", false, "only write the bundle; register later by running add again with --hub")
 	labelList := fs.String("labels", "", "labels of every node of the site, key=value,... (alpha node label changes them later)")
-	revokePrevious := fs.Bool("revoke-previous", false, "revoke the site's earlier leaf credentials for this tenant once the new bundle is issued (its old bundle stops working)")
+	revokePrevious := fs.Bool("revoke-previous", false, "revoke the site's earlier leaf credentials for this tenant once the new bundle is issued: the old bundle stops working (each add issues a new bundle, so with --no-register the next add revokes this one)")
 	quota := addSiteQuotaFlags(fs)
 	site, err := parseOne(fs, args, "SITE")
 	if err != nil {
@@ -86,12 +86,12 @@ func runSiteAdd(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("site %s (tenant %s): bundle written to %s\n", site, *tenant, *out)
+	revokedN := 0
 	if *revokePrevious {
-		n, err := op.RevokePrevious(site, *tenant)
-		if err != nil {
+		if revokedN, err = op.RevokePrevious(site, *tenant); err != nil {
 			return err
 		}
-		fmt.Printf("site %s: %d earlier leaf credential(s) revoked; the site needs the new bundle\n", site, n)
+		fmt.Printf("site %s: %d earlier leaf credential(s) revoked in %s; the site needs the new bundle\n", site, revokedN, op.Dir)
 	}
 	if *noRegister {
 		fmt.Printf("site %s: its account reaches a hub when you run add again with --hub, or at the hub's next start from %s\n", site, op.Dir)
@@ -105,6 +105,9 @@ func runSiteAdd(ctx context.Context, args []string) error {
 	defer cancel()
 	if err := pushSite(ctx, op, af, tlsOpts, *tenant, site); err != nil {
 		return err
+	}
+	if revokedN > 0 {
+		fmt.Printf("site %s: the hub refuses the earlier credentials from now on\n", site)
 	}
 	nc, js, err := op.AdminJetStream(*af.hub, *tenant, tlsOpts...)
 	if err != nil {
