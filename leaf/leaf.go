@@ -376,6 +376,7 @@ func (l *Leaf) uplink(ctx context.Context, log *slog.Logger) {
 	down := time.NewTicker(resetPoll)
 	defer down.Stop()
 	var resend time.Time // until when lost resets are looked for
+	var tried time.Time  // the last setup of the hub side: at most every 250 ms
 	// Level-based: even while synced, check the hub side again now and then.
 	// Another site's registration racing ours, or a hub restored from an
 	// older state, can take our consumers away without us hearing of it.
@@ -399,7 +400,8 @@ func (l *Leaf) uplink(ctx context.Context, log *slog.Logger) {
 				log.Warn("hub side lost; setting it up again", "err", err)
 				l.setSynced(false)
 			}
-		} else if !l.Synced() {
+		} else if !l.Synced() && time.Since(tried) >= 250*time.Millisecond {
+			tried = time.Now()
 			err := l.convertBundleStores(ctx, log)
 			if err == nil {
 				err = l.ensureHub(ctx)
