@@ -87,6 +87,17 @@ func (e *srcEnv) stolenBox(site, bundle string) jetstream.JetStream {
 	check.NoError(e.t, err)
 	check.NoError(e.t, natsutil.Start(s, stack.Log()))
 	e.t.Cleanup(s.Shutdown)
+	// Linked, and the hub's interest in the bundle's site's ingest has
+	// arrived (before it, a request there has no responders: seen under
+	// load).
+	cfg, err := accounts.LoadSite(bundle)
+	check.NoError(e.t, err)
+	check.For(e.t, 30*time.Second, 20*time.Millisecond, func() error {
+		if !s.GlobalAccount().SubscriptionInterest(streams.IngestSubject(cfg.Site)) {
+			return fmt.Errorf("the stolen box of %s has no link to the hub's ingest yet", cfg.Site)
+		}
+		return nil
+	})
 	nc, err := nats.Connect(s.ClientURL())
 	check.NoError(e.t, err)
 	e.t.Cleanup(nc.Close)
