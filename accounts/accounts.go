@@ -584,13 +584,29 @@ func members(ctx context.Context, nc *nats.Conn) int {
 }
 
 // sameClaims reports whether two JWTs of an account say the same thing,
-// whenever each was signed.
+// whenever each was signed and in whatever order their imports and exports
+// are listed (encoding sorts them).
 func sameClaims(a, b *jwt.AccountClaims) bool {
-	x, y := *a, *b
-	x.IssuedAt, y.IssuedAt, x.ID, y.ID = 0, 0, "", ""
-	ja, err1 := json.Marshal(x)
-	jb, err2 := json.Marshal(y)
-	return err1 == nil && err2 == nil && string(ja) == string(jb)
+	norm := func(c *jwt.AccountClaims) string {
+		x := *c
+		x.IssuedAt, x.ID = 0, ""
+		x.Imports = slices.Clone(c.Imports)
+		x.Exports = slices.Clone(c.Exports)
+		byJSON := func(p, q any) int {
+			jp, _ := json.Marshal(p)
+			jq, _ := json.Marshal(q)
+			return strings.Compare(string(jp), string(jq))
+		}
+		slices.SortFunc(x.Imports, func(p, q *jwt.Import) int { return byJSON(p, q) })
+		slices.SortFunc(x.Exports, func(p, q *jwt.Export) int { return byJSON(p, q) })
+		j, err := json.Marshal(x)
+		if err != nil {
+			return ""
+		}
+		return string(j)
+	}
+	na, nb := norm(a), norm(b)
+	return na != "" && na == nb
 }
 
 // liftedRevocations lists the users held revokes and next does not. When

@@ -33,3 +33,14 @@ func (o *Operator) DropExports(tenant string) error {
 	ac.Exports = nil
 	return o.saveAccount(tenant, ac)
 }
+
+// DropSiteCaps saves a site's account without its subscription and link
+// caps, as site accounts were made before the caps.
+func (o *Operator) DropSiteCaps(tenant, site string) error {
+	ac, err := o.Account(SiteAccount(tenant, site))
+	if err != nil {
+		return err
+	}
+	ac.Limits.Subs, ac.Limits.LeafNodeConn = jwt.NoLimit, jwt.NoLimit
+	return o.saveAccount(SiteAccount(tenant, site), ac)
+}

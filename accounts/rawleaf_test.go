@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
@@ -233,14 +234,7 @@ func TestSiteLeafSubscriptionsAreCapped(t *testing.T) {
 	e := newEnv(t, "t1")
 	bundleA := e.addSite("a", "t1", "n1")
 	bundleB := e.addSite("b", "t1", "n1")
-	lb := e.startLeaf(bundleB, nil)
-	agent := e.agentConn(lb, bundleB, "b", "n1")
-	_, hjs := e.admin("t1")
-	hbp, err := hjs.KeyValue(ctx, streams.BlueprintsBucket)
-	check.NoError(t, err)
-	_, err = hbp.Put(ctx, "b.n1", []byte("first"))
-	check.NoError(t, err)
-	waitValue(t, agent, "b", "b.n1", "first")
+	agent, hbp := linkedSite(t, e, bundleB, "b", "first")
 	honest := leafSubs(t, e, "leaf-b")
 	t.Logf("an honest leaf with one agent: %d subscriptions at the hub", honest)
 	if honest <= 0 || honest > accounts.SiteMaxSubs/8 {
@@ -260,19 +254,7 @@ func TestSiteLeafSubscriptionsAreCapped(t *testing.T) {
 	// at most SiteMaxLinks x SiteMaxSubs.
 	l2 := dialRawLeaf(t, e, filepath.Join(bundleA, accounts.LeafCredsFile))
 	l2.subscribe(2*accounts.SiteMaxSubs, func(i int) string { return fmt.Sprintf("flood2.%d.*", i) })
-	l3 := dialRawLeaf(t, e, filepath.Join(bundleA, accounts.LeafCredsFile))
-	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
-		for {
-			select {
-			case _, ok := <-l3.in:
-				if !ok {
-					return nil // closed by the hub
-				}
-			default:
-				return errors.New("the third link of one bundle is still open")
-			}
-		}
-	})
+	dialRawLeaf(t, e, filepath.Join(bundleA, accounts.LeafCredsFile)).waitClosed()
 	lz, err := e.hub.Server.Leafz(&server.LeafzOptions{})
 	check.NoError(t, err)
 	links, held := 0, 0
@@ -289,4 +271,96 @@ func TestSiteLeafSubscriptionsAreCapped(t *testing.T) {
 	_, err = hbp.Put(ctx, "b.n1", []byte("second"))
 	check.NoError(t, err)
 	waitValue(t, agent, "b", "b.n1", "second")
+}
+
+// A site account made before the caps holds no limit on its links; `alpha
+// accounts refresh` signs it again with them (and nothing else: no bundle
+// is issued) and pushes it: a stolen bundle that could open a third link
+// before is refused one after, while the site's genuine leaf keeps its link
+// and its blueprints. A second refresh changes nothing.
+func TestRefreshCapsSiteAccountsMadeBefore(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "t1")
+	bundleA := e.addSite("a", "t1", "n1")
+	check.NoError(t, e.op.DropSiteCaps("t1", "a"))
+	sys, err := e.op.SysConn(e.hub.ClientURL(), e.tls())
+	check.NoError(t, err)
+	defer sys.Close()
+	check.NoError(t, e.op.PushSite(ctx, sys, "t1", "a"))
+	agent, hbp := linkedSite(t, e, bundleA, "a", "before")
+	creds := filepath.Join(bundleA, accounts.LeafCredsFile)
+	links := func() int {
+		lz, err := e.hub.Server.Leafz(&server.LeafzOptions{})
+		check.NoError(t, err)
+		n := 0
+		for _, lf := range lz.Leafs {
+			if lf.Name == "rawleaf" {
+				n++
+			}
+		}
+		return n
+	}
+	// Uncapped: two stolen links beside the genuine one.
+	for range 2 {
+		dialRawLeaf(t, e, creds).subscribe(1, func(int) string { return "probe.*" })
+	}
+	if n := links(); n != 2 {
+		t.Fatalf("before the refresh the hub holds %d stolen links, want 2 (uncapped)", n)
+	}
+
+	changed, err := e.op.Refresh()
+	check.NoError(t, err)
+	if len(changed) != 1 || changed[0] != accounts.SiteAccount("t1", "a") {
+		t.Fatalf("refresh signed %v again, want only a's site account", changed)
+	}
+	for _, name := range changed {
+		j, err := e.op.AccountJWT(name)
+		check.NoError(t, err)
+		check.NoError(t, accounts.PushJWT(ctx, sys, j))
+	}
+	// The links already open stay (nats-server applies a lower limit to
+	// new ones); a new link finds the account over its cap of 2.
+	dialRawLeaf(t, e, creds).waitClosed()
+	_, err = hbp.Put(ctx, "a.n1", []byte("after"))
+	check.NoError(t, err)
+	waitValue(t, agent, "a", "a.n1", "after")
+	again, err := e.op.Refresh()
+	check.NoError(t, err)
+	if len(again) != 0 {
+		t.Errorf("a second refresh signed %v again, want none", again)
+	}
+}
+
+// waitClosed waits until the hub has closed the connection (a refused
+// link).
+func (l *rawLeaf) waitClosed() {
+	l.t.Helper()
+	check.For(l.t, 10*time.Second, 20*time.Millisecond, func() error {
+		for {
+			select {
+			case _, ok := <-l.in:
+				if !ok {
+					return nil
+				}
+			default:
+				return errors.New("the hub keeps the link open")
+			}
+		}
+	})
+}
+
+// linkedSite starts the genuine leaf of a site's bundle with its node n1's
+// agent, puts value for n1 at the hub and waits until the agent reads it;
+// it returns the agent's connection and the hub's blueprints bucket.
+func linkedSite(t *testing.T, e *env, bundle, site, value string) (*nats.Conn, jetstream.KeyValue) {
+	t.Helper()
+	l := e.startLeaf(bundle, nil)
+	agent := e.agentConn(l, bundle, site, "n1")
+	_, hjs := e.admin("t1")
+	hbp, err := hjs.KeyValue(context.Background(), streams.BlueprintsBucket)
+	check.NoError(t, err)
+	_, err = hbp.Put(context.Background(), site+".n1", []byte(value))
+	check.NoError(t, err)
+	waitValue(t, agent, site, site+".n1", value)
+	return agent, hbp
 }

@@ -133,17 +133,26 @@ func siteImports(site string) []*jwt.Import {
 }
 
 // ensureSiteAccount creates or refreshes a site's account for a tenant:
-// its imports and no JetStream. It returns the account's public key.
+// its imports, its caps and no JetStream. It returns the account's public
+// key.
 func (o *Operator) ensureSiteAccount(tenant, site string, tac *jwt.AccountClaims) (string, error) {
+	pub, _, err := o.refreshSiteAccount(tenant, site, tac)
+	return pub, err
+}
+
+// refreshSiteAccount is ensureSiteAccount that also reports whether the
+// account changed; an account already in shape is not signed again.
+func (o *Operator) refreshSiteAccount(tenant, site string, tac *jwt.AccountClaims) (string, bool, error) {
 	name := SiteAccount(tenant, site)
 	ac, err := o.Account(name)
+	var was *jwt.AccountClaims
 	if errors.Is(err, ErrUnknownTenant) {
 		kp, err := nkeys.CreateAccount()
 		if err != nil {
-			return "", err
+			return "", false, err
 		}
 		if err := writeSeed(o.Dir, name, kp); err != nil {
-			return "", err
+			return "", false, err
 		}
 		pub, _ := kp.PublicKey()
 		ac = jwt.NewAccountClaims(pub)
@@ -151,7 +160,11 @@ func (o *Operator) ensureSiteAccount(tenant, site string, tac *jwt.AccountClaims
 		// No JetStream of its own: the site's stores are at the site.
 		ac.Limits.JetStreamLimits = jwt.JetStreamLimits{}
 	} else if err != nil {
-		return "", err
+		return "", false, err
+	} else {
+		prev := *ac
+		prev.Imports = slices.Clone(ac.Imports)
+		was = &prev
 	}
 	ac.Limits.Subs = SiteMaxSubs
 	ac.Limits.LeafNodeConn = SiteMaxLinks
@@ -160,7 +173,56 @@ func (o *Operator) ensureSiteAccount(tenant, site string, tac *jwt.AccountClaims
 		im.Account = tac.Subject
 		ac.Imports.Add(im)
 	}
-	return ac.Subject, o.saveAccount(name, ac)
+	if was != nil && sameClaims(was, ac) {
+		return ac.Subject, false, nil
+	}
+	return ac.Subject, true, o.saveAccount(name, ac)
+}
+
+// Refresh brings every tenant's and site's account of the directory to the
+// shape this build gives new ones (the tenants' exports, the site accounts'
+// imports and caps), signing again only those that change, and returns
+// their names: push them (PushJWT through Push or PushSite) so a running
+// hub applies them. Nothing is issued or revoked. The step after upgrading
+// Alpha, so sites added before a cap existed get it without new bundles.
+func (o *Operator) Refresh() ([]string, error) {
+	tenants, err := o.Tenants()
+	if err != nil {
+		return nil, err
+	}
+	var changed []string
+	for _, t := range tenants {
+		tac, err := o.Account(t)
+		if err != nil {
+			return nil, err
+		}
+		// Only tenants with site accounts need the exports.
+		sites, err := o.siteAccountsOf(t)
+		if err != nil {
+			return nil, err
+		}
+		if len(sites) == 0 {
+			continue
+		}
+		c, err := o.ensureExports(t, tac)
+		if err != nil {
+			return nil, err
+		}
+		if c {
+			changed = append(changed, t)
+		}
+		for _, name := range sites {
+			site := name[strings.LastIndex(name, "/")+1:]
+			_, c, err := o.refreshSiteAccount(t, site, tac)
+			if err != nil {
+				return nil, err
+			}
+			if c {
+				changed = append(changed, name)
+			}
+		}
+	}
+	return changed, nil
 }
 
 // siteAccounts lists the names of every site account.

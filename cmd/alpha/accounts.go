@@ -18,7 +18,7 @@ func init() {
 }
 
 func runAccounts(ctx context.Context, args []string) error {
-	usage := errors.New("usage: alpha accounts init|tenant-add|show [flags]")
+	usage := errors.New("usage: alpha accounts init|tenant-add|refresh|show [flags]")
 	if len(args) == 0 {
 		return usage
 	}
@@ -27,6 +27,8 @@ func runAccounts(ctx context.Context, args []string) error {
 		return runAccountsInit(args[1:])
 	case "tenant-add":
 		return runTenantAdd(ctx, args[1:])
+	case "refresh":
+		return runAccountsRefresh(ctx, args[1:])
 	case "show":
 		return runAccountsShow(args[1:])
 	}
@@ -41,6 +43,54 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// runAccountsRefresh brings the directory's accounts to this build's shape
+// (tenants' exports, site accounts' imports and caps) and pushes the ones
+// that changed: the step after an upgrade.
+func runAccountsRefresh(ctx context.Context, args []string) error {
+	fs := newFlags("accounts refresh")
+	af := addAdminFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	op, err := accounts.Load(*af.dir)
+	if err != nil {
+		return err
+	}
+	changed, err := op.Refresh()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%d account(s) signed again in %s: %s\n", len(changed), op.Dir, strings.Join(changed, ", "))
+	if *af.hub == "" || len(changed) == 0 {
+		if len(changed) > 0 {
+			fmt.Println("no --hub: the hub learns them at its next start")
+		}
+		return nil
+	}
+	tlsOpts, err := af.tls()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	nc, err := op.SysConn(*af.hub, tlsOpts...)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	for _, name := range changed {
+		j, err := op.AccountJWT(name)
+		if err != nil {
+			return err
+		}
+		if err := accounts.PushJWT(ctx, nc, j); err != nil {
+			return fmt.Errorf("pushing %s: %w", name, err)
+		}
+	}
+	fmt.Printf("%d account(s) pushed to %s\n", len(changed), *af.hub)
+	return nil
 }
 
 func runAccountsInit(args []string) error {
