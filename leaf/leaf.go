@@ -414,8 +414,8 @@ func (l *Leaf) uplink(ctx context.Context, log *slog.Logger) {
 			l.setSynced(err == nil)
 		}
 		tick := t.C
-		if !connected || !resend.IsZero() {
-			tick = down.C
+		if (!connected || !resend.IsZero()) && !l.AirGapped() {
+			tick = down.C // an air-gapped leaf has no link to come back
 		}
 		select {
 		case <-ctx.Done():
