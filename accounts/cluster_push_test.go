@@ -118,12 +118,6 @@ func TestStaleClusterMemberCannotLetAStalePushThrough(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), revoked) {
 		t.Fatalf("push from a stale directory through the stale member: %v, want a refusal naming %s", err, revoked)
 	}
-	// A span for a wrongly accepted push to take effect (it applies in
-	// well under a second), not a wait for a condition.
-	time.Sleep(time.Second)
-	if admitted(a) {
-		t.Error("the revoked user is admitted at member a after the refused push")
-	}
 	// The current directory's push goes through b and reaches both.
 	check.NoError(t, op.Push(ctx, b.ClientURL(), "t1", tlsOpt))
 	for _, s := range []*server.Server{a, b} {
