@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // The default (CI) subset: each scenario runs hub, leaves and agents as
@@ -264,4 +267,70 @@ func TestClusterMemberKilled(t *testing.T) {
 		f.checkTelemetry(s, 2*n, 60*time.Second)
 	}
 	t.Logf("member %s restarted and rejoined; generation 3 applied everywhere", f.hubs[victim].Name)
+}
+
+// Sites' mirror consumers are R1 in a hub cluster (three raft groups a
+// site were the cluster's largest cost). A member dies holding one: the
+// hub's keeper makes it again on a survivor, and the site gets its next
+// blueprint while the member stays dead; back, the member takes no
+// consumer with it.
+func TestClusterMemberHoldingMirrorConsumerKilled(t *testing.T) {
+	f := newFleet(t, 3)
+	for _, id := range []string{"k1", "k2", "k3"} {
+		f.addSite(SiteSpec{ID: id})
+	}
+	ctx := bg(t, 4*time.Minute)
+	for _, s := range f.sites {
+		f.put(ctx, s, 1, 3)
+	}
+	f.waitConverged(90 * time.Second)
+	bp := streams.Store{Bucket: streams.BlueprintsBucket}
+	where := func(site string) (leader string, replicas int) {
+		t.Helper()
+		var info *jetstream.ConsumerInfo
+		check.For(t, 30*time.Second, 200*time.Millisecond, func() error {
+			c, err := f.js.PushConsumer(ctx, bp.Stream(), streams.MirrorConsumerConfig(site, bp).Durable)
+			if err != nil {
+				return err
+			}
+			info = c.CachedInfo()
+			if info.Cluster == nil || info.Cluster.Leader == "" {
+				return fmt.Errorf("consumer of %s has no leader", site)
+			}
+			return nil
+		})
+		return info.Cluster.Leader, info.Config.Replicas
+	}
+	holder, replicas := where("k1")
+	if replicas != 1 {
+		t.Fatalf("site k1's blueprints mirror consumer has %d replicas, want 1", replicas)
+	}
+	victim := -1
+	for i, h := range f.hubs {
+		if h.Name == holder {
+			victim = i
+		}
+	}
+	if victim < 0 {
+		t.Fatalf("k1's mirror consumer is held by %q, not a member", holder)
+	}
+	f.hubs[victim].Kill()
+	killed := time.Now()
+	for _, s := range f.sites {
+		f.put(ctx, s, 2, 3)
+	}
+	f.waitConverged(60 * time.Second)
+	t.Logf("member %s, holding k1's mirror consumer, SIGKILLed; all three sites converged on generation 2 %v later", f.hubs[victim].Name, time.Since(killed).Round(time.Millisecond))
+	if now, replicas := where("k1"); now == holder || replicas != 1 {
+		t.Fatalf("k1's mirror consumer is held by %s with %d replicas, want a survivor and 1", now, replicas)
+	}
+	f.hubs[victim].Restart()
+	f.hubs[victim].WaitLog("hub ready", 90*time.Second)
+	for _, s := range f.sites {
+		f.put(ctx, s, 3, 3)
+	}
+	f.waitConverged(90 * time.Second)
+	if now, _ := where("k1"); now == holder {
+		t.Fatalf("the restarted member %s took k1's mirror consumer back", holder)
+	}
 }

@@ -84,8 +84,37 @@ type Hub struct {
 // tenant is one account the hub serves: its bootstrap connection, kept
 // open for its ingest.
 type tenant struct {
-	nc     *nats.Conn
-	ingest *ingest.Service
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	account string // the account's name (its public key under operator mode)
+	ingest  *ingest.Service
+}
+
+// tenantStreams is each served account's JetStream, by account name.
+func (h *Hub) tenantStreams() map[string]jetstream.JetStream {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[string]jetstream.JetStream, len(h.tenants))
+	for _, t := range h.tenants {
+		if t.account != "" {
+			out[t.account] = t.js
+		}
+	}
+	return out
+}
+
+// connAccount is the account of one of the hub's own connections.
+func (h *Hub) connAccount(nc *nats.Conn) string {
+	id, err := nc.GetClientID()
+	if err != nil {
+		return ""
+	}
+	cz, err := h.Server.Connz(&server.ConnzOptions{CID: id, Username: true})
+	if err != nil || len(cz.Conns) == 0 {
+		return ""
+	}
+	// Connz leaves the open mode's global account unnamed; Jsz names it.
+	return cmp.Or(cz.Conns[0].Account, "$G")
 }
 
 // Start runs the server and creates the buckets and streams every site needs.
@@ -319,7 +348,7 @@ func (h *Hub) ServeTenant(ctx context.Context, opts ...nats.Option) error {
 		return err
 	}
 	h.mu.Lock()
-	h.tenants = append(h.tenants, &tenant{nc: nc, ingest: in})
+	h.tenants = append(h.tenants, &tenant{nc: nc, js: js, account: h.connAccount(nc), ingest: in})
 	h.mu.Unlock()
 	return nil
 }

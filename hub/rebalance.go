@@ -218,24 +218,26 @@ func (r *rebalancer) drop(ctx context.Context, n int) int {
 	return moved
 }
 
-// startRebalance runs the rebalancer on the hub's first tenant connection
-// when the hub is a cluster member (it has routes to its peers, each of
-// which lists every other member) and NoRebalance is not set.
+// startRebalance runs, when the hub is a cluster member (it has routes to
+// its peers, each of which lists every other member), the mirror consumer
+// keeper (keeper.go) and, unless NoRebalance is set, the rebalancer.
 func (h *Hub) startRebalance() error {
-	if h.cfg.NoRebalance || h.opts.Cluster.Port == 0 || len(h.opts.Routes) == 0 {
+	if h.opts.Cluster.Port == 0 || len(h.opts.Routes) == 0 {
 		return nil
 	}
 	// The counts travel in the system account under operator mode: in a
 	// tenant's account its admin could hear the members' requests and
 	// answer first with forged counts, and so make a member drop every
-	// tenant's site links.
+	// tenant's site links. So do the keeper's floors: forged, they would
+	// start a site's new mirror consumer past what the site holds.
 	var nc *nats.Conn
-	if len(h.cfg.SystemOptions) > 0 {
+	own := len(h.cfg.SystemOptions) > 0
+	if own {
 		var err error
-		nc, err = nats.Connect("", append([]nats.Option{nats.InProcessServer(h.Server), nats.Name("alpha-hub-rebalance"),
+		nc, err = nats.Connect("", append([]nats.Option{nats.InProcessServer(h.Server), nats.Name("alpha-hub-cluster"),
 			nats.Timeout(20 * time.Second), nats.MaxReconnects(-1)}, h.cfg.SystemOptions...)...)
 		if err != nil {
-			return fmt.Errorf("hub: rebalancer: system account connection: %w", err)
+			return fmt.Errorf("hub: cluster coordination: system account connection: %w", err)
 		}
 	} else {
 		h.mu.Lock()
@@ -243,22 +245,26 @@ func (h *Hub) startRebalance() error {
 		h.mu.Unlock()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &rebalancer{s: h.Server, nc: nc, members: len(h.opts.Routes) + 1,
-		every: cmp.Or(h.cfg.RebalanceEvery, DefaultRebalanceEvery), started: time.Now(),
-		log: h.cfg.Log.With("role", "hub")}
-	own := len(h.cfg.SystemOptions) > 0
-	if err := startRebalancer(ctx, r); err != nil {
+	stop := func() {
 		cancel()
 		if own {
 			nc.Close()
 		}
+	}
+	log := h.cfg.Log.With("role", "hub")
+	k := &keeper{s: h.Server, nc: nc, sys: own, tenants: h.tenantStreams, log: log}
+	if err := k.start(ctx); err != nil {
+		stop()
 		return err
 	}
-	h.stopRebalance = func() {
-		cancel()
-		if own {
-			nc.Close()
+	if !h.cfg.NoRebalance {
+		r := &rebalancer{s: h.Server, nc: nc, members: len(h.opts.Routes) + 1,
+			every: cmp.Or(h.cfg.RebalanceEvery, DefaultRebalanceEvery), started: time.Now(), log: log}
+		if err := startRebalancer(ctx, r); err != nil {
+			stop()
+			return err
 		}
 	}
+	h.stopRebalance = stop
 	return nil
 }

@@ -273,5 +273,9 @@ func MirrorConsumerConfig(site string, st Store) jetstream.ConsumerConfig {
 		IdleHeartbeat:  time.Second,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		FilterSubject:  filter,
+		// One copy even in a hub cluster: R3 made each site three raft
+		// groups; the hub's keeper makes a lost member's consumers again
+		// (hub/keeper.go).
+		Replicas: 1,
 	}
 }

@@ -1,0 +1,466 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/alpha-edge/alpha/internal/throttle"
+	"github.com/alpha-edge/alpha/streams"
+)
+
+// Each site has one durable consumer on every hub store it mirrors. In a
+// cluster they used to inherit the stores' R3, so each site cost three
+// raft groups heartbeating between the members: 0.28% of a core per idle
+// site over three members, ~28 cores at 10,000 sites; and when a member
+// died, a third of the fleet waited for 50-100 elections at once (put →
+// applied p99 2.7-4.5 s at 150 sites). They are R1 now (MirrorConsumerConfig)
+// and cost a cluster what they cost a lone hub. What R3 gave them, the
+// keeper gives back: when a member dies, the consumers it held are made
+// again on the living members.
+//
+// A new consumer must not start past what the site's mirror holds: a
+// mirror that was reset expects any consumer's first delivery and takes a
+// gap before it as "deleted upstream", so messages the site never got would
+// be skipped. Each member therefore tells the others, every floorsEvery, the
+// ack floor of each mirror consumer it holds (with AckFlowControl the floor
+// is the mirror's own last stream sequence, from its flow control replies),
+// and the keeper starts the new consumer just after it: the mirror skips
+// what it already has. A consumer nobody knows the floor of starts at the
+// beginning; for a site's keys of a bucket that is cheap, for the
+// tenant's artifacts it sends the store again, once.
+//
+// nats-server only learns that a SIGKILLed peer is gone when its stats
+// stop for 150 s (5 × its 30 s events heartbeat); until then it may place
+// a new R1 consumer on the dead peer, and it does not answer deletes of
+// consumers the dead peer held. A member sees the routes to a dead peer
+// close at once, so the keeper tells the cluster, in the system account,
+// what the peer would have said at a clean shutdown ($SYS.SERVER.<id>.SHUTDOWN).
+// The peer's next route clears it when it returns.
+
+const (
+	// floorsSubject carries each member's mirror consumers and their ack
+	// floors (floorsMsg). In the system account under operator mode.
+	floorsSubject = "alpha.hub.mirrorfloors"
+	floorsEvery   = 10 * time.Second
+	// keeperTick is how often a member looks at its routes.
+	keeperTick = 100 * time.Millisecond
+	// sweepEvery is how often the meta leader lists the mirror consumers:
+	// it makes any missing one again and turns R3 ones (made before) into R1.
+	sweepEvery = 30 * time.Second
+	// upgradesPerSweep bounds the R3 → R1 updates of one sweep (each is a
+	// meta proposal and the end of a raft group).
+	upgradesPerSweep = 100
+	// recreateWorkers bounds the recreations running at once.
+	recreateWorkers = 16
+)
+
+// floorEntry is one mirror consumer a member holds.
+type floorEntry struct {
+	Account string `json:"a"`
+	Stream  string `json:"s"`
+	Name    string `json:"n"`
+	Floor   uint64 `json:"f"`
+}
+
+// floorsMsg is what a member says on floorsSubject.
+type floorsMsg struct {
+	Server    string       `json:"server"`
+	Consumers []floorEntry `json:"consumers"`
+}
+
+// keeper runs on every cluster member; only the JetStream meta leader's
+// makes consumers.
+type keeper struct {
+	s       *server.Server
+	nc      *nats.Conn // floors (and, with sys, the shutdown notices)
+	sys     bool       // nc is in the system account
+	tenants func() map[string]jetstream.JetStream
+	log     *slog.Logger
+
+	mu     sync.Mutex
+	held   map[string]floorsMsg // by member name: its last word on floorsSubject
+	ids    map[string]string    // member name → server ID, from its routes
+	lost   map[string]bool      // members whose routes are all gone
+	moving map[string]bool      // lost members whose consumers this member made again
+}
+
+func (k *keeper) start(ctx context.Context) error {
+	k.held, k.ids, k.lost, k.moving = map[string]floorsMsg{}, map[string]string{}, map[string]bool{}, map[string]bool{}
+	sub, err := k.nc.Subscribe(floorsSubject, func(m *nats.Msg) {
+		var f floorsMsg
+		if json.Unmarshal(m.Data, &f) != nil || f.Server == "" || f.Server == k.s.Name() {
+			return
+		}
+		k.mu.Lock()
+		k.held[f.Server] = f
+		k.mu.Unlock()
+	})
+	if err != nil {
+		return fmt.Errorf("hub: keeper: subscribe %s: %w", floorsSubject, err)
+	}
+	go func() {
+		defer sub.Unsubscribe()
+		k.loop(ctx)
+	}()
+	return nil
+}
+
+func (k *keeper) loop(ctx context.Context) {
+	tick := time.NewTicker(keeperTick)
+	defer tick.Stop()
+	nextFloors := time.Now().Add(throttle.Jitter(floorsEvery, 20))
+	nextSweep := time.Now().Add(throttle.Jitter(sweepEvery, 20))
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		k.checkRoutes(ctx)
+		if time.Now().After(nextFloors) {
+			nextFloors = time.Now().Add(throttle.Jitter(floorsEvery, 20))
+			k.publishFloors()
+		}
+		if time.Now().After(nextSweep) {
+			nextSweep = time.Now().Add(throttle.Jitter(sweepEvery, 20))
+			if k.s.JetStreamIsLeader() {
+				k.sweep(ctx, nil)
+			}
+		}
+	}
+}
+
+// checkRoutes notes which members lost all their routes, tells the cluster
+// (once per loss) and, on the meta leader, makes their consumers again.
+func (k *keeper) checkRoutes(ctx context.Context) {
+	rz, err := k.s.Routez(&server.RoutezOptions{})
+	if err != nil {
+		return
+	}
+	up := map[string]bool{}
+	k.mu.Lock()
+	for _, r := range rz.Routes {
+		if r.RemoteName != "" {
+			up[r.RemoteName] = true
+			k.ids[r.RemoteName] = r.RemoteID
+		}
+	}
+	var gone []string
+	for name, id := range k.ids {
+		if up[name] {
+			delete(k.lost, name)
+			delete(k.moving, name)
+			continue
+		}
+		if !k.lost[name] {
+			k.lost[name] = true
+			gone = append(gone, name)
+			k.markOffline(name, id)
+		}
+	}
+	var move []string
+	if k.s.JetStreamIsLeader() {
+		for name := range k.lost {
+			if !k.moving[name] {
+				k.moving[name] = true
+				move = append(move, name)
+			}
+		}
+	}
+	k.mu.Unlock()
+	for _, name := range gone {
+		k.log.Warn("cluster member lost; its sites' mirror consumers move to the others", "member", name)
+	}
+	for _, name := range move {
+		go k.move(ctx, name)
+	}
+}
+
+// markOffline says for a member what it would have said at a clean
+// shutdown. Only the system account can; in open mode the keeper goes
+// without (a new consumer may land on the dead member and is made again).
+// Lock held.
+func (k *keeper) markOffline(name, id string) {
+	if !k.sys || id == "" {
+		return
+	}
+	b, _ := json.Marshal(server.ServerInfo{Name: name, ID: id})
+	if err := k.nc.Publish(fmt.Sprintf("$SYS.SERVER.%s.SHUTDOWN", id), b); err != nil {
+		k.log.Debug("keeper: telling the cluster a member is gone failed", "member", name, "err", err)
+	}
+}
+
+// publishFloors tells the other members which mirror consumers this one
+// holds and their ack floors.
+func (k *keeper) publishFloors() {
+	jsz, err := k.s.Jsz(&server.JSzOptions{Accounts: true, Streams: true, Consumer: true})
+	if err != nil {
+		return
+	}
+	f := floorsMsg{Server: k.s.Name()}
+	for _, ad := range jsz.AccountDetails {
+		for _, sd := range ad.Streams {
+			if _, ok := mirroredStore(sd.Name); !ok {
+				continue
+			}
+			for _, ci := range sd.Consumer {
+				if ci == nil || !strings.HasPrefix(ci.Name, streams.MirrorConsumer("")) {
+					continue
+				}
+				if ci.Cluster != nil && ci.Cluster.Leader != k.s.Name() {
+					continue
+				}
+				f.Consumers = append(f.Consumers, floorEntry{Account: ad.Name, Stream: sd.Name, Name: ci.Name, Floor: ci.AckFloor.Stream})
+			}
+		}
+	}
+	b, _ := json.Marshal(f)
+	if err := k.nc.Publish(floorsSubject, b); err != nil {
+		k.log.Debug("keeper: publishing floors failed", "err", err)
+	}
+}
+
+// move makes again, on the living members, the mirror consumers a lost
+// member held (from its last floors), then sweeps for any it did not know.
+func (k *keeper) move(ctx context.Context, member string) {
+	k.mu.Lock()
+	held := k.held[member]
+	k.mu.Unlock()
+	start := time.Now()
+	tenants := k.tenants()
+	work := make(chan floorEntry)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	made, failed := 0, 0
+	for range recreateWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range work {
+				err := recreateMirrorConsumer(ctx, tenants[e.Account], e.Stream, e.Name, e.Floor)
+				mu.Lock()
+				if err != nil {
+					failed++
+					k.log.Warn("keeper: mirror consumer not made again", "consumer", e.Name, "stream", e.Stream, "err", err)
+				} else {
+					made++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, e := range held.Consumers {
+		if tenants[e.Account] == nil {
+			continue
+		}
+		select {
+		case work <- e:
+		case <-ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+	k.log.Info("keeper: lost member's mirror consumers made again", "member", member, "made", made, "failed", failed, "took", time.Since(start).Round(time.Millisecond))
+	k.sweep(ctx, held.Consumers)
+}
+
+// sweep lists every tenant's mirror consumers: those the cluster cannot
+// reach are made again (known: entries just made, not to be made twice),
+// and R3 ones made before the keeper become R1.
+func (k *keeper) sweep(ctx context.Context, known []floorEntry) {
+	done := map[string]bool{}
+	for _, e := range known {
+		done[e.Account+"/"+e.Stream+"/"+e.Name] = true
+	}
+	floors := k.floors()
+	upgrades := 0
+	for acc, js := range k.tenants() {
+		for _, st := range streams.Mirrored() {
+			cis, missing, err := listConsumers(ctx, js.Conn(), st.Stream())
+			if err != nil {
+				k.log.Debug("keeper: listing consumers failed", "stream", st.Stream(), "err", err)
+				continue
+			}
+			for _, name := range missing {
+				key := acc + "/" + st.Stream() + "/" + name
+				if done[key] || !strings.HasPrefix(name, streams.MirrorConsumer("")) {
+					continue
+				}
+				if err := recreateMirrorConsumer(ctx, js, st.Stream(), name, floors[key]); err != nil {
+					k.log.Warn("keeper: unreachable mirror consumer not made again", "consumer", name, "err", err)
+				} else {
+					k.log.Info("keeper: unreachable mirror consumer made again", "consumer", name)
+				}
+			}
+			for _, ci := range cis {
+				if upgrades >= upgradesPerSweep || !strings.HasPrefix(ci.Name, streams.MirrorConsumer("")) || ci.Config.Replicas == 1 {
+					continue
+				}
+				cfg := ci.Config
+				cfg.Replicas = 1
+				uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err := js.UpdateConsumer(uctx, st.Stream(), cfg)
+				cancel()
+				upgrades++
+				if err != nil {
+					k.log.Warn("keeper: mirror consumer not made R1", "consumer", ci.Name, "err", err)
+				}
+			}
+		}
+	}
+	if upgrades > 0 {
+		k.log.Info("keeper: mirror consumers made before R1 turned R1", "consumers", upgrades)
+	}
+}
+
+// floors is every member's last word, by account/stream/consumer.
+func (k *keeper) floors() map[string]uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := map[string]uint64{}
+	for _, f := range k.held {
+		for _, e := range f.Consumers {
+			out[e.Account+"/"+e.Stream+"/"+e.Name] = e.Floor
+		}
+	}
+	return out
+}
+
+// mirroredStore is the store behind a hub stream that sites mirror.
+func mirroredStore(stream string) (streams.Store, bool) {
+	for _, st := range streams.Mirrored() {
+		if st.Stream() == stream {
+			return st, true
+		}
+	}
+	return streams.Store{}, false
+}
+
+// mirrorConsumerSite is the site a mirror consumer of the store serves.
+func mirrorConsumerSite(st streams.Store, name string) (string, bool) {
+	site, ok := strings.CutPrefix(name, streams.MirrorConsumer(""))
+	if !ok {
+		return "", false
+	}
+	site, ok = strings.CutSuffix(site, "-"+st.Bucket)
+	return site, ok && site != "" && streams.MirrorConsumerConfig(site, st).Durable == name
+}
+
+// recreateMirrorConsumer deletes a mirror consumer the cluster lost and
+// makes it again, starting just after floor (0: at the beginning). It is
+// done when the new consumer answers: a create that lands on a member
+// that is gone gets no answer and is tried again.
+func recreateMirrorConsumer(ctx context.Context, js jetstream.JetStream, stream, name string, floor uint64) error {
+	if js == nil {
+		return errors.New("no connection to the consumer's account")
+	}
+	st, ok := mirroredStore(stream)
+	if !ok {
+		return fmt.Errorf("stream %s is not a mirrored store", stream)
+	}
+	site, ok := mirrorConsumerSite(st, name)
+	if !ok {
+		return fmt.Errorf("consumer %s is not a site's mirror consumer on %s", name, stream)
+	}
+	cfg := streams.MirrorConsumerConfig(site, st)
+	if floor > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = floor + 1
+	}
+	var err error
+	for attempt := range 6 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+		dctx, cancel := context.WithTimeout(ctx, time.Second)
+		// A delete of a consumer whose only member is gone is answered
+		// once the cluster knows it is gone; the proposal is made either way.
+		derr := js.DeleteConsumer(dctx, stream, name)
+		cancel()
+		if derr != nil && !errors.Is(derr, jetstream.ErrConsumerNotFound) && !errors.Is(derr, context.DeadlineExceeded) {
+			err = fmt.Errorf("delete: %w", derr)
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = js.CreateConsumer(cctx, stream, cfg)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		err = fmt.Errorf("create: %w", err)
+	}
+	return err
+}
+
+// consumerList is the JetStream API's answer to CONSUMER.LIST.
+type consumerList struct {
+	Total     int                       `json:"total"`
+	Offset    int                       `json:"offset"`
+	Limit     int                       `json:"limit"`
+	Consumers []*jetstream.ConsumerInfo `json:"consumers"`
+	Missing   []string                  `json:"missing,omitempty"`
+	Offline   map[string]string         `json:"offline,omitempty"`
+	Error     *struct {
+		Code        int    `json:"code"`
+		Description string `json:"description"`
+	} `json:"error,omitempty"`
+}
+
+// listConsumers lists a stream's consumers, with the names of those the
+// cluster could not reach (nats.go's lister drops them).
+func listConsumers(ctx context.Context, nc *nats.Conn, stream string) ([]*jetstream.ConsumerInfo, []string, error) {
+	var all []*jetstream.ConsumerInfo
+	var missing []string
+	for offset := 0; ; {
+		req, _ := json.Marshal(map[string]int{"offset": offset})
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		m, err := nc.RequestWithContext(rctx, "$JS.API.CONSUMER.LIST."+stream, req)
+		cancel()
+		if err != nil {
+			return all, missing, err
+		}
+		var l consumerList
+		if err := json.Unmarshal(m.Data, &l); err != nil {
+			return all, missing, err
+		}
+		if l.Error != nil {
+			return all, missing, fmt.Errorf("%s (%d)", l.Error.Description, l.Error.Code)
+		}
+		all = append(all, l.Consumers...)
+		missing = append(missing, l.Missing...)
+		for name := range l.Offline {
+			missing = append(missing, name)
+		}
+		n := len(l.Consumers) + len(l.Missing)
+		offset += n
+		if n == 0 || offset >= l.Total {
+			return all, dedupe(missing), nil
+		}
+	}
+}
+
+func dedupe(s []string) []string {
+	seen := map[string]bool{}
+	out := s[:0]
+	for _, x := range s {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
