@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -448,19 +449,8 @@ func listConsumers(ctx context.Context, nc *nats.Conn, stream string) ([]*jetstr
 		n := len(l.Consumers) + len(l.Missing)
 		offset += n
 		if n == 0 || offset >= l.Total {
-			return all, dedupe(missing), nil
+			slices.Sort(missing)
+			return all, slices.Compact(missing), nil
 		}
 	}
-}
-
-func dedupe(s []string) []string {
-	seen := map[string]bool{}
-	out := s[:0]
-	for _, x := range s {
-		if !seen[x] {
-			seen[x] = true
-			out = append(out, x)
-		}
-	}
-	return out
 }
