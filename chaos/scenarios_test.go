@@ -279,12 +279,13 @@ func TestClusterMemberHoldingMirrorConsumerKilled(t *testing.T) {
 	for _, id := range []string{"k1", "k2", "k3"} {
 		f.addSite(SiteSpec{ID: id})
 	}
-	ctx := bg(t, 4*time.Minute)
+	ctx := bg(t, 5*time.Minute)
 	for _, s := range f.sites {
 		f.put(ctx, s, 1, 3)
 	}
 	f.waitConverged(90 * time.Second)
 	bp := streams.Store{Bucket: streams.BlueprintsBucket}
+	var created time.Time // of the last consumer where looked at
 	where := func(site string) (leader string, replicas int) {
 		t.Helper()
 		var info *jetstream.ConsumerInfo
@@ -299,6 +300,7 @@ func TestClusterMemberHoldingMirrorConsumerKilled(t *testing.T) {
 			}
 			return nil
 		})
+		created = info.Created
 		return info.Cluster.Leader, info.Config.Replicas
 	}
 	holder, replicas := where("k1")
@@ -330,7 +332,28 @@ func TestClusterMemberHoldingMirrorConsumerKilled(t *testing.T) {
 		f.put(ctx, s, 3, 3)
 	}
 	f.waitConverged(90 * time.Second)
-	if now, _ := where("k1"); now == holder {
-		t.Fatalf("the restarted member %s took k1's mirror consumer back", holder)
+	// The restarted member's own copy from before the kill is gone: the
+	// one that answers is the keeper's (it may have been placed there
+	// since, as any new consumer may).
+	if now, _ := where("k1"); !created.After(killed) {
+		t.Fatalf("k1's mirror consumer at %s was created %v, before the kill (%v): the restarted member's old copy", now, created, killed)
 	}
+	// k3's as a hub before this one made it: R3. The keeper's sweep (on
+	// the meta leader, every 30 s ± 20%) turns it R1, and k3 still gets
+	// its blueprints.
+	k3 := streams.MirrorConsumerConfig("k3", bp)
+	k3.Replicas = 3
+	_, err := f.js.UpdateConsumer(ctx, bp.Stream(), k3)
+	check.NoError(t, err)
+	if _, r := where("k3"); r != 3 {
+		t.Fatalf("k3's mirror consumer has %d replicas after the update to 3", r)
+	}
+	check.For(t, 90*time.Second, time.Second, func() error {
+		if _, r := where("k3"); r != 1 {
+			return fmt.Errorf("k3's mirror consumer made R3 still has %d replicas", r)
+		}
+		return nil
+	})
+	f.put(ctx, f.sites[2], 4, 3)
+	f.waitConverged(60 * time.Second)
 }

@@ -354,7 +354,10 @@ func mirrorConsumerSite(st streams.Store, name string) (string, bool) {
 		return "", false
 	}
 	site, ok = strings.CutSuffix(site, "-"+st.Bucket)
-	return site, ok && site != "" && streams.MirrorConsumerConfig(site, st).Durable == name
+	if !ok || site == "" || streams.MirrorConsumerConfig(site, st).Durable != name {
+		return "", false
+	}
+	return site, true
 }
 
 // recreateMirrorConsumer deletes a mirror consumer the cluster lost and
