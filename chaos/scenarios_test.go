@@ -2,13 +2,17 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/alpha-edge/alpha/hub"
 	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/internal/tlsfiles"
 	"github.com/alpha-edge/alpha/streams"
 )
 
@@ -280,8 +284,9 @@ func TestClusterMemberHoldingMirrorConsumerKilled(t *testing.T) {
 		f.addSite(SiteSpec{ID: id})
 	}
 	ctx := bg(t, 5*time.Minute)
+	rev1 := map[string]uint64{}
 	for _, s := range f.sites {
-		f.put(ctx, s, 1, 3)
+		rev1[s.ID] = f.put(ctx, s, 1, 3)
 	}
 	f.waitConverged(90 * time.Second)
 	bp := streams.Store{Bucket: streams.BlueprintsBucket}
@@ -316,15 +321,66 @@ func TestClusterMemberHoldingMirrorConsumerKilled(t *testing.T) {
 	if victim < 0 {
 		t.Fatalf("k1's mirror consumer is held by %q, not a member", holder)
 	}
+	// The members tell each other, in the system account, which mirror
+	// consumers they hold and how far each site's mirror has acknowledged:
+	// wait until the holder has said so for k1.
+	tlsOpt, err := tlsfiles.Files{CA: f.hubs[0].Prod.TLS.CA}.NATS()
+	check.NoError(t, err)
+	sys := Conn(t, f.hubs[(victim+1)%3].ClientURL, tlsOpt, nats.UserCredentials(f.hubs[0].Prod.Op.SysCreds()))
+	said := make(chan hub.Floors, 16)
+	fsub, err := sys.Subscribe(hub.FloorsSubject, func(m *nats.Msg) {
+		var fl hub.Floors
+		if json.Unmarshal(m.Data, &fl) == nil && fl.Server == holder {
+			said <- fl
+		}
+	})
+	check.NoError(t, err)
+	k1 := streams.MirrorConsumerConfig("k1", bp).Durable
+	var genuine hub.FloorEntry
+	for genuine.Name == "" {
+		select {
+		case fl := <-said:
+			for _, e := range fl.Consumers {
+				if e.Name == k1 && e.Stream == bp.Stream() && e.Floor > 0 {
+					genuine = e
+				}
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s never said it holds %s with a floor", holder, k1)
+		}
+	}
+	check.NoError(t, fsub.Unsubscribe())
+	// Red team: the tenant's administrator says the same in the tenant's
+	// account, with k1's floor far ahead of what k1 holds. Were it heard,
+	// k1's new consumer would start there and k1 would never get the
+	// revisions in between.
+	forged, _ := json.Marshal(hub.Floors{Server: holder, Consumers: []hub.FloorEntry{{Account: genuine.Account, Stream: bp.Stream(), Name: k1, Floor: 1 << 40}}})
+	admin := f.js.Conn()
+	for range 5 {
+		check.NoError(t, admin.Publish(hub.FloorsSubject, forged))
+	}
+	check.NoError(t, admin.Flush())
+
 	f.hubs[victim].Kill()
 	killed := time.Now()
 	for _, s := range f.sites {
 		f.put(ctx, s, 2, 3)
 	}
+	put := time.Now()
 	f.waitConverged(60 * time.Second)
-	t.Logf("member %s, holding k1's mirror consumer, SIGKILLed; all three sites converged on generation 2 %v later", f.hubs[victim].Name, time.Since(killed).Round(time.Millisecond))
+	t.Logf("member %s, holding k1's mirror consumer, SIGKILLed; puts done %v later (the client's own failover), all three sites converged on generation 2 %v after that",
+		f.hubs[victim].Name, put.Sub(killed).Round(time.Millisecond), time.Since(put).Round(time.Millisecond))
 	if now, replicas := where("k1"); now == holder || replicas != 1 {
 		t.Fatalf("k1's mirror consumer is held by %s with %d replicas, want a survivor and 1", now, replicas)
+	}
+	// The new consumer starts just after the floor the holder said,
+	// which is at most what k1's mirror held: the revision of its last put.
+	c, err := f.js.PushConsumer(ctx, bp.Stream(), k1)
+	check.NoError(t, err)
+	cfg := c.CachedInfo().Config
+	if cfg.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || cfg.OptStartSeq != genuine.Floor+1 || genuine.Floor > rev1["k1"] {
+		t.Fatalf("k1's new mirror consumer starts %v at %d; want by start sequence at %d, just after the floor its holder said (k1's last put before the kill: revision %d)",
+			cfg.DeliverPolicy, cfg.OptStartSeq, genuine.Floor+1, rev1["k1"])
 	}
 	f.hubs[victim].Restart()
 	f.hubs[victim].WaitLog("hub ready", 90*time.Second)
@@ -343,7 +399,7 @@ func TestClusterMemberHoldingMirrorConsumerKilled(t *testing.T) {
 	// its blueprints.
 	k3 := streams.MirrorConsumerConfig("k3", bp)
 	k3.Replicas = 3
-	_, err := f.js.UpdateConsumer(ctx, bp.Stream(), k3)
+	_, err = f.js.UpdateConsumer(ctx, bp.Stream(), k3)
 	check.NoError(t, err)
 	if _, r := where("k3"); r != 3 {
 		t.Fatalf("k3's mirror consumer has %d replicas after the update to 3", r)

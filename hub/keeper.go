@@ -49,10 +49,14 @@ import (
 // The peer's next route clears it when it returns.
 
 const (
-	// floorsSubject carries each member's mirror consumers and their ack
-	// floors (floorsMsg). In the system account under operator mode.
-	floorsSubject = "alpha.hub.mirrorfloors"
+	// FloorsSubject carries each member's mirror consumers and their ack
+	// floors (Floors). In the system account under operator mode.
+	FloorsSubject = "alpha.hub.mirrorfloors"
 	floorsEvery   = 10 * time.Second
+	// floorsFirst is when a member first says its floors: a member lost
+	// soon after the cluster formed should not leave its consumers to the
+	// sweep's start-at-the-beginning.
+	floorsFirst = time.Second
 	// keeperTick is how often a member looks at its routes.
 	keeperTick = 100 * time.Millisecond
 	// sweepEvery is how often the meta leader lists the mirror consumers:
@@ -65,18 +69,18 @@ const (
 	recreateWorkers = 16
 )
 
-// floorEntry is one mirror consumer a member holds.
-type floorEntry struct {
+// FloorEntry is one mirror consumer a member holds and its ack floor.
+type FloorEntry struct {
 	Account string `json:"a"`
 	Stream  string `json:"s"`
 	Name    string `json:"n"`
 	Floor   uint64 `json:"f"`
 }
 
-// floorsMsg is what a member says on floorsSubject.
-type floorsMsg struct {
+// Floors is what a member says on FloorsSubject.
+type Floors struct {
 	Server    string       `json:"server"`
-	Consumers []floorEntry `json:"consumers"`
+	Consumers []FloorEntry `json:"consumers"`
 }
 
 // keeper runs on every cluster member; only the JetStream meta leader's
@@ -89,16 +93,16 @@ type keeper struct {
 	log     *slog.Logger
 
 	mu     sync.Mutex
-	held   map[string]floorsMsg // by member name: its last word on floorsSubject
+	held   map[string]Floors // by member name: its last word on FloorsSubject
 	ids    map[string]string    // member name → server ID, from its routes
 	lost   map[string]bool      // members whose routes are all gone
 	moving map[string]bool      // lost members whose consumers this member made again
 }
 
 func (k *keeper) start(ctx context.Context) error {
-	k.held, k.ids, k.lost, k.moving = map[string]floorsMsg{}, map[string]string{}, map[string]bool{}, map[string]bool{}
-	sub, err := k.nc.Subscribe(floorsSubject, func(m *nats.Msg) {
-		var f floorsMsg
+	k.held, k.ids, k.lost, k.moving = map[string]Floors{}, map[string]string{}, map[string]bool{}, map[string]bool{}
+	sub, err := k.nc.Subscribe(FloorsSubject, func(m *nats.Msg) {
+		var f Floors
 		if json.Unmarshal(m.Data, &f) != nil || f.Server == "" || f.Server == k.s.Name() {
 			return
 		}
@@ -107,7 +111,7 @@ func (k *keeper) start(ctx context.Context) error {
 		k.mu.Unlock()
 	})
 	if err != nil {
-		return fmt.Errorf("hub: keeper: subscribe %s: %w", floorsSubject, err)
+		return fmt.Errorf("hub: keeper: subscribe %s: %w", FloorsSubject, err)
 	}
 	go func() {
 		defer sub.Unsubscribe()
@@ -119,7 +123,7 @@ func (k *keeper) start(ctx context.Context) error {
 func (k *keeper) loop(ctx context.Context) {
 	tick := time.NewTicker(keeperTick)
 	defer tick.Stop()
-	nextFloors := time.Now().Add(throttle.Jitter(floorsEvery, 20))
+	nextFloors := time.Now().Add(floorsFirst)
 	nextSweep := time.Now().Add(throttle.Jitter(sweepEvery, 20))
 	for {
 		select {
@@ -208,8 +212,10 @@ func (k *keeper) publishFloors() {
 	if err != nil {
 		return
 	}
-	f := floorsMsg{Server: k.s.Name()}
+	f := Floors{Server: k.s.Name()}
 	for _, ad := range jsz.AccountDetails {
+		// Id is the account's name (its key under operator mode); Name
+		// may be its tag.
 		for _, sd := range ad.Streams {
 			if _, ok := mirroredStore(sd.Name); !ok {
 				continue
@@ -221,12 +227,12 @@ func (k *keeper) publishFloors() {
 				if ci.Cluster != nil && ci.Cluster.Leader != k.s.Name() {
 					continue
 				}
-				f.Consumers = append(f.Consumers, floorEntry{Account: ad.Name, Stream: sd.Name, Name: ci.Name, Floor: ci.AckFloor.Stream})
+				f.Consumers = append(f.Consumers, FloorEntry{Account: ad.Id, Stream: sd.Name, Name: ci.Name, Floor: ci.AckFloor.Stream})
 			}
 		}
 	}
 	b, _ := json.Marshal(f)
-	if err := k.nc.Publish(floorsSubject, b); err != nil {
+		if err := k.nc.Publish(FloorsSubject, b); err != nil {
 		k.log.Debug("keeper: publishing floors failed", "err", err)
 	}
 }
@@ -239,7 +245,7 @@ func (k *keeper) move(ctx context.Context, member string) {
 	k.mu.Unlock()
 	start := time.Now()
 	tenants := k.tenants()
-	work := make(chan floorEntry)
+	work := make(chan FloorEntry)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	made, failed := 0, 0
@@ -278,7 +284,7 @@ func (k *keeper) move(ctx context.Context, member string) {
 // sweep lists every tenant's mirror consumers: those the cluster cannot
 // reach are made again (known: entries just made, not to be made twice),
 // and R3 ones made before the keeper become R1.
-func (k *keeper) sweep(ctx context.Context, known []floorEntry) {
+func (k *keeper) sweep(ctx context.Context, known []FloorEntry) {
 	done := map[string]bool{}
 	for _, e := range known {
 		done[e.Account+"/"+e.Stream+"/"+e.Name] = true
