@@ -94,9 +94,9 @@ type keeper struct {
 
 	mu     sync.Mutex
 	held   map[string]Floors // by member name: its last word on FloorsSubject
-	ids    map[string]string    // member name → server ID, from its routes
-	lost   map[string]bool      // members whose routes are all gone
-	moving map[string]bool      // lost members whose consumers this member made again
+	ids    map[string]string // member name → server ID, from its routes
+	lost   map[string]bool   // members whose routes are all gone
+	moving map[string]bool   // lost members whose consumers this member made again
 }
 
 func (k *keeper) start(ctx context.Context) error {
@@ -232,7 +232,7 @@ func (k *keeper) publishFloors() {
 		}
 	}
 	b, _ := json.Marshal(f)
-		if err := k.nc.Publish(FloorsSubject, b); err != nil {
+	if err := k.nc.Publish(FloorsSubject, b); err != nil {
 		k.log.Debug("keeper: publishing floors failed", "err", err)
 	}
 }
