@@ -59,9 +59,15 @@ const (
 	floorsFirst = time.Second
 	// keeperTick is how often a member looks at its routes.
 	keeperTick = 100 * time.Millisecond
-	// sweepEvery is how often the meta leader lists the mirror consumers:
-	// it makes any missing one again and turns R3 ones (made before) into R1.
-	sweepEvery = 30 * time.Second
+	// sweepEvery is how often the meta leader lists the mirror consumers
+	// (it makes any the cluster cannot reach again and turns R3 ones, made
+	// before, R1) while there is reason to: in a member's first minutes,
+	// for sweepBusyFor after a member was lost or came back, and while
+	// sweeps find work. Otherwise every sweepIdle: a list costs the meta
+	// leader one consumer info request per site and store.
+	sweepEvery   = 30 * time.Second
+	sweepIdle    = 5 * time.Minute
+	sweepBusyFor = 5 * time.Minute
 	// upgradesPerSweep bounds the R3 → R1 updates of one sweep (each is a
 	// meta proposal and the end of a raft group).
 	upgradesPerSweep = 100
@@ -97,10 +103,18 @@ type keeper struct {
 	ids    map[string]string // member name → server ID, from its routes
 	lost   map[string]bool   // members whose routes are all gone
 	moving map[string]bool   // lost members whose consumers this member made again
+	change time.Time         // when this member started, or last saw a member go or come back
+}
+
+func (k *keeper) lastChange() time.Time {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.change
 }
 
 func (k *keeper) start(ctx context.Context) error {
 	k.held, k.ids, k.lost, k.moving = map[string]Floors{}, map[string]string{}, map[string]bool{}, map[string]bool{}
+	k.change = time.Now()
 	sub, err := k.nc.Subscribe(FloorsSubject, func(m *nats.Msg) {
 		var f Floors
 		if json.Unmarshal(m.Data, &f) != nil || f.Server == "" || f.Server == k.s.Name() {
@@ -137,10 +151,15 @@ func (k *keeper) loop(ctx context.Context) {
 			k.publishFloors()
 		}
 		if time.Now().After(nextSweep) {
-			nextSweep = time.Now().Add(throttle.Jitter(sweepEvery, 20))
+			worked := false
 			if k.s.JetStreamIsLeader() {
-				k.sweep(ctx, nil)
+				worked = k.sweep(ctx, nil)
 			}
+			every := sweepIdle
+			if worked || time.Since(k.lastChange()) < sweepBusyFor {
+				every = sweepEvery
+			}
+			nextSweep = time.Now().Add(throttle.Jitter(every, 20))
 		}
 	}
 }
@@ -163,12 +182,16 @@ func (k *keeper) checkRoutes(ctx context.Context) {
 	var gone []string
 	for name, id := range k.ids {
 		if up[name] {
+			if k.lost[name] {
+				k.change = time.Now()
+			}
 			delete(k.lost, name)
 			delete(k.moving, name)
 			continue
 		}
 		if !k.lost[name] {
 			k.lost[name] = true
+			k.change = time.Now()
 			gone = append(gone, name)
 			k.markOffline(name, id)
 		}
@@ -283,14 +306,15 @@ func (k *keeper) move(ctx context.Context, member string) {
 
 // sweep lists every tenant's mirror consumers: those the cluster cannot
 // reach are made again (known: entries just made, not to be made twice),
-// and R3 ones made before the keeper become R1.
-func (k *keeper) sweep(ctx context.Context, known []FloorEntry) {
+// and R3 ones made before the keeper become R1. It says whether it found
+// any such consumer.
+func (k *keeper) sweep(ctx context.Context, known []FloorEntry) bool {
 	done := map[string]bool{}
 	for _, e := range known {
 		done[e.Account+"/"+e.Stream+"/"+e.Name] = true
 	}
 	floors := k.floors()
-	upgrades := 0
+	upgrades, remade := 0, 0
 	for acc, js := range k.tenants() {
 		for _, st := range streams.Mirrored() {
 			cis, missing, err := listConsumers(ctx, js.Conn(), st.Stream())
@@ -303,6 +327,7 @@ func (k *keeper) sweep(ctx context.Context, known []FloorEntry) {
 				if done[key] || !strings.HasPrefix(name, streams.MirrorConsumer("")) {
 					continue
 				}
+				remade++
 				if err := recreateMirrorConsumer(ctx, js, st.Stream(), name, floors[key]); err != nil {
 					k.log.Warn("keeper: unreachable mirror consumer not made again", "consumer", name, "err", err)
 				} else {
@@ -328,6 +353,7 @@ func (k *keeper) sweep(ctx context.Context, known []FloorEntry) {
 	if upgrades > 0 {
 		k.log.Info("keeper: mirror consumers made before R1 turned R1", "consumers", upgrades)
 	}
+	return upgrades+remade > 0
 }
 
 // floors is every member's last word, by account/stream/consumer.

@@ -283,15 +283,28 @@ func (s *Service) loadKeys(ctx context.Context, siteID string, st *site) error {
 	if loaded {
 		return nil
 	}
+	// Short attempts: in a hub cluster whose status stream leader just
+	// died, a request goes unanswered until a new leader is elected
+	// (1.5-2 s), and one long wait held a site that moved here with the
+	// dead member for the whole of it (10 s) before its status went up.
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	str, err := s.js.Stream(ctx, streams.StatusStream)
-	if err != nil {
-		return fmt.Errorf("ingest: hub status stream: %w", err)
+	var info *jetstream.StreamInfo
+	var err error
+	for {
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err = statusKeys(actx, s.js, siteID)
+		acancel()
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	info, err := str.Info(ctx, jetstream.WithSubjectFilter(streams.KVSubjects(streams.StatusBucket, siteID)))
 	if err != nil {
-		return fmt.Errorf("ingest: status keys of site %s: %w", siteID, err)
+		return err
 	}
 	keys := make(map[string]bool, len(info.State.Subjects))
 	for k := range info.State.Subjects {
@@ -374,4 +387,17 @@ func isUplink(stream string) bool {
 // carries an operation.
 func opAllowed(stream, op string) bool {
 	return op == "" || stream == streams.StatusStream && (op == "DEL" || op == "PURGE")
+}
+
+// statusKeys is the hub status stream's info with the site's keys.
+func statusKeys(ctx context.Context, js jetstream.JetStream, siteID string) (*jetstream.StreamInfo, error) {
+	str, err := js.Stream(ctx, streams.StatusStream)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: hub status stream: %w", err)
+	}
+	info, err := str.Info(ctx, jetstream.WithSubjectFilter(streams.KVSubjects(streams.StatusBucket, siteID)))
+	if err != nil {
+		return nil, fmt.Errorf("ingest: status keys of site %s: %w", siteID, err)
+	}
+	return info, nil
 }
