@@ -73,19 +73,27 @@ const (
 	upgradesPerSweep = 100
 	// recreateWorkers bounds the recreations running at once.
 	recreateWorkers = 16
+	// floorsPerMsg bounds one floors message: ~130 bytes an entry, so
+	// ~130 KB, well under the 1 MiB max payload however many sites a
+	// member holds.
+	floorsPerMsg = 1000
 )
 
 // FloorEntry is one mirror consumer a member holds and its ack floor.
 type FloorEntry struct {
-	Account string `json:"a"`
-	Stream  string `json:"s"`
-	Name    string `json:"n"`
-	Floor   uint64 `json:"f"`
+	Account string    `json:"a"`
+	Stream  string    `json:"s"`
+	Name    string    `json:"n"`
+	Floor   uint64    `json:"f"`
+	Created time.Time `json:"c"` // which consumer of that name the floor is of
 }
 
-// Floors is what a member says on FloorsSubject.
+// Floors is one message a member says on FloorsSubject: a part of one
+// round (all its mirror consumers, in messages of at most floorsPerMsg).
 type Floors struct {
 	Server    string       `json:"server"`
+	Round     int64        `json:"round"` // the round's start, Unix nanoseconds
+	Last      bool         `json:"last"`  // the round's last part
 	Consumers []FloorEntry `json:"consumers"`
 }
 
@@ -98,12 +106,49 @@ type keeper struct {
 	tenants func() map[string]jetstream.JetStream
 	log     *slog.Logger
 
-	mu     sync.Mutex
-	held   map[string]Floors // by member name: its last word on FloorsSubject
-	ids    map[string]string // member name → server ID, from its routes
-	lost   map[string]bool   // members whose routes are all gone
-	moving map[string]bool   // lost members whose consumers this member made again
-	change time.Time         // when this member started, or last saw a member go or come back
+	mu      sync.Mutex
+	held    map[string]Floors // by member name: its last whole round on FloorsSubject
+	pending map[string]Floors // by member name: the round being received
+	ids     map[string]string // member name → server ID, from its routes
+	lost    map[string]bool   // members whose routes are all gone
+	moving  map[string]bool   // lost members whose consumers this member made again
+	change  time.Time         // when this member started, or last saw a member go or come back
+}
+
+// heard takes one part of a member's round; the round replaces what the
+// member said before once its last part is in (a round missing a part is
+// dropped when the next one starts).
+func (k *keeper) heard(f Floors) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p, ok := k.pending[f.Server]
+	if !ok || p.Round != f.Round {
+		p = Floors{Server: f.Server, Round: f.Round}
+	}
+	p.Consumers = append(p.Consumers, f.Consumers...)
+	if f.Last {
+		p.Last = true
+		k.held[f.Server] = p
+		delete(k.pending, f.Server)
+		return
+	}
+	k.pending[f.Server] = p
+}
+
+// stillLost says whether member is still without routes and this member
+// still leads the JetStream meta layer: a move stops as soon as either ends.
+func (k *keeper) stillLost(member string) bool {
+	k.mu.Lock()
+	lost := k.lost[member]
+	k.mu.Unlock()
+	return lost && k.s.JetStreamIsLeader()
+}
+
+// anyLost says whether some member is without routes now.
+func (k *keeper) anyLost() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.lost) > 0
 }
 
 func (k *keeper) lastChange() time.Time {
@@ -113,16 +158,14 @@ func (k *keeper) lastChange() time.Time {
 }
 
 func (k *keeper) start(ctx context.Context) error {
-	k.held, k.ids, k.lost, k.moving = map[string]Floors{}, map[string]string{}, map[string]bool{}, map[string]bool{}
+	k.held, k.pending, k.ids, k.lost, k.moving = map[string]Floors{}, map[string]Floors{}, map[string]string{}, map[string]bool{}, map[string]bool{}
 	k.change = time.Now()
 	sub, err := k.nc.Subscribe(FloorsSubject, func(m *nats.Msg) {
 		var f Floors
 		if json.Unmarshal(m.Data, &f) != nil || f.Server == "" || f.Server == k.s.Name() {
 			return
 		}
-		k.mu.Lock()
-		k.held[f.Server] = f
-		k.mu.Unlock()
+		k.heard(f)
 	})
 	if err != nil {
 		return fmt.Errorf("hub: keeper: subscribe %s: %w", FloorsSubject, err)
@@ -235,7 +278,7 @@ func (k *keeper) publishFloors() {
 	if err != nil {
 		return
 	}
-	f := Floors{Server: k.s.Name()}
+	var all []FloorEntry
 	for _, ad := range jsz.AccountDetails {
 		// Id is the account's name (its key under operator mode); Name
 		// may be its tag.
@@ -250,13 +293,20 @@ func (k *keeper) publishFloors() {
 				if ci.Cluster != nil && ci.Cluster.Leader != k.s.Name() {
 					continue
 				}
-				f.Consumers = append(f.Consumers, FloorEntry{Account: ad.Id, Stream: sd.Name, Name: ci.Name, Floor: ci.AckFloor.Stream})
+				all = append(all, FloorEntry{Account: ad.Id, Stream: sd.Name, Name: ci.Name, Floor: ci.AckFloor.Stream, Created: ci.Created})
 			}
 		}
 	}
-	b, _ := json.Marshal(f)
-	if err := k.nc.Publish(FloorsSubject, b); err != nil {
-		k.log.Debug("keeper: publishing floors failed", "err", err)
+	round := time.Now().UnixNano()
+	for i := 0; i == 0 || i < len(all); i += floorsPerMsg {
+		part := all[i:min(i+floorsPerMsg, len(all))]
+		b, _ := json.Marshal(Floors{Server: k.s.Name(), Round: round, Last: i+floorsPerMsg >= len(all), Consumers: part})
+		if err := k.nc.Publish(FloorsSubject, b); err != nil {
+			// Without floors a lost member's consumers start at the
+			// beginning: the artifacts store sent again to its sites.
+			k.log.Warn("keeper: telling the other members this one's mirror consumers failed", "err", err)
+			return
+		}
 	}
 }
 
@@ -277,6 +327,12 @@ func (k *keeper) move(ctx context.Context, member string) {
 		go func() {
 			defer wg.Done()
 			for e := range work {
+				// The member came back, or this one no longer leads:
+				// its consumers stay where they are (or the new
+				// leader moves them).
+				if !k.stillLost(member) {
+					continue
+				}
 				err := recreateMirrorConsumer(ctx, tenants[e.Account], e.Stream, e.Name, e.Floor)
 				mu.Lock()
 				if err != nil {
@@ -301,13 +357,23 @@ func (k *keeper) move(ctx context.Context, member string) {
 	close(work)
 	wg.Wait()
 	k.log.Info("keeper: lost member's mirror consumers made again", "member", member, "made", made, "failed", failed, "took", time.Since(start).Round(time.Millisecond))
-	k.sweep(ctx, held.Consumers)
+	// Its floors are of consumers that no longer exist: a later sweep
+	// must not start a consumer of the same name from them.
+	k.mu.Lock()
+	if k.held[member].Round == held.Round {
+		delete(k.held, member)
+	}
+	k.mu.Unlock()
+	if k.stillLost(member) {
+		k.sweep(ctx, held.Consumers)
+	}
 }
 
-// sweep lists every tenant's mirror consumers: those the cluster cannot
-// reach are made again (known: entries just made, not to be made twice),
-// and R3 ones made before the keeper become R1. It says whether it found
-// any such consumer.
+// sweep lists every tenant's mirror consumers: while a member is lost,
+// those the cluster reports offline (all their members gone) are made
+// again (known: entries just made, not to be made twice); one that only
+// answered late is left for the next sweep. R3 ones made before the keeper
+// become R1. It says whether it found any such consumer.
 func (k *keeper) sweep(ctx context.Context, known []FloorEntry) bool {
 	done := map[string]bool{}
 	for _, e := range known {
@@ -317,25 +383,44 @@ func (k *keeper) sweep(ctx context.Context, known []FloorEntry) bool {
 	upgrades, remade := 0, 0
 	for acc, js := range k.tenants() {
 		for _, st := range streams.Mirrored() {
-			cis, missing, err := listConsumers(ctx, js.Conn(), st.Stream())
+			cis, offline, err := listConsumers(ctx, js.Conn(), st.Stream())
 			if err != nil {
 				k.log.Debug("keeper: listing consumers failed", "stream", st.Stream(), "err", err)
 				continue
 			}
-			for _, name := range missing {
+			// A member marked gone that came back is marked alive at its
+			// next stats (up to 10 s later): until then its consumers are
+			// reported offline too, and are where they should be.
+			lost := k.anyLost()
+			created := map[string]time.Time{}
+			for _, ci := range cis {
+				created[ci.Name] = ci.Created
+			}
+			for _, name := range offline {
 				key := acc + "/" + st.Stream() + "/" + name
-				if done[key] || !strings.HasPrefix(name, streams.MirrorConsumer("")) {
+				if !lost || done[key] || !strings.HasPrefix(name, streams.MirrorConsumer("")) {
 					continue
 				}
 				remade++
-				if err := recreateMirrorConsumer(ctx, js, st.Stream(), name, floors[key]); err != nil {
+				// A floor counts only if it is of this very consumer: one
+				// of an earlier consumer of the name (the site was added
+				// again) may be past what the site now holds.
+				var floor uint64
+				if f, ok := floors[key]; ok && f.Created.Equal(created[name]) {
+					floor = f.Floor
+				}
+				if err := recreateMirrorConsumer(ctx, js, st.Stream(), name, floor); err != nil {
 					k.log.Warn("keeper: unreachable mirror consumer not made again", "consumer", name, "err", err)
 				} else {
 					k.log.Info("keeper: unreachable mirror consumer made again", "consumer", name)
 				}
 			}
+			gone := map[string]bool{}
+			for _, name := range offline {
+				gone[name] = true
+			}
 			for _, ci := range cis {
-				if upgrades >= upgradesPerSweep || !strings.HasPrefix(ci.Name, streams.MirrorConsumer("")) || ci.Config.Replicas == 1 {
+				if upgrades >= upgradesPerSweep || gone[ci.Name] || !strings.HasPrefix(ci.Name, streams.MirrorConsumer("")) || ci.Config.Replicas == 1 {
 					continue
 				}
 				cfg := ci.Config
@@ -356,14 +441,19 @@ func (k *keeper) sweep(ctx context.Context, known []FloorEntry) bool {
 	return upgrades+remade > 0
 }
 
-// floors is every member's last word, by account/stream/consumer.
-func (k *keeper) floors() map[string]uint64 {
+// floors is every member's last word, by account/stream/consumer; where
+// two members spoke of one consumer, the lower floor (a floor too low only
+// sends the site what it has again).
+func (k *keeper) floors() map[string]FloorEntry {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	out := map[string]uint64{}
+	out := map[string]FloorEntry{}
 	for _, f := range k.held {
 		for _, e := range f.Consumers {
-			out[e.Account+"/"+e.Stream+"/"+e.Name] = e.Floor
+			key := e.Account + "/" + e.Stream + "/" + e.Name
+			if o, ok := out[key]; !ok || e.Floor < o.Floor {
+				out[key] = e
+			}
 		}
 	}
 	return out
@@ -456,36 +546,50 @@ type consumerList struct {
 	} `json:"error,omitempty"`
 }
 
-// listConsumers lists a stream's consumers, with the names of those the
-// cluster could not reach (nats.go's lister drops them).
+// listConsumers lists a stream's consumers and the names of those the
+// cluster reports offline (all their members gone; nats.go's lister drops
+// them). A consumer that only answered late is in neither.
 func listConsumers(ctx context.Context, nc *nats.Conn, stream string) ([]*jetstream.ConsumerInfo, []string, error) {
 	var all []*jetstream.ConsumerInfo
-	var missing []string
+	var offline []string
 	for offset := 0; ; {
 		req, _ := json.Marshal(map[string]int{"offset": offset})
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		m, err := nc.RequestWithContext(rctx, "$JS.API.CONSUMER.LIST."+stream, req)
 		cancel()
 		if err != nil {
-			return all, missing, err
+			return all, offline, err
 		}
 		var l consumerList
 		if err := json.Unmarshal(m.Data, &l); err != nil {
-			return all, missing, err
+			return all, offline, err
 		}
 		if l.Error != nil {
-			return all, missing, fmt.Errorf("%s (%d)", l.Error.Description, l.Error.Code)
+			return all, offline, fmt.Errorf("%s (%d)", l.Error.Description, l.Error.Code)
 		}
 		all = append(all, l.Consumers...)
-		missing = append(missing, l.Missing...)
-		for name := range l.Offline {
-			missing = append(missing, name)
+		// The page covers each of its consumers once, but one whose
+		// members are all offline is both listed (by hand, offline) and
+		// named missing; one that did not answer in time is only missing.
+		page := map[string]bool{}
+		listed := map[string]bool{}
+		for _, ci := range l.Consumers {
+			page[ci.Name], listed[ci.Name] = true, true
 		}
-		n := len(l.Consumers) + len(l.Missing)
-		offset += n
-		if n == 0 || offset >= l.Total {
-			slices.Sort(missing)
-			return all, slices.Compact(missing), nil
+		for _, name := range l.Missing {
+			if listed[name] {
+				offline = append(offline, name)
+			}
+			page[name] = true
+		}
+		for name := range l.Offline {
+			offline = append(offline, name)
+			page[name] = true
+		}
+		offset += len(page)
+		if len(page) == 0 || offset >= l.Total {
+			slices.Sort(offline)
+			return all, slices.Compact(offline), nil
 		}
 	}
 }
