@@ -274,12 +274,15 @@ func (k *keeper) markOffline(name, id string) {
 // publishFloors tells the other members which mirror consumers this one
 // holds and their ack floors.
 func (k *keeper) publishFloors() {
-	jsz, err := k.s.Jsz(&server.JSzOptions{Accounts: true, Streams: true, Consumer: true})
-	if err != nil {
-		return
-	}
 	var all []FloorEntry
-	for _, ad := range jsz.AccountDetails {
+	// Only the accounts this hub serves, one at a time: a walk of every
+	// account stops at Jsz's first 1,024.
+	for acc := range k.tenants() {
+		jsz, err := k.s.Jsz(&server.JSzOptions{Account: acc, Streams: true, Consumer: true})
+		if err != nil || len(jsz.AccountDetails) == 0 {
+			continue
+		}
+		ad := jsz.AccountDetails[0]
 		// Id is the account's name (its key under operator mode); Name
 		// may be its tag.
 		for _, sd := range ad.Streams {
