@@ -45,9 +45,12 @@ func newInsecureFleet(t testing.TB) *fleet { return startFleet(t, 1, true) }
 func startFleet(t testing.TB, members int, insecure bool) *fleet {
 	t.Helper()
 	f := &fleet{t: t, dir: testDir(t), want: map[string]want{}}
-	if members <= 1 {
+	switch {
+	case members <= 1:
 		f.hubs = []*Hub{StartHub(t, f.dir, HubSpec{Insecure: insecure})}
-	} else {
+	case insecure:
+		f.hubs = StartHubClusterProd(t, f.dir, members, nil)
+	default:
 		f.hubs = StartHubCluster(t, f.dir, members)
 	}
 	f.connect()

@@ -517,8 +517,8 @@ func StartHubCluster(t testing.TB, dir string, n int) []*Hub {
 
 // StartHubClusterProd is StartHubCluster with an operator and PKI made
 // beforehand (NewProd), e.g. with the tenant's limits raised for a large
-// fleet (Prod.Op.SetTenant) before the members load them. args are more
-// flags for every member.
+// fleet (Prod.Op.SetTenant) before the members load them; nil runs the
+// members with --insecure. args are more flags for every member.
 func StartHubClusterProd(t testing.TB, dir string, n int, prod *Prod, args ...string) []*Hub {
 	t.Helper()
 	targets := make([]atomic.Pointer[string], n)
@@ -545,7 +545,7 @@ func StartHubClusterProd(t testing.TB, dir string, n int, prod *Prod, args ...st
 				routes = append(routes, p.Addr())
 			}
 		}
-		h := StartHub(t, dir, HubSpec{Name: fmt.Sprintf("hub%d", i+1), Cluster: true, Routes: routes, Prod: prod, Args: args})
+		h := StartHub(t, dir, HubSpec{Name: fmt.Sprintf("hub%d", i+1), Cluster: true, Routes: routes, Prod: prod, Insecure: prod == nil, Args: args})
 		targets[i].Store(&h.RouteAddr)
 		hubs = append(hubs, h)
 	}

@@ -422,3 +422,53 @@ func TestClusterMemberHoldingMirrorConsumerKilled(t *testing.T) {
 	f.put(ctx, f.sites[2], 4, 3)
 	f.waitConverged(60 * time.Second)
 }
+
+// The same in open mode (--insecure, as the dev stack runs a cluster): the
+// keeper has no system account there, so it cannot tell the cluster a
+// member is gone, and a consumer it makes again may land on the dead member
+// until a create is answered. Two sites; the member holding one's
+// blueprints consumer is SIGKILLed; both get their next blueprint while it
+// stays dead.
+func TestClusterMemberHoldingMirrorConsumerKilledInsecure(t *testing.T) {
+	f := startFleet(t, 3, true)
+	for _, id := range []string{"o1", "o2"} {
+		f.addSite(SiteSpec{ID: id})
+	}
+	ctx := bg(t, 4*time.Minute)
+	for _, s := range f.sites {
+		f.put(ctx, s, 1, 3)
+	}
+	f.waitConverged(90 * time.Second)
+	bp := streams.Store{Bucket: streams.BlueprintsBucket}
+	o1 := streams.MirrorConsumerConfig("o1", bp).Durable
+	var holder string
+	check.For(t, 30*time.Second, 200*time.Millisecond, func() error {
+		c, err := f.js.PushConsumer(ctx, bp.Stream(), o1)
+		if err != nil {
+			return err
+		}
+		info := c.CachedInfo()
+		if info.Cluster == nil || info.Cluster.Leader == "" || info.Config.Replicas != 1 {
+			return fmt.Errorf("o1's consumer: cluster %+v, replicas %d; want a member and 1", info.Cluster, info.Config.Replicas)
+		}
+		holder = info.Cluster.Leader
+		return nil
+	})
+	victim := -1
+	for i, h := range f.hubs {
+		if h.Name == holder {
+			victim = i
+		}
+	}
+	if victim < 0 {
+		t.Fatalf("o1's consumer held by %q, not a member", holder)
+	}
+	f.hubs[victim].Kill()
+	killed := time.Now()
+	for _, s := range f.sites {
+		f.put(ctx, s, 2, 3)
+	}
+	f.waitConverged(90 * time.Second)
+	t.Logf("open mode: member %s, holding o1's mirror consumer, SIGKILLed; both sites converged on generation 2 %v later",
+		f.hubs[victim].Name, time.Since(killed).Round(time.Millisecond))
+}

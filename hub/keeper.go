@@ -386,7 +386,7 @@ func (k *keeper) sweep(ctx context.Context, known []FloorEntry) bool {
 	upgrades, remade := 0, 0
 	for acc, js := range k.tenants() {
 		for _, st := range streams.Mirrored() {
-			cis, offline, err := listConsumers(ctx, js.Conn(), st.Stream())
+			cis, offline, late, err := listConsumers(ctx, js.Conn(), st.Stream())
 			if err != nil {
 				k.log.Debug("keeper: listing consumers failed", "stream", st.Stream(), "err", err)
 				continue
@@ -399,7 +399,13 @@ func (k *keeper) sweep(ctx context.Context, known []FloorEntry) bool {
 			for _, ci := range cis {
 				created[ci.Name] = ci.Created
 			}
-			for _, name := range offline {
+			lostOnes := offline
+			if !k.sys {
+				// Open mode: nothing told the cluster the member is gone,
+				// so its consumers are only late to answer.
+				lostOnes = append(slices.Clone(offline), late...)
+			}
+			for _, name := range lostOnes {
 				key := acc + "/" + st.Stream() + "/" + name
 				if !lost || done[key] || !strings.HasPrefix(name, streams.MirrorConsumer("")) {
 					continue
@@ -549,26 +555,25 @@ type consumerList struct {
 	} `json:"error,omitempty"`
 }
 
-// listConsumers lists a stream's consumers and the names of those the
+// listConsumers lists a stream's consumers, the names of those the
 // cluster reports offline (all their members gone; nats.go's lister drops
-// them). A consumer that only answered late is in neither.
-func listConsumers(ctx context.Context, nc *nats.Conn, stream string) ([]*jetstream.ConsumerInfo, []string, error) {
-	var all []*jetstream.ConsumerInfo
-	var offline []string
+// them), and of those that did not answer in time (late).
+func listConsumers(ctx context.Context, nc *nats.Conn, stream string) (all []*jetstream.ConsumerInfo, offline, late []string, err error) {
 	for offset := 0; ; {
 		req, _ := json.Marshal(map[string]int{"offset": offset})
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		m, err := nc.RequestWithContext(rctx, "$JS.API.CONSUMER.LIST."+stream, req)
+		var m *nats.Msg
+		m, err = nc.RequestWithContext(rctx, "$JS.API.CONSUMER.LIST."+stream, req)
 		cancel()
 		if err != nil {
-			return all, offline, err
+			return all, offline, late, err
 		}
 		var l consumerList
 		if err := json.Unmarshal(m.Data, &l); err != nil {
-			return all, offline, err
+			return all, offline, late, err
 		}
 		if l.Error != nil {
-			return all, offline, fmt.Errorf("%s (%d)", l.Error.Description, l.Error.Code)
+			return all, offline, late, fmt.Errorf("%s (%d)", l.Error.Description, l.Error.Code)
 		}
 		all = append(all, l.Consumers...)
 		// The page covers each of its consumers once, but one whose
@@ -582,6 +587,8 @@ func listConsumers(ctx context.Context, nc *nats.Conn, stream string) ([]*jetstr
 		for _, name := range l.Missing {
 			if listed[name] {
 				offline = append(offline, name)
+			} else {
+				late = append(late, name)
 			}
 			page[name] = true
 		}
@@ -592,7 +599,7 @@ func listConsumers(ctx context.Context, nc *nats.Conn, stream string) ([]*jetstr
 		offset += len(page)
 		if len(page) == 0 || offset >= l.Total {
 			slices.Sort(offline)
-			return all, slices.Compact(offline), nil
+			return all, slices.Compact(offline), late, nil
 		}
 	}
 }

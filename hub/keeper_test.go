@@ -78,19 +78,22 @@ func TestListConsumersPagesAndOffline(t *testing.T) {
 		m.Respond(b)
 	})
 	check.NoError(t, err)
-	cis, offline, err := listConsumers(context.Background(), nc, "KV_blueprints")
+	cis, offline, late, err := listConsumers(context.Background(), nc, "KV_blueprints")
 	check.NoError(t, err)
-	var wantListed, wantOffline int
+	var wantListed, wantOffline, wantLate int
 	for i := range total {
 		if isOffline(i) {
 			wantOffline++
 		}
-		if !isLate(i) {
+		if isLate(i) {
+			wantLate++
+		} else {
 			wantListed++
 		}
 	}
 	check.Equal(t, len(cis), wantListed)
 	check.Equal(t, len(offline), wantOffline)
+	check.Equal(t, len(late), wantLate)
 	for _, n := range offline {
 		var i int
 		fmt.Sscanf(n, "mirror-s%03d-blueprints", &i)
