@@ -230,6 +230,7 @@ func Recent(ctx context.Context, js jetstream.JetStream, stream, site, node stri
 		return nil, fmt.Errorf("events: stream %s: %w", stream, err)
 	}
 	var pending uint64 // after the last message read
+	seen := false      // a message was read
 	for {
 		batch, err := c.FetchNoWait(100)
 		if err != nil {
@@ -251,7 +252,18 @@ func Recent(ctx context.Context, js jetstream.JetStream, stream, site, node stri
 		if err := natsutil.BatchError(batch); err != nil {
 			return out, fmt.Errorf("events: stream %s: %w", stream, err)
 		}
+		if n > 0 {
+			seen = true
+		}
 		if n == 0 {
+			if !seen {
+				// An empty first batch: no event since `since`, or a
+				// hub that stopped answering before the first. Only a
+				// hub that still answers tells the two apart.
+				if _, err := s.Info(ctx); err != nil {
+					return out, fmt.Errorf("events: stream %s: %w", stream, err)
+				}
+			}
 			if pending > 0 {
 				// An empty batch while messages wait: the server stopped
 				// answering (a hub shutting down answers nothing).
