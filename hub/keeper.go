@@ -182,10 +182,22 @@ func (k *keeper) loop(ctx context.Context) {
 	defer tick.Stop()
 	nextFloors := time.Now().Add(floorsFirst)
 	nextSweep := time.Now().Add(throttle.Jitter(sweepEvery, 20))
+	// A sweep runs beside the loop: listing a large fleet's consumers
+	// takes seconds, and a member lost meanwhile must be seen at once.
+	swept := make(chan bool, 1)
+	sweeping := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case worked := <-swept:
+			sweeping = false
+			every := sweepIdle
+			if worked || time.Since(k.lastChange()) < sweepBusyFor {
+				every = sweepEvery
+			}
+			nextSweep = time.Now().Add(throttle.Jitter(every, 20))
+			continue
 		case <-tick.C:
 		}
 		k.checkRoutes(ctx)
@@ -193,16 +205,15 @@ func (k *keeper) loop(ctx context.Context) {
 			nextFloors = time.Now().Add(throttle.Jitter(floorsEvery, 20))
 			k.publishFloors()
 		}
-		if time.Now().After(nextSweep) {
-			worked := false
-			if k.s.JetStreamIsLeader() {
-				worked = k.sweep(ctx, nil)
-			}
-			every := sweepIdle
-			if worked || time.Since(k.lastChange()) < sweepBusyFor {
-				every = sweepEvery
-			}
-			nextSweep = time.Now().Add(throttle.Jitter(every, 20))
+		if !sweeping && time.Now().After(nextSweep) {
+			sweeping = true
+			go func() {
+				worked := false
+				if k.s.JetStreamIsLeader() {
+					worked = k.sweep(ctx, nil)
+				}
+				swept <- worked
+			}()
 		}
 	}
 }
