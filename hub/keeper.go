@@ -59,6 +59,12 @@ const (
 	floorsFirst = time.Second
 	// keeperTick is how often a member looks at its routes.
 	keeperTick = 100 * time.Millisecond
+	// remarkEvery is how often a lost member is marked gone again.
+	remarkEvery = 2 * time.Second
+	// lateIsLost is how long a member must have been lost before the
+	// sweep also takes consumers that answer late for its: a mark that did
+	// not hold leaves them only late.
+	lateIsLost = 5 * time.Second
 	// sweepEvery is how often the meta leader lists the mirror consumers
 	// (it makes any the cluster cannot reach again and turns R3 ones, made
 	// before, R1) while there is reason to: in a member's first minutes,
@@ -107,12 +113,13 @@ type keeper struct {
 	log     *slog.Logger
 
 	mu      sync.Mutex
-	held    map[string]Floors // by member name: its last whole round on FloorsSubject
-	pending map[string]Floors // by member name: the round being received
-	ids     map[string]string // member name → server ID, from its routes
-	lost    map[string]bool   // members whose routes are all gone
-	moving  map[string]bool   // lost members whose consumers this member made again
-	change  time.Time         // when this member started, or last saw a member go or come back
+	held    map[string]Floors    // by member name: its last whole round on FloorsSubject
+	pending map[string]Floors    // by member name: the round being received
+	ids     map[string]string    // member name → server ID, from its routes
+	lost    map[string]time.Time // members whose routes are all gone, since
+	marked  map[string]time.Time // lost members: when this one last marked them gone
+	moving  map[string]bool      // lost members whose consumers this member made again
+	change  time.Time            // when this member started, or last saw a member go or come back
 }
 
 // heard takes one part of a member's round; the round replaces what the
@@ -139,16 +146,23 @@ func (k *keeper) heard(f Floors) {
 // still leads the JetStream meta layer: a move stops as soon as either ends.
 func (k *keeper) stillLost(member string) bool {
 	k.mu.Lock()
-	lost := k.lost[member]
+	_, lost := k.lost[member]
 	k.mu.Unlock()
 	return lost && k.s.JetStreamIsLeader()
 }
 
-// anyLost says whether some member is without routes now.
-func (k *keeper) anyLost() bool {
+// anyLost says whether some member is without routes now, and whether one
+// has been for lateIsLost.
+func (k *keeper) anyLost() (now, long bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return len(k.lost) > 0
+	for _, since := range k.lost {
+		now = true
+		if time.Since(since) >= lateIsLost {
+			long = true
+		}
+	}
+	return now, long
 }
 
 func (k *keeper) lastChange() time.Time {
@@ -158,7 +172,8 @@ func (k *keeper) lastChange() time.Time {
 }
 
 func (k *keeper) start(ctx context.Context) error {
-	k.held, k.pending, k.ids, k.lost, k.moving = map[string]Floors{}, map[string]Floors{}, map[string]string{}, map[string]bool{}, map[string]bool{}
+	k.held, k.pending, k.ids, k.lost, k.moving = map[string]Floors{}, map[string]Floors{}, map[string]string{}, map[string]time.Time{}, map[string]bool{}
+	k.marked = map[string]time.Time{}
 	k.change = time.Now()
 	sub, err := k.nc.Subscribe(FloorsSubject, func(m *nats.Msg) {
 		var f Floors
@@ -236,17 +251,24 @@ func (k *keeper) checkRoutes(ctx context.Context) {
 	var gone []string
 	for name, id := range k.ids {
 		if up[name] {
-			if k.lost[name] {
+			if _, ok := k.lost[name]; ok {
 				k.change = time.Now()
 			}
 			delete(k.lost, name)
 			delete(k.moving, name)
+			delete(k.marked, name)
 			continue
 		}
-		if !k.lost[name] {
-			k.lost[name] = true
+		if _, ok := k.lost[name]; !ok {
+			k.lost[name] = time.Now()
 			k.change = time.Now()
 			gone = append(gone, name)
+		}
+		// Marked again while it stays lost: stats the member sent before
+		// it died, processed after the mark, unmark it (nats-server takes
+		// any stats for a sign of life).
+		if time.Since(k.marked[name]) >= remarkEvery {
+			k.marked[name] = time.Now()
 			k.markOffline(name, id)
 		}
 	}
@@ -378,7 +400,18 @@ func (k *keeper) move(ctx context.Context, member string) {
 		delete(k.held, member)
 	}
 	k.mu.Unlock()
-	if k.stillLost(member) {
+	// Sweeps follow while the member stays lost: the first may come too
+	// early (a meta leader just elected may not answer lists yet, the mark
+	// may not have held), and late consumers count as lost after lateIsLost.
+	for _, wait := range []time.Duration{0, 2 * time.Second, 4 * time.Second, 8 * time.Second} {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if !k.stillLost(member) {
+			return
+		}
 		k.sweep(ctx, held.Consumers)
 	}
 }
@@ -405,13 +438,13 @@ func (k *keeper) sweep(ctx context.Context, known []FloorEntry) bool {
 			// A member marked gone that came back is marked alive at its
 			// next stats (up to 10 s later): until then its consumers are
 			// reported offline too, and are where they should be.
-			lost := k.anyLost()
+			lost, long := k.anyLost()
 			created := map[string]time.Time{}
 			for _, ci := range cis {
 				created[ci.Name] = ci.Created
 			}
 			lostOnes := offline
-			if !k.sys {
+			if !k.sys || long {
 				// Open mode: nothing told the cluster the member is gone,
 				// so its consumers are only late to answer.
 				lostOnes = append(slices.Clone(offline), late...)
