@@ -88,6 +88,16 @@ func (f *fleet) addSite(spec SiteSpec) *Site {
 	return s
 }
 
+// member is the index of the hub member named name, -1 if none is.
+func (f *fleet) member(name string) int {
+	for i, h := range f.hubs {
+		if h.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
 // put writes generation gen (n files) for a site's node and remembers it as
 // the level every check expects.
 func (f *fleet) put(ctx context.Context, s *Site, gen, n int) uint64 {

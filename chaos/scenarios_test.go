@@ -312,12 +312,7 @@ func TestClusterMemberHoldingMirrorConsumerKilled(t *testing.T) {
 	if replicas != 1 {
 		t.Fatalf("site k1's blueprints mirror consumer has %d replicas, want 1", replicas)
 	}
-	victim := -1
-	for i, h := range f.hubs {
-		if h.Name == holder {
-			victim = i
-		}
-	}
+	victim := f.member(holder)
 	if victim < 0 {
 		t.Fatalf("k1's mirror consumer is held by %q, not a member", holder)
 	}
@@ -454,12 +449,7 @@ func TestClusterMemberHoldingMirrorConsumerKilledInsecure(t *testing.T) {
 		holder = info.Cluster.Leader
 		return nil
 	})
-	victim := -1
-	for i, h := range f.hubs {
-		if h.Name == holder {
-			victim = i
-		}
-	}
+	victim := f.member(holder)
 	if victim < 0 {
 		t.Fatalf("o1's consumer held by %q, not a member", holder)
 	}
