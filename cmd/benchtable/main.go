@@ -80,11 +80,39 @@ func run(out string, in []string, cmdline []string) error {
 	if len(cmdline) > 0 {
 		sources = append(sources, "this run")
 	}
-	if err := os.WriteFile(out, render(results, time.Now().UTC(), sources), 0o644); err != nil {
+	kept, err := handWritten(out)
+	if err != nil {
+		return err
+	}
+	doc := append(render(results, time.Now().UTC(), sources), kept...)
+	if err := os.WriteFile(out, doc, 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "benchtable: wrote %s (%d benchmarks)\n", out, len(results))
 	return runErr
+}
+
+// marker divides the generated tables from the hand-written sections below
+// them (analyses, runs done by hand at sizes `make bench` does not reach). A
+// run replaces what is above it and keeps the rest as it is.
+const marker = "<!-- benchtable: everything below this line is written by hand and kept by make bench -->"
+
+// handWritten returns the marker and what follows it in the file at path,
+// or just the marker for a file that does not exist yet. A file without the
+// marker is refused: overwriting it would lose whatever was written there.
+func handWritten(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return []byte("\n" + marker + "\n"), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.Index(b, []byte(marker))
+	if i < 0 {
+		return nil, fmt.Errorf("%s has no line %q: add it above the hand-written sections (or remove the file) so they are not overwritten", path, marker)
+	}
+	return append([]byte("\n"), b[i:]...), nil
 }
 
 // result is one benchmark line.

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -42,5 +44,52 @@ func TestParseAndRender(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("BENCHMARKS.md lacks %q:\n%s", want, md)
 		}
+	}
+}
+
+// A run replaces the generated tables and keeps the hand-written sections
+// below the marker byte for byte; a file without the marker is left alone.
+func TestRunKeepsHandWrittenSections(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "bench.txt")
+	if err := os.WriteFile(in, []byte(sample), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "BENCHMARKS.md")
+	hand := marker + "\n\n## Runs by hand\n\n| 1,000 sites | 29.2 s |\n"
+	if err := os.WriteFile(out, []byte("# Benchmarks\n\nold table | 999 ms\n\n"+hand), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(out, []string{in}, nil); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(out)
+	got := string(b)
+	if !strings.HasSuffix(got, "\n"+hand) || strings.Count(got, marker) != 1 {
+		t.Fatalf("hand-written part not kept once at the end:\n%s", got)
+	}
+	if strings.Contains(got, "999 ms") || !strings.Contains(got, "| 3.50 ms |") {
+		t.Fatalf("generated part not replaced:\n%s", got)
+	}
+
+	bare := filepath.Join(dir, "NOMARKER.md")
+	orig := "# Benchmarks\n\nsomebody's analysis\n"
+	if err := os.WriteFile(bare, []byte(orig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := run(bare, []string{in}, nil)
+	if err == nil || !strings.Contains(err.Error(), "has no line") {
+		t.Fatalf("a file without the marker: err = %v, want a refusal naming the marker", err)
+	}
+	if b, _ := os.ReadFile(bare); string(b) != orig {
+		t.Fatalf("a refused file was changed:\n%s", b)
+	}
+
+	fresh := filepath.Join(dir, "NEW.md")
+	if err := run(fresh, []string{in}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(fresh); !strings.HasSuffix(string(b), marker+"\n") {
+		t.Fatalf("a new file does not end with the marker:\n%s", b)
 	}
 }
