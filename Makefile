@@ -30,7 +30,7 @@ SCALE_IDLE_S ?= 600
 
 bench: build ## run the benchmarks and write BENCHMARKS.md (adds the 10 min catch-up from the last make chaos)
 	ALPHA_SCALE_SITES=$(SCALE_SITES) ALPHA_SCALE_IDLE_S=$(SCALE_IDLE_S) ALPHA_TAGS="$(TAGS)" ALPHA_BIN="$(CURDIR)/bin/alpha" PATH="$(CURDIR)/bin:$$HOME/go/bin:$$PATH" $(GO) run $(GOFLAGS_ALL) ./cmd/benchtable -o BENCHMARKS.md -in .chaos-bench.txt -- \
-		$(GO) test $(GOFLAGS_ALL) -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
+		$(GO) test $(GOFLAGS_ALL) -p 1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
 
 chaos: build ## run every chaos scenario (counts printed) and the 10 min catch-up benchmark
 	{ ALPHA_TAGS="$(TAGS)" ALPHA_BIN="$(CURDIR)/bin/alpha" PATH="$(CURDIR)/bin:$$HOME/go/bin:$$PATH" $(GO) test -tags "$(TAGS) chaos" -count=1 -timeout 60m -v \
