@@ -161,22 +161,23 @@ func TestLogsThroughCutLink(t *testing.T) {
 		t.Cleanup(stop)
 		return stop
 	}
+	firstAgent := time.Now()
 	stopAgent := startAgent()
 	e.put("s1.n1", logsBlueprint())
 
 	unitFilter := streams.LogsFilter("s1", "n1", streams.LogUnit, "talker.service")
 	ctrFilter := streams.LogsFilter("s1", "n1", streams.LogContainer, "talker")
-	// The first lines reach the hub: the whole path works. Cut the link
-	// while the talkers are still writing.
+	// The unit's first lines reach the hub: the whole path works. Cut the
+	// link while the talker is still writing (for ~8 s; waiting for the
+	// container's lines too could take that long on a busy machine, and
+	// they are checked at the hub after the outage).
 	check.For(t, 90*time.Second, 100*time.Millisecond, func() error {
-		for _, c := range []struct{ filter, prefix string }{{unitFilter, "unit line "}, {ctrFilter, "ctr line "}} {
-			ns, err := numbered(t, hub, streams.LogsStream, c.filter, c.prefix)
-			if err != nil {
-				return err
-			}
-			if len(ns) == 0 {
-				return fmt.Errorf("no line of %s at the hub yet", c.filter)
-			}
+		ns, err := numbered(t, hub, streams.LogsStream, unitFilter, "unit line ")
+		if err != nil {
+			return err
+		}
+		if len(ns) == 0 {
+			return fmt.Errorf("no line of %s at the hub yet", unitFilter)
 		}
 		return nil
 	})
@@ -266,10 +267,13 @@ func TestLogsThroughCutLink(t *testing.T) {
 		}
 		return fmt.Errorf("no logs.rate_limited event of the flood at the hub")
 	})
-	// The flood lasted a few seconds: at 100 a second after a burst of 200
-	// (the agent restart gave it a second bucket), far fewer than it wrote.
-	if len(flood) > 2000 {
-		t.Fatalf("flood: %d lines shipped; the rate limit did not hold", len(flood))
+	// At most a burst of 200 per agent (the restart gave it a second
+	// bucket) and 100 a second for as long as an agent could have been
+	// reading the flood: the bucket refills while the agent reads, and a
+	// busy machine reads the 100,000 lines through podman slowly.
+	reading := time.Since(firstAgent)
+	if limit := 2*200 + int(100*reading.Seconds()) + 100; len(flood) > limit {
+		t.Fatalf("flood: %d lines shipped in %v, more than the %d the rate limit allows; it did not hold", len(flood), reading.Round(time.Second), limit)
 	}
 	t.Logf("flood: %d lines shipped, %v dropped", len(flood), dropped)
 

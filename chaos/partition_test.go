@@ -75,6 +75,19 @@ func (s *site) catchUp(want string) time.Duration {
 	return time.Since(start)
 }
 
+// checkCatchUp fails a catch-up that took as long as a mirror that waits
+// for its own retries instead of asking again when the link returns (5 s
+// and more: leaf/tune.go). How fast it is belongs to the benchmarks
+// (BenchmarkFleetCatchUp45s, BenchmarkCatchUpSiteRestarted: goal p99 1 s,
+// 0.08-0.92 s measured); a bound of 2 s here failed runs on a busy machine
+// for no fault of the product.
+func checkCatchUp(t *testing.T, took time.Duration) {
+	t.Helper()
+	if took > 5*time.Second {
+		t.Errorf("catch-up took %v, want under 5s (a mirror that waited for its retry instead of asking on the link's return)", took)
+	}
+}
+
 func TestPartition(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -100,7 +113,7 @@ func TestPartition(t *testing.T) {
 			}
 			// Cut off, the agent still repairs drift from the site's copy.
 			check.NoError(t, os.WriteFile(s.file(), []byte("hand edit\n"), 0o644))
-			stack.WaitFile(t, 2*time.Second, s.file(), "v=1\n")
+			stack.WaitFile(t, 10*time.Second, s.file(), "v=1\n")
 			// The hub moves on during the outage.
 			s.put("v=2\n")
 			outage(tc.outage)
@@ -108,9 +121,7 @@ func TestPartition(t *testing.T) {
 
 			took := s.catchUp("v=2\n")
 			t.Logf("%s: update made during the outage applied %v after restore", tc.name, took)
-			if took > 2*time.Second {
-				t.Errorf("catch-up took %v, want at most 2s", took)
-			}
+			checkCatchUp(t, took)
 		})
 	}
 }
@@ -140,7 +151,7 @@ func TestLeafRestartedOffline(t *testing.T) {
 	}
 	// The agent keeps repairing through the restarted leaf.
 	check.NoError(t, os.WriteFile(s.file(), []byte("hand edit\n"), 0o644))
-	stack.WaitFile(t, 2*time.Second, s.file(), "v=1\n")
+	stack.WaitFile(t, 10*time.Second, s.file(), "v=1\n")
 	// The outage goes on after the restart. (A link back within 2 s of the
 	// leaf's start can take up to 2.3 s: the server spaces mirror setup
 	// requests 2 s apart; see leaf/tune.go.)
@@ -148,9 +159,7 @@ func TestLeafRestartedOffline(t *testing.T) {
 
 	took := s.catchUp("v=2\n")
 	t.Logf("leaf restarted offline: caught up %v after restore", took)
-	if took > 2*time.Second {
-		t.Errorf("catch-up took %v, want at most 2s", took)
-	}
+	checkCatchUp(t, took)
 }
 
 func TestAgentRestartedOfflineReapplies(t *testing.T) {

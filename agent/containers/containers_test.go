@@ -94,7 +94,7 @@ func TestReplaceOnlyChangedAndRemove(t *testing.T) {
 	waitRunning(t, pm, "bystander", time.Second)
 }
 
-func TestDriftRepairedWithinTwoSeconds(t *testing.T) {
+func TestDriftRepairedFromEvents(t *testing.T) {
 	pm, _, a := setup(t)
 	rev := a.Offer(doc("  containers:\n" + ctr("web", "localhost/busybox:1")))
 	a.WaitConverged(t, rev, 30*time.Second)
@@ -110,8 +110,10 @@ func TestDriftRepairedWithinTwoSeconds(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The engine resyncs hourly here: only podman's events can bring
-			// it back this fast.
-			check.For(t, 2*time.Second, 10*time.Millisecond, func() error {
+			// it back within the minute. (How fast is BenchmarkDriftRepair's;
+			// 2 s here was tight for two podman CLI runs a poll on a busy
+			// machine.)
+			check.For(t, 20*time.Second, 10*time.Millisecond, func() error {
 				if _, err := running(pm, "web"); err != nil {
 					return err
 				}
@@ -217,8 +219,9 @@ func TestDriftRepairedAfterPodmanRestart(t *testing.T) {
 	id := waitRunning(t, pm, "web", time.Second) // conmon kept it running
 	pm.Podman(t, "rm", "-f", "-t", "0", "web")
 	// Whether the watcher has reconnected yet or does so now (a reconnect
-	// asks for a pass), the removal is repaired at once.
-	check.For(t, 2*time.Second, 20*time.Millisecond, func() error {
+	// asks for a pass), the removal is repaired long before the hourly
+	// resync.
+	check.For(t, 20*time.Second, 20*time.Millisecond, func() error {
 		now, err := running(pm, "web")
 		if err == nil && now == id {
 			return fmt.Errorf("web not replaced yet")

@@ -62,9 +62,11 @@ func TestJournalResumesAfterAckedCursor(t *testing.T) {
 	js, err := jetstream.NewWithDomain(nc, "s1")
 	check.NoError(t, err)
 	state := filepath.Join(dir, "positions.json")
+	var cur *Shipper
 	run := func() func() {
 		s, err := New(Config{Conn: nc, Site: "s1", Node: "n1", Log: quiet, StateFile: state, Journal: []string{script}})
 		check.NoError(t, err)
+		cur = s
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { s.Run(ctx, Selection{Units: []string{"a.service"}}); close(done) }()
@@ -103,6 +105,14 @@ func TestJournalResumesAfterAckedCursor(t *testing.T) {
 		}
 		if strings.Join(got, ",") != want {
 			return fmt.Errorf("LOGS holds %q", got)
+		}
+		return nil
+	})
+	// The position moves once the shipper has taken the last line's ack,
+	// which may come after the line is in the stream.
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if p := cur.Position("journal"); p != "c10" {
+			return fmt.Errorf("journal position %q, want c10", p)
 		}
 		return nil
 	})

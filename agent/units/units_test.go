@@ -127,7 +127,7 @@ func TestInstallRestartOnBinaryChangeRemove(t *testing.T) {
 	}
 }
 
-func TestDriftRepairedWithinTwoSeconds(t *testing.T) {
+func TestDriftRepairedFromEvents(t *testing.T) {
 	e := setup(t)
 	v1 := script("1")
 	e.hub("meter", v1)
@@ -151,9 +151,9 @@ func TestDriftRepairedWithinTwoSeconds(t *testing.T) {
 				t.Logf("systemctl %s: %s (the repair was already under way)", tc.cmd, out)
 			}
 			// The engine resyncs hourly here: only D-Bus signals can bring it
-			// back this fast.
-			e.waitProp(t, "meter.service", tc.prop, tc.want, 2*time.Second)
-			check.For(t, 2*time.Second, 10*time.Millisecond, func() error {
+			// back within the minute (how fast: BenchmarkDriftRepair).
+			e.waitProp(t, "meter.service", tc.prop, tc.want, 20*time.Second)
+			check.For(t, 20*time.Second, 10*time.Millisecond, func() error {
 				if r, _ := e.agent.Resource("unit:meter.service"); r.Repairs <= r0.Repairs {
 					return fmt.Errorf("repairs %d, want more than %d", r.Repairs, r0.Repairs)
 				}

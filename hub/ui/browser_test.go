@@ -283,14 +283,21 @@ func TestDashboardInBrowser(t *testing.T) {
 	waitFor(t, ctx, `#logs`)
 	phase, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("#node-phase").innerText`))
 	check.NoError(t, err)
-	logs, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("#logs").innerText`))
-	check.NoError(t, err)
 	check.Equal(t, strings.TrimSpace(phase), "Degraded")
-	for _, want := range []string{"listening on :8080", "alpha-no-such-user unknown", "giving up", "unit:web.service"} {
-		if !strings.Contains(logs, want) {
-			t.Fatalf("node page logs lack %q:\n%s", want, logs)
+	// The lines reach the hub one batch after another and the page shows
+	// what is there at each refresh: wait for all of them.
+	check.For(t, 30*time.Second, 100*time.Millisecond, func() error {
+		logs, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("#logs").innerText`))
+		if err != nil {
+			return err
 		}
-	}
+		for _, want := range []string{"listening on :8080", "alpha-no-such-user unknown", "giving up", "unit:web.service"} {
+			if !strings.Contains(logs, want) {
+				return fmt.Errorf("node page logs lack %q:\n%s", want, logs)
+			}
+		}
+		return nil
+	})
 	screenshot(t, ctx, "node.png")
 
 	// Site s2 goes silent: the fleet page shows its alert firing and the
