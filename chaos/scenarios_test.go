@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -427,6 +428,65 @@ func TestClusterMemberHoldingMirrorConsumerKilled(t *testing.T) {
 	})
 	f.put(ctx, f.sites[2], 4, 3)
 	f.waitConverged(60 * time.Second)
+}
+
+// The whole hub cluster goes down (a power cut at the hub's site) and two
+// members come back without the third, which held a site's blueprints
+// mirror consumer. Neither keeper ever saw the third member's routes, so
+// they learn of it from the JetStream meta group; the site gets its next
+// blueprint while the member stays down. (BenchmarkClusterFailover met
+// the same by chance: a member killed 35 ms after another's restart, before
+// the restarted member's keeper first looked, and the restarted member
+// then led the meta layer: the site had no blueprint a minute later.)
+func TestClusterMemberLostBeforeKeeperStarted(t *testing.T) {
+	f := newFleet(t, 3)
+	s := f.addSite(SiteSpec{ID: "b1"})
+	ctx := bg(t, 4*time.Minute)
+	f.put(ctx, s, 1, 3)
+	f.waitConverged(90 * time.Second)
+	bp := streams.Store{Bucket: streams.BlueprintsBucket}
+	var holder string
+	check.For(t, 30*time.Second, 200*time.Millisecond, func() error {
+		c, err := f.js.PushConsumer(ctx, bp.Stream(), streams.MirrorConsumerConfig("b1", bp).Durable)
+		if err != nil {
+			return err
+		}
+		if info := c.CachedInfo(); info.Cluster != nil && info.Cluster.Leader != "" {
+			holder = info.Cluster.Leader
+			return nil
+		}
+		return fmt.Errorf("b1's consumer has no leader")
+	})
+	x := f.member(holder)
+	if x < 0 {
+		t.Fatalf("b1's consumer held by %q, not a member", holder)
+	}
+	back := []int{(x + 1) % 3, (x + 2) % 3}
+	for _, i := range back {
+		f.hubs[i].Kill()
+	}
+	f.hubs[x].Kill()
+	// Each waits for the other to become ready: start them together.
+	var wg sync.WaitGroup
+	for _, i := range back {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.hubs[i].Restart()
+		}()
+	}
+	wg.Wait()
+	for _, i := range back {
+		f.hubs[i].WaitLog("hub ready", 90*time.Second)
+	}
+	f.put(ctx, s, 2, 3)
+	put := time.Now()
+	f.waitConverged(60 * time.Second)
+	t.Logf("%s (holding b1's consumer) stayed down after the cluster's restart; b1 converged %v after the put",
+		f.hubs[x].Name, time.Since(put).Round(time.Millisecond))
+	if f.hubs[back[0]].CountLog("cluster member lost")+f.hubs[back[1]].CountLog("cluster member lost") == 0 {
+		t.Fatalf("neither member back said %s was lost", f.hubs[x].Name)
+	}
 }
 
 // The same in open mode (--insecure, as the dev stack runs a cluster): the

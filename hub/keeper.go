@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -74,6 +75,20 @@ const (
 	sweepEvery   = 30 * time.Second
 	sweepIdle    = 5 * time.Minute
 	sweepBusyFor = 5 * time.Minute
+	// metaEvery is how often the meta leader reads the meta group's
+	// members, and routelessIsLost how long one of them must be without
+	// routes before it counts as lost though this member never saw its
+	// routes (it was gone before this keeper started).
+	metaEvery       = time.Second
+	routelessIsLost = 2 * time.Second
+	// unknownID stands for a lost member's server ID in the shutdown
+	// notice when this member never saw it: nats-server marks the JetStream
+	// peer gone by the name in the notice; the ID only finds its other
+	// state, which a member that never routed here does not have.
+	unknownID = "ALPHAKEEPERUNKNOWN"
+	// unnamedPeer prefixes the peer ID of a meta group member whose name
+	// this member's server does not know.
+	unnamedPeer = "peer:"
 	// upgradesPerSweep bounds the R3 → R1 updates of one sweep (each is a
 	// meta proposal and the end of a raft group).
 	upgradesPerSweep = 100
@@ -112,14 +127,16 @@ type keeper struct {
 	tenants func() map[string]jetstream.JetStream
 	log     *slog.Logger
 
-	mu      sync.Mutex
-	held    map[string]Floors    // by member name: its last whole round on FloorsSubject
-	pending map[string]Floors    // by member name: the round being received
-	ids     map[string]string    // member name → server ID, from its routes
-	lost    map[string]time.Time // members whose routes are all gone, since
-	marked  map[string]time.Time // lost members: when this one last marked them gone
-	moving  map[string]bool      // lost members whose consumers this member made again
-	change  time.Time            // when this member started, or last saw a member go or come back
+	mu        sync.Mutex
+	held      map[string]Floors    // by member name: its last whole round on FloorsSubject
+	pending   map[string]Floors    // by member name: the round being received
+	ids       map[string]string    // member name → server ID, from its routes ("" never seen: from the meta group)
+	routeless map[string]time.Time // meta group members without routes, never seen here, since
+	nextMeta  time.Time
+	lost      map[string]time.Time // members whose routes are all gone, since
+	marked    map[string]time.Time // lost members: when this one last marked them gone
+	moving    map[string]bool      // lost members whose consumers this member made again
+	change    time.Time            // when this member started, or last saw a member go or come back
 }
 
 // heard takes one part of a member's round; the round replaces what the
@@ -173,7 +190,7 @@ func (k *keeper) lastChange() time.Time {
 
 func (k *keeper) start(ctx context.Context) error {
 	k.held, k.pending, k.ids, k.lost, k.moving = map[string]Floors{}, map[string]Floors{}, map[string]string{}, map[string]time.Time{}, map[string]bool{}
-	k.marked = map[string]time.Time{}
+	k.marked, k.routeless = map[string]time.Time{}, map[string]time.Time{}
 	k.change = time.Now()
 	sub, err := k.nc.Subscribe(FloorsSubject, func(m *nats.Msg) {
 		var f Floors
@@ -240,12 +257,52 @@ func (k *keeper) checkRoutes(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	var meta []string
+	metaRead := false
+	if time.Now().After(k.nextMeta) {
+		k.nextMeta = time.Now().Add(metaEvery)
+		meta, metaRead = k.metaMembers()
+	}
 	up := map[string]bool{}
 	k.mu.Lock()
 	for _, r := range rz.Routes {
 		if r.RemoteName != "" {
 			up[r.RemoteName] = true
 			k.ids[r.RemoteName] = r.RemoteID
+		}
+	}
+	// A member that died before this keeper first looked has no routes
+	// to lose: the meta group still lists it. (A member restarted 35 ms
+	// before another died, then meta leader, never moved the dead one's
+	// consumers: BenchmarkClusterFailover's site had no blueprint a
+	// minute later. So does a cluster that restarts without one member.)
+	// A member this server never heard of at all is listed by its peer
+	// ID only: it stands lost under that (unnamedPeer) until it is named
+	// or leaves the group.
+	for _, name := range meta {
+		if _, seen := k.ids[name]; seen || up[name] {
+			delete(k.routeless, name)
+			continue
+		}
+		since, ok := k.routeless[name]
+		if !ok {
+			k.routeless[name] = time.Now()
+		} else if time.Since(since) >= routelessIsLost {
+			k.ids[name] = ""
+			delete(k.routeless, name)
+		}
+	}
+	if metaRead {
+		for name := range k.ids {
+			if strings.HasPrefix(name, unnamedPeer) && !slices.Contains(meta, name) {
+				delete(k.ids, name)
+				if _, ok := k.lost[name]; ok {
+					k.change = time.Now()
+				}
+				delete(k.lost, name)
+				delete(k.moving, name)
+				delete(k.marked, name)
+			}
 		}
 	}
 	var gone []string
@@ -295,13 +352,44 @@ func (k *keeper) checkRoutes(ctx context.Context) {
 // without (a new consumer may land on the dead member and is made again).
 // Lock held.
 func (k *keeper) markOffline(name, id string) {
-	if !k.sys || id == "" {
+	if !k.sys || strings.HasPrefix(name, unnamedPeer) {
+		// Unnamed, it is unknown to this member's server too, which
+		// takes it for offline already.
 		return
 	}
+	id = cmp.Or(id, unknownID)
 	b, _ := json.Marshal(server.ServerInfo{Name: name, ID: id})
 	if err := k.nc.Publish(fmt.Sprintf("$SYS.SERVER.%s.SHUTDOWN", id), b); err != nil {
 		k.log.Debug("keeper: telling the cluster a member is gone failed", "member", name, "err", err)
 	}
+}
+
+// metaMembers is, on the JetStream meta leader, the other members of the
+// meta group, and whether it read them (elsewhere: only the leader moves
+// consumers, and only it knows the group's members for sure). A member
+// this server never heard from (it was down since before this one
+// started) has no name here: it is unnamedPeer and its peer ID.
+func (k *keeper) metaMembers() ([]string, bool) {
+	if !k.s.JetStreamIsLeader() {
+		return nil, false
+	}
+	jsz, err := k.s.Jsz(&server.JSzOptions{})
+	if err != nil || jsz.Meta == nil {
+		return nil, false
+	}
+	var names []string
+	for _, p := range jsz.Meta.Replicas {
+		switch {
+		case p == nil || p.Name == k.s.Name():
+		case p.Name != "" && !strings.ContainsAny(p.Name, " \t"):
+			names = append(names, p.Name)
+		case p.Peer != "":
+			// nats-server names it with a sentence ("Server name
+			// unknown at this time").
+			names = append(names, unnamedPeer+p.Peer)
+		}
+	}
+	return names, true
 }
 
 // publishFloors tells the other members which mirror consumers this one
@@ -432,7 +520,7 @@ func (k *keeper) sweep(ctx context.Context, known []FloorEntry) bool {
 		for _, st := range streams.Mirrored() {
 			cis, offline, late, err := listConsumers(ctx, js.Conn(), st.Stream())
 			if err != nil {
-				k.log.Debug("keeper: listing consumers failed", "stream", st.Stream(), "err", err)
+				k.log.Warn("keeper: listing mirror consumers failed", "stream", st.Stream(), "err", err)
 				continue
 			}
 			// A member marked gone that came back is marked alive at its
@@ -618,6 +706,14 @@ func listConsumers(ctx context.Context, nc *nats.Conn, stream string) (all []*je
 		}
 		if l.Error != nil {
 			return all, offline, late, fmt.Errorf("%s (%d)", l.Error.Description, l.Error.Code)
+		}
+		for _, ci := range l.Consumers {
+			// nats-server makes up the info of a consumer whose members
+			// are all offline from its assignment: the name is only in
+			// its config. Taken for a late one, it waited for lateIsLost.
+			if ci.Name == "" {
+				ci.Name = cmp.Or(ci.Config.Name, ci.Config.Durable)
+			}
 		}
 		all = append(all, l.Consumers...)
 		// The page covers each of its consumers once, but one whose

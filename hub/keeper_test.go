@@ -66,7 +66,10 @@ func TestListConsumersPagesAndOffline(t *testing.T) {
 		for i := req.Offset; i < min(req.Offset+pageSize, total); i++ {
 			switch {
 			case isOffline(i):
-				l.Consumers = append(l.Consumers, &jetstream.ConsumerInfo{Name: name(i)})
+				// As nats-server makes it up for a consumer whose members
+				// are all offline (jsClusteredConsumerListRequest): its
+				// config and creation time, no name of its own.
+				l.Consumers = append(l.Consumers, &jetstream.ConsumerInfo{Config: jetstream.ConsumerConfig{Name: name(i), Durable: name(i)}})
 				l.Missing = append(l.Missing, name(i))
 			case isLate(i):
 				l.Missing = append(l.Missing, name(i))
