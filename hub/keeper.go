@@ -133,6 +133,7 @@ type keeper struct {
 	ids       map[string]string    // member name → server ID, from its routes ("" never seen: from the meta group)
 	routeless map[string]time.Time // meta group members without routes, never seen here, since
 	nextMeta  time.Time
+	led       bool                 // this member led the meta layer at the last look
 	lost      map[string]time.Time // members whose routes are all gone, since
 	marked    map[string]time.Time // lost members: when this one last marked them gone
 	moving    map[string]bool      // lost members whose consumers this member made again
@@ -257,12 +258,15 @@ func (k *keeper) checkRoutes(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	var meta []string
-	metaRead := false
-	if time.Now().After(k.nextMeta) {
+	var meta map[string]bool
+	leads := k.s.JetStreamIsLeader()
+	if leads && (!k.led || time.Now().After(k.nextMeta)) {
+		// At once on becoming the leader: a member that died with the
+		// last leader is this one's to move.
 		k.nextMeta = time.Now().Add(metaEvery)
-		meta, metaRead = k.metaMembers()
+		meta = k.metaMembers()
 	}
+	k.led = leads
 	up := map[string]bool{}
 	k.mu.Lock()
 	for _, r := range rz.Routes {
@@ -279,22 +283,28 @@ func (k *keeper) checkRoutes(ctx context.Context) {
 	// A member this server never heard of at all is listed by its peer
 	// ID only: it stands lost under that (unnamedPeer) until it is named
 	// or leaves the group.
-	for _, name := range meta {
+	// One the server already takes for offline (another member's keeper
+	// said it is gone) is lost at once; otherwise after routelessIsLost
+	// without routes, as a live member whose routes are still forming
+	// would be.
+	for name, offline := range meta {
 		if _, seen := k.ids[name]; seen || up[name] {
 			delete(k.routeless, name)
 			continue
 		}
 		since, ok := k.routeless[name]
 		if !ok {
-			k.routeless[name] = time.Now()
-		} else if time.Since(since) >= routelessIsLost {
+			since = time.Now()
+			k.routeless[name] = since
+		}
+		if offline || time.Since(since) >= routelessIsLost {
 			k.ids[name] = ""
 			delete(k.routeless, name)
 		}
 	}
-	if metaRead {
+	if meta != nil {
 		for name := range k.ids {
-			if strings.HasPrefix(name, unnamedPeer) && !slices.Contains(meta, name) {
+			if _, listed := meta[name]; strings.HasPrefix(name, unnamedPeer) && !listed {
 				delete(k.ids, name)
 				if _, ok := k.lost[name]; ok {
 					k.change = time.Now()
@@ -364,32 +374,30 @@ func (k *keeper) markOffline(name, id string) {
 	}
 }
 
-// metaMembers is, on the JetStream meta leader, the other members of the
-// meta group, and whether it read them (elsewhere: only the leader moves
-// consumers, and only it knows the group's members for sure). A member
-// this server never heard from (it was down since before this one
-// started) has no name here: it is unnamedPeer and its peer ID.
-func (k *keeper) metaMembers() ([]string, bool) {
-	if !k.s.JetStreamIsLeader() {
-		return nil, false
-	}
+// metaMembers is the other members of the JetStream meta group, each with
+// whether this server takes it for offline; nil if it could not be read.
+// Only the meta leader (which moves consumers) asks. A member this server
+// never heard from (it was down since before this one started) has no
+// name here: it is unnamedPeer and its peer ID.
+func (k *keeper) metaMembers() map[string]bool {
 	jsz, err := k.s.Jsz(&server.JSzOptions{})
 	if err != nil || jsz.Meta == nil {
-		return nil, false
+		return nil
 	}
-	var names []string
+	members := map[string]bool{}
 	for _, p := range jsz.Meta.Replicas {
 		switch {
 		case p == nil || p.Name == k.s.Name():
 		case p.Name != "" && !strings.ContainsAny(p.Name, " \t"):
-			names = append(names, p.Name)
+			members[p.Name] = p.Offline
 		case p.Peer != "":
 			// nats-server names it with a sentence ("Server name
-			// unknown at this time").
-			names = append(names, unnamedPeer+p.Peer)
+			// unknown at this time"); unknown, it is not offline to
+			// the server, which just never heard of it.
+			members[unnamedPeer+p.Peer] = false
 		}
 	}
-	return names, true
+	return members
 }
 
 // publishFloors tells the other members which mirror consumers this one
