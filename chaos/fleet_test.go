@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alpha-edge/alpha/internal/testkit/check"
+	"github.com/alpha-edge/alpha/streams"
 )
 
 // fleet is a hub (or cluster) with sites, as separate processes of the real
@@ -96,6 +97,27 @@ func (f *fleet) member(name string) int {
 		}
 	}
 	return -1
+}
+
+// mirrorHolder waits until site's blueprints mirror consumer has a leader
+// that is a member, and returns that member's index and the consumer's
+// replicas.
+func (f *fleet) mirrorHolder(ctx context.Context, site string) (member, replicas int) {
+	f.t.Helper()
+	bp := streams.Store{Bucket: streams.BlueprintsBucket}
+	check.For(f.t, 30*time.Second, 200*time.Millisecond, func() error {
+		c, err := f.js.PushConsumer(ctx, bp.Stream(), streams.MirrorConsumerConfig(site, bp).Durable)
+		if err != nil {
+			return err
+		}
+		info := c.CachedInfo()
+		if info.Cluster == nil || f.member(info.Cluster.Leader) < 0 {
+			return fmt.Errorf("%s's blueprints mirror consumer is not held by a member: %+v", site, info.Cluster)
+		}
+		member, replicas = f.member(info.Cluster.Leader), info.Config.Replicas
+		return nil
+	})
+	return member, replicas
 }
 
 // put writes generation gen (n files) for a site's node and remembers it as

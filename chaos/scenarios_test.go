@@ -444,23 +444,7 @@ func TestClusterMemberLostBeforeKeeperStarted(t *testing.T) {
 	ctx := bg(t, 4*time.Minute)
 	f.put(ctx, s, 1, 3)
 	f.waitConverged(90 * time.Second)
-	bp := streams.Store{Bucket: streams.BlueprintsBucket}
-	var holder string
-	check.For(t, 30*time.Second, 200*time.Millisecond, func() error {
-		c, err := f.js.PushConsumer(ctx, bp.Stream(), streams.MirrorConsumerConfig("b1", bp).Durable)
-		if err != nil {
-			return err
-		}
-		if info := c.CachedInfo(); info.Cluster != nil && info.Cluster.Leader != "" {
-			holder = info.Cluster.Leader
-			return nil
-		}
-		return fmt.Errorf("b1's consumer has no leader")
-	})
-	x := f.member(holder)
-	if x < 0 {
-		t.Fatalf("b1's consumer held by %q, not a member", holder)
-	}
+	x, _ := f.mirrorHolder(ctx, "b1")
 	back := []int{(x + 1) % 3, (x + 2) % 3}
 	for _, i := range back {
 		f.hubs[i].Kill()
@@ -505,24 +489,9 @@ func TestClusterMemberHoldingMirrorConsumerKilledInsecure(t *testing.T) {
 		f.put(ctx, s, 1, 3)
 	}
 	f.waitConverged(90 * time.Second)
-	bp := streams.Store{Bucket: streams.BlueprintsBucket}
-	o1 := streams.MirrorConsumerConfig("o1", bp).Durable
-	var holder string
-	check.For(t, 30*time.Second, 200*time.Millisecond, func() error {
-		c, err := f.js.PushConsumer(ctx, bp.Stream(), o1)
-		if err != nil {
-			return err
-		}
-		info := c.CachedInfo()
-		if info.Cluster == nil || info.Cluster.Leader == "" || info.Config.Replicas != 1 {
-			return fmt.Errorf("o1's consumer: cluster %+v, replicas %d; want a member and 1", info.Cluster, info.Config.Replicas)
-		}
-		holder = info.Cluster.Leader
-		return nil
-	})
-	victim := f.member(holder)
-	if victim < 0 {
-		t.Fatalf("o1's consumer held by %q, not a member", holder)
+	victim, replicas := f.mirrorHolder(ctx, "o1")
+	if replicas != 1 {
+		t.Fatalf("o1's blueprints mirror consumer has %d replicas, want 1", replicas)
 	}
 	f.hubs[victim].Kill()
 	killed := time.Now()
