@@ -132,8 +132,8 @@ type keeper struct {
 	pending   map[string]Floors    // by member name: the round being received
 	ids       map[string]string    // member name → server ID, from its routes ("" never seen: from the meta group)
 	routeless map[string]time.Time // meta group members without routes, never seen here, since
-	nextMeta  time.Time
-	led       bool                 // this member led the meta layer at the last look
+	nextMeta  time.Time            // loop goroutine only
+	led       bool                 // loop goroutine only: this member led the meta layer at the last look
 	lost      map[string]time.Time // members whose routes are all gone, since
 	marked    map[string]time.Time // lost members: when this one last marked them gone
 	moving    map[string]bool      // lost members whose consumers this member made again
@@ -276,17 +276,14 @@ func (k *keeper) checkRoutes(ctx context.Context) {
 		}
 	}
 	// A member that died before this keeper first looked has no routes
-	// to lose: the meta group still lists it. (A member restarted 35 ms
-	// before another died, then meta leader, never moved the dead one's
-	// consumers: BenchmarkClusterFailover's site had no blueprint a
-	// minute later. So does a cluster that restarts without one member.)
-	// A member this server never heard of at all is listed by its peer
-	// ID only: it stands lost under that (unnamedPeer) until it is named
-	// or leaves the group.
-	// One the server already takes for offline (another member's keeper
-	// said it is gone) is lost at once; otherwise after routelessIsLost
-	// without routes, as a live member whose routes are still forming
-	// would be.
+	// to lose, but the meta group still lists it (a member restarted just
+	// before another died, or a cluster restarted without one member:
+	// nobody moved the dead one's consumers). It is lost at once if the
+	// server already takes it for offline (another keeper said it is
+	// gone), else after routelessIsLost without routes, as a live member
+	// whose routes are still forming would be. One this server never
+	// heard of is listed by peer ID (unnamedPeer) until it is named or
+	// leaves the group.
 	for name, offline := range meta {
 		if _, seen := k.ids[name]; seen || up[name] {
 			delete(k.routeless, name)
